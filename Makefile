@@ -1,0 +1,50 @@
+# The two commands a newcomer needs are `make run` and `make test`; each does
+# all of its own set-up (virtualenv, dependencies, services, database).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SERVICES := $(PY) -m sharedrecord.localservices
+
+.PHONY: run test venv lint format typecheck migrations-check lock bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## make run: the platform on http://127.0.0.1:8000 with the demo borough (Ctrl-C stops it)
+run: venv
+	$(SERVICES) run
+
+## make test: the whole suite against real PostgreSQL, Redis, Celery and chromium
+test: venv
+	$(SERVICES) exec --redis-db 15 -- $(PY) manage.py collectstatic --no-input -v0
+	$(SERVICES) exec --redis-db 15 -- $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: venv
+	$(SERVICES) exec -- $(VENV)/bin/mypy .
+
+migrations-check: venv
+	$(SERVICES) exec -- $(PY) manage.py makemigrations --check --dry-run
+
+lock: venv
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock.new
+	{ echo '# Pinned, resolved set of every dependency (runtime and dev). Regenerate with `make lock`.'; cat requirements.lock.new; } > requirements.lock
+	rm requirements.lock.new
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

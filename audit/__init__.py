@@ -1,0 +1,1 @@
+"""The append-only audit trail: who saw or changed what, when and why."""

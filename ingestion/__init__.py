@@ -1,0 +1,1 @@
+"""Feed endpoints, inbound messages, parsers, matching, the upsert and Celery tasks."""

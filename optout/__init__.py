@@ -1,0 +1,1 @@
+"""The GP-managed opt-out registry and the gate ingestion asks."""

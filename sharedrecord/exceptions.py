@@ -1,0 +1,28 @@
+"""Our domain errors. Each carries a stable `code`; messages never hold personal data."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error the platform raises on purpose."""
+
+    code = "domain_error"
+    status = 400
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class PatientNotFound(DomainError):
+    """Raised alike for "does not exist" and "not yours" (STYLE.md section 3)."""
+
+    code = "patient_not_found"
+    status = 404
+
+
+class PermissionDenied(DomainError):
+    code = "permission_denied"
+    status = 403

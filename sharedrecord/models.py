@@ -1,0 +1,174 @@
+"""Organisations that share data, and the staff who use the record."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import ClassVar
+
+from django.contrib.auth.models import AbstractUser, UserManager
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class OrganisationKind(models.TextChoices):
+    GP_PRACTICE = "gp-practice", "GP practice"
+    ACUTE = "acute", "Acute hospital trust"
+    COMMUNITY = "community", "Community health services"
+    MENTAL_HEALTH = "mental-health", "Mental health trust"
+    SOCIAL_CARE = "social-care", "Adult social care (local authority)"
+    PHARMACY = "pharmacy", "Community pharmacy"
+    OTHER = "other", "Other"
+
+
+class OrganisationQuerySet(models.QuerySet["Organisation"]):
+    def with_active_agreement(self, on: datetime.date | None = None) -> OrganisationQuerySet:
+        """Organisations whose data sharing agreement covers the given day (default today)."""
+        day = on or timezone.localdate()
+        return self.filter(dsa_start__isnull=False, dsa_start__lte=day).filter(
+            Q(dsa_end__isnull=True) | Q(dsa_end__gte=day)
+        )
+
+
+class Organisation(models.Model):
+    """A health or care organisation, identified by its ODS code."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    ods_code = models.CharField(
+        "ODS code",
+        max_length=12,
+        unique=True,
+        help_text="Organisation Data Service code, upper case (for example A81001).",
+    )
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=OrganisationKind.choices)
+    dsa_start = models.DateField(
+        "data sharing agreement start",
+        null=True,
+        blank=True,
+        help_text="Blank until the organisation has signed the data sharing agreement.",
+    )
+    dsa_end = models.DateField(
+        "data sharing agreement end",
+        null=True,
+        blank=True,
+        help_text="Blank while the agreement runs without an end date.",
+    )
+
+    objects: ClassVar[OrganisationQuerySet] = OrganisationQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(dsa_end__isnull=True)
+                | Q(dsa_start__isnull=False, dsa_end__gte=models.F("dsa_start")),
+                name="organisation_dsa_end_after_start",
+            ),
+            models.CheckConstraint(
+                condition=Q(ods_code__regex=r"^[A-Z0-9]{3,12}$"),
+                name="organisation_ods_code_format",
+            ),
+        ]
+        permissions = [
+            ("manage_optouts", "Record opt-outs and opt-ins for this practice's patients"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.ods_code})"
+
+    def clean(self) -> None:
+        self.ods_code = self.ods_code.strip().upper()
+        if self.dsa_end and not self.dsa_start:
+            raise ValidationError({"dsa_end": "An agreement cannot end before it has started."})
+        if self.dsa_end and self.dsa_start and self.dsa_end < self.dsa_start:
+            raise ValidationError({"dsa_end": "The agreement must end on or after its start."})
+
+    def agreement_active(self, on: datetime.date | None = None) -> bool:
+        """True when the data sharing agreement covers the given day (default today)."""
+        day = on or timezone.localdate()
+        if self.dsa_start is None or self.dsa_start > day:
+            return False
+        return self.dsa_end is None or self.dsa_end >= day
+
+
+class StaffRole(models.TextChoices):
+    """What a member of staff does, keyed to the National RBAC Database job roles.
+
+    The national code of each role is in RBAC_JOB_ROLE_CODES; social care
+    roles have no national code (the RBAC database covers NHS staff), so they
+    carry a local one.
+    """
+
+    GP = "gp", "General practitioner"
+    CLINICAL_PRACTITIONER = "clinical-practitioner", "Clinical practitioner (doctor)"
+    NURSE = "nurse", "Nurse"
+    HEALTH_PROFESSIONAL = "health-professional", "Allied health professional"
+    PHARMACIST = "pharmacist", "Pharmacist"
+    SOCIAL_WORKER = "social-worker", "Social worker"
+    ADMIN_CLERK = "admin-clerk", "Registration and admin clerk"
+    PRIVACY_OFFICER = "privacy-officer", "Privacy officer (information governance)"
+    SYSTEM_ADMIN = "system-admin", "System administrator"
+
+
+RBAC_JOB_ROLE_CODES: dict[str, str] = {
+    StaffRole.GP: "R0260",  # General Medical Practitioner
+    StaffRole.CLINICAL_PRACTITIONER: "R8000",  # Clinical Practitioner Access Role
+    StaffRole.NURSE: "R8001",  # Nurse Access Role
+    StaffRole.HEALTH_PROFESSIONAL: "R8003",  # Health Professional Access Role
+    StaffRole.PHARMACIST: "R8003",  # Health Professional Access Role (pharmacists)
+    StaffRole.SOCIAL_WORKER: "LOCAL-SW",  # social care: no national RBAC job role
+    StaffRole.ADMIN_CLERK: "R8008",  # Admin/Clinical Support Access Role
+    StaffRole.PRIVACY_OFFICER: "R8014",  # Privacy Officer Access Role
+    StaffRole.SYSTEM_ADMIN: "R8015",  # Systems Support Access Role
+}
+
+# Roles that read clinical content (the access policy narrows what each sees).
+CLINICAL_ROLES = frozenset(
+    {
+        StaffRole.GP,
+        StaffRole.CLINICAL_PRACTITIONER,
+        StaffRole.NURSE,
+        StaffRole.HEALTH_PROFESSIONAL,
+        StaffRole.PHARMACIST,
+        StaffRole.SOCIAL_WORKER,
+    }
+)
+
+
+class User(AbstractUser):
+    """A member of staff: belongs to one organisation and holds one role.
+
+    Only a superuser made with `createsuperuser` may have no organisation.
+    """
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organisation = models.ForeignKey(
+        Organisation,
+        on_delete=models.PROTECT,
+        related_name="staff",
+        null=True,
+        blank=True,
+    )
+    role = models.CharField(max_length=32, choices=StaffRole.choices, blank=True)
+
+    objects: ClassVar[UserManager[User]] = UserManager()  # type: ignore[assignment]
+
+    class Meta(AbstractUser.Meta):  # type: ignore[name-defined,misc]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(is_superuser=True) | Q(organisation__isnull=False, role__gt=""),
+                name="user_staff_have_organisation_and_role",
+            ),
+        ]
+
+    def clean(self) -> None:
+        super().clean()
+        if not self.is_superuser and (self.organisation_id is None or not self.role):
+            raise ValidationError("Staff must belong to an organisation and hold a role.")
+
+    @property
+    def rbac_code(self) -> str:
+        return RBAC_JOB_ROLE_CODES.get(self.role, "")

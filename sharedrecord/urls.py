@@ -1,0 +1,12 @@
+"""Top-level routes: explicit path() lists per app, no routers (STYLE.md section 12)."""
+
+from django.contrib import admin
+from django.urls import path
+
+from sharedrecord.apis import HealthzApi, ReadyzApi
+
+urlpatterns = [
+    path("healthz", HealthzApi.as_view(), name="healthz"),
+    path("readyz", ReadyzApi.as_view(), name="readyz"),
+    path("admin/", admin.site.urls),
+]

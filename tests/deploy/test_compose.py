@@ -1,0 +1,72 @@
+"""The compose file cannot run here (no Docker engine), so its structure is checked.
+
+Every app service must start a command that exists and set only environment
+names the settings actually read, including the required ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.core.management import get_commands
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((BASE_DIR / "deploy" / "compose.yaml").read_text())
+APP_SERVICES = ["migrate", "web", "worker", "beat"]
+
+
+def names_the_settings_read() -> set[str]:
+    source = (BASE_DIR / "sharedrecord" / "settings.py").read_text()
+    names = set(re.findall(r'env_(?:str|bool|int|list)\("([A-Z0-9_]+)"', source))
+    for secret in re.findall(r'env_secret\("([A-Z0-9_]+)"\)', source):
+        names |= {secret, f"{secret}_FILE"}
+    return names
+
+
+def service(name: str) -> dict[str, Any]:
+    return dict(COMPOSE["services"][name])
+
+
+def test_every_app_service_sets_only_names_the_settings_read() -> None:
+    known = names_the_settings_read()
+    assert {"DATABASE_URL", "REDIS_URL", "SECRET_KEY_FILE", "ALLOWED_HOSTS"} <= known
+    for name in APP_SERVICES:
+        env = service(name)["environment"]
+        assert set(env) <= known, (name, set(env) - known)
+        assert {"DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS"} <= set(env), name
+        assert "SECRET_KEY_FILE" in env or "SECRET_KEY" in env, name
+        assert env["DEBUG"] == "false", name
+
+
+def test_every_app_service_runs_a_command_that_exists() -> None:
+    for name in APP_SERVICES:
+        command = service(name)["command"]
+        program = command[0]
+        if program == "gunicorn":
+            module, _, attribute = command[1].partition(":")
+            assert hasattr(importlib.import_module(module), attribute)
+            config = command[command.index("--config") + 1]
+            assert (BASE_DIR / config).is_file()
+        elif program == "celery":
+            app_module = command[command.index("-A") + 1]
+            assert hasattr(importlib.import_module(app_module), "celery_app")
+            assert command[3] in {"worker", "beat"}
+        elif program == "python":
+            assert command[1] == "manage.py"
+            assert command[2] in get_commands()
+        else:
+            raise AssertionError(f"{name}: unexpected program {program}")
+
+
+def test_the_image_copies_what_exists_and_the_broker_never_evicts() -> None:
+    dockerfile = (BASE_DIR / "deploy" / "Dockerfile").read_text()
+    for source in re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.MULTILINE):
+        for part in source.split():
+            assert (BASE_DIR / part).exists(), part
+    redis_command = service("redis")["command"]
+    assert redis_command[redis_command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert "--appendonly" in redis_command

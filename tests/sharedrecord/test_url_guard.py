@@ -1,0 +1,37 @@
+"""Every route refuses an anonymous caller, except the few that hold no personal data."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from tests.urlwalk import walk
+
+pytestmark = pytest.mark.django_db
+
+# Routes that are public on purpose, and why.
+PUBLIC = {
+    "/healthz": "liveness, no data",
+    "/readyz": "readiness, no data",
+    "/admin/login/": "the admin sign-in form",
+    "/admin/logout/": "signing out needs no sign-in",
+}
+
+
+def test_every_route_refuses_anonymous_callers(client: Client) -> None:
+    routes = list(walk())
+    assert len(routes) > 10
+    unguarded = []
+    for route in routes:
+        if route.path in PUBLIC:
+            continue
+        response = client.get(route.path)
+        login_redirect = response.status_code == 302 and "login" in response["Location"]
+        if not (login_redirect or response.status_code in {401, 403, 404, 405}):
+            unguarded.append((route.path, response.status_code))
+    assert unguarded == []
+
+
+def test_the_public_routes_exist() -> None:
+    paths = {route.path for route in walk()}
+    assert set(PUBLIC) <= paths
