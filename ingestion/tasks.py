@@ -9,3 +9,11 @@ from celery import shared_task
 def ping() -> str:
     """Answer through the broker and result backend; used to prove a worker is live."""
     return "pong"
+
+
+@shared_task(name="maintenance.audit_partitions_ensure")
+def audit_partitions_ensure_task() -> int:
+    """Keep three months of audit partitions ready ahead of time (run daily by beat)."""
+    from audit.services import audit_partitions_ensure
+
+    return audit_partitions_ensure(months_ahead=3)

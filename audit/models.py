@@ -1,0 +1,100 @@
+"""The audit trail: one append-only, hash-chained, month-partitioned table.
+
+The table is created in SQL (migration 0001), not by Django, because it is
+partitioned by month and guarded by triggers; the models here only read it.
+Being unmanaged also keeps it out of Django's test flush, so nothing in the
+test suite can empty it either.
+"""
+
+from __future__ import annotations
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+
+class AuditAction(models.TextChoices):
+    SIGN_IN = "sign-in", "Signed in"
+    SIGN_IN_FAILED = "sign-in-failed", "Failed sign-in"
+    SIGN_OUT = "sign-out", "Signed out"
+    PATIENT_SEARCH = "patient-search", "Searched for a person"
+    ACCESS_BASIS = "access-basis", "Recorded the basis for access"
+    BREAK_GLASS = "break-glass", "Emergency access (break glass)"
+    RECORD_VIEW = "record-view", "Viewed a record"
+    SECTION_VIEW = "section-view", "Viewed a record section"
+    DOCUMENT_VIEW = "document-view", "Opened a document"
+    API_READ = "api-read", "Read through the API"
+    ACCESS_DENIED = "access-denied", "Access denied"
+    FEED_RECEIVED = "feed-received", "Feed message received"
+    FEED_PROCESSED = "feed-processed", "Feed message processed"
+    FEED_REJECTED = "feed-rejected", "Feed message rejected"
+    MATCH_DECISION = "match-decision", "Patient matching decision"
+    RECORD_PURGED = "record-purged", "Record removed after opt-out"
+    OPTOUT_CHANGE = "optout-change", "Opt-out registry changed"
+    ADMIN_CHANGE = "admin-change", "Administrative change"
+    AUDIT_QUERY = "audit-query", "Searched the audit trail"
+    AUDIT_EXPORT = "audit-export", "Exported the audit trail"
+    AUDIT_REVIEW = "audit-review", "Reviewed an access"
+    SUBJECT_ACCESS_REPORT = "subject-access-report", "Produced a subject access report"
+
+
+class AuditOutcome(models.TextChoices):
+    SUCCESS = "success", "Success"
+    DENIED = "denied", "Denied"
+    REJECTED = "rejected", "Rejected"
+    FAILED = "failed", "Failed"
+
+
+class ActorType(models.TextChoices):
+    USER = "user", "Member of staff"
+    SYSTEM = "system", "System"
+    ANONYMOUS = "anonymous", "Not signed in"
+
+
+class AuditEvent(models.Model):
+    """One thing that happened. Never updated or deleted (PostgreSQL refuses both)."""
+
+    id = models.BigIntegerField(primary_key=True)
+    occurred_at = models.DateTimeField()
+    stripe = models.SmallIntegerField()
+    seq = models.BigIntegerField()
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+    action = models.CharField(max_length=40, choices=AuditAction.choices)
+    outcome = models.CharField(max_length=16, choices=AuditOutcome.choices)
+    actor_type = models.CharField(max_length=12, choices=ActorType.choices)
+    actor_id = models.UUIDField(null=True)
+    actor_name = models.CharField(max_length=150)
+    actor_role = models.CharField(max_length=32)
+    actor_role_code = models.CharField(max_length=16)
+    actor_org_ods = models.CharField(max_length=12)
+    patient_id = models.UUIDField(null=True)
+    nhs_number = models.CharField(max_length=10)
+    patient_gp_ods = models.CharField(max_length=12)
+    source_ods = ArrayField(models.CharField(max_length=12))
+    purpose = models.CharField(max_length=40)
+    detail = models.JSONField()
+    request_id = models.CharField(max_length=64)
+    client_address = models.GenericIPAddressField(null=True)
+
+    class Meta:
+        managed = False
+        db_table = "audit_event"
+        ordering = ["-occurred_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.action} by {self.actor_name}"
+
+
+class AuditChainHead(models.Model):
+    """The last link of each hash-chain stripe (see audit/services.py)."""
+
+    stripe = models.SmallIntegerField(primary_key=True)
+    seq = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        managed = False
+        db_table = "audit_chain_head"
+
+    def __str__(self) -> str:
+        return f"stripe {self.stripe} at {self.seq}"
