@@ -7,9 +7,11 @@ import uuid
 from typing import ClassVar
 
 from django.contrib.auth.models import AbstractUser, UserManager
+from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 from django.utils import timezone
 
 
@@ -172,3 +174,125 @@ class User(AbstractUser):
     @property
     def rbac_code(self) -> str:
         return RBAC_JOB_ROLE_CODES.get(self.role, "")
+
+
+class RecordSection(models.TextChoices):
+    """Record sections, after the PRSB Core Information Standard headings."""
+
+    DEMOGRAPHICS = "demographics", "Demographics"
+    CONTACTS = "contacts", "Contacts and care team"
+    ALERTS = "alerts", "Alerts and flags"
+    ALLERGIES = "allergies", "Allergies and adverse reactions"
+    MEDICATIONS = "medications", "Medications"
+    PROBLEMS = "problems", "Problems and diagnoses"
+    RESULTS = "results", "Test results"
+    ENCOUNTERS = "encounters", "Encounters"
+    REFERRALS = "referrals", "Referrals"
+    APPOINTMENTS = "appointments", "Appointments"
+    CARE_PLANS = "care-plans", "Care plans"
+    DOCUMENTS = "documents", "Documents"
+    PROCEDURES = "procedures", "Procedures"
+    IMMUNISATIONS = "immunisations", "Immunisations"
+
+
+class Patient(models.Model):
+    """One person, keyed by a valid NHS number; demographics merged from the sources.
+
+    The shown demographics follow a precedence: the registered GP practice's
+    Patient resource first, then the most recently updated source.
+    """
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    nhs_number = models.CharField("NHS number", max_length=10, unique=True)
+    family_name = models.CharField(max_length=200, blank=True)
+    given_names = models.CharField(max_length=200, blank=True)
+    birth_date = models.DateField(null=True, blank=True)
+    gender = models.CharField(max_length=16, blank=True)
+    postcode = models.CharField(max_length=10, blank=True)
+    address = models.CharField(max_length=400, blank=True)
+    deceased = models.BooleanField(default=False)
+    registered_gp_ods = models.CharField(max_length=12, blank=True)
+    demographics_source_ods = models.CharField(max_length=12, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(nhs_number__regex=r"^[0-9]{10}$"), name="patient_nhs_number_digits"
+            ),
+        ]
+        indexes = [
+            models.Index(Upper("family_name"), "birth_date", name="patient_name_dob"),
+        ]
+
+    def __str__(self) -> str:
+        # Never the NHS number or name: this string can end up in logs.
+        return f"Patient {self.public_id}"
+
+
+class SourceKey(models.Model):
+    """Which person a source's resource belongs to, looked up before the person is known.
+
+    Entry is distributed by patient (a Citus move shards it on patient_id), so
+    its unique key includes the patient. This small table keeps the global
+    uniqueness of (source organisation, resource type, source id) that a feed
+    needs to find an existing resource; it holds no clinical content.
+    """
+
+    source_org = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    resource_type = models.CharField(max_length=40)
+    source_id = models.CharField(max_length=64)
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="source_keys")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source_org", "resource_type", "source_id"], name="source_key_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.resource_type}/{self.source_id}"
+
+
+class Entry(models.Model):
+    """One source resource in the combined record: the FHIR R4 JSON plus typed columns."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="entries")
+    resource_type = models.CharField(max_length=40)
+    section = models.CharField(max_length=20, choices=RecordSection.choices)
+    source_org = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    source_system = models.CharField(max_length=100, blank=True)
+    source_id = models.CharField(max_length=64)
+    version_id = models.CharField(max_length=64, blank=True)
+    source_updated_at = models.DateTimeField(null=True, blank=True)
+    effective_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=40, blank=True)
+    code_system = models.CharField(max_length=200, blank=True)
+    code = models.CharField(max_length=64, blank=True)
+    code_display = models.CharField(max_length=400, blank=True)
+    sensitivity = ArrayField(models.CharField(max_length=32), default=list, blank=True)
+    resource = models.JSONField()
+    content_hash = models.CharField(max_length=64)
+    received_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    feed_message_id = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patient", "source_org", "resource_type", "source_id"],
+                name="entry_source_unique",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["patient", "section", "effective_at"], name="entry_section"),
+            models.Index(fields=["patient", "resource_type", "updated_at"], name="entry_type"),
+            models.Index(fields=["patient", "updated_at", "id"], name="entry_paging"),
+        ]
+        verbose_name_plural = "entries"
+
+    def __str__(self) -> str:
+        return f"{self.resource_type} entry {self.public_id}"

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import datetime
+import enum
+import uuid
+from dataclasses import dataclass
+from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
-from sharedrecord.models import Organisation, StaffRole, User
+from sharedrecord.models import (
+    Entry,
+    Organisation,
+    OrganisationKind,
+    Patient,
+    SourceKey,
+    StaffRole,
+    User,
+)
 
 
 @transaction.atomic
@@ -60,3 +73,219 @@ def staff_user_upsert(
 def organisation_grant_optout_management(*, user: User, organisation: Organisation) -> None:
     """Let a member of a GP practice record opt-outs for that practice (idempotent)."""
     assign_perm("sharedrecord.manage_optouts", user, organisation)
+
+
+# ---------------------------------------------------------------- the combined record
+
+ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
+
+
+class UpsertResult(enum.StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    STALE = "stale"
+
+
+@dataclass(frozen=True)
+class EntryData:
+    """One validated source resource and its typed columns (from ingestion's parser)."""
+
+    resource_type: str
+    source_id: str
+    section: str
+    resource: dict[str, Any]
+    content_hash: str
+    version_id: str = ""
+    source_updated_at: datetime.datetime | None = None
+    effective_at: datetime.datetime | None = None
+    status: str = ""
+    code_system: str = ""
+    code: str = ""
+    code_display: str = ""
+    sensitivity: tuple[str, ...] = ()
+
+
+def patient_lock(*, nhs_number: str) -> None:
+    """Serialise every write for one person (ingestion, opt-out, purge) until commit.
+
+    A transaction-scoped advisory lock keyed on the NHS number: the opt-out
+    takes the same lock, so whichever commits first, the other sees it.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [PATIENT_LOCK_NAMESPACE, nhs_number]
+        )
+
+
+PATIENT_LOCK_NAMESPACE = 7401
+
+
+def patient_create(*, nhs_number: str) -> Patient:
+    """Create the person for a valid NHS number (the caller holds patient_lock)."""
+    patient = Patient(nhs_number=nhs_number)
+    patient.full_clean()
+    patient.save()
+    return patient
+
+
+def _newer(incoming: EntryData, existing: Entry) -> bool | None:
+    """True if newer, False if older, None if the versions cannot tell."""
+    mine, theirs = incoming.version_id, existing.version_id
+    if mine.isdigit() and theirs.isdigit() and int(mine) != int(theirs):
+        return int(mine) > int(theirs)
+    new_time, old_time = incoming.source_updated_at, existing.source_updated_at
+    if new_time and old_time and new_time != old_time:
+        return new_time > old_time
+    return None
+
+
+def entry_upsert(
+    *,
+    patient: Patient,
+    source_org: Organisation,
+    source_system: str,
+    data: EntryData,
+    feed_message_id: uuid.UUID | None,
+) -> tuple[UpsertResult, Entry]:
+    """Store one source resource for a person; repeating it changes nothing.
+
+    Keyed by (source organisation, resource type, source id). A newer version
+    replaces the stored one, the same content is unchanged, an older version
+    is ignored. If the source now files the resource under another person it
+    moves. The caller holds patient_lock and has asked the opt-out gate.
+    """
+    now = timezone.now()
+    key, _ = SourceKey.objects.select_for_update().get_or_create(
+        source_org=source_org,
+        resource_type=data.resource_type,
+        source_id=data.source_id,
+        defaults={"patient": patient},
+    )
+    if key.patient_id != patient.pk:
+        Entry.objects.filter(
+            patient_id=key.patient_id,
+            source_org=source_org,
+            resource_type=data.resource_type,
+            source_id=data.source_id,
+        ).delete()
+        key.patient = patient
+        key.save(update_fields=["patient"])
+    existing = (
+        Entry.objects.select_for_update()
+        .filter(
+            patient=patient,
+            source_org=source_org,
+            resource_type=data.resource_type,
+            source_id=data.source_id,
+        )
+        .first()
+    )
+    if existing is not None:
+        if existing.content_hash == data.content_hash:
+            return UpsertResult.UNCHANGED, existing
+        if _newer(data, existing) is False:
+            return UpsertResult.STALE, existing
+    entry = existing or Entry(
+        patient=patient,
+        source_org=source_org,
+        resource_type=data.resource_type,
+        source_id=data.source_id,
+        received_at=now,
+    )
+    entry.section = data.section
+    entry.source_system = source_system
+    entry.version_id = data.version_id
+    entry.source_updated_at = data.source_updated_at
+    entry.effective_at = data.effective_at
+    entry.status = data.status
+    entry.code_system, entry.code, entry.code_display = (
+        data.code_system,
+        data.code,
+        data.code_display,
+    )
+    entry.sensitivity = list(data.sensitivity)
+    entry.resource = data.resource
+    entry.content_hash = data.content_hash
+    entry.updated_at = now
+    entry.feed_message_id = feed_message_id
+    entry.save()
+    return (UpsertResult.UPDATED if existing else UpsertResult.CREATED), entry
+
+
+def entry_remove(*, source_org: Organisation, resource_type: str, source_id: str) -> Patient | None:
+    """Remove a source's resource from the record (DELETE or entered-in-error).
+
+    Returns the person it belonged to, or None if the record never held it.
+    """
+    key = (
+        SourceKey.objects.select_for_update()
+        .select_related("patient")
+        .filter(source_org=source_org, resource_type=resource_type, source_id=source_id)
+        .first()
+    )
+    if key is None:
+        return None
+    deleted, _ = Entry.objects.filter(
+        patient=key.patient, source_org=source_org, resource_type=resource_type, source_id=source_id
+    ).delete()
+    patient = key.patient
+    key.delete()
+    return patient if deleted else None
+
+
+def _first(items: Any) -> dict[str, Any]:
+    return items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
+
+
+def _registered_gp(resource: dict[str, Any]) -> str:
+    for ref in resource.get("generalPractitioner", []):
+        identifier = ref.get("identifier", {}) if isinstance(ref, dict) else {}
+        if identifier.get("system") == ODS_SYSTEM and identifier.get("value"):
+            return str(identifier["value"]).upper()[:12]
+    return ""
+
+
+def patient_demographics_refresh(*, patient: Patient) -> Patient:
+    """Recompute the shown demographics from every source's Patient resource.
+
+    Precedence: the registered GP practice's own resource first, then the
+    most recently updated source.
+    """
+    sources = list(
+        Entry.objects.filter(patient=patient, resource_type="Patient")
+        .select_related("source_org")
+        .order_by("-updated_at", "-id")
+    )
+    if not sources:
+        return patient
+    registered = next((gp for e in sources if (gp := _registered_gp(e.resource))), "")
+    gp_sent = [e for e in sources if e.source_org.kind == OrganisationKind.GP_PRACTICE]
+    if not registered and gp_sent:
+        registered = gp_sent[0].source_org.ods_code
+    chosen = next((e for e in sources if e.source_org.ods_code == registered), sources[0])
+    resource = chosen.resource
+    name = next(
+        (n for n in resource.get("name", []) if n.get("use") == "official"),
+        _first(resource.get("name")),
+    )
+    address = next(
+        (a for a in resource.get("address", []) if a.get("use") in ("home", None)),
+        _first(resource.get("address")),
+    )
+    patient.family_name = str(name.get("family", ""))[:200]
+    patient.given_names = " ".join(name.get("given", []))[:200]
+    birth = resource.get("birthDate")
+    patient.birth_date = (
+        datetime.date.fromisoformat(birth) if isinstance(birth, str) and len(birth) == 10 else None
+    )
+    patient.gender = str(resource.get("gender", ""))[:16]
+    patient.postcode = str(address.get("postalCode", ""))[:10]
+    patient.address = ", ".join([*address.get("line", []), address.get("city", "")]).strip(", ")[
+        :400
+    ]
+    patient.deceased = bool(resource.get("deceasedDateTime") or resource.get("deceasedBoolean"))
+    patient.registered_gp_ods = registered
+    patient.demographics_source_ods = chosen.source_org.ods_code
+    patient.save()
+    return patient

@@ -164,7 +164,15 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "sharedrecord")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "audit-partitions": {"task": "maintenance.audit_partitions_ensure", "schedule": 6 * 3600},
+    "feed-sweep": {"task": "ingestion.feed_messages_sweep", "schedule": 60},
 }
+
+# Feeds: limits a partner system is told about in its 413, and the sweep.
+FEED_MAX_BYTES = env_int("FEED_MAX_BYTES", default=20 * 1024 * 1024)
+FEED_MAX_ENTRIES = env_int("FEED_MAX_ENTRIES", default=5000)
+FEED_MAX_ATTEMPTS = env_int("FEED_MAX_ATTEMPTS", default=5)
+FEED_STUCK_AFTER_SECONDS = env_int("FEED_STUCK_AFTER_SECONDS", default=600)
+DATA_UPLOAD_MAX_MEMORY_SIZE = FEED_MAX_BYTES + 1024
 
 REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -1,7 +1,7 @@
 """Top-level routes: explicit path() lists per app, no routers (STYLE.md section 12)."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from sharedrecord.apis import HealthzApi, ReadyzApi
 
@@ -9,4 +9,5 @@ urlpatterns = [
     path("healthz", HealthzApi.as_view(), name="healthz"),
     path("readyz", ReadyzApi.as_view(), name="readyz"),
     path("admin/", admin.site.urls),
+    path("api/v1/feeds/", include("ingestion.urls", namespace="feeds")),
 ]

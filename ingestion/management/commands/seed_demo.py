@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from ingestion.demo import demo_feeds
+from ingestion.fhir import read_envelope
+from ingestion.models import FeedCredential, MessageKind
+from ingestion.services import feed_credential_issue, feed_message_receive
 from sharedrecord import demo
+from sharedrecord.models import Organisation
 from sharedrecord.services import (
     organisation_grant_optout_management,
     organisation_upsert,
@@ -44,7 +50,11 @@ class Command(BaseCommand):
                 )
                 if spec.manages_optouts:
                     organisation_grant_optout_management(user=user, organisation=user.organisation)  # type: ignore[arg-type]
-        self.stdout.write(f"Demo borough: {len(orgs)} organisations, {len(demo.USERS)} users.")
+        sent = self._send_feeds()
+        self.stdout.write(
+            f"Demo borough: {len(orgs)} organisations, {len(demo.USERS)} users, "
+            f"{sent} feed messages sent through the feed pipeline."
+        )
         if password is not None:
             self.stdout.write("Demo sign-ins (development only):")
             for spec in demo.USERS:
@@ -52,3 +62,34 @@ class Command(BaseCommand):
                     f"  {spec.username:<18} {spec.role.label} at {orgs[spec.ods_code].name}"
                 )
             self.stdout.write(f"  password for all: {password}")
+
+    def _send_feeds(self) -> int:
+        """Send each organisation's synthetic feed the way a partner system's would arrive.
+
+        Each message is stored, committed and queued for the Celery workers;
+        a message already sent today is a redelivery and changes nothing.
+        """
+        sent = 0
+        for ods_code, bundle in demo_feeds():
+            organisation = Organisation.objects.get(ods_code=ods_code)
+            credential = (
+                FeedCredential.objects.filter(
+                    organisation=organisation, system=DEMO_SYSTEM, revoked_at__isnull=True
+                ).first()
+                or feed_credential_issue(organisation=organisation, system=DEMO_SYSTEM)[0]
+            )
+            payload = json.dumps(bundle).encode()
+            envelope = read_envelope(payload, "json", max_entries=settings.FEED_MAX_ENTRIES)
+            with transaction.atomic():
+                received = feed_message_receive(
+                    credential=credential,
+                    kind=MessageKind.FHIR_JSON,
+                    payload=payload,
+                    idempotency_key=envelope.bundle_id,
+                    entry_count=envelope.entry_count,
+                )
+            sent += not received.duplicate
+        return sent
+
+
+DEMO_SYSTEM = "Demo feed"

@@ -1,0 +1,150 @@
+"""The feed API for partner systems: post a FHIR Bundle, poll its receipt."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.urls import reverse
+from rest_framework import exceptions
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
+from ingestion.fhir import FeedRejected, read_envelope
+from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageStatus
+from ingestion.outcomes import issue, operation_outcome, outcome_response
+from ingestion.services import IdempotencyConflict, feed_message_receive
+
+JSON_TYPES = {"application/fhir+json", "application/json"}
+XML_TYPES = {"application/fhir+xml", "application/xml", "text/xml"}
+RECEIPT_STATUS = {
+    MessageStatus.RECEIVED: "queued",
+    MessageStatus.PROCESSING: "processing",
+    MessageStatus.DONE: "done",
+    MessageStatus.REJECTED: "rejected",
+}
+
+
+def receipt_body(message: FeedMessage) -> dict[str, Any]:
+    """What a partner system sees of its message: status, counts and issues by path."""
+    issues = []
+    for item in message.issues:
+        where = [f"Bundle.entry[{item['entry']}]"] if item.get("entry") is not None else []
+        issues.append(
+            issue(
+                code=item["code"],
+                diagnostics=item["diagnostics"],
+                severity=item["severity"],
+                expression=where + list(item.get("expression", [])),
+            )
+        )
+    return {
+        "id": str(message.public_id),
+        "status": RECEIPT_STATUS[MessageStatus(message.status)],
+        "receivedAt": message.received_at.isoformat(),
+        "finishedAt": message.finished_at.isoformat() if message.finished_at else None,
+        "entries": message.entry_count,
+        "counts": message.counts,
+        "outcome": operation_outcome(issues),
+    }
+
+
+class FeedApi(APIView):
+    """Base for feed endpoints: bearer tokens only, and every error as an OperationOutcome."""
+
+    authentication_classes = (FeedTokenAuthentication,)
+    permission_classes = (IsFeedSystem,)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+            response = outcome_response(
+                401,
+                code="unauthenticated",
+                diagnostics="Send Authorization: Bearer <token> with a live feed credential.",
+            )
+            response["WWW-Authenticate"] = 'Bearer realm="feeds"'
+            return response
+        if isinstance(exc, exceptions.PermissionDenied):
+            return outcome_response(403, code="forbidden", diagnostics="Not allowed.")
+        if isinstance(exc, exceptions.MethodNotAllowed):
+            return outcome_response(405, code="not-supported", diagnostics="Method not allowed.")
+        return super().handle_exception(exc)
+
+
+class FeedFhirApi(FeedApi):
+    """POST a FHIR R4 Bundle: 202 with a receipt once it is stored (FHIR async pattern)."""
+
+    def post(self, request: Request) -> Response:
+        credential = cast(FeedCredential, request.auth)
+        if not credential.organisation.agreement_active():
+            return outcome_response(
+                403,
+                code="agreement-inactive",
+                diagnostics="Your organisation has no active data sharing agreement.",
+            )
+        content_type = request.content_type.split(";")[0].strip().lower()
+        if content_type in JSON_TYPES:
+            kind, media = MessageKind.FHIR_JSON, "json"
+        elif content_type in XML_TYPES:
+            kind, media = MessageKind.FHIR_XML, "xml"
+        else:
+            return outcome_response(
+                415,
+                code="unsupported-media-type",
+                diagnostics="Send application/fhir+json or application/fhir+xml.",
+            )
+        too_large = outcome_response(
+            413,
+            code="too-large",
+            diagnostics=f"The message is larger than {settings.FEED_MAX_BYTES} bytes. Split it.",
+        )
+        if int(request.META.get("CONTENT_LENGTH") or 0) > settings.FEED_MAX_BYTES:
+            return too_large
+        try:
+            body = request.body
+        except RequestDataTooBig:
+            return too_large
+        try:
+            envelope = read_envelope(body, media, max_entries=settings.FEED_MAX_ENTRIES)  # type: ignore[arg-type]
+        except FeedRejected as rejected:
+            return outcome_response(
+                rejected.status,
+                code=rejected.code,
+                diagnostics=rejected.message,
+                expression=[rejected.path],
+            )
+        try:
+            received = feed_message_receive(
+                credential=credential,
+                kind=kind,
+                payload=body,
+                idempotency_key=request.headers.get("Idempotency-Key") or envelope.bundle_id,
+                entry_count=envelope.entry_count,
+            )
+        except IdempotencyConflict:
+            return outcome_response(
+                409,
+                code="idempotency-conflict",
+                diagnostics="A different message with this Bundle id or Idempotency-Key was "
+                "already received. Use a new id for new content.",
+            )
+        location = reverse("feeds:receipt", kwargs={"receipt_id": received.message.public_id})
+        response = Response(receipt_body(received.message), status=202)
+        response["Content-Location"] = location
+        return response
+
+
+class FeedReceiptApi(FeedApi):
+    """GET a receipt: queued, processing, done or rejected, with counts and issues."""
+
+    def get(self, request: Request, receipt_id: str) -> Response:
+        credential = cast(FeedCredential, request.auth)
+        message = FeedMessage.objects.filter(
+            public_id=receipt_id, organisation=credential.organisation
+        ).first()
+        if message is None:
+            return outcome_response(404, code="not-found", diagnostics="No such receipt.")
+        return Response(receipt_body(message))

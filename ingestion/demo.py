@@ -1,0 +1,475 @@
+"""Synthetic feeds for the demo borough: FHIR R4 Bundles as each organisation would send them.
+
+Every person here is invented. NHS numbers are from the 999 range, which is
+never issued to a real person; ODS codes are the demo's made-up Z codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+import nhs_number as nhs
+
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+DMD = "https://dmd.nhs.uk"
+
+
+def synthetic_nhs_number(serial: int) -> str:
+    """The serial-th valid NHS number in the never-issued 999 range."""
+    candidate = serial
+    while True:
+        digits = f"999{candidate:06d}"
+        check = nhs.calculate_checksum(digits)
+        if check is not None and check < 10 and candidate >= serial:
+            return digits + str(check)
+        candidate += 1
+
+
+@dataclass(frozen=True)
+class DemoPerson:
+    key: str
+    serial: int
+    given: str
+    family: str
+    birth_date: str
+    gender: str
+    postcode: str
+    line: str
+    gp_ods: str
+    nhs_number_sent: str = ""  # what the feed carries, if not this person's synthetic number
+
+    @property
+    def nhs_number(self) -> str:
+        return self.nhs_number_sent or synthetic_nhs_number(self.serial)
+
+
+PEOPLE: tuple[DemoPerson, ...] = (
+    DemoPerson(
+        "p1", 1, "Margaret", "Ellison", "1941-03-14", "female", "ZZ1 1AA", "4 Mill Lane", "Z81001"
+    ),
+    DemoPerson(
+        "p2", 2, "Joseph", "Okonkwo", "1958-11-02", "male", "ZZ1 2BB", "17 Station Road", "Z81001"
+    ),
+    DemoPerson(
+        "p3",
+        3,
+        "Aisha",
+        "Rahman",
+        "1987-06-21",
+        "female",
+        "ZZ2 3CC",
+        "Flat 2, 9 Park View",
+        "Z81002",
+    ),
+    DemoPerson(
+        "p4", 4, "Thomas", "Byrne", "1936-09-30", "male", "ZZ2 4DD", "22 Church Street", "Z81002"
+    ),
+    DemoPerson(
+        "p5",
+        5,
+        "Chloe",
+        "Fernandes",
+        "2016-01-08",
+        "female",
+        "ZZ3 5EE",
+        "8 Orchard Close",
+        "Z81003",
+    ),
+    DemoPerson(
+        "p6", 6, "Dennis", "Walsh", "1972-04-17", "male", "ZZ3 6FF", "51 Canal Street", "Z81003"
+    ),
+)
+
+
+def _ago(days: int, hour: int = 10) -> str:
+    moment = datetime.datetime.now(datetime.UTC).replace(
+        hour=hour, minute=0, second=0, microsecond=0
+    )
+    return (moment - datetime.timedelta(days=days)).isoformat()
+
+
+def _ahead(days: int, hour: int = 10) -> str:
+    return _ago(-days, hour)
+
+
+def _cc(system: str, code: str, display: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
+
+
+class BundleBuilder:
+    """One organisation's Bundle about one person, with stable ids (re-sends are idempotent)."""
+
+    def __init__(self, person: DemoPerson, ods: str, tag: str) -> None:
+        self.person, self.ods, self.tag = person, ods, tag
+        self.entries: list[dict[str, Any]] = []
+        self.patient_url = f"urn:uuid:{self._uuid('patient')}"
+        self.count = 0
+
+    def _uuid(self, name: str) -> str:
+        import uuid
+
+        return str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"demo/{self.ods}/{self.person.key}/{self.tag}/{name}")
+        )
+
+    def _bundle_id(self) -> str:
+        import uuid
+
+        # Dates in the demo are relative to today, so each day's feed is a new message.
+        today = datetime.date.today().isoformat()
+        return str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"demo/{self.ods}/{self.person.key}/{self.tag}/{today}")
+        )
+
+    def _id(self, kind: str) -> str:
+        self.count += 1
+        return f"{self.person.key}-{self.tag}-{kind.lower()}-{self.count}"
+
+    def patient(self) -> BundleBuilder:
+        p = self.person
+        resource = {
+            "resourceType": "Patient",
+            "id": f"{p.key}-{self.ods.lower()}",
+            "meta": {"lastUpdated": _ago(1)},
+            "identifier": [{"system": NHS, "value": p.nhs_number}],
+            "name": [{"use": "official", "family": p.family, "given": [p.given]}],
+            "gender": p.gender,
+            "birthDate": p.birth_date,
+            "address": [
+                {"use": "home", "line": [p.line], "city": "Borough Town", "postalCode": p.postcode}
+            ],
+            "generalPractitioner": [{"identifier": {"system": ODS, "value": p.gp_ods}}],
+        }
+        self.entries.append({"fullUrl": self.patient_url, "resource": resource})
+        return self
+
+    def add(
+        self, resource_type: str, body: dict[str, Any], subject_field: str = "subject"
+    ) -> BundleBuilder:
+        resource = {"resourceType": resource_type, "id": self._id(resource_type), **body}
+        if subject_field:
+            resource[subject_field] = {"reference": self.patient_url}
+        self.entries.append(
+            {"fullUrl": f"urn:uuid:{self._uuid(resource['id'])}", "resource": resource}
+        )
+        return self
+
+    def bundle(self) -> dict[str, Any]:
+        return {
+            "resourceType": "Bundle",
+            "id": self._bundle_id(),
+            "type": "collection",
+            "entry": self.entries,
+        }
+
+
+def gp_summary(person: DemoPerson) -> dict[str, Any]:
+    b = BundleBuilder(person, person.gp_ods, "gp").patient()
+    b.add(
+        "AllergyIntolerance",
+        {
+            "clinicalStatus": _cc(
+                "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                "active",
+                "Active",
+            ),
+            "verificationStatus": _cc(
+                "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+                "confirmed",
+                "Confirmed",
+            ),
+            "code": _cc(SNOMED, "91936005", "Allergy to penicillin"),
+            "reaction": [
+                {
+                    "manifestation": [_cc(SNOMED, "271807003", "Eruption of skin")],
+                    "severity": "moderate",
+                }
+            ],
+            "recordedDate": _ago(2400),
+        },
+        "patient",
+    )
+    b.add(
+        "Condition",
+        {
+            "clinicalStatus": _cc(
+                "http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active"
+            ),
+            "code": _cc(SNOMED, "44054006", "Type 2 diabetes mellitus"),
+            "onsetDateTime": _ago(3100),
+        },
+    )
+    b.add(
+        "Condition",
+        {
+            "clinicalStatus": _cc(
+                "http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active"
+            ),
+            "code": _cc(SNOMED, "38341003", "Hypertensive disorder"),
+            "onsetDateTime": _ago(4000),
+        },
+    )
+    b.add(
+        "MedicationStatement",
+        {
+            "status": "active",
+            "medicationCodeableConcept": _cc(DMD, "325242002", "Metformin 500mg tablets"),
+            "effectivePeriod": {"start": _ago(3000)},
+            "dosage": [{"text": "One tablet twice a day with food"}],
+        },
+    )
+    b.add(
+        "MedicationStatement",
+        {
+            "status": "active",
+            "medicationCodeableConcept": _cc(DMD, "318820006", "Ramipril 5mg capsules"),
+            "effectivePeriod": {"start": _ago(3900)},
+            "dosage": [{"text": "One capsule each morning"}],
+        },
+    )
+    for days, value in ((400, 58), (220, 54), (40, 49)):
+        b.add(
+            "Observation",
+            {
+                "status": "final",
+                "category": [
+                    _cc(
+                        "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "laboratory",
+                        "Laboratory",
+                    )
+                ],
+                "code": _cc(SNOMED, "1049301000000100", "HbA1c level (IFCC standardised)"),
+                "effectiveDateTime": _ago(days),
+                "valueQuantity": {
+                    "value": value,
+                    "unit": "mmol/mol",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "mmol/mol",
+                },
+                "referenceRange": [
+                    {
+                        "low": {"value": 20, "unit": "mmol/mol"},
+                        "high": {"value": 48, "unit": "mmol/mol"},
+                    }
+                ],
+                "interpretation": [
+                    _cc(
+                        "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                        "H",
+                        "High",
+                    )
+                ]
+                if value > 48
+                else [],
+            }
+            if value > 48
+            else {
+                "status": "final",
+                "code": _cc(SNOMED, "1049301000000100", "HbA1c level (IFCC standardised)"),
+                "effectiveDateTime": _ago(days),
+                "valueQuantity": {
+                    "value": value,
+                    "unit": "mmol/mol",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "mmol/mol",
+                },
+            },
+        )
+    b.add(
+        "Immunization",
+        {
+            "status": "completed",
+            "vaccineCode": _cc(SNOMED, "1119349007", "Influenza vaccine"),
+            "occurrenceDateTime": _ago(60),
+        },
+        "patient",
+    )
+    b.add(
+        "Encounter",
+        {
+            "status": "finished",
+            "class": {
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                "code": "AMB",
+                "display": "ambulatory",
+            },
+            "type": [_cc(SNOMED, "185317003", "Telephone encounter")],
+            "period": {"start": _ago(12), "end": _ago(12, 11)},
+        },
+    )
+    return b.bundle()
+
+
+def acute_attendance(person: DemoPerson) -> dict[str, Any]:
+    b = BundleBuilder(person, "ZAC01", "ed").patient()
+    b.add(
+        "Encounter",
+        {
+            "status": "finished",
+            "class": {
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                "code": "EMER",
+                "display": "emergency",
+            },
+            "type": [_cc(SNOMED, "50849002", "Emergency department patient visit")],
+            "period": {"start": _ago(20, 2), "end": _ago(20, 7)},
+            "reasonCode": [_cc(SNOMED, "29857009", "Chest pain")],
+        },
+    )
+    b.add(
+        "Observation",
+        {
+            "status": "final",
+            "code": _cc(SNOMED, "1000731000000107", "Serum troponin T level"),
+            "effectiveDateTime": _ago(20, 3),
+            "valueQuantity": {
+                "value": 9,
+                "unit": "ng/L",
+                "system": "http://unitsofmeasure.org",
+                "code": "ng/L",
+            },
+            "referenceRange": [{"high": {"value": 14, "unit": "ng/L"}}],
+        },
+    )
+    b.add(
+        "DocumentReference",
+        {
+            "status": "current",
+            "type": _cc(SNOMED, "823701000000103", "Discharge letter"),
+            "date": _ago(20, 8),
+            "content": [
+                {
+                    "attachment": {
+                        "contentType": "text/plain",
+                        "title": "ED discharge summary",
+                        "data": base64.b64encode(
+                            b"ED attendance for chest pain. Troponin normal. "
+                            b"Discharged home with GP follow-up."
+                        ).decode(),
+                    }
+                }
+            ],
+        },
+    )
+    return b.bundle()
+
+
+def community_care(person: DemoPerson) -> dict[str, Any]:
+    b = BundleBuilder(person, "ZCM01", "dn").patient()
+    b.add(
+        "CarePlan",
+        {
+            "status": "active",
+            "intent": "plan",
+            "title": "District nursing: leg ulcer care",
+            "description": "Dressing changes twice weekly; review healing every 4 weeks.",
+            "period": {"start": _ago(30)},
+        },
+    )
+    b.add(
+        "Appointment",
+        {
+            "status": "booked",
+            "serviceType": [_cc(SNOMED, "310070003", "District nurse service")],
+            "start": _ahead(3),
+            "end": _ahead(3, 11),
+            "participant": [{"actor": {"reference": b.patient_url}, "status": "accepted"}],
+        },
+        "",
+    )
+    b.add(
+        "CareTeam",
+        {
+            "status": "active",
+            "name": "Borough North district nursing team",
+            "participant": [
+                {
+                    "role": [_cc(SNOMED, "224535009", "Registered nurse")],
+                    "member": {"display": "Siobhan Kelly"},
+                }
+            ],
+        },
+    )
+    return b.bundle()
+
+
+def social_care(person: DemoPerson) -> dict[str, Any]:
+    b = BundleBuilder(person, "ZSC01", "asc").patient()
+    b.add(
+        "RelatedPerson",
+        {
+            "active": True,
+            "relationship": [
+                _cc("http://terminology.hl7.org/CodeSystem/v3-RoleCode", "DAU", "daughter")
+            ],
+            "name": [{"family": person.family, "given": ["Sarah"]}],
+            "telecom": [{"system": "phone", "value": "07700 900123", "use": "mobile"}],
+        },
+        "patient",
+    )
+    b.add(
+        "CarePlan",
+        {
+            "status": "active",
+            "intent": "plan",
+            "title": "Home care package",
+            "description": (
+                "Two visits a day for personal care; key safe code held by the care agency."
+            ),
+            "period": {"start": _ago(90)},
+        },
+    )
+    b.add(
+        "Flag",
+        {
+            "status": "active",
+            "code": _cc(SNOMED, "1240741000000107", "Lives alone"),
+            "period": {"start": _ago(90)},
+        },
+    )
+    return b.bundle()
+
+
+def mental_health(person: DemoPerson) -> dict[str, Any]:
+    b = BundleBuilder(person, "ZMH01", "mh").patient()
+    b.add(
+        "Condition",
+        {
+            "meta": {
+                "security": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+                        "code": "R",
+                        "display": "restricted",
+                    }
+                ]
+            },
+            "clinicalStatus": _cc(
+                "http://terminology.hl7.org/CodeSystem/condition-clinical", "active", "Active"
+            ),
+            "code": _cc(SNOMED, "35489007", "Depressive disorder"),
+            "onsetDateTime": _ago(700),
+        },
+    )
+    return b.bundle()
+
+
+def demo_feeds() -> list[tuple[str, dict[str, Any]]]:
+    """(sending ODS code, Bundle) for every demo feed, in the order they are sent."""
+    feeds: list[tuple[str, dict[str, Any]]] = []
+    for person in PEOPLE:
+        feeds.append((person.gp_ods, gp_summary(person)))
+    for person in PEOPLE[:4]:
+        feeds.append(("ZAC01", acute_attendance(person)))
+    for person in (PEOPLE[0], PEOPLE[3]):
+        feeds.append(("ZCM01", community_care(person)))
+        feeds.append(("ZSC01", social_care(person)))
+    feeds.append(("ZMH01", mental_health(PEOPLE[5])))
+    return feeds

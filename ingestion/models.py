@@ -1,0 +1,123 @@
+"""Partner system credentials, inbound messages (with their receipts) and the matching queue."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from sharedrecord.models import Organisation
+
+
+class FeedCredential(models.Model):
+    """One partner system's token. Only a hash is stored; the token is shown once."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.PROTECT, related_name="feed_credentials"
+    )
+    system = models.CharField(max_length=100, help_text="The sending system, e.g. 'EPR'.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["organisation__name", "system"]
+
+    def __str__(self) -> str:
+        state = "revoked" if self.revoked_at else "active"
+        return f"{self.system} at {self.organisation.ods_code} ({self.prefix}…, {state})"
+
+
+class MessageKind(models.TextChoices):
+    FHIR_JSON = "fhir-json", "FHIR Bundle (JSON)"
+    FHIR_XML = "fhir-xml", "FHIR Bundle (XML)"
+    HL7V2 = "hl7v2", "HL7 v2 (ER7)"
+
+
+class MessageStatus(models.TextChoices):
+    RECEIVED = "received", "Queued"
+    PROCESSING = "processing", "Processing"
+    DONE = "done", "Done"
+    REJECTED = "rejected", "Rejected"
+
+
+class FeedMessage(models.Model):
+    """An inbound message: stored and committed before the sender gets its receipt.
+
+    The payload is cleared once processing finishes (its content then lives in
+    the record, or was refused), so raw partner data is kept no longer than
+    needed; `payload_sha256` still tells a redelivery from a different message.
+    """
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    credential = models.ForeignKey(FeedCredential, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=16, choices=MessageKind.choices)
+    idempotency_key = models.CharField(max_length=200)
+    payload = models.BinaryField(default=bytes)
+    payload_sha256 = models.CharField(max_length=64)
+    payload_bytes = models.PositiveIntegerField(default=0)
+    entry_count = models.PositiveIntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=MessageStatus.choices, default=MessageStatus.RECEIVED
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    received_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    counts = models.JSONField(default=dict)
+    issues = models.JSONField(default=list)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organisation", "idempotency_key"], name="feed_message_idempotent"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["status", "started_at"],
+                name="feed_message_stuck",
+                condition=Q(status="processing"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Feed message {self.public_id} ({self.status})"
+
+
+class ParkReason(models.TextChoices):
+    NO_NHS_NUMBER = "no-nhs-number", "No NHS number"
+    INVALID_NHS_NUMBER = "invalid-nhs-number", "NHS number fails the Modulus 11 check"
+    CONFLICTING_NHS_NUMBERS = "conflicting-nhs-numbers", "Conflicting NHS numbers"
+    DEMOGRAPHICS_CONFLICT = "demographics-conflict", "Demographics disagree with the record"
+    UNKNOWN_PATIENT = "unknown-patient", "Refers to a patient this source never sent"
+
+
+class MatchQueueItem(models.Model):
+    """An entry that could not be linked to a person with certainty: parked, never guessed."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    message = models.ForeignKey(FeedMessage, on_delete=models.CASCADE, related_name="parked")
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    entry_index = models.PositiveIntegerField()
+    resource_type = models.CharField(max_length=40)
+    source_id = models.CharField(max_length=64)
+    reason = models.CharField(max_length=32, choices=ParkReason.choices)
+    # Kept for the data-quality reviewer; cleared by the opt-out purge when the
+    # number it carries is opted out.
+    nhs_number_sent = models.CharField(max_length=32, blank=True)
+    resource = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "matching queue item"
+
+    def __str__(self) -> str:
+        return f"{self.resource_type} parked: {self.get_reason_display()}"

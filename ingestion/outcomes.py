@@ -1,0 +1,69 @@
+"""FHIR OperationOutcome bodies for feed answers: codes and paths, never values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.response import Response
+
+ISSUE_SYSTEM = "https://sharedrecord.nhs.invalid/CodeSystem/feed-issue"
+FHIR_JSON = "application/fhir+json"
+
+# Our reason codes -> FHIR IssueType.
+ISSUE_TYPES = {
+    "invalid-json": "structure",
+    "invalid-xml": "structure",
+    "xml-dtd": "security",
+    "invalid-encoding": "structure",
+    "not-a-bundle": "structure",
+    "invalid-bundle": "structure",
+    "empty-bundle": "required",
+    "unsupported-bundle-type": "not-supported",
+    "too-many-entries": "too-costly",
+    "too-large": "too-costly",
+    "unsupported-media-type": "not-supported",
+    "unauthenticated": "login",
+    "agreement-inactive": "forbidden",
+    "idempotency-conflict": "conflict",
+    "not-found": "not-found",
+    "unsupported-type": "not-supported",
+    "invalid-resource": "invalid",
+    "invalid-id": "value",
+    "empty-value": "invalid",
+    "period-order": "invariant",
+    "active-content": "security",
+    "missing-resource": "required",
+    "missing-id": "required",
+    "relative-fullurl": "value",
+    "duplicate-fullurl": "duplicate",
+    "unsupported-delete": "not-supported",
+    "unresolved-patient": "not-found",
+    "unresolved-reference": "not-found",
+    "processing-failed": "exception",
+    "too-long": "too-long",
+}
+
+
+def issue(
+    *, code: str, diagnostics: str, severity: str = "error", expression: list[str] | None = None
+) -> dict[str, Any]:
+    fhir_code = ISSUE_TYPES.get(code, "processing" if code.startswith("parked") else "invalid")
+    out: dict[str, Any] = {
+        "severity": severity,
+        "code": fhir_code,
+        "details": {"coding": [{"system": ISSUE_SYSTEM, "code": code}], "text": diagnostics},
+    }
+    if expression:
+        out["expression"] = expression
+    return out
+
+
+def operation_outcome(issues: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": issues}
+
+
+def outcome_response(
+    status: int, *, code: str, diagnostics: str, expression: list[str] | None = None
+) -> Response:
+    body = operation_outcome([issue(code=code, diagnostics=diagnostics, expression=expression)])
+    return Response(body, status=status, content_type=FHIR_JSON)

@@ -1,0 +1,537 @@
+"""Feed ingestion: credentials, receiving a message, processing it, sweeping stuck ones."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audit.models import AuditAction, AuditOutcome
+from audit.services import AuditActor, AuditSubject, audit_event_record
+from ingestion.fhir import EntryIssue, FeedRejected, ParsedBundle, ParsedEntry, parse_bundle
+from ingestion.models import (
+    FeedCredential,
+    FeedMessage,
+    MatchQueueItem,
+    MessageKind,
+    MessageStatus,
+    ParkReason,
+)
+from optout.selectors import optout_blocks
+from sharedrecord.matching import (
+    Demographics,
+    MatchOutcome,
+    nhs_number_is_valid,
+    nhs_number_normalise,
+    patient_match,
+)
+from sharedrecord.models import Organisation, SourceKey
+from sharedrecord.services import (
+    EntryData,
+    UpsertResult,
+    entry_remove,
+    entry_upsert,
+    patient_create,
+    patient_demographics_refresh,
+    patient_lock,
+)
+
+logger = logging.getLogger(__name__)
+INGESTION = "ingestion"
+TOKEN_PREFIX = "sr"  # noqa: S105 - a label on tokens, not a secret
+
+# ---------------------------------------------------------------- credentials
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@transaction.atomic
+def feed_credential_issue(*, organisation: Organisation, system: str) -> tuple[FeedCredential, str]:
+    """Make a new credential for a partner system; return it and the token (shown once).
+
+    Only the token's SHA-256 is stored. Side effects: one audit event.
+    """
+    prefix = secrets.token_hex(6)
+    token = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    credential = FeedCredential(
+        organisation=organisation, system=system, prefix=prefix, token_hash=_token_hash(token)
+    )
+    credential.full_clean()
+    credential.save()
+    audit_event_record(
+        action=AuditAction.ADMIN_CHANGE,
+        actor=AuditActor.system("admin"),
+        detail={
+            "model": "ingestion.FeedCredential",
+            "object": str(credential.public_id),
+            "change": "issued",
+        },
+        source_ods=[organisation.ods_code],
+    )
+    return credential, token
+
+
+@transaction.atomic
+def feed_credential_revoke(*, credential: FeedCredential) -> FeedCredential:
+    """Stop a credential working from now on (idempotent). Side effects: one audit event."""
+    if credential.revoked_at is None:
+        credential.revoked_at = timezone.now()
+        credential.save(update_fields=["revoked_at"])
+        audit_event_record(
+            action=AuditAction.ADMIN_CHANGE,
+            actor=AuditActor.system("admin"),
+            detail={
+                "model": "ingestion.FeedCredential",
+                "object": str(credential.public_id),
+                "change": "revoked",
+            },
+            source_ods=[credential.organisation.ods_code],
+        )
+    return credential
+
+
+def feed_credential_authenticate(*, token: str) -> FeedCredential | None:
+    """The live credential this token belongs to, or None (unknown, wrong or revoked)."""
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
+        return None
+    credential = (
+        FeedCredential.objects.select_related("organisation").filter(prefix=parts[1]).first()
+    )
+    if credential is None or credential.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(credential.token_hash, _token_hash(token)):
+        return None
+    FeedCredential.objects.filter(pk=credential.pk).update(last_used_at=timezone.now())
+    return credential
+
+
+# ---------------------------------------------------------------- receiving
+
+
+def feed_actor(credential: FeedCredential) -> AuditActor:
+    return AuditActor.system(
+        credential.system, org_ods=credential.organisation.ods_code, id=credential.public_id
+    )
+
+
+@dataclass(frozen=True)
+class Received:
+    message: FeedMessage
+    duplicate: bool
+
+
+class IdempotencyConflict(Exception):
+    """The same idempotency key arrived with different content."""
+
+
+def feed_message_receive(
+    *,
+    credential: FeedCredential,
+    kind: MessageKind,
+    payload: bytes,
+    idempotency_key: str,
+    entry_count: int,
+) -> Received:
+    """Store an inbound message durably and queue it; a redelivery returns the first receipt.
+
+    The row commits before this returns, so an accepted message is never lost;
+    processing is queued only once the commit succeeds.
+    Side effects: one FeedMessage, one audit event, one Celery task on commit.
+    """
+    digest = hashlib.sha256(payload).hexdigest()
+    key = (idempotency_key or f"sha256:{digest}")[:200]
+    organisation = credential.organisation
+    existing = FeedMessage.objects.filter(organisation=organisation, idempotency_key=key).first()
+    if existing is None:
+        try:
+            with transaction.atomic():
+                message = FeedMessage.objects.create(
+                    organisation=organisation,
+                    credential=credential,
+                    kind=kind,
+                    idempotency_key=key,
+                    payload=payload,
+                    payload_sha256=digest,
+                    payload_bytes=len(payload),
+                    entry_count=entry_count,
+                )
+                audit_event_record(
+                    action=AuditAction.FEED_RECEIVED,
+                    actor=feed_actor(credential),
+                    detail={
+                        "message": str(message.public_id),
+                        "kind": kind,
+                        "entries": entry_count,
+                    },
+                    source_ods=[organisation.ods_code],
+                )
+                transaction.on_commit(lambda: _enqueue(message.pk))
+            return Received(message, duplicate=False)
+        except IntegrityError:
+            # A concurrent delivery of the same message won the insert.
+            existing = FeedMessage.objects.get(organisation=organisation, idempotency_key=key)
+    if existing.payload_sha256 != digest:
+        raise IdempotencyConflict
+    return Received(existing, duplicate=True)
+
+
+def _enqueue(message_pk: int) -> None:
+    from ingestion.tasks import feed_message_process_task
+
+    feed_message_process_task.delay(message_pk)
+
+
+# ---------------------------------------------------------------- processing
+
+
+@dataclass
+class _Outcome:
+    counts: Counter[str] = field(default_factory=Counter)
+    issues: list[dict[str, Any]] = field(default_factory=list)
+    patients: set[uuid.UUID] = field(default_factory=set)
+
+    def issue(self, issue: EntryIssue) -> None:
+        self.issues.append(
+            {
+                "entry": issue.index,
+                "severity": issue.severity,
+                "code": issue.code,
+                "diagnostics": issue.message,
+                "expression": list(issue.paths),
+            }
+        )
+        if issue.severity == "error":
+            self.counts["rejected"] += 1
+
+
+def _media(kind: str) -> Literal["json", "xml"]:
+    return "xml" if kind == MessageKind.FHIR_XML else "json"
+
+
+def feed_message_process(*, message_id: int) -> str:
+    """Turn one stored message into record entries; safe to run again for the same message.
+
+    Steps:
+    1. Claim the message (RECEIVED -> PROCESSING) with a conditional update;
+       if another worker has it, do nothing.
+    2. Parse and validate (ingestion.fhir). A message that cannot be read at
+       all is REJECTED with its reason.
+    3. Group entries by person. No NHS number, an invalid one or conflicting
+       ones: parked in the matching queue, never guessed.
+    4. In one transaction: per person (in NHS number order, so two workers
+       never deadlock) take the person's lock, ask the opt-out gate, match or
+       create, upsert each entry; apply deletes; write the receipt and the
+       audit events.
+    Returns the final status.
+    """
+    claimed = FeedMessage.objects.filter(id=message_id, status=MessageStatus.RECEIVED).update(
+        status=MessageStatus.PROCESSING, started_at=timezone.now(), attempts=F("attempts") + 1
+    )
+    if claimed != 1:
+        return "not-claimed"
+    message = FeedMessage.objects.select_related("organisation", "credential").get(id=message_id)
+    organisation = message.organisation
+    actor = feed_actor(message.credential)
+    try:
+        if message.attempts > settings.FEED_MAX_ATTEMPTS:
+            raise FeedRejected(
+                "processing-failed",
+                "The message failed processing repeatedly; the platform team has been alerted.",
+                status=500,
+            )
+        if not organisation.agreement_active():
+            raise FeedRejected(
+                "agreement-inactive",
+                "The organisation has no active data sharing agreement.",
+                status=403,
+            )
+        bundle = parse_bundle(
+            bytes(message.payload), _media(message.kind), max_entries=settings.FEED_MAX_ENTRIES
+        )
+    except FeedRejected as rejected:
+        _finish_rejected(message, actor, rejected)
+        return MessageStatus.REJECTED
+    with transaction.atomic():
+        outcome = _apply(message, bundle, organisation)
+        message.status = MessageStatus.DONE
+        message.finished_at = timezone.now()
+        message.counts = {k: outcome.counts.get(k, 0) for k in RECEIPT_COUNTS}
+        message.issues = outcome.issues
+        message.payload = b""
+        message.save(update_fields=["status", "finished_at", "counts", "issues", "payload"])
+        audit_event_record(
+            action=AuditAction.FEED_PROCESSED,
+            actor=actor,
+            detail={"message": str(message.public_id), "counts": message.counts},
+            source_ods=[organisation.ods_code],
+        )
+    logger.info("feed message %s done: %s", message.public_id, message.counts)
+    return MessageStatus.DONE
+
+
+RECEIPT_COUNTS = ("created", "updated", "unchanged", "deleted", "rejected", "parked", "blocked")
+
+
+def _finish_rejected(message: FeedMessage, actor: AuditActor, rejected: FeedRejected) -> None:
+    with transaction.atomic():
+        message.status = MessageStatus.REJECTED
+        message.finished_at = timezone.now()
+        message.counts = {k: 0 for k in RECEIPT_COUNTS} | {"rejected": message.entry_count}
+        message.issues = [
+            {
+                "entry": None,
+                "severity": "error",
+                "code": rejected.code,
+                "diagnostics": rejected.message,
+                "expression": [rejected.path],
+            }
+        ]
+        message.payload = b""
+        message.save(update_fields=["status", "finished_at", "counts", "issues", "payload"])
+        audit_event_record(
+            action=AuditAction.FEED_REJECTED,
+            actor=actor,
+            outcome=AuditOutcome.REJECTED,
+            detail={"message": str(message.public_id), "reason": rejected.code},
+            source_ods=[message.organisation.ods_code],
+        )
+    logger.info("feed message %s rejected: %s", message.public_id, rejected.code)
+
+
+@dataclass
+class _Person:
+    """The entries of one bundle that belong to one person."""
+
+    nhs_number: str = ""
+    park_reason: str = ""
+    birth_date: datetime.date | None = None
+    entries: list[ParsedEntry] = field(default_factory=list)
+
+
+def _group(
+    bundle: ParsedBundle, organisation: Organisation
+) -> tuple[dict[str, _Person], list[ParsedEntry]]:
+    """Group entries by the person they belong to; return the groups and the deletes."""
+    by_index = {e.index: e for e in bundle.entries}
+    groups: dict[str, _Person] = defaultdict(_Person)
+    deletes: list[ParsedEntry] = []
+    for entry in bundle.entries:
+        if entry.deleted:
+            deletes.append(entry)
+            continue
+        link = entry.patient
+        assert link is not None  # the parser resolved or rejected every entry
+        if link.kind == "bundle":
+            patient_entry = by_index[int(link.value)]
+            numbers = [n for n in patient_entry.nhs_numbers if n]
+            key = f"bundle:{patient_entry.index}"
+            person = groups[key]
+            if len(set(numbers)) > 1:
+                person.park_reason = ParkReason.CONFLICTING_NHS_NUMBERS
+            elif not numbers:
+                person.park_reason = ParkReason.NO_NHS_NUMBER
+            elif not nhs_number_is_valid(numbers[0]):
+                person.park_reason = ParkReason.INVALID_NHS_NUMBER
+            else:
+                person.nhs_number = nhs_number_normalise(numbers[0])
+            birth = patient_entry.resource.get("birthDate")
+            if isinstance(birth, str) and len(birth) == 10:
+                person.birth_date = datetime.date.fromisoformat(birth)
+        elif link.kind == "source-id":
+            key_row = (
+                SourceKey.objects.filter(
+                    source_org=organisation, resource_type="Patient", source_id=link.value
+                )
+                .select_related("patient")
+                .first()
+            )
+            if key_row is None:
+                person = groups[f"unknown:{link.value}"]
+                person.park_reason = ParkReason.UNKNOWN_PATIENT
+            else:
+                person = groups[f"nhs:{key_row.patient.nhs_number}"]
+                person.nhs_number = key_row.patient.nhs_number
+        else:
+            number = nhs_number_normalise(link.value)
+            person = groups[f"nhs:{number}"]
+            if nhs_number_is_valid(number):
+                person.nhs_number = number
+            else:
+                person.park_reason = ParkReason.INVALID_NHS_NUMBER
+        person.entries.append(entry)
+    # Two groups for one NHS number (a Patient entry and a logical reference) are one person.
+    merged: dict[str, _Person] = {}
+    for key, person in groups.items():
+        target = f"nhs:{person.nhs_number}" if person.nhs_number and not person.park_reason else key
+        if target in merged:
+            merged[target].entries.extend(person.entries)
+            merged[target].birth_date = merged[target].birth_date or person.birth_date
+        else:
+            merged[target] = person
+    return merged, deletes
+
+
+def _entry_data(entry: ParsedEntry) -> EntryData:
+    return EntryData(
+        resource_type=entry.resource_type,
+        source_id=entry.source_id,
+        section=entry.section,
+        resource=entry.resource,
+        content_hash=entry.content_hash,
+        version_id=entry.version_id,
+        source_updated_at=entry.last_updated,
+        effective_at=entry.effective_at,
+        status=entry.status,
+        code_system=entry.code_system,
+        code=entry.code,
+        code_display=entry.code_display,
+        sensitivity=entry.sensitivity,
+    )
+
+
+def _park(message: FeedMessage, person: _Person, reason: str, outcome: _Outcome) -> None:
+    for entry in person.entries:
+        MatchQueueItem.objects.create(
+            message=message,
+            organisation=message.organisation,
+            entry_index=entry.index,
+            resource_type=entry.resource_type,
+            source_id=entry.source_id,
+            reason=reason,
+            nhs_number_sent=person.nhs_number,
+            resource=entry.resource,
+        )
+        outcome.counts["parked"] += 1
+    outcome.issues.append(
+        {
+            "entry": min(e.index for e in person.entries),
+            "severity": "warning",
+            "code": f"parked-{reason}",
+            "diagnostics": (
+                f"{len(person.entries)} entries parked for review: {ParkReason(reason).label}."
+            ),
+            "expression": [],
+        }
+    )
+    audit_event_record(
+        action=AuditAction.MATCH_DECISION,
+        actor=AuditActor.system(INGESTION, org_ods=message.organisation.ods_code),
+        outcome=AuditOutcome.REJECTED,
+        detail={
+            "message": str(message.public_id),
+            "decision": "parked",
+            "reason": reason,
+            "entries": len(person.entries),
+        },
+        source_ods=[message.organisation.ods_code],
+    )
+
+
+def _apply(message: FeedMessage, bundle: ParsedBundle, organisation: Organisation) -> _Outcome:
+    outcome = _Outcome()
+    for issue in bundle.issues:
+        outcome.issue(issue)
+    groups, deletes = _group(bundle, organisation)
+    system_actor = AuditActor.system(INGESTION, org_ods=organisation.ods_code)
+    for _, person in sorted(groups.items(), key=lambda item: item[1].nhs_number or item[0]):
+        if person.park_reason:
+            _park(message, person, person.park_reason, outcome)
+            continue
+        patient_lock(nhs_number=person.nhs_number)
+        if optout_blocks(nhs_number=person.nhs_number):
+            outcome.counts["blocked"] += len(person.entries)
+            continue
+        match = patient_match(
+            demographics=Demographics(nhs_number=person.nhs_number, birth_date=person.birth_date)
+        )
+        if match.outcome == MatchOutcome.AMBIGUOUS:
+            _park(message, person, ParkReason.DEMOGRAPHICS_CONFLICT, outcome)
+            continue
+        patient = match.patient if match.outcome == MatchOutcome.MATCHED else None
+        if patient is None:
+            patient = patient_create(nhs_number=person.nhs_number)
+        audit_event_record(
+            action=AuditAction.MATCH_DECISION,
+            actor=system_actor,
+            subject=AuditSubject(
+                patient_id=patient.public_id,
+                nhs_number=patient.nhs_number,
+                gp_ods=patient.registered_gp_ods,
+            ),
+            detail={
+                "message": str(message.public_id),
+                "decision": "matched" if match.patient else "created",
+            },
+            source_ods=[organisation.ods_code],
+        )
+        demographics_changed = False
+        for entry in person.entries:
+            if entry.status == "entered-in-error":
+                removed = entry_remove(
+                    source_org=organisation,
+                    resource_type=entry.resource_type,
+                    source_id=entry.source_id,
+                )
+                outcome.counts["deleted" if removed else "unchanged"] += 1
+                continue
+            result, _ = entry_upsert(
+                patient=patient,
+                source_org=organisation,
+                source_system=message.credential.system,
+                data=_entry_data(entry),
+                feed_message_id=message.public_id,
+            )
+            outcome.counts[str(result) if result != UpsertResult.STALE else "unchanged"] += 1
+            demographics_changed |= entry.resource_type == "Patient" and result in (
+                UpsertResult.CREATED,
+                UpsertResult.UPDATED,
+            )
+        if demographics_changed:
+            patient_demographics_refresh(patient=patient)
+        outcome.patients.add(patient.public_id)
+    for entry in deletes:
+        removed = entry_remove(
+            source_org=organisation, resource_type=entry.resource_type, source_id=entry.source_id
+        )
+        outcome.counts["deleted" if removed else "unchanged"] += 1
+    return outcome
+
+
+def feed_message_release(*, message_id: int) -> None:
+    """Hand a claimed message back (its processing failed part-way) so it can run again."""
+    FeedMessage.objects.filter(id=message_id, status=MessageStatus.PROCESSING).update(
+        status=MessageStatus.RECEIVED
+    )
+
+
+def feed_messages_sweep(*, older_than: datetime.timedelta) -> int:
+    """Re-queue messages whose worker died (stuck PROCESSING) or whose task was lost.
+
+    A message still RECEIVED after `older_than` was stored but its task never
+    ran (for example Redis was down at commit). Side effects: a task for each.
+    """
+    cutoff = timezone.now() - older_than
+    stuck = FeedMessage.objects.filter(status=MessageStatus.PROCESSING, started_at__lt=cutoff)
+    stuck.update(status=MessageStatus.RECEIVED)
+    waiting = list(
+        FeedMessage.objects.filter(
+            status=MessageStatus.RECEIVED, received_at__lt=cutoff
+        ).values_list("pk", flat=True)
+    )
+    for pk in waiting:
+        _enqueue(pk)
+    return len(waiting)
