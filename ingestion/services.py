@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -243,6 +243,25 @@ def feed_message_process(*, message_id: int) -> str:
     )
     if claimed != 1:
         return "not-claimed"
+    with transaction.atomic():
+        # Held until commit; a worker that dies drops it with its connection,
+        # which is how the sweep tells a dead worker's message from a live one.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)",
+                [MESSAGE_LOCK_NAMESPACE, _lock_key(message_id)],
+            )
+        return _process_claimed(message_id)
+
+
+MESSAGE_LOCK_NAMESPACE = 7402
+
+
+def _lock_key(message_id: int) -> int:
+    return message_id % 2_147_483_647
+
+
+def _process_claimed(message_id: int) -> str:
     message = FeedMessage.objects.select_related("organisation", "credential").get(id=message_id)
     organisation = message.organisation
     actor = feed_actor(message.credential)
@@ -265,20 +284,19 @@ def feed_message_process(*, message_id: int) -> str:
     except FeedRejected as rejected:
         _finish_rejected(message, actor, rejected)
         return MessageStatus.REJECTED
-    with transaction.atomic():
-        outcome = _apply(message, bundle, organisation)
-        message.status = MessageStatus.DONE
-        message.finished_at = timezone.now()
-        message.counts = {k: outcome.counts.get(k, 0) for k in RECEIPT_COUNTS}
-        message.issues = outcome.issues
-        message.payload = b""
-        message.save(update_fields=["status", "finished_at", "counts", "issues", "payload"])
-        audit_event_record(
-            action=AuditAction.FEED_PROCESSED,
-            actor=actor,
-            detail={"message": str(message.public_id), "counts": message.counts},
-            source_ods=[organisation.ods_code],
-        )
+    outcome = _apply(message, bundle, organisation)
+    message.status = MessageStatus.DONE
+    message.finished_at = timezone.now()
+    message.counts = {k: outcome.counts.get(k, 0) for k in RECEIPT_COUNTS}
+    message.issues = outcome.issues
+    message.payload = b""
+    message.save(update_fields=["status", "finished_at", "counts", "issues", "payload"])
+    audit_event_record(
+        action=AuditAction.FEED_PROCESSED,
+        actor=actor,
+        detail={"message": str(message.public_id), "counts": message.counts},
+        source_ods=[organisation.ods_code],
+    )
     logger.info("feed message %s done: %s", message.public_id, message.counts)
     return MessageStatus.DONE
 
@@ -521,15 +539,27 @@ def feed_message_release(*, message_id: int) -> None:
 def feed_messages_sweep(*, older_than: datetime.timedelta) -> int:
     """Re-queue messages whose worker died (stuck PROCESSING) or whose task was lost.
 
+    A PROCESSING message is stuck only if no session holds its processing
+    lock: a live worker always does, so a slow message is never taken twice.
     A message still RECEIVED after `older_than` was stored but its task never
     ran (for example Redis was down at commit). Side effects: a task for each.
     """
     cutoff = timezone.now() - older_than
-    stuck = FeedMessage.objects.filter(status=MessageStatus.PROCESSING, started_at__lt=cutoff)
-    stuck.update(status=MessageStatus.RECEIVED)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE ingestion_feedmessage m SET status = %s
+            WHERE m.status = %s AND m.started_at <= %s
+              AND NOT EXISTS (
+                  SELECT 1 FROM pg_locks l
+                  WHERE l.locktype = 'advisory' AND l.classid = %s::int::oid
+                    AND l.objid = (m.id %% 2147483647)::int::oid AND l.objsubid = 2)
+            """,
+            [MessageStatus.RECEIVED, MessageStatus.PROCESSING, cutoff, MESSAGE_LOCK_NAMESPACE],
+        )
     waiting = list(
         FeedMessage.objects.filter(
-            status=MessageStatus.RECEIVED, received_at__lt=cutoff
+            status=MessageStatus.RECEIVED, received_at__lte=cutoff
         ).values_list("pk", flat=True)
     )
     for pk in waiting:
