@@ -18,7 +18,9 @@ from tests.ingestion.conftest import FeedClient
 pytestmark = pytest.mark.django_db
 
 
-def send(partner: FeedClient, bundle: dict[str, Any] | str, **kwargs: Any) -> dict[str, Any]:
+def send(
+    partner: FeedClient, bundle: dict[str, Any] | str | bytes, **kwargs: Any
+) -> dict[str, Any]:
     """Post, process on this thread (as the worker would), and return the receipt."""
     response = partner.post(bundle, **kwargs)
     assert response.status_code == 202, response.content
