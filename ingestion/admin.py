@@ -1,0 +1,67 @@
+"""Admin: issue and revoke partner credentials; read, never edit, messages and the queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from ingestion.models import FeedCredential, FeedMessage, MatchQueueItem
+from ingestion.services import feed_credential_issue, feed_credential_revoke
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(FeedCredential)
+class FeedCredentialAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ("system", "organisation", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("organisation",)
+    fields = ("organisation", "system", "prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    actions = ("revoke",)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoke instead: receipts keep pointing at the credential
+
+    def save_model(
+        self, request: HttpRequest, obj: FeedCredential, form: Any, change: bool
+    ) -> None:
+        credential, token = feed_credential_issue(organisation=obj.organisation, system=obj.system)
+        obj.pk, obj.prefix = credential.pk, credential.prefix
+        messages.warning(
+            request, f"Token for {credential.system} (shown once, store it now): {token}"
+        )
+
+    @admin.action(description="Revoke the selected credentials")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[FeedCredential]) -> None:
+        for credential in queryset:
+            feed_credential_revoke(credential=credential)
+
+
+@admin.register(FeedMessage)
+class FeedMessageAdmin(ReadOnlyAdmin):
+    list_display = ("public_id", "organisation", "kind", "status", "entry_count", "received_at")
+    list_filter = ("status", "kind", "organisation")
+    exclude = ("payload",)
+
+
+@admin.register(MatchQueueItem)
+class MatchQueueItemAdmin(ReadOnlyAdmin):
+    """Data-quality review of entries that could not be linked to a person with certainty."""
+
+    list_display = ("resource_type", "organisation", "reason", "created_at", "resolved_at")
+    list_filter = ("reason", "organisation", "resolved_at")
