@@ -10,6 +10,7 @@ from django.http import HttpRequest
 
 from ingestion.models import FeedCredential, FeedMessage, MatchQueueItem
 from ingestion.services import feed_credential_issue, feed_credential_revoke
+from sharedrecord.auditing import actor_for
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -40,7 +41,11 @@ class FeedCredentialAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def save_model(
         self, request: HttpRequest, obj: FeedCredential, form: Any, change: bool
     ) -> None:
-        credential, token = feed_credential_issue(organisation=obj.organisation, system=obj.system)
+        credential, token = feed_credential_issue(
+            organisation=obj.organisation,
+            system=obj.system,
+            actor=actor_for(request.user),  # type: ignore[arg-type]
+        )
         obj.pk, obj.prefix = credential.pk, credential.prefix
         messages.warning(
             request, f"Token for {credential.system} (shown once, store it now): {token}"
@@ -49,7 +54,7 @@ class FeedCredentialAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.action(description="Revoke the selected credentials")
     def revoke(self, request: HttpRequest, queryset: QuerySet[FeedCredential]) -> None:
         for credential in queryset:
-            feed_credential_revoke(credential=credential)
+            feed_credential_revoke(credential=credential, actor=actor_for(request.user))  # type: ignore[arg-type]
 
 
 @admin.register(FeedMessage)

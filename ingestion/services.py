@@ -59,10 +59,13 @@ def _token_hash(token: str) -> str:
 
 
 @transaction.atomic
-def feed_credential_issue(*, organisation: Organisation, system: str) -> tuple[FeedCredential, str]:
+def feed_credential_issue(
+    *, organisation: Organisation, system: str, actor: AuditActor | None = None
+) -> tuple[FeedCredential, str]:
     """Make a new credential for a partner system; return it and the token (shown once).
 
-    Only the token's SHA-256 is stored. Side effects: one audit event.
+    Only the token's SHA-256 is stored. Side effects: one audit event naming `actor`
+    (the member of staff, or the command line when None).
     """
     prefix = secrets.token_hex(6)
     token = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
@@ -71,35 +74,34 @@ def feed_credential_issue(*, organisation: Organisation, system: str) -> tuple[F
     )
     credential.full_clean()
     credential.save()
-    audit_event_record(
-        action=AuditAction.ADMIN_CHANGE,
-        actor=AuditActor.system("admin"),
-        detail={
-            "model": "ingestion.FeedCredential",
-            "object": str(credential.public_id),
-            "change": "issued",
-        },
-        source_ods=[organisation.ods_code],
-    )
+    _audit_credential_change(credential, "issued", actor)
     return credential, token
 
 
+def _audit_credential_change(
+    credential: FeedCredential, change: str, actor: AuditActor | None
+) -> None:
+    audit_event_record(
+        action=AuditAction.ADMIN_CHANGE,
+        actor=actor or AuditActor.system("manage.py"),
+        detail={
+            "model": "ingestion.FeedCredential",
+            "object": str(credential.public_id),
+            "change": change,
+        },
+        source_ods=[credential.organisation.ods_code],
+    )
+
+
 @transaction.atomic
-def feed_credential_revoke(*, credential: FeedCredential) -> FeedCredential:
+def feed_credential_revoke(
+    *, credential: FeedCredential, actor: AuditActor | None = None
+) -> FeedCredential:
     """Stop a credential working from now on (idempotent). Side effects: one audit event."""
     if credential.revoked_at is None:
         credential.revoked_at = timezone.now()
         credential.save(update_fields=["revoked_at"])
-        audit_event_record(
-            action=AuditAction.ADMIN_CHANGE,
-            actor=AuditActor.system("admin"),
-            detail={
-                "model": "ingestion.FeedCredential",
-                "object": str(credential.public_id),
-                "change": "revoked",
-            },
-            source_ods=[credential.organisation.ods_code],
-        )
+        _audit_credential_change(credential, "revoked", actor)
     return credential
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from audit.models import AuditEvent
 from ingestion.models import FeedCredential
 from ingestion.services import feed_credential_authenticate
 from sharedrecord.models import StaffRole, User
@@ -38,6 +39,10 @@ def test_issuing_in_the_admin_shows_a_working_token_once(admin_client: Client) -
     assert credential is not None
     assert credential.organisation == partner
     assert token not in str(FeedCredential.objects.values_list().get())
+    issued = AuditEvent.objects.get(
+        detail__object=str(credential.public_id), detail__change="issued"
+    )
+    assert issued.actor_name == "sysadmin.test"
 
     admin_client.post(
         "/admin/ingestion/feedcredential/",
