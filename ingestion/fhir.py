@@ -301,9 +301,44 @@ def _path(loc: tuple[Any, ...], resource_type: str) -> str:
     return out
 
 
+XHTML_NS = "http://www.w3.org/1999/xhtml"
+
+
+def _xml_rules(element: etree._Element, resource_type: str) -> None:
+    """XML-only rules: every element has a value or children (ele-1), and no stray text."""
+
+    def walk(node: etree._Element, path: str) -> None:
+        for child in node:
+            if not isinstance(child.tag, str):
+                continue  # comments and processing instructions
+            if etree.QName(child).namespace == XHTML_NS:
+                continue
+            here = f"{path}.{_local(child.tag)}"
+            if (child.text or "").strip() or (child.tail or "").strip():
+                raise _EntryError(
+                    "xml-text", "FHIR XML elements hold no text, only values.", (here,)
+                )
+            has_children = any(isinstance(c.tag, str) for c in child)
+            if child.get("value") is None and not has_children and _local(child.tag) != "div":
+                raise _EntryError(
+                    "empty-value",
+                    "An element has neither a value nor children (ele-1).",
+                    (here,),
+                )
+            walk(child, here)
+
+    if (element.text or "").strip():
+        raise _EntryError(
+            "xml-text", "FHIR XML elements hold no text, only values.", (resource_type,)
+        )
+    walk(element, resource_type)
+
+
 def _validate(raw: _RawEntry) -> dict[str, Any]:
     """Validate with the fhir.resources model; return the resource as FHIR JSON."""
     model = get_fhir_model_class(raw.resource_type)
+    if raw.xml is not None:
+        _xml_rules(raw.xml, raw.resource_type)
     try:
         if raw.xml is not None:
             instance = model.model_validate_xml(etree.tostring(raw.xml))
@@ -343,12 +378,15 @@ def _walk(value: Any, path: str) -> Iterator[tuple[str, Any]]:
 
 
 def _period_reversed(start: str, end: str) -> bool:
-    # Partial dates (2020, 2020-03) are ranges: compare only at a shared precision.
-    if len(start) < 10 or len(end) < 10:
-        width = min(len(start), len(end))
+    """per-1: start <= end, with FHIRPath's rule that values of different precision
+    which agree as far as both go cannot be ordered (so the invariant fails)."""
+    if len(start) >= 19 and len(end) >= 19:
+        first, last = _instant(start), _instant(end)
+        return bool(first and last and last < first)
+    width = min(len(start), len(end), 19)
+    if end[:width] != start[:width]:
         return end[:width] < start[:width]
-    first, last = _instant(start), _instant(end)
-    return bool(first and last and last < first)
+    return len(start) != len(end)
 
 
 def _extra_rules(resource: dict[str, Any], resource_type: str, source: Any) -> None:
@@ -479,6 +517,33 @@ def nhs_numbers_of(resource: dict[str, Any]) -> tuple[str, ...]:
         if isinstance(identifier, dict) and identifier.get("system") == NHS_NUMBER_SYSTEM:
             found.append(str(identifier.get("value", "")).replace(" ", ""))
     return tuple(dict.fromkeys(found))
+
+
+def validate_resource(data: bytes, media: Literal["json", "xml"]) -> tuple[EntryIssue, ...]:
+    """Check one standalone resource with the same rules the feed applies to each entry.
+
+    Returns the problems found (empty when valid). Unreadable input raises FeedRejected.
+    """
+    if media == "xml":
+        element = _safe_xml(data)
+        raw = _RawEntry(0, "", "", "", _local(element.tag), None, element)
+    else:
+        document = _json(data)
+        if not isinstance(document, dict):
+            raise FeedRejected("not-a-resource", "The document is not a FHIR resource.")
+        raw = _RawEntry(0, "", "", "", str(document.get("resourceType", "")), document, None)
+    try:
+        get_fhir_model_class(raw.resource_type)
+    except KeyError:
+        return (EntryIssue(0, "unknown-type", "Not a FHIR R4 resource type.", ("resourceType",)),)
+    try:
+        resource = _validate(raw)
+        _extra_rules(
+            resource, raw.resource_type, raw.resource if raw.resource is not None else resource
+        )
+    except _EntryError as err:
+        return (EntryIssue(0, err.code, err.message, err.paths),)
+    return ()
 
 
 def parse_bundle(data: bytes, media: Literal["json", "xml"], *, max_entries: int) -> ParsedBundle:

@@ -41,6 +41,8 @@ ISSUE_TYPES = {
     "unresolved-reference": "not-found",
     "processing-failed": "exception",
     "too-long": "too-long",
+    "xml-text": "structure",
+    "unknown-type": "not-supported",
 }
 
 
