@@ -205,7 +205,7 @@ def stage_shares(token_org: Any, credential: Any, payloads: list[bytes]) -> dict
     total = cumulative("feed_message_process")
     parse = cumulative("parse_bundle")
     match = cumulative("_group") + cumulative("patient_match") + cumulative("patient_create")
-    upsert = cumulative("entry_upsert") + cumulative("patient_demographics_refresh")
+    upsert = cumulative("entries_upsert") + cumulative("patient_demographics_refresh")
     return {
         "parse/validate": parse / total,
         "match": match / total,

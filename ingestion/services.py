@@ -40,8 +40,8 @@ from sharedrecord.models import Organisation, SourceKey
 from sharedrecord.services import (
     EntryData,
     UpsertResult,
+    entries_upsert,
     entry_remove,
-    entry_upsert,
     patient_create,
     patient_demographics_refresh,
     patient_lock,
@@ -498,7 +498,7 @@ def _apply(message: FeedMessage, bundle: ParsedBundle, organisation: Organisatio
             },
             source_ods=[organisation.ods_code],
         )
-        demographics_changed = False
+        kept: list[ParsedEntry] = []
         for entry in person.entries:
             if entry.status == "entered-in-error":
                 removed = entry_remove(
@@ -507,14 +507,17 @@ def _apply(message: FeedMessage, bundle: ParsedBundle, organisation: Organisatio
                     source_id=entry.source_id,
                 )
                 outcome.counts["deleted" if removed else "unchanged"] += 1
-                continue
-            result, _ = entry_upsert(
-                patient=patient,
-                source_org=organisation,
-                source_system=message.credential.system,
-                data=_entry_data(entry),
-                feed_message_id=message.public_id,
-            )
+            else:
+                kept.append(entry)
+        results = entries_upsert(
+            patient=patient,
+            source_org=organisation,
+            source_system=message.credential.system,
+            items=[_entry_data(entry) for entry in kept],
+            feed_message_id=message.public_id,
+        )
+        demographics_changed = False
+        for entry, result in zip(kept, results, strict=True):
             outcome.counts[str(result) if result != UpsertResult.STALE else "unchanged"] += 1
             demographics_changed |= entry.resource_type == "Patient" and result in (
                 UpsertResult.CREATED,

@@ -140,59 +140,15 @@ def _newer(incoming: EntryData, existing: Entry) -> bool | None:
     return None
 
 
-def entry_upsert(
-    *,
-    patient: Patient,
-    source_org: Organisation,
-    source_system: str,
-    data: EntryData,
-    feed_message_id: uuid.UUID | None,
-) -> tuple[UpsertResult, Entry]:
-    """Store one source resource for a person; repeating it changes nothing.
+ENTRY_FIELDS = (
+    "section", "source_system", "version_id", "source_updated_at", "effective_at", "status",
+    "code_system", "code", "code_display", "sensitivity", "resource", "content_hash",
+    "updated_at", "feed_message_id",
+)  # fmt: skip
 
-    Keyed by (source organisation, resource type, source id). A newer version
-    replaces the stored one, the same content is unchanged, an older version
-    is ignored. If the source now files the resource under another person it
-    moves. The caller holds patient_lock and has asked the opt-out gate.
-    """
-    now = timezone.now()
-    key, _ = SourceKey.objects.select_for_update().get_or_create(
-        source_org=source_org,
-        resource_type=data.resource_type,
-        source_id=data.source_id,
-        defaults={"patient": patient},
-    )
-    if key.patient_id != patient.pk:
-        Entry.objects.filter(
-            patient_id=key.patient_id,
-            source_org=source_org,
-            resource_type=data.resource_type,
-            source_id=data.source_id,
-        ).delete()
-        key.patient = patient
-        key.save(update_fields=["patient"])
-    existing = (
-        Entry.objects.select_for_update()
-        .filter(
-            patient=patient,
-            source_org=source_org,
-            resource_type=data.resource_type,
-            source_id=data.source_id,
-        )
-        .first()
-    )
-    if existing is not None:
-        if existing.content_hash == data.content_hash:
-            return UpsertResult.UNCHANGED, existing
-        if _newer(data, existing) is False:
-            return UpsertResult.STALE, existing
-    entry = existing or Entry(
-        patient=patient,
-        source_org=source_org,
-        resource_type=data.resource_type,
-        source_id=data.source_id,
-        received_at=now,
-    )
+
+def _fill(entry: Entry, data: EntryData, *, source_system: str, now: datetime.datetime,
+          feed_message_id: uuid.UUID | None) -> None:  # fmt: skip
     entry.section = data.section
     entry.source_system = source_system
     entry.version_id = data.version_id
@@ -209,8 +165,90 @@ def entry_upsert(
     entry.content_hash = data.content_hash
     entry.updated_at = now
     entry.feed_message_id = feed_message_id
-    entry.save()
-    return (UpsertResult.UPDATED if existing else UpsertResult.CREATED), entry
+
+
+def entries_upsert(
+    *,
+    patient: Patient,
+    source_org: Organisation,
+    source_system: str,
+    items: list[EntryData],
+    feed_message_id: uuid.UUID | None,
+) -> list[UpsertResult]:
+    """Store one source's resources for one person; repeating it changes nothing.
+
+    Keyed by (source organisation, resource type, source id). A newer version
+    replaces the stored one, the same content is unchanged, an older version
+    is ignored (STALE). A resource the source now files under another person
+    moves. When a key repeats in `items`, the last one wins and the earlier
+    ones count as unchanged. The caller holds patient_lock and has asked the
+    opt-out gate. Returns one result per item, in order.
+
+    Steps (a fixed handful of statements, however many items):
+    1. Lock this source's keys for these ids; move any that name another person.
+    2. Create the missing keys.
+    3. Lock the existing entries; decide created / updated / unchanged / stale.
+    4. bulk_create the new entries, bulk_update the changed ones.
+    """
+    now = timezone.now()
+    latest = {(item.resource_type, item.source_id): i for i, item in enumerate(items)}
+    results = [UpsertResult.UNCHANGED] * len(items)
+    source_ids = {source_id for _, source_id in latest}
+    keys = {
+        (row.resource_type, row.source_id): row
+        for row in SourceKey.objects.select_for_update().filter(
+            source_org=source_org, source_id__in=source_ids
+        )
+        if (row.resource_type, row.source_id) in latest
+    }
+    moved = [row for row in keys.values() if row.patient_id != patient.pk]
+    for row in moved:
+        Entry.objects.filter(
+            patient_id=row.patient_id,
+            source_org=source_org,
+            resource_type=row.resource_type,
+            source_id=row.source_id,
+        ).delete()
+    if moved:
+        SourceKey.objects.filter(pk__in=[row.pk for row in moved]).update(patient=patient)
+    SourceKey.objects.bulk_create(
+        SourceKey(source_org=source_org, resource_type=t, source_id=s, patient=patient)
+        for (t, s) in latest
+        if (t, s) not in keys
+    )
+    existing = {
+        (entry.resource_type, entry.source_id): entry
+        for entry in Entry.objects.select_for_update().filter(
+            patient=patient, source_org=source_org, source_id__in=source_ids
+        )
+    }
+    to_create: list[Entry] = []
+    to_update: list[Entry] = []
+    for wanted, i in latest.items():
+        data, entry = items[i], existing.get(wanted)
+        if entry is not None and entry.content_hash == data.content_hash:
+            continue
+        if entry is not None and _newer(data, entry) is False:
+            results[i] = UpsertResult.STALE
+            continue
+        if entry is None:
+            entry = Entry(
+                patient=patient,
+                source_org=source_org,
+                resource_type=data.resource_type,
+                source_id=data.source_id,
+                received_at=now,
+            )
+            to_create.append(entry)
+            results[i] = UpsertResult.CREATED
+        else:
+            to_update.append(entry)
+            results[i] = UpsertResult.UPDATED
+        _fill(entry, data, source_system=source_system, now=now, feed_message_id=feed_message_id)
+    Entry.objects.bulk_create(to_create)
+    if to_update:
+        Entry.objects.bulk_update(to_update, fields=ENTRY_FIELDS)
+    return results
 
 
 def entry_remove(*, source_org: Organisation, resource_type: str, source_id: str) -> Patient | None:
