@@ -42,6 +42,8 @@ ISSUE_TYPES = {
     "processing-failed": "exception",
     "too-long": "too-long",
     "xml-text": "structure",
+    "invalid-code": "code-invalid",
+    "conflicting-nhs-numbers": "conflict",
     "unknown-type": "not-supported",
 }
 

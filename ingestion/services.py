@@ -461,6 +461,36 @@ def _park(message: FeedMessage, person: _Person, reason: str, outcome: _Outcome)
     )
 
 
+def _reject_conflicting(message: FeedMessage, person: _Person, outcome: _Outcome) -> None:
+    """A Patient carrying two different NHS numbers: the source must correct it."""
+    first = min(e.index for e in person.entries)
+    outcome.issues.append(
+        {
+            "entry": first,
+            "severity": "error",
+            "code": "conflicting-nhs-numbers",
+            "diagnostics": (
+                f"The Patient carries different NHS numbers; its {len(person.entries)} "
+                "entries were not stored. Send one NHS number."
+            ),
+            "expression": ["Patient.identifier"],
+        }
+    )
+    outcome.counts["rejected"] += len(person.entries)
+    audit_event_record(
+        action=AuditAction.MATCH_DECISION,
+        actor=AuditActor.system(INGESTION, org_ods=message.organisation.ods_code),
+        outcome=AuditOutcome.REJECTED,
+        detail={
+            "message": str(message.public_id),
+            "decision": "rejected",
+            "reason": "conflicting-nhs-numbers",
+            "entries": len(person.entries),
+        },
+        source_ods=[message.organisation.ods_code],
+    )
+
+
 def _apply(message: FeedMessage, bundle: ParsedBundle, organisation: Organisation) -> _Outcome:
     outcome = _Outcome()
     for issue in bundle.issues:
@@ -468,6 +498,9 @@ def _apply(message: FeedMessage, bundle: ParsedBundle, organisation: Organisatio
     groups, deletes = _group(bundle, organisation)
     system_actor = AuditActor.system(INGESTION, org_ods=organisation.ods_code)
     for _, person in sorted(groups.items(), key=lambda item: item[1].nhs_number or item[0]):
+        if person.park_reason == ParkReason.CONFLICTING_NHS_NUMBERS:
+            _reject_conflicting(message, person, outcome)
+            continue
         if person.park_reason:
             _park(message, person, person.park_reason, outcome)
             continue

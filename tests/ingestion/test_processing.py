@@ -12,7 +12,14 @@ from audit.models import AuditAction, AuditEvent
 from ingestion.models import FeedMessage, MatchQueueItem, MessageStatus
 from ingestion.services import feed_message_process
 from sharedrecord.models import Entry, Patient
-from tests.factories import gp_bundle, next_nhs_number, small_bundle
+from sharedrecord.services import patient_demographics_refresh
+from tests.factories import (
+    gp_bundle,
+    make_credential,
+    make_organisation,
+    next_nhs_number,
+    small_bundle,
+)
 from tests.ingestion.conftest import FeedClient
 
 pytestmark = pytest.mark.django_db
@@ -139,14 +146,40 @@ def test_a_person_without_a_valid_nhs_number_is_parked_not_guessed(
     assert Entry.objects.count() == 0
 
 
-def test_two_nhs_numbers_on_one_patient_are_parked(partner: FeedClient) -> None:
+def test_two_nhs_numbers_on_one_patient_are_rejected(partner: FeedClient) -> None:
     bundle = small_bundle(next_nhs_number())
     bundle["entry"][0]["resource"]["identifier"].append(
         {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": next_nhs_number()}
     )
     receipt = send(partner, bundle)
-    assert receipt["counts"]["parked"] == 2
+    assert (receipt["counts"]["rejected"], receipt["counts"]["parked"]) == (2, 0)
+    assert codes(receipt) == [
+        ("conflicting-nhs-numbers", ["Bundle.entry[0]", "Patient.identifier"])
+    ]
     assert Entry.objects.count() == 0
+    assert MatchQueueItem.objects.count() == 0
+
+
+def test_shown_demographics_prefer_the_registered_practice(partner: FeedClient, client) -> None:
+
+    number = next_nhs_number()
+    send(partner, small_bundle(number, key="gp"))  # from Z81001, the registered practice
+    acute = FeedClient(client, make_credential(make_organisation(ods_code="ZAC55"))[1])
+    later = small_bundle(number, key="acute")
+    later["entry"][0]["resource"]["name"] = [
+        {"use": "official", "family": "Elison", "given": ["Maggie"]}
+    ]
+    send(acute, later)
+    patient = Patient.objects.get(nhs_number=number)
+    assert (patient.family_name, patient.demographics_source_ods) == ("Ellison", "Z81001")
+    assert patient.registered_gp_ods == "Z81001"
+    assert Entry.objects.filter(patient=patient, resource_type="Patient").count() == 2
+
+    # Without the registered practice's resource, the most recent source's is shown.
+    Entry.objects.filter(patient=patient, source_org__ods_code="Z81001").delete()
+    patient_demographics_refresh(patient=patient)
+    patient.refresh_from_db()
+    assert (patient.family_name, patient.demographics_source_ods) == ("Elison", "ZAC55")
 
 
 def test_a_conflicting_birth_date_is_parked_for_review(partner: FeedClient) -> None:
@@ -190,6 +223,12 @@ def _bad_entries_bundle(number: str) -> dict[str, Any]:
          "resource": {"resourceType": "Flag", "id": "x" * 65, "status": "active", "subject": subject,
                       "code": {"text": "x"}}},
         {"fullUrl": "Flag/relative", "resource": {"resourceType": "Flag", "id": "f3"}},
+        {"fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000010",
+         "resource": {"resourceType": "Observation", "id": "o2", "status": "done", "subject": subject,
+                      "code": {"text": "x"}}},
+        {"fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000011",
+         "resource": {"resourceType": "Condition", "id": "c5", "subject": subject,
+                      "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "gone"}]}}},
     ]  # fmt: skip
     return bundle
 
@@ -210,8 +249,10 @@ def test_each_bad_entry_gets_its_own_error_and_the_rest_is_stored(partner: FeedC
         ("empty-value", ["Bundle.entry[10]", "Flag.category"]),
         ("invalid-id", ["Bundle.entry[11]", "Flag.id"]),
         ("relative-fullurl", ["Bundle.entry[12]", "Bundle.entry[12].fullUrl"]),
+        ("invalid-code", ["Bundle.entry[13]", "Observation.status"]),
+        ("invalid-code", ["Bundle.entry[14]", "Condition.clinicalStatus.coding[0].code"]),
     ]
-    assert receipt["counts"]["rejected"] == 11
+    assert receipt["counts"]["rejected"] == 13
     assert receipt["counts"]["created"] == 2  # the Patient and the good Condition
     assert Entry.objects.filter(patient__nhs_number=number).count() == 2
     assert number not in json.dumps(receipt)
