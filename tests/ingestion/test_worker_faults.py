@@ -138,3 +138,48 @@ def test_the_sweep_leaves_a_message_alone_while_its_worker_holds_it() -> None:
         time.sleep(0.05)
     message.refresh_from_db()
     assert message.status in {MessageStatus.RECEIVED, MessageStatus.DONE, MessageStatus.REJECTED}
+
+
+def test_a_lost_database_connection_is_retried_and_the_message_completes(
+    celery_worker: CeleryWorker,
+) -> None:
+    organisation = Organisation.objects.create(
+        ods_code="ZAC90", name="Retry test", kind="acute", dsa_start="2025-01-01"
+    )
+    credential, _ = make_credential(organisation)
+    biggest = max(
+        (p for p in (EXTERNAL / "synthea-hiv-r4").glob("*.json") if p.name != "MANIFEST.json"),
+        key=lambda p: p.stat().st_size,
+    )
+    number = next_nhs_number()
+    payload = json.dumps(with_nhs_number(json.loads(biggest.read_text()), number)).encode()
+    received = feed_message_receive(
+        credential=credential,
+        kind=MessageKind.FHIR_JSON,
+        payload=payload,
+        idempotency_key="retry-test",
+        entry_count=len(json.loads(payload)["entry"]),
+    )
+    message_id = received.message.pk
+    deadline = time.monotonic() + 60
+    while not _processing_lock_held(message_id):
+        assert time.monotonic() < deadline, "the worker never started the message"
+        time.sleep(0.005)
+    # A transient fault: the worker's database session dies mid-transaction.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+            "AND granted AND classid = %s::int::oid AND objid = %s::int::oid",
+            [MESSAGE_LOCK_NAMESPACE, message_id],
+        )
+        assert cursor.fetchone() == (True,)
+    deadline = time.monotonic() + 90
+    while FeedMessage.objects.get(pk=message_id).status != MessageStatus.DONE:
+        assert time.monotonic() < deadline, "the message was not retried to completion"
+        time.sleep(0.2)
+    message = FeedMessage.objects.get(pk=message_id)
+    assert message.attempts == 2
+    stored = Entry.objects.filter(patient__nhs_number=number)
+    assert stored.count() == message.counts["created"] > 0
+    assert celery_worker.proc is not None
+    assert celery_worker.proc.poll() is None  # the worker itself carried on
