@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import json
 import logging
+import re
 import secrets
 import uuid
 from collections import Counter, defaultdict
@@ -14,12 +16,21 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
+from lxml import etree
 
 from audit.models import AuditAction, AuditOutcome
 from audit.services import AuditActor, AuditSubject, audit_event_record
-from ingestion.fhir import EntryIssue, FeedRejected, ParsedBundle, ParsedEntry, parse_bundle
+from ingestion.fhir import (
+    FHIR_NS,
+    NHS_NUMBER_SYSTEM,
+    EntryIssue,
+    FeedRejected,
+    ParsedBundle,
+    ParsedEntry,
+    parse_bundle,
+)
 from ingestion.models import (
     FeedCredential,
     FeedMessage,
@@ -603,3 +614,60 @@ def feed_messages_sweep(*, older_than: datetime.timedelta) -> int:
     for pk in waiting:
         _enqueue(pk)
     return len(waiting)
+
+
+# ---------------------------------------------------------------- opt-out purge
+
+
+def personal_data_purge(nhs_number: str) -> dict[str, int]:
+    """Remove what ingestion holds for an opted-out person (called by the opt-out, locked).
+
+    Parked matching-queue items that name the number, and the person's entries
+    in raw messages still waiting to be processed (other people's entries in
+    the same message are kept, so nothing else is lost).
+    """
+    parked = MatchQueueItem.objects.filter(
+        Q(nhs_number_sent=nhs_number)
+        | Q(resource__identifier__contains=[{"system": NHS_NUMBER_SYSTEM, "value": nhs_number}])
+    ).delete()[0]
+    redacted = 0
+    pending = FeedMessage.objects.select_for_update(skip_locked=True).filter(
+        status=MessageStatus.RECEIVED
+    )
+    for message in pending:
+        payload = bytes(message.payload)
+        if nhs_number.encode() not in payload:
+            continue
+        message.payload = redact_person(payload, _media(message.kind), nhs_number)
+        message.save(update_fields=["payload"])
+        redacted += 1
+    return {"parked_items": parked, "pending_messages_redacted": redacted}
+
+
+def redact_person(payload: bytes, media: Literal["json", "xml"], nhs_number: str) -> bytes:
+    """The message without the entries of the person with this NHS number.
+
+    Drops every entry that carries the number and every entry that refers to a
+    Patient entry that does.
+    """
+    if media == "xml":
+        root = etree.fromstring(
+            payload, parser=etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+        )
+        entries = [(e, etree.tostring(e).decode()) for e in root.findall(f"{{{FHIR_NS}}}entry")]
+    else:
+        document = json.loads(payload.decode("utf-8-sig"))
+        entries = [(e, json.dumps(e)) for e in document.get("entry", [])]
+    names: set[str] = set()
+    for _, text in entries:
+        if nhs_number in text and "Patient" in text:
+            names |= set(
+                re.findall(r'(urn:uuid:[0-9a-fA-F-]{36}|Patient/[A-Za-z0-9.\-]{1,64})"', text)
+            )
+    drop = [e for e, text in entries if nhs_number in text or any(n in text for n in names)]
+    if media == "xml":
+        for element in drop:
+            root.remove(element)
+        return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+    document["entry"] = [e for e in document["entry"] if not any(e is d for d in drop)]
+    return json.dumps(document).encode()

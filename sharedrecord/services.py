@@ -327,3 +327,20 @@ def patient_demographics_refresh(*, patient: Patient) -> Patient:
     patient.demographics_source_ods = chosen.source_org.ods_code
     patient.save()
     return patient
+
+
+def patient_purge(*, nhs_number: str) -> tuple[uuid.UUID | None, dict[str, int]]:
+    """Remove everything the record holds for a person: the patient, entries, source keys.
+
+    The caller holds patient_lock (the opt-out does). Audit events are kept:
+    they are the governance record and hold no clinical content.
+    Returns the person's public id (None if there was no record) and counts.
+    """
+    patient = Patient.objects.filter(nhs_number=nhs_number).first()
+    if patient is None:
+        return None, {"entries": 0, "source_keys": 0, "patients": 0}
+    entries = Entry.objects.filter(patient=patient).count()
+    keys = SourceKey.objects.filter(patient=patient).count()
+    public_id = patient.public_id
+    patient.delete()  # entries and source keys go with it (CASCADE)
+    return public_id, {"entries": entries, "source_keys": keys, "patients": 1}

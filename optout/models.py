@@ -1,0 +1,75 @@
+"""The opt-out registry: one entry per NHS number, with its history. Nothing about health."""
+
+from __future__ import annotations
+
+import uuid
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from sharedrecord.models import Organisation
+
+
+class OptOutStatus(models.TextChoices):
+    OPTED_OUT = "opted-out", "Opted out"
+    OPTED_IN = "opted-in", "Opted back in"
+
+
+class OptOutRoute(models.TextChoices):
+    PRACTICE_REQUEST = "practice-request", "Patient asked at the practice"
+    PRACTICE_SYSTEM = "practice-system", "Recorded by the practice's system"
+    FEED_CODE = "feed-code", "Code in the practice's feed"
+
+
+class OptOutQuerySet(models.QuerySet["OptOut"]):
+    def active(self) -> OptOutQuerySet:
+        return self.filter(status=OptOutStatus.OPTED_OUT)
+
+
+class OptOut(models.Model):
+    """Whether one person (by NHS number) has opted out, and which practice holds it."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    nhs_number = models.CharField("NHS number", max_length=10, unique=True)
+    status = models.CharField(max_length=16, choices=OptOutStatus.choices)
+    practice = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    route = models.CharField(max_length=20, choices=OptOutRoute.choices)
+    note = models.CharField(max_length=500, blank=True)
+    changed_at = models.DateTimeField()
+
+    objects: ClassVar[OptOutQuerySet] = OptOutQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(nhs_number__regex=r"^[0-9]{10}$"), name="optout_nhs_number_digits"
+            ),
+        ]
+        indexes = [models.Index(fields=["practice", "status", "changed_at"], name="optout_list")]
+        verbose_name = "opt-out"
+
+    def __str__(self) -> str:
+        return f"Opt-out {self.public_id} ({self.status})"
+
+
+class OptOutChange(models.Model):
+    """One change to an entry: who recorded it, when, by which route. Kept for good."""
+
+    optout = models.ForeignKey(OptOut, on_delete=models.PROTECT, related_name="changes")
+    status = models.CharField(max_length=16, choices=OptOutStatus.choices)
+    practice = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    route = models.CharField(max_length=20, choices=OptOutRoute.choices)
+    note = models.CharField(max_length=500, blank=True)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    recorded_by_system = models.CharField(max_length=100, blank=True)
+    recorded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-recorded_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.status} at {self.recorded_at:%Y-%m-%d %H:%M}"
