@@ -30,6 +30,8 @@ class AuditAction(models.TextChoices):
     MATCH_DECISION = "match-decision", "Patient matching decision"
     RECORD_PURGED = "record-purged", "Record removed after opt-out"
     OPTOUT_CHANGE = "optout-change", "Opt-out registry changed"
+    OPTOUT_VIEW = "optout-view", "Viewed the opt-out registry"
+    OPTOUT_EXPORT = "optout-export", "Exported the opt-out registry"
     ADMIN_CHANGE = "admin-change", "Administrative change"
     AUDIT_QUERY = "audit-query", "Searched the audit trail"
     AUDIT_EXPORT = "audit-export", "Exported the audit trail"

@@ -7,6 +7,8 @@ from typing import Any, cast
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -74,9 +76,32 @@ class FeedApi(APIView):
         return super().handle_exception(exc)
 
 
+RECEIPT_SCHEMA = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description="A receipt: id, status (queued, processing, done, rejected), counts, and an "
+    "OperationOutcome with one issue per problem (entry index and FHIR path, never data).",
+)
+OUTCOME_SCHEMA = OpenApiResponse(OpenApiTypes.OBJECT, description="A FHIR OperationOutcome.")
+
+
 class FeedFhirApi(FeedApi):
     """POST a FHIR R4 Bundle: 202 with a receipt once it is stored (FHIR async pattern)."""
 
+    @extend_schema(
+        request={
+            "application/fhir+json": OpenApiTypes.OBJECT,
+            "application/fhir+xml": OpenApiTypes.STR,
+        },
+        responses={
+            202: RECEIPT_SCHEMA,
+            **dict.fromkeys((400, 401, 403, 409, 413, 415), OUTCOME_SCHEMA),
+        },
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key", str, OpenApiParameter.HEADER, description="Defaults to Bundle.id"
+            )
+        ],
+    )
     def post(self, request: Request) -> Response:
         credential = cast(FeedCredential, request.auth)
         if not credential.organisation.agreement_active():
@@ -140,6 +165,7 @@ class FeedFhirApi(FeedApi):
 class FeedReceiptApi(FeedApi):
     """GET a receipt: queued, processing, done or rejected, with counts and issues."""
 
+    @extend_schema(responses={200: RECEIPT_SCHEMA, 404: OUTCOME_SCHEMA})
     def get(self, request: Request, receipt_id: str) -> Response:
         credential = cast(FeedCredential, request.auth)
         message = FeedMessage.objects.filter(

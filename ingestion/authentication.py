@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
@@ -41,3 +42,17 @@ class FeedTokenAuthentication(BaseAuthentication):
 class IsFeedSystem(BasePermission):
     def has_permission(self, request: Request, view: APIView) -> bool:
         return isinstance(request.user, FeedPrincipal)
+
+
+class FeedTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    """Describes feed tokens in the OpenAPI document."""
+
+    target_class = "ingestion.authentication.FeedTokenAuthentication"
+    name = "feedToken"
+
+    def get_security_definition(self, auto_schema: object) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A partner system's feed token (manage.py feed_credential_issue).",
+        }

@@ -6,6 +6,7 @@ import uuid
 from typing import ClassVar
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
@@ -38,6 +39,9 @@ class OptOut(models.Model):
     route = models.CharField(max_length=20, choices=OptOutRoute.choices)
     note = models.CharField(max_length=500, blank=True)
     changed_at = models.DateTimeField()
+    # Organisations whose data the opt-out removed (ODS codes only): told to
+    # re-send if the person opts back in.
+    purged_source_ods = ArrayField(models.CharField(max_length=12), default=list, blank=True)
 
     objects: ClassVar[OptOutQuerySet] = OptOutQuerySet.as_manager()  # type: ignore[assignment]
 

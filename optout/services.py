@@ -108,13 +108,18 @@ def optout_register(
     _apply_change(
         optout, OptOutStatus.OPTED_OUT, practice, route, note, recorded_by, recorded_by_system
     )
-    patient_id, removed = patient_purge(nhs_number=number)
+    purged = patient_purge(nhs_number=number)
+    optout.purged_source_ods = sorted(set(optout.purged_source_ods) | set(purged.source_ods))
+    optout.save(update_fields=["purged_source_ods"])
+    removed = dict(purged.counts)
     for purger in _PURGERS:
         removed.update(purger(number))
     audit_event_record(
         action=AuditAction.OPTOUT_CHANGE,
         actor=_actor(recorded_by, recorded_by_system, practice),
-        subject=AuditSubject(patient_id=patient_id, nhs_number=number, gp_ods=practice.ods_code),
+        subject=AuditSubject(
+            patient_id=purged.patient_id, nhs_number=number, gp_ods=practice.ods_code
+        ),
         detail={
             "change": "opted-out",
             "route": route,

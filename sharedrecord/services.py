@@ -329,18 +329,29 @@ def patient_demographics_refresh(*, patient: Patient) -> Patient:
     return patient
 
 
-def patient_purge(*, nhs_number: str) -> tuple[uuid.UUID | None, dict[str, int]]:
+@dataclass(frozen=True)
+class PurgeResult:
+    patient_id: uuid.UUID | None
+    counts: dict[str, int]
+    source_ods: tuple[str, ...]  # who had sent data: they re-send if the person opts back in
+
+
+def patient_purge(*, nhs_number: str) -> PurgeResult:
     """Remove everything the record holds for a person: the patient, entries, source keys.
 
     The caller holds patient_lock (the opt-out does). Audit events are kept:
     they are the governance record and hold no clinical content.
-    Returns the person's public id (None if there was no record) and counts.
     """
     patient = Patient.objects.filter(nhs_number=nhs_number).first()
     if patient is None:
-        return None, {"entries": 0, "source_keys": 0, "patients": 0}
-    entries = Entry.objects.filter(patient=patient).count()
-    keys = SourceKey.objects.filter(patient=patient).count()
+        return PurgeResult(None, {"entries": 0, "source_keys": 0, "patients": 0}, ())
+    entries = Entry.objects.filter(patient=patient)
+    sources = tuple(sorted(set(entries.values_list("source_org__ods_code", flat=True).distinct())))
+    counts = {
+        "entries": entries.count(),
+        "source_keys": SourceKey.objects.filter(patient=patient).count(),
+        "patients": 1,
+    }
     public_id = patient.public_id
     patient.delete()  # entries and source keys go with it (CASCADE)
-    return public_id, {"entries": entries, "source_keys": keys, "patients": 1}
+    return PurgeResult(public_id, counts, sources)

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "rest_framework",
+    "drf_spectacular",
     "guardian",
     "pgtrigger",
     "audit",
@@ -179,6 +180,19 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "sharedrecord.apis.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Shared care record API",
+    "DESCRIPTION": (
+        "Feeds for partner systems (FHIR R4 Bundles), receipts, and the opt-out registry for "
+        "GP practices. Errors on feed endpoints are FHIR OperationOutcomes; elsewhere they are "
+        '{"error": {"code": ..., "message": ...}}. NHS numbers travel in bodies, never paths.'
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # Security. Cookies are secure and HSTS is on unless a developer turns them

@@ -1,0 +1,213 @@
+"""The opt-out registry API, for GP practice staff and practice systems."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from typing import Any, cast
+
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audit.models import AuditAction
+from audit.services import AuditActor, audit_event_record
+from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
+from ingestion.models import FeedCredential
+from optout.models import OptOut, OptOutChange, OptOutRoute
+from optout.selectors import optins_since, optouts_for_practice
+from optout.services import optout_denied_audit, optout_register, optout_withdraw, practice_of
+from sharedrecord.auditing import actor_for, context_for
+from sharedrecord.exceptions import PatientNotFound, PermissionDenied
+from sharedrecord.models import User
+
+
+class OptOutOutput(serializers.Serializer[OptOut]):
+    id = serializers.UUIDField(source="public_id")
+    nhs_number = serializers.CharField()
+    status = serializers.CharField()
+    practice = serializers.CharField(source="practice.ods_code")
+    route = serializers.CharField()
+    note = serializers.CharField()
+    changed_at = serializers.DateTimeField()
+
+
+class ChangeOutput(serializers.Serializer[Any]):
+    status = serializers.CharField()
+    practice = serializers.CharField(source="practice.ods_code")
+    route = serializers.CharField()
+    note = serializers.CharField()
+    recorded_by = serializers.SerializerMethodField()
+    recorded_at = serializers.DateTimeField()
+
+    def get_recorded_by(self, change: OptOutChange) -> str:
+        return (
+            change.recorded_by.get_username() if change.recorded_by else change.recorded_by_system
+        )
+
+
+def _practice(request: Request, action: str) -> Any:
+    """The caller's practice, or a 403 that is itself audited."""
+    user = cast(User, request.user)
+    try:
+        return practice_of(user)
+    except PermissionDenied:
+        optout_denied_audit(user=user, action=action, context=context_for(request))
+        raise
+
+
+class ChangeInput(serializers.Serializer[Any]):
+    nhs_number = serializers.CharField(max_length=20)
+    note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class OptOutRegisterApi(APIView):
+    """Record an opt-out for the caller's practice; removes the person's record at once."""
+
+    @extend_schema(request=ChangeInput, responses={201: OptOutOutput, 200: OptOutOutput})
+    def post(self, request: Request) -> Response:
+        data = ChangeInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = optout_register(
+            practice=_practice(request, "opt-out"),
+            route=OptOutRoute.PRACTICE_SYSTEM,
+            recorded_by=cast(User, request.user),
+            context=context_for(request),
+            **data.validated_data,
+        )
+        return Response(OptOutOutput(result.optout).data, status=201 if result.changed else 200)
+
+
+class OptOutWithdrawApi(APIView):
+    """Record that the person opts back in (only the practice holding the entry)."""
+
+    @extend_schema(request=ChangeInput, responses={200: OptOutOutput})
+    def post(self, request: Request) -> Response:
+        data = ChangeInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = optout_withdraw(
+            practice=_practice(request, "opt-in"),
+            route=OptOutRoute.PRACTICE_SYSTEM,
+            recorded_by=cast(User, request.user),
+            context=context_for(request),
+            **data.validated_data,
+        )
+        return Response(OptOutOutput(result.optout).data)
+
+
+def _audit_read(request: Request, action: AuditAction, detail: dict[str, Any]) -> None:
+    audit_event_record(
+        action=action,
+        actor=actor_for(cast(User, request.user)),
+        detail=detail,
+        context=context_for(request),
+    )
+
+
+class OptOutListApi(APIView):
+    """The caller's practice's entries, newest change first (search by NHS number prefix)."""
+
+    PAGE = 50
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("search", str, description="NHS number or its start"),
+            OpenApiParameter("page", int),
+        ],
+        responses={200: OptOutOutput(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        practice = _practice(request, "list")
+        page = max(1, int(request.query_params.get("page", "1") or 1))
+        entries = optouts_for_practice(
+            practice=practice, search=request.query_params.get("search", "")
+        ).select_related("practice")
+        total = entries.count()
+        rows = list(entries[(page - 1) * self.PAGE : page * self.PAGE])
+        _audit_read(request, AuditAction.OPTOUT_VIEW, {"listed": len(rows), "page": page})
+        return Response(
+            {"count": total, "page": page, "results": [OptOutOutput(row).data for row in rows]}
+        )
+
+
+class OptOutDetailApi(APIView):
+    """One entry of the caller's practice with its full history."""
+
+    @extend_schema(responses={200: OptOutOutput})
+    def get(self, request: Request, optout_id: str) -> Response:
+        practice = _practice(request, "view")
+        optout = OptOut.objects.filter(public_id=optout_id, practice=practice).first()
+        if optout is None:
+            raise PatientNotFound("No such opt-out entry for your practice.")
+        _audit_read(request, AuditAction.OPTOUT_VIEW, {"optout": str(optout.public_id)})
+        history = optout.changes.select_related("practice", "recorded_by")
+        return Response(
+            {**OptOutOutput(optout).data, "history": ChangeOutput(history, many=True).data}
+        )
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+class OptOutExportApi(APIView):
+    """The practice's whole list as CSV, streamed."""
+
+    @extend_schema(responses={(200, "text/csv"): str})
+    def get(self, request: Request) -> StreamingHttpResponse:
+        practice = _practice(request, "export")
+        entries = optouts_for_practice(practice=practice)
+        _audit_read(request, AuditAction.OPTOUT_EXPORT, {"rows": entries.count()})
+        writer = csv.writer(_Echo())
+
+        def rows() -> Iterator[str]:
+            yield writer.writerow(["nhs_number", "status", "route", "changed_at", "note"])
+            for entry in entries.iterator(chunk_size=2000):
+                yield writer.writerow(
+                    [
+                        entry.nhs_number,
+                        entry.status,
+                        entry.route,
+                        entry.changed_at.isoformat(),
+                        entry.note,
+                    ]
+                )
+
+        response = StreamingHttpResponse(rows(), content_type="text/csv")
+        stamp = timezone.localdate().isoformat()
+        response["Content-Disposition"] = (
+            f'attachment; filename="optouts-{practice.ods_code}-{stamp}.csv"'
+        )
+        return response
+
+
+class OptInsSinceApi(APIView):
+    """For partner systems: people who opted back in since a time and whose data you had sent.
+
+    Re-send their records; everything you sent was removed when they opted out.
+    """
+
+    authentication_classes = (FeedTokenAuthentication,)
+    permission_classes = (IsFeedSystem,)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("since", str, required=True, description="ISO 8601 time")],
+        responses={200: serializers.ListSerializer(child=serializers.CharField())},
+    )
+    def get(self, request: Request) -> Response:
+        since = serializers.DateTimeField().to_internal_value(request.query_params.get("since", ""))
+        credential = cast(FeedCredential, request.auth)
+        ods = credential.organisation.ods_code
+        numbers = [o.nhs_number for o in optins_since(since=since) if ods in o.purged_source_ods]
+        audit_event_record(
+            action=AuditAction.OPTOUT_VIEW,
+            actor=AuditActor.system(credential.system, org_ods=ods, id=credential.public_id),
+            detail={"opted_in_since": since.isoformat(), "listed": len(numbers)},
+            context=context_for(request),
+        )
+        return Response({"since": since.isoformat(), "nhs_numbers": numbers})

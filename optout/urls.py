@@ -1,0 +1,13 @@
+from django.urls import path
+
+from optout import apis
+
+app_name = "optouts"
+urlpatterns = [
+    path("", apis.OptOutListApi.as_view(), name="list"),
+    path("register", apis.OptOutRegisterApi.as_view(), name="register"),
+    path("withdraw", apis.OptOutWithdrawApi.as_view(), name="withdraw"),
+    path("export.csv", apis.OptOutExportApi.as_view(), name="export"),
+    path("opted-in", apis.OptInsSinceApi.as_view(), name="opted-in"),
+    path("<uuid:optout_id>", apis.OptOutDetailApi.as_view(), name="detail"),
+]
