@@ -35,7 +35,6 @@ class FeedCredential(models.Model):
 class MessageKind(models.TextChoices):
     FHIR_JSON = "fhir-json", "FHIR Bundle (JSON)"
     FHIR_XML = "fhir-xml", "FHIR Bundle (XML)"
-    HL7V2 = "hl7v2", "HL7 v2 (ER7)"
 
 
 class MessageStatus(models.TextChoices):

@@ -39,7 +39,10 @@ from ingestion.models import (
     MessageStatus,
     ParkReason,
 )
+from optout.models import OptOutRoute
 from optout.selectors import optout_blocks
+from optout.services import optout_register
+from sharedrecord.exceptions import PermissionDenied
 from sharedrecord.matching import (
     Demographics,
     MatchOutcome,
@@ -47,7 +50,7 @@ from sharedrecord.matching import (
     nhs_number_normalise,
     patient_match,
 )
-from sharedrecord.models import Organisation, SourceKey
+from sharedrecord.models import Organisation, OrganisationKind, SourceKey
 from sharedrecord.services import (
     EntryData,
     UpsertResult,
@@ -502,6 +505,40 @@ def _reject_conflicting(message: FeedMessage, person: _Person, outcome: _Outcome
     )
 
 
+def _dissent_coded(person: _Person) -> bool:
+    codes = set(settings.OPTOUT_FEED_CODES)
+    return bool(codes) and any(f"{e.code_system}|{e.code}" in codes for e in person.entries)
+
+
+def _register_dissent(message: FeedMessage, person: _Person, outcome: _Outcome) -> None:
+    """A GP practice's feed carrying a dissent code records an opt-out for that practice.
+
+    Only a GP practice's own feed counts; the opt-out then removes any record
+    and the gate blocks this message's entries for the person.
+    """
+    organisation = message.organisation
+    if organisation.kind != OrganisationKind.GP_PRACTICE or not _dissent_coded(person):
+        return
+    try:
+        optout_register(
+            nhs_number=person.nhs_number,
+            practice=organisation,
+            route=OptOutRoute.FEED_CODE,
+            recorded_by_system=message.credential.system,
+        )
+    except PermissionDenied:
+        outcome.issues.append(
+            {
+                "entry": min(e.index for e in person.entries),
+                "severity": "warning",
+                "code": "dissent-not-recorded",
+                "diagnostics": "A dissent code was sent for someone registered with another "
+                "practice; their practice must record the opt-out.",
+                "expression": [],
+            }
+        )
+
+
 def _apply(message: FeedMessage, bundle: ParsedBundle, organisation: Organisation) -> _Outcome:
     outcome = _Outcome()
     for issue in bundle.issues:
@@ -516,6 +553,7 @@ def _apply(message: FeedMessage, bundle: ParsedBundle, organisation: Organisatio
             _park(message, person, person.park_reason, outcome)
             continue
         patient_lock(nhs_number=person.nhs_number)
+        _register_dissent(message, person, outcome)
         if optout_blocks(nhs_number=person.nhs_number):
             outcome.counts["blocked"] += len(person.entries)
             continue

@@ -175,6 +175,11 @@ FEED_MAX_ATTEMPTS = env_int("FEED_MAX_ATTEMPTS", default=5)
 FEED_STUCK_AFTER_SECONDS = env_int("FEED_STUCK_AFTER_SECONDS", default=120)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FEED_MAX_BYTES + 1024
 
+# Codes that, in a GP practice's own feed, record the person's dissent from the
+# shared care record: "system|code" pairs, comma-separated. Configuration, not
+# code: set the code(s) your practices' clinical systems record.
+OPTOUT_FEED_CODES = env_list("OPTOUT_FEED_CODES")
+
 REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],

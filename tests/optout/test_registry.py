@@ -19,18 +19,22 @@ from tests.factories import make_credential, next_nhs_number, small_bundle
 pytestmark = pytest.mark.django_db
 
 
-def feed(credential: Any, bundle: dict[str, Any], *, process: bool = True) -> FeedMessage:
-    payload = json.dumps(bundle).encode()
+def feed_kind(
+    credential: Any, kind: MessageKind, payload: bytes, *, process: bool = True
+) -> FeedMessage:
+    """Receive a message of any kind as the HTTP edge would, then process it here."""
     received = feed_message_receive(
-        credential=credential,
-        kind=MessageKind.FHIR_JSON,
-        payload=payload,
-        idempotency_key=bundle["id"],
-        entry_count=len(bundle["entry"]),
+        credential=credential, kind=kind, payload=payload, idempotency_key="", entry_count=1
     )
     if process:
         feed_message_process(message_id=received.message.pk)
     return FeedMessage.objects.get(pk=received.message.pk)
+
+
+def feed(credential: Any, bundle: dict[str, Any], *, process: bool = True) -> FeedMessage:
+    return feed_kind(
+        credential, MessageKind.FHIR_JSON, json.dumps(bundle).encode(), process=process
+    )
 
 
 def opt_out(user: User, number: str) -> Any:
