@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SERVICES := $(PY) -m sharedrecord.localservices
 
-.PHONY: run test venv lint format typecheck migrations-check lock bench clean
+ASSETS := node_modules/.installed
+
+.PHONY: run test venv assets browser lint format typecheck migrations-check lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,12 +20,23 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP)
 
+# Front-end assets (the NHS design system, axe-core for tests) from the npm registry.
+$(ASSETS): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $(ASSETS)
+
+assets: $(ASSETS)
+
+# Debian's chromium drives the browser tests (Playwright cannot download browsers here).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 ## make run: the platform on http://127.0.0.1:8000 with the demo borough (Ctrl-C stops it)
-run: venv
+run: venv assets
 	$(SERVICES) run
 
 ## make test: the whole suite against real PostgreSQL, Redis, Celery and chromium
-test: venv
+test: venv assets browser
 	$(SERVICES) exec --redis-db 15 -- $(PY) manage.py collectstatic --no-input -v0
 	$(SERVICES) exec --redis-db 15 -- $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -47,4 +60,4 @@ lock: venv
 	rm requirements.lock.new
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache node_modules

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
-from guardian.shortcuts import get_objects_for_user
 
 from audit.models import AuditAction, AuditOutcome
 from audit.services import AuditActor, AuditContext, AuditSubject, audit_event_record
@@ -21,7 +20,8 @@ from optout.models import OptOut, OptOutChange, OptOutRoute, OptOutStatus
 from sharedrecord.auditing import actor_for
 from sharedrecord.exceptions import PermissionDenied
 from sharedrecord.matching import nhs_number_is_valid, nhs_number_normalise
-from sharedrecord.models import Organisation, OrganisationKind, Patient, User
+from sharedrecord.models import Organisation, Patient, User
+from sharedrecord.selectors import optout_practice_for
 from sharedrecord.services import patient_lock, patient_purge
 
 # Apps that hold personal data outside the record (ingestion's queue and raw
@@ -48,19 +48,8 @@ def practice_of(user: User) -> Organisation:
     The user must belong to a GP practice and hold the object permission on it
     (granted in the admin); superusers and global permissions do not count.
     """
-    practice = user.organisation
-    allowed = (
-        practice is not None
-        and practice.kind == OrganisationKind.GP_PRACTICE
-        and get_objects_for_user(
-            user,
-            "sharedrecord.manage_optouts",
-            klass=Organisation.objects.filter(pk=practice.pk),
-            with_superuser=False,
-            accept_global_perms=False,
-        ).exists()
-    )
-    if not allowed or practice is None:
+    practice = optout_practice_for(user)
+    if practice is None:
         raise PermissionDenied(
             "Only staff of a GP practice with the opt-out permission may do this."
         )

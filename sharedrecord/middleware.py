@@ -6,7 +6,9 @@ import re
 import uuid
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from whitenoise.middleware import WhiteNoiseMiddleware
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -24,3 +26,14 @@ class RequestIdMiddleware:
         response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response
+
+
+class StaticFilesMiddleware(WhiteNoiseMiddleware):  # type: ignore[misc]
+    """WhiteNoise, plus the design system's icons at /assets/, where its CSS expects them."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        super().__init__(get_response)
+        collected = settings.STATIC_ROOT / "nhsuk" / "assets"
+        assets = collected if collected.is_dir() else settings.NHSUK_FRONTEND / "assets"
+        if assets.is_dir():
+            self.add_files(str(assets), prefix="assets/")

@@ -6,6 +6,9 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
+from guardian.shortcuts import get_objects_for_user
+
+from sharedrecord.models import Organisation, OrganisationKind, User
 
 _migrations_seen_applied = False
 
@@ -37,3 +40,22 @@ def readiness_checks() -> dict[str, bool]:
     except (redis.RedisError, OSError):
         pass
     return checks
+
+
+def optout_practice_for(user: User) -> Organisation | None:
+    """The GP practice whose opt-outs this user may record, or None.
+
+    The user must belong to a GP practice and hold the object permission on it
+    (granted in the admin); superusers and global permissions do not count.
+    """
+    practice = user.organisation
+    if practice is None or practice.kind != OrganisationKind.GP_PRACTICE:
+        return None
+    allowed = get_objects_for_user(
+        user,
+        "sharedrecord.manage_optouts",
+        klass=Organisation.objects.filter(pk=practice.pk),
+        with_superuser=False,
+        accept_global_perms=False,
+    ).exists()
+    return practice if allowed else None

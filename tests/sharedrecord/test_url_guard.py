@@ -15,6 +15,8 @@ PUBLIC = {
     "/readyz": "readiness, no data",
     "/admin/login/": "the admin sign-in form",
     "/admin/logout/": "signing out needs no sign-in",
+    "/accounts/login/": "the staff sign-in form",
+    "/accounts/logout/": "signing out needs no sign-in (POST only)",
 }
 
 

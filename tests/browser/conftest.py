@@ -1,0 +1,72 @@
+"""Debian's chromium, driven by Playwright, against a live server on localhost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+AXE = BASE_DIR / "node_modules" / "axe-core" / "axe.min.js"
+CHROMIUM_FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+# Playwright's sync API runs an event loop on the test's thread; the ORM calls
+# the tests make around it are ordinary synchronous ones.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium") or "/usr/bin/chromium"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1024, "height": 768})
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def serious_accessibility_violations(page: Page) -> list[str]:
+    """Run axe-core in the page; return the serious and critical violations (WCAG 2.2 AA)."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate(
+        "() => axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'wcag21aa', 'wcag22aa']})"
+    )
+    return [
+        f"{v['id']}: {v['help']}"
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def static_files_served_as_in_production() -> Iterator[None]:
+    """Let WhiteNoise serve /static/ (hashed names from collectstatic), as in production.
+
+    pytest-django's live server otherwise puts Django's development static
+    handler in front, which knows only unhashed names.
+    """
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+
+    original = StaticFilesHandler._should_handle
+    StaticFilesHandler._should_handle = lambda self, path: False  # type: ignore[method-assign]
+    yield
+    StaticFilesHandler._should_handle = original  # type: ignore[method-assign]
