@@ -12,6 +12,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
+from audit.models import AuditAction
+from audit.services import AuditContext, AuditSubject, audit_event_record
+from sharedrecord.access import patients_visible_to
+from sharedrecord.auditing import actor_for
+from sharedrecord.matching import nhs_number_is_valid, nhs_number_normalise
 from sharedrecord.models import (
     Entry,
     Organisation,
@@ -355,3 +360,30 @@ def patient_purge(*, nhs_number: str) -> PurgeResult:
     public_id = patient.public_id
     patient.delete()  # entries and source keys go with it (CASCADE)
     return PurgeResult(public_id, counts, sources)
+
+
+def patient_search(
+    *, viewer: User, nhs_number: str, context: AuditContext | None = None
+) -> Patient | None:
+    """Find a person by NHS number for this viewer; an audited read.
+
+    Returns None alike when nobody has that number, when the person opted out
+    (they have no record) and when the viewer may not see them. Side effects:
+    one audit event, naming the number searched for.
+    """
+    number = nhs_number_normalise(nhs_number)
+    patient = None
+    if nhs_number_is_valid(number):
+        patient = patients_visible_to(viewer).filter(nhs_number=number).first()
+    audit_event_record(
+        action=AuditAction.PATIENT_SEARCH,
+        actor=actor_for(viewer),
+        subject=AuditSubject(
+            patient_id=patient.public_id if patient else None,
+            nhs_number=number if nhs_number_is_valid(number) else "",
+            gp_ods=patient.registered_gp_ods if patient else "",
+        ),
+        detail={"by": "nhs-number", "found": 1 if patient else 0},
+        context=context,
+    )
+    return patient

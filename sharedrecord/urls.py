@@ -6,10 +6,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from sharedrecord.apis import HealthzApi, ReadyzApi
-from sharedrecord.views import home_page
+from sharedrecord.views import home_page, patient_search_page
 
 urlpatterns = [
     path("", home_page, name="home"),
+    path("search", patient_search_page, name="search"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("optouts/", include("optout.page_urls", namespace="optout-pages")),

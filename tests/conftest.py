@@ -28,3 +28,37 @@ def celery_worker(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Cele
         yield worker
     finally:
         worker.stop()
+
+
+# ------------------------------------------------------------------ personas (STYLE.md 13)
+# The access rules are tested with all three. The relationship rules that set
+# them apart arrive with the record pages; today they differ by organisation.
+
+
+def _persona(username: str, ods: str, kind: str, role: str) -> Any:
+    from sharedrecord.models import Organisation, User
+
+    organisation, _ = Organisation.objects.get_or_create(
+        ods_code=ods, defaults={"name": f"Persona {ods}", "kind": kind, "dsa_start": "2025-01-01"}
+    )
+    return User.objects.create_user(
+        username, password="persona-password-123", organisation=organisation, role=role
+    )
+
+
+@pytest.fixture
+def registered_gp(db: None) -> Any:
+    """A GP at the practice the demo patients are registered with."""
+    return _persona("persona.gp", "Z81001", "gp-practice", "gp")
+
+
+@pytest.fixture
+def treating_clinician(db: None) -> Any:
+    """An A&E doctor at the acute trust that treated the patient."""
+    return _persona("persona.ae", "ZAC01", "acute", "clinical-practitioner")
+
+
+@pytest.fixture
+def unrelated_clinician(db: None) -> Any:
+    """A clinician at a mental health trust with no relationship to the patient."""
+    return _persona("persona.mh", "ZMH01", "mental-health", "clinical-practitioner")
