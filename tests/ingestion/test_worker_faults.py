@@ -35,6 +35,28 @@ def _processing_lock_held(message_id: int) -> bool:
         return bool(cursor.fetchone()[0])
 
 
+def _big_message(ods_code: str) -> tuple[int, str]:
+    """Store (and so queue) the largest Synthea HIV bundle for a new person; (message pk, NHS number)."""
+    organisation = Organisation.objects.create(
+        ods_code=ods_code, name="Fault test", kind="acute", dsa_start="2025-01-01"
+    )
+    credential, _ = make_credential(organisation)
+    biggest = max(
+        (p for p in (EXTERNAL / "synthea-hiv-r4").glob("*.json") if p.name != "MANIFEST.json"),
+        key=lambda p: p.stat().st_size,
+    )
+    number = next_nhs_number()
+    bundle = with_nhs_number(json.loads(biggest.read_text()), number)
+    received = feed_message_receive(
+        credential=credential,
+        kind=MessageKind.FHIR_JSON,
+        payload=json.dumps(bundle).encode(),
+        idempotency_key=f"fault-{ods_code}",
+        entry_count=len(bundle["entry"]),
+    )
+    return received.message.pk, number
+
+
 def _kill_hard(worker: CeleryWorker) -> None:
     assert worker.proc is not None
     main = psutil.Process(worker.proc.pid)
@@ -54,24 +76,7 @@ def test_a_message_survives_its_worker_being_killed_mid_transaction(
     victim = CeleryWorker(database=database, queue=queue, concurrency=1)
     replacement = CeleryWorker(database=database, queue=queue, concurrency=1)
     try:
-        organisation = Organisation.objects.create(
-            ods_code="ZAC88", name="Kill test", kind="acute", dsa_start="2025-01-01"
-        )
-        credential, _ = make_credential(organisation)
-        biggest = max(
-            (p for p in (EXTERNAL / "synthea-hiv-r4").glob("*.json") if p.name != "MANIFEST.json"),
-            key=lambda p: p.stat().st_size,
-        )
-        number = next_nhs_number()
-        payload = json.dumps(with_nhs_number(json.loads(biggest.read_text()), number)).encode()
-        received = feed_message_receive(
-            credential=credential,
-            kind=MessageKind.FHIR_JSON,
-            payload=payload,
-            idempotency_key="kill-test",
-            entry_count=len(json.loads(payload)["entry"]),
-        )
-        message_id = received.message.pk
+        message_id, number = _big_message("ZAC88")
 
         victim.start()
         deadline = time.monotonic() + 60
@@ -143,24 +148,7 @@ def test_the_sweep_leaves_a_message_alone_while_its_worker_holds_it() -> None:
 def test_a_lost_database_connection_is_retried_and_the_message_completes(
     celery_worker: CeleryWorker,
 ) -> None:
-    organisation = Organisation.objects.create(
-        ods_code="ZAC90", name="Retry test", kind="acute", dsa_start="2025-01-01"
-    )
-    credential, _ = make_credential(organisation)
-    biggest = max(
-        (p for p in (EXTERNAL / "synthea-hiv-r4").glob("*.json") if p.name != "MANIFEST.json"),
-        key=lambda p: p.stat().st_size,
-    )
-    number = next_nhs_number()
-    payload = json.dumps(with_nhs_number(json.loads(biggest.read_text()), number)).encode()
-    received = feed_message_receive(
-        credential=credential,
-        kind=MessageKind.FHIR_JSON,
-        payload=payload,
-        idempotency_key="retry-test",
-        entry_count=len(json.loads(payload)["entry"]),
-    )
-    message_id = received.message.pk
+    message_id, number = _big_message("ZAC90")
     deadline = time.monotonic() + 60
     while not _processing_lock_held(message_id):
         assert time.monotonic() < deadline, "the worker never started the message"
