@@ -297,7 +297,7 @@ class EntryIssue:
 class PatientLink:
     """How an entry names its patient: another bundle entry, a source id or an NHS number."""
 
-    kind: Literal["bundle", "source-id", "nhs-number", "identifier"]
+    kind: Literal["bundle", "source-id", "nhs-number"]
     value: str
 
 

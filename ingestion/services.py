@@ -9,7 +9,6 @@ import json
 import logging
 import re
 import secrets
-import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -218,7 +217,6 @@ def _enqueue(message_pk: int) -> None:
 class _Outcome:
     counts: Counter[str] = field(default_factory=Counter)
     issues: list[dict[str, Any]] = field(default_factory=list)
-    patients: set[uuid.UUID] = field(default_factory=set)
 
     def issue(self, issue: EntryIssue) -> None:
         self.issues.append(
@@ -607,7 +605,6 @@ def _apply(message: FeedMessage, bundle: ParsedBundle, organisation: Organisatio
             )
         if demographics_changed:
             patient_demographics_refresh(patient=patient)
-        outcome.patients.add(patient.public_id)
     for entry in deletes:
         removed = entry_remove(
             source_org=organisation, resource_type=entry.resource_type, source_id=entry.source_id

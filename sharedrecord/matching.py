@@ -58,12 +58,10 @@ def patient_match(*, demographics: Demographics) -> MatchResult:
         return MatchResult(MatchOutcome.INSUFFICIENT, reason="no-nhs-number")
     if not nhs_number_is_valid(number):
         return MatchResult(MatchOutcome.INSUFFICIENT, reason="invalid-nhs-number")
-    candidates = list(Patient.objects.filter(nhs_number=number)[:2])
-    if not candidates:
+    # NHS numbers are unique in the record, so there is never more than one candidate.
+    patient = Patient.objects.filter(nhs_number=number).first()
+    if patient is None:
         return MatchResult(MatchOutcome.NO_MATCH)
-    if len(candidates) > 1:  # pragma: no cover - the unique constraint forbids it
-        return MatchResult(MatchOutcome.AMBIGUOUS, reason="several-candidates")
-    patient = candidates[0]
     if (
         demographics.birth_date
         and patient.birth_date

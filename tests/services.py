@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -102,9 +101,9 @@ class CeleryWorker:
         result = ping.apply_async(queue=self.queue)
         assert result.get(timeout=timeout) == "pong"
 
-    def stop(self, sig: int | None = None) -> None:
+    def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM if sig is None else sig)
+            self.proc.terminate()
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:

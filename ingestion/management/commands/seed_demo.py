@@ -80,14 +80,13 @@ class Command(BaseCommand):
             )
             payload = json.dumps(bundle).encode()
             envelope = read_envelope(payload, "json", max_entries=settings.FEED_MAX_ENTRIES)
-            with transaction.atomic():
-                received = feed_message_receive(
-                    credential=credential,
-                    kind=MessageKind.FHIR_JSON,
-                    payload=payload,
-                    idempotency_key=envelope.bundle_id,
-                    entry_count=envelope.entry_count,
-                )
+            received = feed_message_receive(
+                credential=credential,
+                kind=MessageKind.FHIR_JSON,
+                payload=payload,
+                idempotency_key=envelope.bundle_id,
+                entry_count=envelope.entry_count,
+            )
             sent += not received.duplicate
         return sent
 
