@@ -28,6 +28,7 @@ class AuditAction(models.TextChoices):
     FEED_PROCESSED = "feed-processed", "Feed message processed"
     FEED_REJECTED = "feed-rejected", "Feed message rejected"
     MATCH_DECISION = "match-decision", "Patient matching decision"
+    MATCH_QUEUE_VIEW = "match-queue-view", "Viewed a parked entry (data quality)"
     RECORD_PURGED = "record-purged", "Record removed after opt-out"
     OPTOUT_CHANGE = "optout-change", "Opt-out registry changed"
     OPTOUT_VIEW = "optout-view", "Viewed the opt-out registry"

@@ -6,11 +6,14 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
+from audit.models import AuditAction
+from audit.services import AuditSubject, audit_event_record
 from ingestion.models import FeedCredential, FeedMessage, MatchQueueItem
 from ingestion.services import feed_credential_issue, feed_credential_revoke
-from sharedrecord.auditing import actor_for
+from sharedrecord.auditing import actor_for, context_for
+from sharedrecord.matching import nhs_number_is_valid
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -66,7 +69,32 @@ class FeedMessageAdmin(ReadOnlyAdmin):
 
 @admin.register(MatchQueueItem)
 class MatchQueueItemAdmin(ReadOnlyAdmin):
-    """Data-quality review of entries that could not be linked to a person with certainty."""
+    """Data-quality review of entries that could not be linked to a person with certainty.
+
+    The list shows no personal data; opening an item shows the parked resource,
+    so each opening is an audited read (written before the page is built, so a
+    failed audit write means no page).
+    """
 
     list_display = ("resource_type", "organisation", "reason", "created_at", "resolved_at")
     list_filter = ("reason", "organisation", "resolved_at")
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        item = MatchQueueItem.objects.filter(pk=object_id).first()
+        if item is not None:
+            sent = item.nhs_number_sent
+            audit_event_record(
+                action=AuditAction.MATCH_QUEUE_VIEW,
+                actor=actor_for(request.user),  # type: ignore[arg-type]
+                subject=AuditSubject(nhs_number=sent if nhs_number_is_valid(sent) else ""),
+                detail={"item": str(item.public_id), "reason": item.reason},
+                source_ods=[item.organisation.ods_code],
+                context=context_for(request),
+            )
+        return super().change_view(request, object_id, form_url, extra_context)

@@ -55,3 +55,29 @@ def test_issuing_in_the_admin_shows_a_working_token_once(admin_client: Client) -
 def test_messages_and_the_matching_queue_cannot_be_edited(admin_client: Client, model: str) -> None:
     assert admin_client.get(f"/admin/ingestion/{model}/").status_code == 200
     assert admin_client.get(f"/admin/ingestion/{model}/add/").status_code == 403
+
+
+def test_opening_a_parked_entry_is_an_audited_read(admin_client: Client) -> None:
+    from ingestion.models import FeedMessage, MatchQueueItem
+    from tests.factories import make_credential, next_nhs_number
+
+    credential, _ = make_credential()
+    message = FeedMessage.objects.create(
+        organisation=credential.organisation, credential=credential, kind="fhir-json",
+        idempotency_key="k", payload_sha256="0" * 64,
+    )  # fmt: skip
+    number = next_nhs_number()
+    item = MatchQueueItem.objects.create(
+        message=message, organisation=credential.organisation, entry_index=0,
+        resource_type="Patient", source_id="p1", reason="demographics-conflict",
+        nhs_number_sent=number, resource={"resourceType": "Patient", "name": [{"family": "Parked"}]},
+    )  # fmt: skip
+    listing = admin_client.get("/admin/ingestion/matchqueueitem/")
+    assert "Parked" not in listing.content.decode()
+    assert not AuditEvent.objects.filter(action="match-queue-view").exists()
+    page = admin_client.get(f"/admin/ingestion/matchqueueitem/{item.pk}/change/")
+    assert page.status_code == 200
+    assert "Parked" in page.content.decode()
+    event = AuditEvent.objects.get(action="match-queue-view")
+    assert (event.actor_name, event.nhs_number) == ("sysadmin.test", number)
+    assert event.detail == {"item": str(item.public_id), "reason": "demographics-conflict"}
