@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from django.conf import settings
 from django.http import HttpRequest
 
 from audit.models import ActorType
@@ -28,11 +29,17 @@ def actor_for(user: User) -> AuditActor:
 
 
 def context_for(request: HttpRequest) -> AuditContext:
-    """The request id and client address (as the TLS terminator reports it)."""
+    """The request id and client address.
+
+    The address is the connection's, or, with TRUST_X_FORWARDED_FOR, the last
+    hop our TLS terminator added to X-Forwarded-For (earlier entries are
+    whatever the client claimed, so they are never used).
+    """
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    address = (
-        forwarded.split(",")[0] if forwarded else request.META.get("REMOTE_ADDR", "")
-    ).strip()
+    if settings.TRUST_X_FORWARDED_FOR and forwarded:
+        address = forwarded.split(",")[-1].strip()
+    else:
+        address = request.META.get("REMOTE_ADDR", "").strip()
     try:
         ipaddress.ip_address(address)
     except ValueError:

@@ -211,6 +211,10 @@ SPECTACULAR_SETTINGS = {
 # X-Forwarded-Proto for us.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Only behind our own TLS terminator may X-Forwarded-For name the client in the
+# audit trail (its rightmost entry, which the terminator appended); otherwise
+# any caller could write the address of their choice into it.
+TRUST_X_FORWARDED_FOR = env_bool("TRUST_X_FORWARDED_FOR", default=False)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=False)
