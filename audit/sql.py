@@ -61,9 +61,11 @@ CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event_default
     FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();
 
 -- Create the monthly partitions from `first_month` to `months_ahead` months
--- after now, each guarded against TRUNCATE. Idempotent.
+-- after now, each guarded against TRUNCATE. Idempotent. SECURITY DEFINER: the
+-- application role (INSERT and SELECT only on the trail, see db_grants) runs
+-- it from beat, and the partitions belong to the owner, like the table.
 CREATE FUNCTION audit_partitions_ensure(first_month date, months_ahead int)
-RETURNS int LANGUAGE plpgsql AS $$
+RETURNS int LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     month date := date_trunc('month', first_month)::date;
     last_month date := (date_trunc('month', now()) + make_interval(months => months_ahead))::date;
