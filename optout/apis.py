@@ -122,7 +122,9 @@ class OptOutListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         practice = _practice(request, "list")
-        page = max(1, int(request.query_params.get("page", "1") or 1))
+        page = serializers.IntegerField(min_value=1).run_validation(
+            request.query_params.get("page") or 1
+        )
         entries = optouts_for_practice(
             practice=practice, search=request.query_params.get("search", "")
         ).select_related("practice")

@@ -163,3 +163,10 @@ def test_the_openapi_document_describes_the_registry(client: Client, practice_gp
     for path in ("/api/v1/optouts/register", "/api/v1/optouts/withdraw", "/api/v1/feeds/fhir"):
         assert path in paths
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_a_bad_page_number_is_a_clear_400(client: Client, practice_gp) -> None:
+    response = as_user(client, practice_gp).get("/api/v1/optouts/", {"page": "abc"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
+    assert as_user(client, practice_gp).get("/api/v1/optouts/", {"page": "0"}).status_code == 400
