@@ -55,6 +55,7 @@ from sharedrecord.services import (
     UpsertResult,
     entries_upsert,
     entry_remove,
+    organisation_feed_seen,
     patient_create,
     patient_demographics_refresh,
     patient_lock,
@@ -311,6 +312,8 @@ def _process_claimed(message_id: int) -> str:
         detail={"message": str(message.public_id), "counts": message.counts},
         source_ods=[organisation.ods_code],
     )
+    org_id = organisation.pk
+    transaction.on_commit(lambda: organisation_feed_seen(organisation_id=org_id))
     logger.info("feed message %s done: %s", message.public_id, message.counts)
     return MessageStatus.DONE
 

@@ -28,22 +28,28 @@ def actor_for(user: User) -> AuditActor:
     )
 
 
-def context_for(request: HttpRequest) -> AuditContext:
-    """The request id and client address.
+def client_address(request: HttpRequest) -> str | None:
+    """The client's address, for the audit trail and the sign-in lockout.
 
-    The address is the connection's, or, with TRUST_X_FORWARDED_FOR, the last
-    hop our TLS terminator added to X-Forwarded-For (earlier entries are
-    whatever the client claimed, so they are never used).
+    The connection's address, or, with TRUST_X_FORWARDED_FOR, the last hop
+    our TLS terminator added to X-Forwarded-For (earlier entries are whatever
+    the client claimed, so they are never used).
     """
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    forwarded: str = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    address: str
     if settings.TRUST_X_FORWARDED_FOR and forwarded:
         address = forwarded.split(",")[-1].strip()
     else:
-        address = request.META.get("REMOTE_ADDR", "").strip()
+        address = str(request.META.get("REMOTE_ADDR", "")).strip()
     try:
         ipaddress.ip_address(address)
     except ValueError:
-        address = ""
+        return None
+    return address
+
+
+def context_for(request: HttpRequest) -> AuditContext:
+    """The request id and client address."""
     return AuditContext(
-        request_id=getattr(request, "request_id", ""), client_address=address or None
+        request_id=getattr(request, "request_id", ""), client_address=client_address(request)
     )

@@ -26,3 +26,17 @@ class PatientNotFound(DomainError):
 class PermissionDenied(DomainError):
     code = "permission_denied"
     status = 403
+
+
+class AccessBasisRequired(DomainError):
+    """The viewer has no current basis for this person: the page asks for one first."""
+
+    code = "access_basis_required"
+    status = 403
+
+
+class SectionNotAvailable(DomainError):
+    """The viewer's role does not see this section (the role table is public, so we say so)."""
+
+    code = "section_not_available"
+    status = 403

@@ -58,6 +58,13 @@ class Organisation(models.Model):
         blank=True,
         help_text="Blank while the agreement runs without an end date.",
     )
+    last_feed_at = models.DateTimeField(
+        "last sent data",
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When a feed message from this organisation was last processed.",
+    )
 
     objects: ClassVar[OrganisationQuerySet] = OrganisationQuerySet.as_manager()  # type: ignore[assignment]
 
@@ -230,6 +237,14 @@ class Patient(models.Model):
         # Never the NHS number or name: this string can end up in logs.
         return f"Patient {self.public_id}"
 
+    @property
+    def age_years(self) -> int | None:
+        if self.birth_date is None:
+            return None
+        today = timezone.localdate()
+        born = self.birth_date
+        return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
 
 class SourceKey(models.Model):
     """Which person a source's resource belongs to, looked up before the person is known.
@@ -296,3 +311,60 @@ class Entry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource_type} entry {self.public_id}"
+
+
+class BasisKind(models.TextChoices):
+    """Why a member of staff may read this person's record now."""
+
+    DIRECT_CARE = "direct-care", "Directly involved in the person's care (implied consent)"
+    CONSENT = "consent", "The person gave permission to view their record now"
+    BREAK_GLASS = "break-glass", "Emergency access (break glass)"
+
+
+class OverrideReason(models.TextChoices):
+    """HL7 v3 ActConsentInformationAccessOverrideReason: why consent could not be had."""
+
+    OVRER = "OVRER", "Emergency treatment"
+    OVRPJ = "OVRPJ", "Professional judgement"
+    OVRPS = "OVRPS", "Public safety"
+    OVRTPS = "OVRTPS", "Third party safety"
+
+
+class AccessBasis(models.Model):
+    """A member of staff's recorded basis for reading one person's record.
+
+    It holds for this user, this person and this signed-in session until it
+    expires; then the pages ask again. Self-claimed relationships and
+    emergency access are put in front of the privacy officer (the audit
+    trail carries the same facts, and outlives this row).
+    """
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="+")
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="+")
+    session_key_hash = models.CharField(max_length=64)
+    kind = models.CharField(max_length=16, choices=BasisKind.choices)
+    relationships = ArrayField(models.CharField(max_length=32), default=list, blank=True)
+    self_claimed = models.BooleanField(default=False)
+    reason_code = models.CharField(max_length=8, choices=OverrideReason.choices, blank=True)
+    reason_text = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["patient", "user", "expires_at"], name="access_basis_current"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(kind="break-glass") | Q(reason_code__gt=""),
+                name="access_basis_break_glass_has_reason",
+            ),
+            models.CheckConstraint(
+                condition=Q(expires_at__gt=models.F("created_at")),
+                name="access_basis_expires_after_created",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Access basis {self.public_id}"

@@ -8,23 +8,54 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.db.models import Count, Max, Q, QuerySet, Value
+from django.db.models.functions import Replace, Upper
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
-from audit.models import AuditAction
+from audit.models import AuditAction, AuditOutcome
 from audit.services import AuditContext, AuditSubject, audit_event_record
-from sharedrecord.access import patients_visible_to
+from sharedrecord.access import (
+    ViewPolicy,
+    access_basis_current,
+    entries_visible,
+    entry_is_sensitive,
+    patient_get_for_viewer,
+    patients_visible_to,
+    relationships_of,
+    session_key_hash,
+    view_policy,
+)
 from sharedrecord.auditing import actor_for
+from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable
 from sharedrecord.matching import nhs_number_is_valid, nhs_number_normalise
 from sharedrecord.models import (
+    AccessBasis,
+    BasisKind,
     Entry,
     Organisation,
     OrganisationKind,
+    OverrideReason,
     Patient,
+    RecordSection,
     SourceKey,
     StaffRole,
     User,
+)
+from sharedrecord.presenting import (
+    ACTIVE_CLINICAL,
+    CURRENT_MEDICATION,
+    NO_KNOWN_ALLERGY_CODES,
+    UPCOMING_APPOINTMENT,
+    Attachment,
+    ShownEntry,
+    Trend,
+    attachment_of,
+    entry_shown,
+    trends_of,
 )
 
 
@@ -387,3 +418,479 @@ def patient_search(
         context=context,
     )
     return patient
+
+
+SEARCH_RESULT_CAP = 5
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    patients: list[Patient]
+    too_many: bool  # more people match than the cap: none are shown, the search must narrow
+
+
+def patient_search_by_demographics(
+    *,
+    viewer: User,
+    family_name: str,
+    birth_date: datetime.date,
+    postcode: str = "",
+    gender: str = "",
+    context: AuditContext | None = None,
+) -> SearchResult:
+    """Find people by family name and date of birth (and postcode or sex); an audited read.
+
+    Exact matches only (case and spacing aside), at most SEARCH_RESULT_CAP
+    people: more matches show none and ask for more detail, so the search
+    cannot be used to browse. Side effects: one audit event naming the people
+    found (ids only; the searched-for name is not kept).
+    """
+    people = patients_visible_to(viewer).filter(
+        Q(family_name__iexact=family_name.strip()), birth_date=birth_date
+    )
+    if postcode.strip():
+        people = people.annotate(
+            postcode_plain=Replace(Upper("postcode"), Value(" "), Value(""))
+        ).filter(postcode_plain=postcode.replace(" ", "").upper())
+    if gender:
+        people = people.filter(gender=gender)
+    found = list(people.order_by("family_name", "given_names", "id")[: SEARCH_RESULT_CAP + 1])
+    too_many = len(found) > SEARCH_RESULT_CAP
+    shown = [] if too_many else found
+    audit_event_record(
+        action=AuditAction.PATIENT_SEARCH,
+        actor=actor_for(viewer),
+        detail={
+            "by": "demographics",
+            "with": sorted(k for k, v in {"postcode": postcode, "sex": gender}.items() if v),
+            "found": len(found) if not too_many else f">{SEARCH_RESULT_CAP}",
+            "patients": [str(p.public_id) for p in shown],
+        },
+        context=context,
+    )
+    return SearchResult(shown, too_many)
+
+
+def organisation_feed_seen(*, organisation_id: int) -> None:
+    """Note that an organisation's feed delivered data now (for the sources panel).
+
+    Called after a message commits, in its own short statement; it skips the
+    write when the time was noted in the last minute, so a busy feed does not
+    queue its workers on the organisation's row.
+    """
+    now = timezone.now()
+    Organisation.objects.filter(pk=organisation_id).filter(
+        Q(last_feed_at__isnull=True) | Q(last_feed_at__lt=now - datetime.timedelta(minutes=1))
+    ).update(last_feed_at=now)
+
+
+# ---------------------------------------------------------------- reading a record
+
+
+def _subject(patient: Patient) -> AuditSubject:
+    return AuditSubject(
+        patient_id=patient.public_id,
+        nhs_number=patient.nhs_number,
+        gp_ods=patient.registered_gp_ods,
+    )
+
+
+def _patient_or_denied(
+    *, viewer: User, patient_id: str, context: AuditContext | None, asked: str
+) -> Patient:
+    """The person, or an audited denial (written before the error leaves, so it commits)."""
+    try:
+        return patient_get_for_viewer(viewer=viewer, patient_id=patient_id)
+    except PatientNotFound:
+        audit_event_record(
+            action=AuditAction.ACCESS_DENIED,
+            actor=actor_for(viewer),
+            outcome=AuditOutcome.DENIED,
+            detail={"asked": asked, "patient": str(patient_id)[:40], "reason": "not-found"},
+            context=context,
+        )
+        raise
+
+
+@dataclass(frozen=True)
+class BasisChoice:
+    """What the access basis page offers this viewer for this person."""
+
+    patient: Patient
+    relationships: list[Any]
+    consent_model: str
+    current: AccessBasis | None
+
+
+def access_basis_options(
+    *, viewer: User, patient_id: str, session_key: str, context: AuditContext | None = None
+) -> BasisChoice:
+    """The person's identity and the relationships the feeds show, before any clinical data.
+
+    Side effects: an audited denial when the person cannot be found.
+    """
+    patient = _patient_or_denied(
+        viewer=viewer, patient_id=patient_id, context=context, asked="access-basis"
+    )
+    return BasisChoice(
+        patient=patient,
+        relationships=relationships_of(viewer=viewer, patient=patient),
+        consent_model=settings.CONSENT_MODEL,
+        current=access_basis_current(viewer=viewer, patient=patient, session_key=session_key),
+    )
+
+
+def access_basis_record(
+    *,
+    viewer: User,
+    patient_id: str,
+    session_key: str,
+    kind: BasisKind,
+    claimed_relationship: str = "",
+    reason_code: str = "",
+    reason_text: str = "",
+    context: AuditContext | None = None,
+) -> AccessBasis:
+    """Record why this viewer reads this person's record now; it lasts for this session.
+
+    - Direct care (implied consent model) or the person's permission now
+      (explicit model), whichever the deployment chose; the other is refused.
+    - Without a relationship in the feeds, the viewer must describe theirs:
+      it is kept as self-claimed and goes to the privacy officer's review.
+    - Emergency access needs an HL7 v3 override reason and words; it lasts
+      BREAK_GLASS_HOURS and goes to review too.
+    Raises ValidationError naming the field. Side effects: one AccessBasis row
+    and one audit event (access-basis or break-glass), committed together.
+    """
+    if not session_key:
+        raise ValidationError("Sign in again to record the basis for access.")
+    patient = _patient_or_denied(
+        viewer=viewer, patient_id=patient_id, context=context, asked="access-basis"
+    )
+    relationships = relationships_of(viewer=viewer, patient=patient)
+    errors: dict[str, str] = {}
+    expected = BasisKind.DIRECT_CARE if settings.CONSENT_MODEL == "implied" else BasisKind.CONSENT
+    if kind not in (expected, BasisKind.BREAK_GLASS):
+        errors["kind"] = "Choose the basis for viewing this record."
+    claimed = claimed_relationship.strip()[:500]
+    reason_text = reason_text.strip()[:500]
+    self_claimed = kind != BasisKind.BREAK_GLASS and not relationships
+    if self_claimed and len(claimed) < 10:
+        errors["claimed_relationship"] = (
+            "Describe your role in this person's care (at least 10 characters)"
+        )
+    if kind == BasisKind.BREAK_GLASS:
+        if reason_code not in OverrideReason.values:
+            errors["reason_code"] = "Choose why consent cannot be obtained"
+        if len(reason_text) < 10:
+            errors["reason_text"] = "Explain why you need emergency access (at least 10 characters)"
+    if errors:
+        raise ValidationError(errors)
+    now = timezone.now()
+    hours = (
+        settings.BREAK_GLASS_HOURS if kind == BasisKind.BREAK_GLASS else settings.ACCESS_BASIS_HOURS
+    )
+    with transaction.atomic():
+        basis = AccessBasis(
+            user=viewer,
+            patient=patient,
+            session_key_hash=session_key_hash(session_key),
+            kind=kind,
+            relationships=sorted({r.kind for r in relationships}),
+            self_claimed=self_claimed,
+            reason_code=reason_code if kind == BasisKind.BREAK_GLASS else "",
+            reason_text=reason_text if kind == BasisKind.BREAK_GLASS else claimed,
+            created_at=now,
+            expires_at=now + datetime.timedelta(hours=hours),
+        )
+        basis.full_clean()
+        basis.save()
+        audit_event_record(
+            action=AuditAction.BREAK_GLASS
+            if kind == BasisKind.BREAK_GLASS
+            else AuditAction.ACCESS_BASIS,
+            actor=actor_for(viewer),
+            subject=_subject(patient),
+            purpose="ETREAT" if kind == BasisKind.BREAK_GLASS else "TREAT",
+            detail={
+                "basis": str(basis.public_id),
+                "kind": str(kind),
+                "consent_model": settings.CONSENT_MODEL,
+                "relationships": basis.relationships,
+                "self_claimed": self_claimed,
+                "reason_code": basis.reason_code,
+                "reason_text": basis.reason_text,
+                "expires_at": basis.expires_at.isoformat(),
+                "review": self_claimed or kind == BasisKind.BREAK_GLASS,
+            },
+            context=context,
+        )
+    return basis
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """One connected organisation, for the "where this record comes from" panel."""
+
+    name: str
+    ods_code: str
+    kind: str
+    last_feed_at: datetime.datetime | None
+    items_for_person: int
+    latest_for_person: datetime.datetime | None
+
+
+@dataclass
+class Summary:
+    alerts: list[ShownEntry]
+    allergies: list[ShownEntry]
+    no_known_allergies: list[ShownEntry]
+    medications: list[ShownEntry]
+    problems: list[ShownEntry]
+    encounters: list[ShownEntry]
+    results: list[ShownEntry]
+    appointments: list[ShownEntry]
+    care_plans: list[ShownEntry]
+
+
+@dataclass
+class CombinedRecord:
+    """What one viewer may see of one person's record, now; built by record_view."""
+
+    patient: Patient
+    basis: AccessBasis
+    policy: ViewPolicy
+    registered_gp: Organisation | None
+    sources: list[SourceRow]
+    withheld: int
+    hidden_sections: list[str]
+    section: str | None = None
+    summary: Summary | None = None
+    items: list[ShownEntry] | None = None
+    total_in_section: int = 0
+    trends: list[Trend] | None = None
+    entry_ids: list[str] | None = None
+
+
+SECTION_PAGE_LIMIT = 500
+SUMMARY_RECENT = 5
+
+
+def _shown(entries: Any) -> list[ShownEntry]:
+    return [
+        entry_shown(
+            public_id=str(e.public_id),
+            resource_type=e.resource_type,
+            section=e.section,
+            resource=e.resource,
+            effective_at=e.effective_at,
+            status=e.status,
+            code=e.code,
+            source_name=e.source_org.name,
+            source_ods=e.source_org.ods_code,
+            updated_at=e.updated_at,
+            sensitive=entry_is_sensitive(e),
+        )
+        for e in entries
+    ]
+
+
+def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
+    now = timezone.now()
+    newest = ("-effective_at", "-id")
+
+    def part(
+        section: RecordSection, where: Q, order: tuple[str, ...] = newest, limit: int | None = None
+    ) -> list[ShownEntry]:
+        if not policy.may_see_section(section):
+            return []
+        query = visible.filter(where, section=section).exclude(status="entered-in-error")
+        return _shown(query.order_by(*order)[:limit])
+
+    allergies = part(RecordSection.ALLERGIES, Q())
+    return Summary(
+        alerts=part(RecordSection.ALERTS, Q(status="active")),
+        allergies=[a for a in allergies if a.code not in NO_KNOWN_ALLERGY_CODES],
+        no_known_allergies=[a for a in allergies if a.code in NO_KNOWN_ALLERGY_CODES],
+        medications=part(RecordSection.MEDICATIONS, Q(status__in=CURRENT_MEDICATION)),
+        problems=part(RecordSection.PROBLEMS, Q(status__in=ACTIVE_CLINICAL)),
+        encounters=part(RecordSection.ENCOUNTERS, Q(effective_at__lte=now), limit=SUMMARY_RECENT),
+        results=part(
+            RecordSection.RESULTS,
+            Q(resource_type__in=("Observation", "DiagnosticReport")),
+            limit=SUMMARY_RECENT,
+        ),
+        appointments=part(
+            RecordSection.APPOINTMENTS,
+            Q(effective_at__gte=now, status__in=UPCOMING_APPOINTMENT),
+            order=("effective_at", "id"),
+            limit=SUMMARY_RECENT,
+        ),
+        care_plans=part(RecordSection.CARE_PLANS, Q(status="active")),
+    )
+
+
+def _sources(patient: Patient) -> list[SourceRow]:
+    connected = Organisation.objects.with_active_agreement().order_by("kind", "name")
+    mine = {
+        row["source_org"]: row
+        for row in Entry.objects.filter(patient=patient)
+        .values("source_org")
+        .annotate(n=Count("id"), latest=Max("updated_at"))
+    }
+    return [
+        SourceRow(
+            name=org.name,
+            ods_code=org.ods_code,
+            kind=org.get_kind_display(),
+            last_feed_at=org.last_feed_at,
+            items_for_person=mine.get(org.pk, {}).get("n", 0),
+            latest_for_person=mine.get(org.pk, {}).get("latest"),
+        )
+        for org in connected
+    ]
+
+
+def record_view(
+    *,
+    viewer: User,
+    patient_id: str,
+    session_key: str,
+    section: str | None = None,
+    context: AuditContext | None = None,
+) -> CombinedRecord:
+    """The record (its summary, or one section) as this viewer may see it; an audited read.
+
+    Fails closed: without a current basis it raises AccessBasisRequired and
+    shows nothing; a section outside the viewer's role raises
+    SectionNotAvailable (audited as a denial); if the audit write fails,
+    the error propagates and nothing is returned.
+    Side effects: one audit event listing the entries shown and the count
+    withheld.
+    """
+    patient = _patient_or_denied(
+        viewer=viewer, patient_id=patient_id, context=context, asked="record"
+    )
+    basis = access_basis_current(viewer=viewer, patient=patient, session_key=session_key)
+    if basis is None:
+        raise AccessBasisRequired("Record why you are viewing this record first.")
+    policy = view_policy(viewer=viewer, basis=basis)
+    if section is not None and not policy.may_see_section(section):
+        audit_event_record(
+            action=AuditAction.ACCESS_DENIED,
+            actor=actor_for(viewer),
+            outcome=AuditOutcome.DENIED,
+            subject=_subject(patient),
+            detail={"asked": "section", "section": section, "reason": "role"},
+            context=context,
+        )
+        raise SectionNotAvailable("Your role does not include this part of the record.")
+    with transaction.atomic():
+        visible = entries_visible(
+            patient=patient,
+            policy=policy,
+            sections=frozenset({section}) if section else None,
+        )
+        record = CombinedRecord(
+            patient=patient,
+            basis=basis,
+            policy=policy,
+            registered_gp=Organisation.objects.filter(ods_code=patient.registered_gp_ods).first()
+            if patient.registered_gp_ods
+            else None,
+            sources=_sources(patient),
+            withheld=visible.withheld,
+            hidden_sections=[
+                label for value, label in RecordSection.choices if value not in policy.sections
+            ],
+            section=section,
+        )
+        if section is None:
+            record.summary = _summary(visible.entries, policy)
+            shown = [item for part in vars(record.summary).values() for item in part]
+        else:
+            ordered = visible.entries.order_by("-effective_at", "-id")
+            record.total_in_section = ordered.count()
+            record.items = _shown(ordered[:SECTION_PAGE_LIMIT])
+            if section == RecordSection.RESULTS:
+                record.trends = trends_of(record.items)
+            shown = record.items
+        record.entry_ids = [item.public_id for item in shown]
+        audit_event_record(
+            action=AuditAction.SECTION_VIEW if section else AuditAction.RECORD_VIEW,
+            actor=actor_for(viewer),
+            subject=_subject(patient),
+            purpose="ETREAT" if policy.break_glass else "TREAT",
+            detail={
+                "basis": str(basis.public_id),
+                "section": section or "summary",
+                "entries": record.entry_ids,
+                "withheld": visible.withheld,
+                "break_glass": policy.break_glass,
+            },
+            source_ods={item.source_ods for item in shown},
+            context=context,
+        )
+    return record
+
+
+@dataclass(frozen=True)
+class DocumentShown:
+    patient: Patient
+    entry: ShownEntry
+    attachment: Attachment | None
+
+
+def document_view(
+    *,
+    viewer: User,
+    patient_id: str,
+    entry_id: str,
+    session_key: str,
+    context: AuditContext | None = None,
+) -> DocumentShown:
+    """One document of the record, opened; the same policy as the documents section.
+
+    Raises PatientNotFound alike for a document that does not exist and one
+    the viewer may not see. Side effects: one audit event (document-view).
+    """
+    patient = _patient_or_denied(
+        viewer=viewer, patient_id=patient_id, context=context, asked="document"
+    )
+    basis = access_basis_current(viewer=viewer, patient=patient, session_key=session_key)
+    if basis is None:
+        raise AccessBasisRequired("Record why you are viewing this record first.")
+    policy = view_policy(viewer=viewer, basis=basis)
+    visible = entries_visible(
+        patient=patient, policy=policy, sections=frozenset({RecordSection.DOCUMENTS.value})
+    )
+    entry = visible.entries.filter(public_id=entry_id).first() if _is_uuid(entry_id) else None
+    if entry is None:
+        audit_event_record(
+            action=AuditAction.ACCESS_DENIED,
+            actor=actor_for(viewer),
+            outcome=AuditOutcome.DENIED,
+            subject=_subject(patient),
+            detail={"asked": "document", "entry": str(entry_id)[:40], "reason": "not-visible"},
+            context=context,
+        )
+        raise PatientNotFound("No such document is available to you.")
+    with transaction.atomic():
+        audit_event_record(
+            action=AuditAction.DOCUMENT_VIEW,
+            actor=actor_for(viewer),
+            subject=_subject(patient),
+            purpose="ETREAT" if policy.break_glass else "TREAT",
+            detail={"basis": str(basis.public_id), "entries": [str(entry.public_id)]},
+            source_ods=[entry.source_org.ods_code],
+            context=context,
+        )
+    return DocumentShown(patient, _shown([entry])[0], attachment_of(entry.resource))
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True

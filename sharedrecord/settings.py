@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "guardian",
     "pgtrigger",
+    "axes",
     "audit",
     "sharedrecord",
     "optout",
@@ -54,6 +55,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into our lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "sharedrecord.urls"
@@ -70,6 +73,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "sharedrecord.context_processors.session_timeout",
             ],
         },
     },
@@ -98,6 +102,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "sharedrecord.User"
 AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out username is refused before its password is checked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -129,6 +135,48 @@ STATIC_ROOT = BASE_DIR / ".data" / "static"
 NHSUK_FRONTEND = BASE_DIR / "node_modules" / "nhsuk-frontend" / "dist" / "nhsuk"
 STATICFILES_DIRS = [("nhsuk", NHSUK_FRONTEND)]
 LOGIN_URL = "/accounts/login/"
+
+# Sign-in and session. Lockout after repeated failures (django-axes) counts
+# per username and client address together, so nobody can lock a colleague
+# out from elsewhere, and it answers alike whether or not the username exists.
+AXES_FAILURE_LIMIT = env_int("SIGN_IN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env_int("SIGN_IN_LOCKOUT_MINUTES", default=15) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "sharedrecord.views.sign_in_locked_out"
+AXES_CLIENT_IP_CALLABLE = "sharedrecord.auditing.client_address"
+AXES_VERBOSE = False  # its log lines name the username and address
+AXES_ENABLE_ACCESS_FAILURE_LOG = False
+AXES_DISABLE_ACCESS_LOG = True
+# Idle timeout: every request renews the session; without one for this long it
+# ends. The page warns this many seconds before and offers to stay signed in.
+SESSION_IDLE_TIMEOUT_MINUTES = env_int("SESSION_IDLE_TIMEOUT_MINUTES", default=15)
+SESSION_IDLE_WARNING_SECONDS = env_int("SESSION_IDLE_WARNING_SECONDS", default=120)
+SESSION_COOKIE_AGE = SESSION_IDLE_TIMEOUT_MINUTES * 60
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+
+# Viewing a record. The consent model is the programme's choice:
+#   implied  - the record exists unless the person opted out; staff confirm they
+#              are directly involved in the person's care;
+#   explicit - staff record that the person gave permission, at every visit.
+CONSENT_MODEL = env_str("CONSENT_MODEL", "implied")
+if CONSENT_MODEL not in ("implied", "explicit"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("CONSENT_MODEL must be 'implied' or 'explicit'.")
+# How long a recorded basis lasts (within one signed-in session), and emergency access.
+ACCESS_BASIS_HOURS = env_int("ACCESS_BASIS_HOURS", default=12)
+BREAK_GLASS_HOURS = env_int("BREAK_GLASS_HOURS", default=4)
+# Which relationships the feeds can show: an encounter, referral, appointment
+# or care team from the viewer's organisation within this many days.
+RELATIONSHIP_DAYS = env_int("RELATIONSHIP_DAYS", default=90)
+# The role x organisation-kind table of visible sections and the sensitive
+# labels and codes: configuration, in TOML (the default is documented at
+# /help/roles and in sharedrecord/access_policy.toml).
+ACCESS_POLICY_FILE = Path(
+    env_str("ACCESS_POLICY_FILE", str(BASE_DIR / "sharedrecord" / "access_policy.toml"))
+)
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 STORAGES = {
@@ -233,7 +281,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # Request lines carry paths only; NHS numbers never travel in paths.
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        # django-axes logs every sign-in at INFO; our audit trail records them instead.
+        "axes": {"level": "WARNING"},
+    },
 }
 
 # The demo borough (seed_demo): the password every demo user gets in DEBUG.

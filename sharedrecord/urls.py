@@ -1,18 +1,44 @@
 """Top-level routes: explicit path() lists per app, no routers (STYLE.md section 12)."""
 
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from sharedrecord.apis import HealthzApi, ReadyzApi
-from sharedrecord.views import home_page, patient_search_page
+from sharedrecord.views import (
+    SignInView,
+    SignOutView,
+    access_basis_page,
+    break_glass_page,
+    home_page,
+    patient_search_page,
+    record_document_page,
+    record_page,
+    record_section_page,
+    roles_help_page,
+    session_status,
+    session_timed_out,
+)
 
 urlpatterns = [
     path("", home_page, name="home"),
     path("search", patient_search_page, name="search"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/login/", SignInView.as_view(), name="login"),
+    path("accounts/logout/", SignOutView.as_view(), name="logout"),
+    path("accounts/session", session_status, name="session-status"),
+    path("accounts/timed-out", session_timed_out, name="session-timed-out"),
+    path("help/roles", roles_help_page, name="roles-help"),
+    # The access basis: the only record-related pages that take a POST.
+    path("access/<uuid:patient_id>/", access_basis_page, name="access-basis"),
+    path("access/<uuid:patient_id>/emergency", break_glass_page, name="break-glass"),
+    # The record itself: GET only (tests/sharedrecord/test_read_only.py).
+    path("record/<uuid:patient_id>/", record_page, name="record"),
+    path("record/<uuid:patient_id>/<slug:section>", record_section_page, name="record-section"),
+    path(
+        "record/<uuid:patient_id>/documents/<uuid:entry_id>",
+        record_document_page,
+        name="record-document",
+    ),
     path("optouts/", include("optout.page_urls", namespace="optout-pages")),
     path("healthz", HealthzApi.as_view(), name="healthz"),
     path("readyz", ReadyzApi.as_view(), name="readyz"),

@@ -1,46 +1,455 @@
-"""Staff pages of the project itself: home and finding a person."""
+"""Staff pages: sign-in, finding a person, the access basis and the read-only record.
+
+Views translate HTTP to one service call and a template; every decision is in
+access.py and every audited read is a service (STYLE.md sections 3 and 4).
+Record routes answer GET only (a test walks them); only the access basis
+pages take a POST, and what they write is the basis, never the record.
+"""
 
 from __future__ import annotations
 
-from typing import cast
+import datetime
+from typing import Any, cast
+from uuid import UUID
 
+from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_http_methods
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods
 
-from sharedrecord.access import viewer_may_search
-from sharedrecord.auditing import context_for
-from sharedrecord.models import User
+from audit.models import AuditAction, AuditOutcome
+from audit.services import AuditActor, audit_event_record
+from sharedrecord.access import policy_table, viewer_may_search
+from sharedrecord.auditing import actor_for, context_for
+from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable
+from sharedrecord.models import (
+    CLINICAL_ROLES,
+    BasisKind,
+    Organisation,
+    OrganisationKind,
+    OverrideReason,
+    RecordSection,
+    StaffRole,
+    User,
+)
+from sharedrecord.presenting import document_text
 from sharedrecord.selectors import optout_practice_for
-from sharedrecord.services import patient_search
+from sharedrecord.services import (
+    SEARCH_RESULT_CAP,
+    access_basis_options,
+    access_basis_record,
+    document_view,
+    patient_search,
+    patient_search_by_demographics,
+    record_view,
+)
+
+# ------------------------------------------------------------------ sign-in and session
+
+
+class SignInView(auth_views.LoginView):
+    """Django's sign-in, audited: every success and failure writes one event.
+
+    The failure message is the same for an unknown username, a wrong password
+    and a locked-out account (AuthenticationForm's wording and django-axes'
+    page), so sign-in cannot be used to learn who has an account.
+    """
+
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        response = super().form_valid(form)
+        audit_event_record(
+            action=AuditAction.SIGN_IN,
+            actor=actor_for(form.get_user()),
+            context=context_for(self.request),
+        )
+        return response
+
+    def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
+        audit_event_record(
+            action=AuditAction.SIGN_IN_FAILED,
+            actor=AuditActor.anonymous(str(form.data.get("username", ""))),
+            outcome=AuditOutcome.DENIED,
+            detail={"locked_out": bool(getattr(self.request, "axes_locked_out", False))},
+            context=context_for(self.request),
+        )
+        return super().form_invalid(form)
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["timed_out"] = self.request.GET.get("timeout") == "1"
+        return context
+
+
+class SignOutView(auth_views.LogoutView):
+    """Sign out (POST), audited while the user is still known."""
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.user.is_authenticated:
+            audit_event_record(
+                action=AuditAction.SIGN_OUT,
+                actor=actor_for(request.user),
+                context=context_for(request),
+            )
+        return super().post(request, *args, **kwargs)
+
+
+def sign_in_locked_out(
+    request: HttpRequest, original_response: HttpResponse | None, credentials: Any
+) -> HttpResponse:
+    """django-axes' lockout page: the same for every username (AXES_LOCKOUT_CALLABLE).
+
+    The failed attempt itself is audited by SignInView.form_invalid.
+    """
+    form = AuthenticationForm(request)
+    context = {"form": form, "locked_out": True, "minutes": round(settings.AXES_COOLOFF_TIME * 60)}
+    return render(request, "registration/login.html", context, status=429)
 
 
 @login_required
-def home_page(request: HttpRequest) -> HttpResponse:
-    user = cast(User, request.user)
-    context = {
+@require_GET
+@never_cache
+def session_status(request: HttpRequest) -> JsonResponse:
+    """Renew the session (the "stay signed in" button) and say how long it now lasts."""
+    return JsonResponse({"idle_seconds": settings.SESSION_COOKIE_AGE})
+
+
+@require_GET
+def session_timed_out(request: HttpRequest) -> HttpResponse:
+    """Where the idle-timeout script sends an idle page: sign out, then the sign-in page."""
+    from django.contrib.auth import logout
+
+    if request.user.is_authenticated:
+        audit_event_record(
+            action=AuditAction.SIGN_OUT,
+            actor=actor_for(request.user),
+            detail={"idle_timeout": True},
+            context=context_for(request),
+        )
+        logout(request)
+    return redirect(f"{settings.LOGIN_URL}?timeout=1")
+
+
+# ------------------------------------------------------------------ home and search
+
+
+def _home_context(user: User, **extra: Any) -> dict[str, Any]:
+    return {
         "can_manage_optouts": optout_practice_for(user) is not None,
         "can_search": viewer_may_search(user),
+        "cap": SEARCH_RESULT_CAP,
+        **extra,
     }
-    return render(request, "home.html", context)
+
+
+@login_required
+@require_GET
+def home_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "home.html", _home_context(cast(User, request.user)))
+
+
+def _birth_date(post: Any) -> tuple[datetime.date | None, str]:
+    day, month, year = (post.get(k, "").strip()[:4] for k in ("dob_day", "dob_month", "dob_year"))
+    if not (day and month and year):
+        return None, "Enter the date of birth, including a day, month and year"
+    try:
+        born = datetime.date(int(year), int(month), int(day))
+    except ValueError:
+        return None, "Date of birth must be a real date"
+    if born > datetime.date.today() or born.year < 1880:
+        return None, "Date of birth must be in the past"
+    return born, ""
 
 
 @login_required
 @require_http_methods(["POST"])
+@never_cache
 def patient_search_page(request: HttpRequest) -> HttpResponse:
-    """Search by NHS number. POST only: the number travels in the body, never in a URL."""
+    """Search by NHS number, or by family name and date of birth (POST: nothing in URLs)."""
     user = cast(User, request.user)
     if not viewer_may_search(user):
         raise PermissionDenied("Finding a person needs a clinical or care role.")
+    if request.POST.get("by") == "demographics":
+        return _search_demographics(request, user)
     raw = request.POST.get("nhs_number", "")[:20]
     digits = "".join(ch for ch in raw if ch.isdigit())
-    if len(digits) != 10:
-        return render(
-            request,
-            "home.html",
-            {"can_search": True, "search_error": "Enter a 10-digit NHS number", "nhs_number": raw},
-        )
+    if len(digits) != 10 or any(ch not in "0123456789 -" for ch in raw.strip()):
+        context = _home_context(user, search_error="Enter a 10-digit NHS number", nhs_number=raw)
+        return render(request, "home.html", context, status=400)
     patient = patient_search(viewer=user, nhs_number=raw, context=context_for(request))
-    return render(request, "search_result.html", {"patient": patient})
+    people = [patient] if patient else []
+    return render(request, "search_result.html", _result_context(people, too_many=False))
+
+
+def _search_demographics(request: HttpRequest, user: User) -> HttpResponse:
+    family = request.POST.get("family_name", "").strip()[:100]
+    postcode = request.POST.get("postcode", "").strip()[:10]
+    gender = request.POST.get("gender", "")
+    born, date_error = _birth_date(request.POST)
+    errors = {}
+    if not family:
+        errors["family_name"] = "Enter the family name"
+    if date_error:
+        errors["dob"] = date_error
+    if gender not in ("", "female", "male", "other", "unknown"):
+        errors["gender"] = "Choose a sex from the list"
+    if errors or born is None:
+        context = _home_context(user, demo_errors=errors, form=request.POST, tab="demographics")
+        return render(request, "home.html", context, status=400)
+    result = patient_search_by_demographics(
+        viewer=user,
+        family_name=family,
+        birth_date=born,
+        postcode=postcode,
+        gender=gender,
+        context=context_for(request),
+    )
+    return render(
+        request, "search_result.html", _result_context(result.patients, too_many=result.too_many)
+    )
+
+
+def _result_context(people: list[Any], *, too_many: bool) -> dict[str, Any]:
+    practices = {
+        o.ods_code: o
+        for o in Organisation.objects.filter(ods_code__in=[p.registered_gp_ods for p in people])
+    }
+    return {
+        "people": [(p, practices.get(p.registered_gp_ods)) for p in people],
+        "too_many": too_many,
+        "cap": SEARCH_RESULT_CAP,
+    }
+
+
+# ------------------------------------------------------------------ access basis
+
+
+def _not_found(request: HttpRequest) -> HttpResponse:
+    return render(request, "sharedrecord/record_not_found.html", status=404)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@never_cache
+def access_basis_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase:
+    """Before any clinical data: the relationship the feeds show, and the viewer's basis."""
+    user = cast(User, request.user)
+    if not viewer_may_search(user):
+        raise PermissionDenied("Reading records needs a clinical or care role.")
+    session_key = request.session.session_key or ""
+    try:
+        choice = access_basis_options(
+            viewer=user, patient_id=str(patient_id), session_key=session_key,
+            context=context_for(request),
+        )  # fmt: skip
+    except PatientNotFound:
+        return _not_found(request)
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        kind = BasisKind.DIRECT_CARE if choice.consent_model == "implied" else BasisKind.CONSENT
+        if request.POST.get("confirm") != "yes":
+            errors["confirm"] = (
+                "Confirm that you are directly involved in this person's care"
+                if kind == BasisKind.DIRECT_CARE
+                else "Confirm that the person has given permission now"
+            )
+        else:
+            try:
+                access_basis_record(
+                    viewer=user, patient_id=str(patient_id), session_key=session_key, kind=kind,
+                    claimed_relationship=request.POST.get("claimed_relationship", ""),
+                    context=context_for(request),
+                )  # fmt: skip
+                return redirect("record", patient_id=patient_id)
+            except ValidationError as invalid:
+                errors = {k: v[0] for k, v in invalid.message_dict.items()}
+    context = {
+        "choice": choice,
+        "patient": choice.patient,
+        "errors": errors,
+        "claimed_relationship": request.POST.get("claimed_relationship", ""),
+        "registered_gp": _practice_name(choice.patient.registered_gp_ods),
+    }
+    return render(request, "sharedrecord/access_basis.html", context, status=400 if errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@never_cache
+def break_glass_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase:
+    """Emergency access when consent cannot be had: coded reason, words, time-limited."""
+    user = cast(User, request.user)
+    if not viewer_may_search(user):
+        raise PermissionDenied("Reading records needs a clinical or care role.")
+    session_key = request.session.session_key or ""
+    try:
+        choice = access_basis_options(
+            viewer=user, patient_id=str(patient_id), session_key=session_key,
+            context=context_for(request),
+        )  # fmt: skip
+    except PatientNotFound:
+        return _not_found(request)
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        try:
+            access_basis_record(
+                viewer=user, patient_id=str(patient_id), session_key=session_key,
+                kind=BasisKind.BREAK_GLASS, reason_code=request.POST.get("reason_code", ""),
+                reason_text=request.POST.get("reason_text", ""), context=context_for(request),
+            )  # fmt: skip
+            return redirect("record", patient_id=patient_id)
+        except ValidationError as invalid:
+            errors = {k: v[0] for k, v in invalid.message_dict.items()}
+    context = {
+        "patient": choice.patient,
+        "errors": errors,
+        "reasons": OverrideReason.choices,
+        "hours": settings.BREAK_GLASS_HOURS,
+        "form": request.POST,
+    }
+    return render(request, "sharedrecord/break_glass.html", context, status=400 if errors else 200)
+
+
+def _practice_name(ods: str) -> str:
+    if not ods:
+        return ""
+    org = Organisation.objects.filter(ods_code=ods).first()
+    return org.name if org else ods
+
+
+# ------------------------------------------------------------------ the record (GET only)
+
+
+def _record_response(
+    request: HttpRequest, patient_id: UUID, section: str | None
+) -> HttpResponseBase:
+    user = cast(User, request.user)
+    if not viewer_may_search(user):
+        raise PermissionDenied("Reading records needs a clinical or care role.")
+    try:
+        record = record_view(
+            viewer=user, patient_id=str(patient_id), section=section,
+            session_key=request.session.session_key or "", context=context_for(request),
+        )  # fmt: skip
+    except PatientNotFound:
+        return _not_found(request)
+    except AccessBasisRequired:
+        return redirect("access-basis", patient_id=patient_id)
+    except SectionNotAvailable as denied:
+        context = {"message": denied.message, "patient_id": patient_id}
+        return render(request, "sharedrecord/section_not_available.html", context, status=403)
+    context = {
+        "record": record,
+        "patient": record.patient,
+        "sections": [
+            (value, label)
+            for value, label in RecordSection.choices
+            if value in record.policy.sections
+        ],
+        "section_label": RecordSection(section).label if section else "Summary",
+    }
+    template = (
+        "sharedrecord/record_summary.html"
+        if section is None
+        else "sharedrecord/record_section.html"
+    )
+    return render(request, template, context)
+
+
+@login_required
+@require_GET
+@never_cache
+def record_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase:
+    return _record_response(request, patient_id, None)
+
+
+@login_required
+@require_GET
+@never_cache
+def record_section_page(request: HttpRequest, patient_id: UUID, section: str) -> HttpResponseBase:
+    if section not in RecordSection.values:
+        return _not_found(request)
+    return _record_response(request, patient_id, section)
+
+
+# Types a browser shows safely on its own (inside a sandbox); others download.
+INLINE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg"})
+
+
+@login_required
+@require_GET
+@never_cache
+def record_document_page(
+    request: HttpRequest, patient_id: UUID, entry_id: UUID
+) -> HttpResponseBase:
+    """Open a document's attachment: text and sanitised HTML in the page, PDF on its own."""
+    user = cast(User, request.user)
+    if not viewer_may_search(user):
+        raise PermissionDenied("Reading records needs a clinical or care role.")
+    try:
+        shown = document_view(
+            viewer=user, patient_id=str(patient_id), entry_id=str(entry_id),
+            session_key=request.session.session_key or "", context=context_for(request),
+        )  # fmt: skip
+    except PatientNotFound:
+        return _not_found(request)
+    except AccessBasisRequired:
+        return redirect("access-basis", patient_id=patient_id)
+    attachment = shown.attachment
+    if attachment and attachment.data is not None and request.GET.get("raw") == "1":
+        response = HttpResponse(attachment.data, content_type=attachment.content_type)
+        disposition = "inline" if attachment.content_type in INLINE_TYPES else "attachment"
+        response["Content-Disposition"] = f'{disposition}; filename="document"'
+        response["Content-Security-Policy"] = "sandbox; default-src 'none'; object-src 'self'"
+        return response
+    kind, body = document_text(attachment) if attachment else ("", "")
+    context = {
+        "patient": shown.patient,
+        "entry": shown.entry,
+        "attachment": attachment,
+        "kind": kind,
+        "body": body,
+    }
+    return render(request, "sharedrecord/document.html", context)
+
+
+# ------------------------------------------------------------------ what each role sees
+
+
+@login_required
+@require_GET
+def roles_help_page(request: HttpRequest) -> HttpResponse:
+    """The access policy table, as configured, for staff and governance to read."""
+    table = policy_table()
+    grid = []
+    for role, role_label in StaffRole.choices:
+        if role not in CLINICAL_ROLES:
+            continue
+        groups: dict[frozenset[str], list[str]] = {}
+        for kind, kind_label in OrganisationKind.choices:
+            groups.setdefault(table.sections_for(role, kind), []).append(kind_label)
+        rows = [
+            (
+                "Any organisation"
+                if len(kinds) == len(OrganisationKind.choices)
+                else ", ".join(kinds),
+                [label for value, label in RecordSection.choices if value in sections],
+                [label for value, label in RecordSection.choices if value not in sections],
+            )
+            for sections, kinds in groups.items()
+        ]
+        grid.append((role_label, rows))
+    context = {
+        "grid": grid,
+        "rules": table.sensitivity,
+        "other_roles": [label for value, label in StaffRole.choices if value not in CLINICAL_ROLES],
+        "consent_model": settings.CONSENT_MODEL,
+        "basis_hours": settings.ACCESS_BASIS_HOURS,
+        "break_glass_hours": settings.BREAK_GLASS_HOURS,
+        "relationship_days": settings.RELATIONSHIP_DAYS,
+    }
+    return render(request, "sharedrecord/roles.html", context)

@@ -97,6 +97,8 @@ def test_synthea_patients_park_without_an_nhs_number_and_file_with_one(partner: 
         assert receipt["counts"]["created"] == 0
     assert Patient.objects.count() == 0
     assert set(MatchQueueItem.objects.values_list("reason", flat=True)) == {"no-nhs-number"}
+    # The sources panel's "last sent data" is noted once the worker commits.
+    assert Organisation.objects.get(ods_code="ZAC77").last_feed_at is not None
 
     # 2. With an NHS number added as a UK source would send it: every supported entry filed.
     numbers = [next_nhs_number() for _ in bundles]

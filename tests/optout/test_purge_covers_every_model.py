@@ -16,7 +16,8 @@ from django.db.models import Model, Q, QuerySet
 from ingestion.models import FeedMessage, MatchQueueItem
 from optout.models import OptOutRoute
 from optout.services import optout_register, practice_of
-from sharedrecord.models import Entry, Patient, SourceKey
+from sharedrecord.models import AccessBasis, BasisKind, Entry, Patient, SourceKey
+from sharedrecord.services import access_basis_record
 from tests.factories import make_credential, next_nhs_number, small_bundle
 from tests.optout.test_registry import feed
 
@@ -26,6 +27,7 @@ HOLDS_PERSONAL_DATA: dict[str, Callable[[str], QuerySet[Model]]] = {
     "sharedrecord.Patient": lambda n: Patient.objects.filter(nhs_number=n),
     "sharedrecord.Entry": lambda n: Entry.objects.filter(patient__nhs_number=n),
     "sharedrecord.SourceKey": lambda n: SourceKey.objects.filter(patient__nhs_number=n),
+    "sharedrecord.AccessBasis": lambda n: AccessBasis.objects.filter(patient__nhs_number=n),
     "ingestion.MatchQueueItem": lambda n: MatchQueueItem.objects.filter(
         Q(nhs_number_sent=n) | Q(resource__icontains=n)
     ),
@@ -58,6 +60,11 @@ def test_after_an_opt_out_no_model_holds_the_persons_data(practice, practice_gp)
     conflicting["entry"][0]["resource"]["birthDate"] = "1990-01-01"
     feed(credential, conflicting)
     feed(credential, small_bundle(number, key="waiting"), process=False)
+    access_basis_record(
+        viewer=practice_gp, patient_id=str(Patient.objects.get(nhs_number=number).public_id),
+        session_key="session", kind=BasisKind.DIRECT_CARE,
+        claimed_relationship="The person's GP, seen at the practice today",
+    )  # fmt: skip
     for label, rows in HOLDS_PERSONAL_DATA.items():
         assert rows(number).exists(), f"the test set-up left {label} empty"
 

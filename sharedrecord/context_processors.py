@@ -1,0 +1,16 @@
+"""Template context every page needs."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import HttpRequest
+
+
+def session_timeout(request: HttpRequest) -> dict[str, int]:
+    """The idle timeout the page's script counts down (the server enforces it)."""
+    return {
+        "idle_seconds": settings.SESSION_COOKIE_AGE,
+        "idle_warning_seconds": min(
+            settings.SESSION_IDLE_WARNING_SECONDS, settings.SESSION_COOKIE_AGE
+        ),
+    }

@@ -1,0 +1,421 @@
+"""The record pages: basis first, role-scoped sections, sensitivity, sources; every view audited."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from audit.models import AuditAction, AuditEvent
+from sharedrecord.models import AccessBasis, BasisKind, Organisation, Patient
+from tests.sharedrecord.conftest import (
+    confirm_basis,
+    fed_person,
+    main_html,
+    shown_entries,
+    signed_in,
+)
+
+pytestmark = pytest.mark.django_db
+PERSONAS = ["registered_gp", "treating_clinician", "unrelated_clinician"]
+CLAIM = "Admitted to ward 7 tonight; I am the admitting doctor"
+
+
+def _events(user, action: str) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(actor_id=user.public_id, action=action).order_by("id"))
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_the_record_asks_for_a_basis_before_any_clinical_data(
+    client: Client, request: pytest.FixtureRequest, persona: str, record: Patient
+) -> None:
+    user = request.getfixturevalue(persona)
+    response = signed_in(client, user).get(f"/record/{record.public_id}/")
+    assert response.status_code == 302
+    assert response["Location"] == f"/access/{record.public_id}/"
+    page = client.get(response["Location"])
+    assert "Before you view this record" in main_html(page)
+    assert "penicillin" not in page.content.decode()
+    assert _events(user, AuditAction.RECORD_VIEW) == []
+
+
+def test_the_basis_page_shows_what_the_feeds_say_about_each_relationship(
+    client: Client, registered_gp, treating_clinician, unrelated_clinician, record: Patient
+) -> None:
+    url = f"/access/{record.public_id}/"
+    gp = main_html(signed_in(client, registered_gp).get(url))
+    assert "The person is registered with your practice." in gp
+    ae = main_html(signed_in(client, treating_clinician).get(url))
+    assert "recorded an encounter" in ae
+    mh = main_html(signed_in(client, unrelated_clinician).get(url))
+    assert "shows no relationship" in mh
+    assert "Describe your role in this person" in mh
+
+
+def test_an_encounter_older_than_the_window_is_no_relationship(
+    client: Client, treating_clinician, record: Patient, settings
+) -> None:
+    settings.RELATIONSHIP_DAYS = 10  # the demo A&E visit was 20 days ago
+    page = main_html(signed_in(client, treating_clinician).get(f"/access/{record.public_id}/"))
+    assert "shows no relationship" in page
+
+
+def test_a_claimed_relationship_needs_words_and_is_flagged_for_review(
+    client: Client, unrelated_clinician, record: Patient
+) -> None:
+    signed_in(client, unrelated_clinician)
+    refused = confirm_basis(client, record, claim="")
+    assert refused.status_code == 400
+    assert "Describe your role in this person&#x27;s care" in main_html(refused)
+    assert not AccessBasis.objects.filter(user=unrelated_clinician).exists()
+
+    accepted = confirm_basis(client, record, claim=CLAIM)
+    assert accepted.status_code == 302
+    basis = AccessBasis.objects.get(user=unrelated_clinician)
+    assert (basis.kind, basis.self_claimed, basis.reason_text) == (
+        BasisKind.DIRECT_CARE, True, CLAIM,
+    )  # fmt: skip
+    (event,) = _events(unrelated_clinician, AuditAction.ACCESS_BASIS)
+    assert event.patient_id == record.public_id
+    assert event.detail["self_claimed"] is True
+    assert event.detail["review"] is True
+    assert event.purpose == "TREAT"
+
+
+def test_confirming_is_required(client: Client, registered_gp, record: Patient) -> None:
+    signed_in(client, registered_gp)
+    response = client.post(f"/access/{record.public_id}/", {})
+    assert response.status_code == 400
+    assert "Confirm that you are directly involved" in main_html(response)
+    assert not AccessBasis.objects.exists()
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_the_summary_shows_each_item_with_its_source_and_audits_exactly_what_it_showed(
+    client: Client, request: pytest.FixtureRequest, persona: str, record: Patient
+) -> None:
+    user = request.getfixturevalue(persona)
+    signed_in(client, user)
+    confirm_basis(client, record, claim=CLAIM)
+    response = client.get(f"/record/{record.public_id}/")
+    assert response.status_code == 200
+    page = main_html(response)
+    for expected in (
+        "Allergy to penicillin", "Metformin 500mg tablets", "Type 2 diabetes mellitus",
+        "Lives alone", "District nurse service", "Home care package",
+        "Riverside Medical Practice", "Borough General Hospital",
+    ):  # fmt: skip
+        assert expected in page, expected
+    (event,) = _events(user, AuditAction.RECORD_VIEW)
+    assert set(event.detail["entries"]) == shown_entries(response)
+    assert len(event.detail["entries"]) >= 10
+    assert event.patient_id == record.public_id
+    assert event.nhs_number == record.nhs_number
+    assert {"Z81001", "ZAC01", "ZSC01", "ZCM01"} <= set(event.source_ods)
+    assert response["Cache-Control"].startswith("max-age=0")
+
+
+def test_restricted_items_are_withheld_and_counted_for_roles_not_permitted(
+    client: Client, registered_gp, treating_clinician, unrelated_clinician, record: Patient
+) -> None:
+    problems = f"/record/{record.public_id}/problems"
+    signed_in(client, treating_clinician)
+    confirm_basis(client, record)
+    ae = client.get(problems)
+    assert "Depressive disorder" not in ae.content.decode()
+    assert "1 item withheld" in main_html(ae)
+    (event,) = _events(treating_clinician, AuditAction.SECTION_VIEW)
+    assert event.detail["withheld"] == 1
+    assert set(event.detail["entries"]) == shown_entries(ae)
+
+    signed_in(client, registered_gp)
+    confirm_basis(client, record)
+    gp = main_html(client.get(problems))
+    assert "Depressive disorder" in gp
+    assert "Sensitive" in gp
+    assert "withheld" not in gp
+
+    # The mental health trust sent it: its own staff always see it.
+    signed_in(client, unrelated_clinician)
+    confirm_basis(client, record, claim=CLAIM)
+    assert "Depressive disorder" in main_html(client.get(problems))
+
+
+def test_break_glass_needs_a_coded_reason_and_words(
+    client: Client, treating_clinician, record: Patient
+) -> None:
+    signed_in(client, treating_clinician)
+    url = f"/access/{record.public_id}/emergency"
+    refused = client.post(url, {"reason_code": "NOPE", "reason_text": "x"})
+    assert refused.status_code == 400
+    page = main_html(refused)
+    assert "Choose why consent cannot be obtained" in page
+    assert "Explain why you need emergency access" in page
+    assert not AccessBasis.objects.exists()
+
+
+def test_break_glass_unlocks_restricted_items_for_four_hours_and_is_flagged(
+    client: Client, treating_clinician, record: Patient
+) -> None:
+    signed_in(client, treating_clinician)
+    response = client.post(
+        f"/access/{record.public_id}/emergency",
+        {"reason_code": "OVRER", "reason_text": "Unconscious in resus, no family present"},
+    )
+    assert response.status_code == 302
+    basis = AccessBasis.objects.get(user=treating_clinician)
+    assert basis.kind == BasisKind.BREAK_GLASS
+    assert basis.expires_at - basis.created_at == datetime.timedelta(hours=4)
+    (glass,) = _events(treating_clinician, AuditAction.BREAK_GLASS)
+    assert (glass.purpose, glass.detail["reason_code"], glass.detail["review"]) == (
+        "ETREAT", "OVRER", True,
+    )  # fmt: skip
+    assert glass.detail["reason_text"] == "Unconscious in resus, no family present"
+
+    page = main_html(client.get(f"/record/{record.public_id}/problems"))
+    assert "Emergency access" in page
+    assert "Depressive disorder" in page
+    assert "Sensitive" in page
+    (view,) = _events(treating_clinician, AuditAction.SECTION_VIEW)
+    assert view.purpose == "ETREAT"
+    assert view.detail["break_glass"] is True
+
+
+def test_break_glass_never_unlocks_very_restricted_items(
+    client: Client, treating_clinician, record: Patient
+) -> None:
+    from sharedrecord.models import Entry
+
+    Entry.objects.filter(patient=record, code="35489007").update(sensitivity=["V"])
+    signed_in(client, treating_clinician)
+    client.post(
+        f"/access/{record.public_id}/emergency",
+        {"reason_code": "OVRPJ", "reason_text": "Collapsed, cannot consent to anything"},
+    )
+    page = main_html(client.get(f"/record/{record.public_id}/problems"))
+    assert "Depressive disorder" not in page
+    assert "1 item withheld" in page
+
+
+def test_a_social_worker_sees_care_not_results_and_a_denied_section_is_audited(
+    client: Client, social_worker, record: Patient
+) -> None:
+    signed_in(client, social_worker)
+    confirm_basis(client, record)  # social care's own feed: a relationship? no: not a type
+    summary = client.get(f"/record/{record.public_id}/")
+    if summary.status_code == 302:  # no relationship in the feeds: describe it
+        confirm_basis(client, record, claim="Allocated social worker for the care package")
+        summary = client.get(f"/record/{record.public_id}/")
+    page = main_html(summary)
+    assert "Home care package" in page
+    assert "Lives alone" in page
+    assert "HbA1c" not in page
+    assert "Recent results" not in page
+    assert "Test results" in page  # named as not part of the role
+    denied = client.get(f"/record/{record.public_id}/results")
+    assert denied.status_code == 403
+    assert "HbA1c" not in denied.content.decode()
+    (event,) = _events(social_worker, AuditAction.ACCESS_DENIED)
+    assert (event.detail["section"], event.patient_id) == ("results", record.public_id)
+
+
+def test_results_show_ranges_abnormal_flags_and_a_trend(
+    client: Client, registered_gp, record: Patient
+) -> None:
+    signed_in(client, registered_gp)
+    confirm_basis(client, record)
+    page = main_html(client.get(f"/record/{record.public_id}/results"))
+    assert page.count("HbA1c level (IFCC standardised)") >= 3
+    assert "Reference range" in page
+    assert "20 mmol/mol to 48 mmol/mol" in page
+    assert "Outside range" in page
+    assert "<svg" in page
+    assert "Trend of HbA1c level (IFCC standardised): 58" in page
+    assert "Serum troponin" in page  # one value: listed, not charted
+    assert "Trend of Serum troponin" not in page
+
+
+def test_a_discharge_letter_opens_and_the_opening_is_audited(
+    client: Client, treating_clinician, social_worker, record: Patient
+) -> None:
+    signed_in(client, treating_clinician)
+    confirm_basis(client, record)
+    documents = client.get(f"/record/{record.public_id}/documents")
+    (entry_id,) = shown_entries(documents)
+    letter = client.get(f"/record/{record.public_id}/documents/{entry_id}")
+    assert "Troponin normal. Discharged home with GP follow-up." in main_html(letter)
+    (event,) = _events(treating_clinician, AuditAction.DOCUMENT_VIEW)
+    assert event.detail["entries"] == [entry_id]
+
+    signed_in(client, social_worker)
+    confirm_basis(client, record, claim="Allocated social worker for the care package")
+    hidden = client.get(f"/record/{record.public_id}/documents/{entry_id}")
+    assert hidden.status_code == 404
+    assert "Troponin" not in hidden.content.decode()
+
+
+def test_a_basis_lasts_only_for_the_session_and_its_window(
+    client: Client, registered_gp, record: Patient
+) -> None:
+    signed_in(client, registered_gp)
+    confirm_basis(client, record)
+    assert client.get(f"/record/{record.public_id}/").status_code == 200
+    AccessBasis.objects.update(
+        created_at=timezone.now() - datetime.timedelta(hours=13),
+        expires_at=timezone.now() - datetime.timedelta(seconds=1),
+    )
+    assert client.get(f"/record/{record.public_id}/").status_code == 302
+    confirm_basis(client, record)
+    assert client.get(f"/record/{record.public_id}/").status_code == 200
+
+    other = Client()
+    signed_in(other, registered_gp)  # a new sign-in is a new session: asked again
+    assert other.get(f"/record/{record.public_id}/").status_code == 302
+
+
+def test_an_unknown_person_and_an_unknown_section_say_no_record_and_are_audited(
+    client: Client, registered_gp, record: Patient
+) -> None:
+    signed_in(client, registered_gp)
+    missing = uuid.uuid4()
+    response = client.get(f"/record/{missing}/")
+    assert response.status_code == 404
+    assert "No shared care record is available for this person" in main_html(response)
+    (event,) = _events(registered_gp, AuditAction.ACCESS_DENIED)
+    assert event.detail == {"asked": "record", "patient": str(missing), "reason": "not-found"}
+    assert client.get(f"/record/{record.public_id}/nonsense").status_code == 404
+
+
+def test_only_data_from_organisations_with_an_active_agreement_is_shown(
+    client: Client, registered_gp, record: Patient
+) -> None:
+    Organisation.objects.filter(ods_code="ZCM01").update(
+        dsa_end=timezone.localdate() - datetime.timedelta(days=1)
+    )
+    signed_in(client, registered_gp)
+    confirm_basis(client, record)
+    page = main_html(client.get(f"/record/{record.public_id}/"))
+    assert "Home care package" in page
+    assert "District nurse service" not in page
+    assert "leg ulcer" not in page
+
+
+def test_no_known_allergies_is_not_the_same_as_nothing_recorded(
+    client: Client, registered_gp, record: Patient
+) -> None:
+    from sharedrecord.models import Entry
+
+    signed_in(client, registered_gp)
+    allergy = Entry.objects.get(patient=record, resource_type="AllergyIntolerance")
+    Entry.objects.filter(pk=allergy.pk).update(code="716186003")
+    confirm_basis(client, record)
+    page = main_html(client.get(f"/record/{record.public_id}/"))
+    assert "No known allergies" in page
+    assert "Nothing recorded" not in page
+
+    Entry.objects.filter(pk=allergy.pk).delete()
+    page = main_html(client.get(f"/record/{record.public_id}/"))
+    assert "Nothing recorded" in page
+    assert "does not mean the person has no allergies" in page
+
+
+def test_the_sources_panel_names_every_connected_service_and_what_it_sent(
+    client: Client, registered_gp, record: Patient
+) -> None:
+    Organisation.objects.create(
+        ods_code="ZNEW1", name="Quiet Hospice", kind="other", dsa_start="2025-01-01"
+    )
+    Organisation.objects.filter(ods_code="ZAC01").update(
+        last_feed_at=datetime.datetime(2026, 11, 3, 9, 30, tzinfo=datetime.UTC)
+    )
+    signed_in(client, registered_gp)
+    confirm_basis(client, record)
+    page = main_html(client.get(f"/record/{record.public_id}/"))
+    assert "Where this record comes from" in page
+    assert "Quiet Hospice" in page
+    assert "Nothing received" in page  # the hospice sent nothing about this person
+    assert "Nothing yet" in page  # and nothing at all
+    assert "3 Nov 2026 09:30" in page
+
+
+def test_if_the_audit_write_fails_nothing_is_shown(registered_gp, record: Patient) -> None:
+    client = Client(raise_request_exception=False)
+    signed_in(client, registered_gp)
+    confirm_basis(client, record)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'audit store unavailable'; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER test_refuse BEFORE INSERT ON audit_event "
+            "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse()"
+        )
+    response = client.get(f"/record/{record.public_id}/")
+    assert response.status_code == 500
+    assert b"penicillin" not in response.content
+    assert b"Metformin" not in response.content
+
+
+def test_the_explicit_consent_model_asks_for_permission_now(
+    client: Client, registered_gp, record: Patient, settings
+) -> None:
+    settings.CONSENT_MODEL = "explicit"
+    signed_in(client, registered_gp)
+    page = main_html(client.get(f"/access/{record.public_id}/"))
+    assert "The person has given me permission to view their shared care record now" in page
+    confirm_basis(client, record)
+    assert AccessBasis.objects.get(user=registered_gp).kind == BasisKind.CONSENT
+
+
+def test_opting_out_removes_the_basis_and_the_record(
+    client: Client, registered_gp, record: Patient
+) -> None:
+    from optout.models import OptOutRoute
+    from optout.services import optout_register
+
+    signed_in(client, registered_gp)
+    confirm_basis(client, record)
+    optout_register(
+        nhs_number=record.nhs_number, practice=Organisation.objects.get(ods_code="Z81001"),
+        route=OptOutRoute.PRACTICE_REQUEST, recorded_by_system="test",
+    )  # fmt: skip
+    assert not AccessBasis.objects.exists()
+    assert client.get(f"/record/{record.public_id}/").status_code == 404
+
+
+def test_a_role_that_reads_no_records_is_refused(client: Client, record: Patient) -> None:
+    from sharedrecord.models import User
+
+    clerk = User.objects.create_user(
+        "clerk", password="x-long-password-1", organisation=Organisation.objects.get(ods_code="Z81001"),
+        role="admin-clerk",
+    )  # fmt: skip
+    signed_in(client, clerk)
+    assert client.get(f"/access/{record.public_id}/").status_code == 403
+    assert client.get(f"/record/{record.public_id}/").status_code == 403
+
+
+def test_the_roles_page_shows_the_configured_table(client: Client, registered_gp) -> None:
+    page = main_html(signed_in(client, registered_gp).get("/help/roles"))
+    assert "Social worker" in page
+    row = page.split("Social worker", 1)[1].split("</tr>", 1)[0]
+    assert "Care plans" in row
+    assert "Test results" in row.split("</td>", 2)[2]  # in "does not see"
+
+
+def test_two_people_do_not_leak_into_each_other(client: Client, registered_gp) -> None:
+    first, second = fed_person("one"), fed_person("two")
+    signed_in(client, registered_gp)
+    confirm_basis(client, first)
+    one = shown_entries(client.get(f"/record/{first.public_id}/"))
+    from sharedrecord.models import Entry
+
+    assert one <= {
+        str(e) for e in Entry.objects.filter(patient=first).values_list("public_id", flat=True)
+    }
+    assert client.get(f"/record/{second.public_id}/").status_code == 302
