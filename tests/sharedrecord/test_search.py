@@ -115,3 +115,73 @@ def test_staff_of_an_organisation_without_an_agreement_cannot_search(client: Cli
 def test_the_nhs_number_never_travels_in_the_url(client: Client, treating_clinician) -> None:
     client.force_login(treating_clinician)
     assert client.get("/search", {"nhs_number": next_nhs_number()}).status_code == 405
+
+
+def _by_name(client: Client, **fields: str):
+    data = {"by": "demographics", "family_name": "Ellison", "dob_day": "14", "dob_month": "3",
+            "dob_year": "1941", **fields}  # fmt: skip
+    return client.post("/search", data)
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_a_clinician_finds_a_person_by_family_name_and_date_of_birth(
+    client: Client, request: pytest.FixtureRequest, persona: str, practice_feed
+) -> None:
+    user = request.getfixturevalue(persona)
+    _, credential = practice_feed
+    number = next_nhs_number()
+    feed(credential, small_bundle(number))
+    client.force_login(user)
+    body = _main(_by_name(client, family_name=" ellison "))
+    assert "1 person found" in body
+    assert number[:3] in body
+    assert "Riverside" in body  # the registered practice by name
+    event = AuditEvent.objects.get(action=AuditAction.PATIENT_SEARCH, actor_id=user.public_id)
+    assert event.detail["by"] == "demographics"
+    assert event.detail["found"] == 1
+    assert "Ellison" not in str(event.detail)  # ids only, never the name searched for
+
+
+def test_postcode_and_sex_narrow_a_name_search(
+    client: Client, registered_gp, practice_feed
+) -> None:
+    _, credential = practice_feed
+    feed(credential, small_bundle(next_nhs_number()))
+    client.force_login(registered_gp)
+    assert "1 person found" in _main(_by_name(client, postcode="zz11aa"))
+    assert "No shared care record" in _main(_by_name(client, postcode="ZZ9 9ZZ"))
+    assert "1 person found" in _main(_by_name(client, gender="female"))
+    assert "No shared care record" in _main(_by_name(client, gender="male"))
+
+
+def test_more_matches_than_the_cap_show_nobody(
+    client: Client, registered_gp, practice_feed
+) -> None:
+    _, credential = practice_feed
+    for i in range(6):
+        feed(credential, small_bundle(next_nhs_number(), key=f"cap{i}"))
+    client.force_login(registered_gp)
+    body = _main(_by_name(client))
+    assert "More than 5 people match" in body
+    assert "View record" not in body
+    event = AuditEvent.objects.get(action=AuditAction.PATIENT_SEARCH)
+    assert event.detail["patients"] == []
+    assert "1 person found" not in _main(_by_name(client, postcode="ZZ1 1AA"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"family_name": ""}, "Enter the family name"),
+        ({"dob_day": ""}, "Enter the date of birth, including a day, month and year"),
+        ({"dob_day": "31", "dob_month": "2"}, "Date of birth must be a real date"),
+        ({"dob_year": "2999"}, "Date of birth must be in the past"),
+        ({"gender": "robot"}, "Choose a sex from the list"),
+    ],
+)
+def test_a_bad_name_search_says_what_to_fix(client: Client, registered_gp, fields, message) -> None:
+    client.force_login(registered_gp)
+    response = _by_name(client, **fields)
+    assert response.status_code == 400
+    assert message in _main(response)
+    assert not AuditEvent.objects.filter(action=AuditAction.PATIENT_SEARCH).exists()

@@ -1,0 +1,106 @@
+"""Sign-in: audited, locked after repeated failures, never tells who has an account."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+
+from audit.models import AuditAction, AuditEvent
+from tests.sharedrecord.conftest import main_html
+
+pytestmark = pytest.mark.django_db
+PASSWORD = "persona-password-123"
+
+
+def _sign_in(client: Client, username: str, password: str):
+    return client.post("/accounts/login/", {"username": username, "password": password})
+
+
+def _without_csrf(html: str) -> str:
+    return (
+        re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", html)
+        .replace("persona.gp", "NAME")
+        .replace("nobody.here", "NAME")
+    )
+
+
+def test_a_good_sign_in_and_a_sign_out_are_audited(client: Client, registered_gp) -> None:
+    response = _sign_in(client, "persona.gp", PASSWORD)
+    assert response.status_code == 302
+    (event,) = AuditEvent.objects.filter(action=AuditAction.SIGN_IN)
+    assert (event.actor_id, event.actor_role_code, event.actor_org_ods) == (
+        registered_gp.public_id, "R0260", "Z81001",
+    )  # fmt: skip
+    assert event.client_address == "127.0.0.1"
+    client.post("/accounts/logout/")
+    assert AuditEvent.objects.filter(
+        action=AuditAction.SIGN_OUT, actor_id=registered_gp.public_id
+    ).exists()
+    assert client.get("/").status_code == 302
+
+
+def test_a_wrong_password_and_an_unknown_user_get_the_same_answer(
+    client: Client, registered_gp
+) -> None:
+    wrong = _sign_in(client, "persona.gp", "not-the-password")
+    unknown = _sign_in(client, "nobody.here", "not-the-password")
+    assert wrong.status_code == unknown.status_code == 200
+    assert "Your username or password is not right" in main_html(wrong)
+    assert _without_csrf(main_html(wrong)) == _without_csrf(main_html(unknown))
+    failed = AuditEvent.objects.filter(action=AuditAction.SIGN_IN_FAILED).order_by("id")
+    assert [(e.actor_type, e.actor_name, e.outcome) for e in failed] == [
+        ("anonymous", "persona.gp", "denied"),
+        ("anonymous", "nobody.here", "denied"),
+    ]
+
+
+def test_repeated_failures_lock_the_username_alike_whether_or_not_it_exists(
+    client: Client, registered_gp, settings
+) -> None:
+    for username in ("persona.gp", "nobody.here"):
+        for _ in range(settings.AXES_FAILURE_LIMIT):
+            _sign_in(client, username, "guessing-wrong")
+    locked = _sign_in(client, "persona.gp", PASSWORD)  # even the right password now
+    phantom = _sign_in(client, "nobody.here", PASSWORD)
+    assert locked.status_code == phantom.status_code == 429
+    assert "too many unsuccessful attempts" in main_html(locked)
+    assert _without_csrf(main_html(locked)) == _without_csrf(main_html(phantom))
+    assert client.get("/").status_code == 302  # not signed in
+    last = AuditEvent.objects.filter(action=AuditAction.SIGN_IN_FAILED).order_by("-id").first()
+    assert last is not None
+    assert last.detail == {"locked_out": True}
+
+
+def test_a_lockout_is_per_username_and_address(client: Client, registered_gp, settings) -> None:
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        _sign_in(client, "persona.gp", "guessing-wrong")
+    elsewhere = Client(REMOTE_ADDR="10.9.8.7")
+    assert _sign_in(elsewhere, "persona.gp", PASSWORD).status_code == 302
+
+
+def test_passwords_are_stored_with_argon2(registered_gp) -> None:
+    assert registered_gp.password.startswith("argon2$")
+
+
+def test_the_session_ends_after_the_idle_timeout_and_every_page_says_when(
+    client: Client, registered_gp, settings
+) -> None:
+    assert settings.SESSION_COOKIE_AGE == 15 * 60
+    assert settings.SESSION_SAVE_EVERY_REQUEST is True
+    _sign_in(client, "persona.gp", PASSWORD)
+    home = client.get("/")
+    assert 'data-idle-seconds="900"' in home.content.decode()
+    assert 'data-warning-seconds="120"' in home.content.decode()
+    assert client.session.get_expiry_age() == 900
+    status = client.get("/accounts/session")
+    assert status.json() == {"idle_seconds": 900}
+
+    timed_out = client.get("/accounts/timed-out")
+    assert timed_out["Location"] == "/accounts/login/?timeout=1"
+    assert client.get("/").status_code == 302
+    event = AuditEvent.objects.filter(action=AuditAction.SIGN_OUT).get()
+    assert event.detail == {"idle_timeout": True}
+    page = client.get("/accounts/login/?timeout=1")
+    assert "You were signed out because you had not done anything" in main_html(page)
