@@ -1,0 +1,200 @@
+"""Record page benchmark: server time to build the summary and the largest section.
+
+Run: .venv/bin/python -m sharedrecord.localservices exec -- .venv/bin/python bench/view.py
+
+Steps:
+1. Make a private database (sharedrecord_bench_view) and migrate it.
+2. For persons with 500 and 5,000 entries (60% results, the rest spread over
+   medications, problems, encounters, appointments and care plans), record a
+   GP's access basis.
+3. Time 20 GETs of the summary page and of the results section in-process
+   (Django's test client: the whole view, policy, audit write and template,
+   without the network), and count the queries of one.
+4. Baseline in the same run: the raw read of the same person's rows
+   (resource::text) with no policy, audit or rendering.
+Prints figures only; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+SIZES = [int(n) for n in os.environ.get("BENCH_VIEW_SIZES", "500,5000").split(",")]
+RUNS = 20
+
+
+def bench_database_url() -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/sharedrecord_bench_view"))
+
+
+def _entries(n: int, serial: int) -> list[Any]:
+    from sharedrecord.services import EntryData
+
+    now = datetime.datetime.now(datetime.UTC)
+    kinds = [
+        ("Observation", "results", 60),
+        ("MedicationStatement", "medications", 10),
+        ("Condition", "problems", 8),
+        ("Encounter", "encounters", 14),
+        ("Appointment", "appointments", 4),
+        ("CarePlan", "care-plans", 4),
+    ]
+    out = []
+    i = 0
+    for resource_type, section, share in kinds:
+        for k in range(n * share // 100):
+            when = now - datetime.timedelta(days=i % 3000, hours=i % 24)
+            resource: dict[str, Any] = {
+                "resourceType": resource_type,
+                "id": f"b{serial}-{i}",
+                "status": "active" if resource_type != "Observation" else "final",
+                "code": {
+                    "coding": [
+                        {
+                            "system": "http://snomed.info/sct",
+                            "code": str(1000 + k % 40),
+                            "display": f"{resource_type} item {k % 40}",
+                        }
+                    ]
+                },
+            }
+            if resource_type == "Observation":
+                resource["valueQuantity"] = {"value": 40 + k % 30, "unit": "mmol/mol"}
+                resource["referenceRange"] = [{"low": {"value": 20}, "high": {"value": 48}}]
+            body = json.dumps(resource, sort_keys=True)
+            out.append(
+                EntryData(
+                    resource_type=resource_type,
+                    source_id=resource["id"],
+                    section=section,
+                    resource=resource,
+                    content_hash=hashlib.sha256(body.encode()).hexdigest(),
+                    effective_at=when,
+                    status=str(resource["status"]),
+                    code=str(1000 + k % 40),
+                )
+            )
+            i += 1
+    return out
+
+
+def _time(fn: Any) -> tuple[float, float]:
+    samples = []
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
+
+
+def main() -> None:
+    from sharedrecord.localservices import ensure_database
+
+    database = bench_database_url()
+    ensure_database(database)
+    os.environ.update(
+        {
+            "DATABASE_URL": database,
+            "DEBUG": "false",
+            "STATIC_MANIFEST": "false",
+            "ALLOWED_HOSTS": "testserver",
+            "SESSION_COOKIE_SECURE": "false",
+        }
+    )
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    call_command("migrate", verbosity=0)
+    from django.db import transaction
+
+    from ingestion.demo import synthetic_nhs_number
+    from sharedrecord.models import BasisKind, Entry, Organisation, Patient, User
+    from sharedrecord.services import (
+        access_basis_record,
+        entries_upsert,
+        patient_create,
+        patient_lock,
+    )
+
+    gp_org, _ = Organisation.objects.get_or_create(
+        ods_code="Z81001",
+        defaults={
+            "name": "Bench practice",
+            "kind": "gp-practice",
+            "dsa_start": datetime.date(2025, 1, 1),
+        },
+    )
+    user = User.objects.filter(username="bench.gp").first() or User.objects.create_user(
+        "bench.gp", password="bench-password-123", organisation=gp_org, role="gp"
+    )
+    print(f"record pages, {RUNS} GETs each, in-process (ms: median / p95)")
+    print(f"{'entries':>8} {'summary':>16} {'results section':>18} {'queries':>8} {'raw read':>16}")
+    for serial, size in enumerate(SIZES):
+        number = synthetic_nhs_number(90_000 + serial)
+        Patient.objects.filter(nhs_number=number).delete()
+
+        with transaction.atomic():
+            patient_lock(nhs_number=number)
+            patient = patient_create(nhs_number=number)
+            patient.registered_gp_ods = "Z81001"
+            patient.save()
+            entries_upsert(
+                patient=patient,
+                source_org=gp_org,
+                source_system="bench",
+                items=_entries(size, serial),
+                feed_message_id=None,
+            )
+        client = Client()
+        client.force_login(user)
+        session_key = client.session.session_key or ""
+        access_basis_record(
+            viewer=user,
+            patient_id=str(patient.public_id),
+            session_key=session_key,
+            kind=BasisKind.DIRECT_CARE,
+        )
+        summary_url = f"/record/{patient.public_id}/"
+        results_url = f"/record/{patient.public_id}/results"
+        assert client.get(summary_url).status_code == 200
+        summary = _time(lambda c=client, u=summary_url: c.get(u))
+        results = _time(lambda c=client, u=results_url: c.get(u))
+        with CaptureQueriesContext(connection) as queries:
+            client.get(summary_url)
+
+        def raw(pk: int = patient.pk) -> None:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT resource::text FROM sharedrecord_entry WHERE patient_id = %s", [pk]
+                )
+                cursor.fetchall()
+
+        baseline = _time(raw)
+        count = Entry.objects.filter(patient=patient).count()
+        print(
+            f"{count:>8} {summary[0]:>7.1f} / {summary[1]:>6.1f} {results[0]:>8.1f} / {results[1]:>7.1f}"
+            f" {len(queries):>8} {baseline[0]:>7.1f} / {baseline[1]:>6.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
