@@ -6,6 +6,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -16,9 +17,11 @@ from rest_framework.views import APIView
 
 from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
 from ingestion.fhir import FeedRejected, read_envelope
+from ingestion.hl7v2 import Hl7Problem
+from ingestion.hl7v2 import ack as hl7_ack
 from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageStatus
 from ingestion.outcomes import issue, operation_outcome, outcome_response
-from ingestion.services import IdempotencyConflict, feed_message_receive
+from ingestion.services import IdempotencyConflict, feed_message_receive, hl7_message_receive
 
 JSON_TYPES = {"application/fhir+json", "application/json"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "text/xml"}
@@ -160,6 +163,59 @@ class FeedFhirApi(FeedApi):
         response = Response(receipt_body(received.message), status=202)
         response["Content-Location"] = location
         return response
+
+
+HL7_TYPES = {
+    "x-application/hl7-v2+er7", "application/hl7-v2", "application/hl7-v2+er7", "text/plain",
+    "application/edi-hl7", "application/octet-stream",
+}  # fmt: skip
+
+
+class FeedHl7v2Api(FeedApi):
+    """POST one HL7 v2 message (ER7): the answer is its ACK, sent once it is stored.
+
+    MSA-1 says what happened: AA stored, AE stored with parts dropped (ERR
+    names each segment^sequence^field), AR not taken (ERR says why). The HTTP
+    status is 200 for all three, as HL7 over HTTP expects; 401, 413 and 415
+    are transport errors with an AR in the body.
+    """
+
+    @extend_schema(
+        request={"x-application/hl7-v2+er7": OpenApiTypes.STR},
+        responses={
+            200: OpenApiResponse(OpenApiTypes.STR, description="An HL7 v2 ACK (MSA, ERR)."),
+            **dict.fromkeys((401, 413, 415), OpenApiResponse(OpenApiTypes.STR, description="AR")),
+        },
+    )
+    def post(self, request: Request) -> HttpResponse:
+        credential = cast(FeedCredential, request.auth)
+        if int(request.META.get("CONTENT_LENGTH") or 0) > settings.FEED_MAX_BYTES:
+            return _hl7_transport_error(413, "The message is too large.")
+        try:
+            body = request.body
+        except RequestDataTooBig:
+            return _hl7_transport_error(413, "The message is too large.")
+        content_type = request.content_type.split(";")[0].strip().lower()
+        if body.strip() and content_type not in HL7_TYPES:
+            return _hl7_transport_error(415, "Send the message as x-application/hl7-v2+er7.")
+        answer = hl7_message_receive(credential=credential, payload=body)
+        return HttpResponse(answer.ack, content_type=HL7_ACK_TYPE, status=200)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+            response = _hl7_transport_error(401, "Send Authorization: Bearer <feed token>.")
+            response["WWW-Authenticate"] = 'Bearer realm="feeds"'
+            return response  # type: ignore[return-value]
+        return super().handle_exception(exc)
+
+
+HL7_ACK_TYPE = "x-application/hl7-v2+er7; charset=utf-8"
+
+
+def _hl7_transport_error(status: int, text: str) -> HttpResponse:
+    problem = Hl7Problem("", 0, 0, "207", text)
+    body = hl7_ack(header=None, code="AR", problems=[problem], text=text)
+    return HttpResponse(body, content_type=HL7_ACK_TYPE, status=status)
 
 
 class FeedReceiptApi(FeedApi):

@@ -35,6 +35,7 @@ class FeedCredential(models.Model):
 class MessageKind(models.TextChoices):
     FHIR_JSON = "fhir-json", "FHIR Bundle (JSON)"
     FHIR_XML = "fhir-xml", "FHIR Bundle (XML)"
+    HL7V2 = "hl7v2", "HL7 v2 message (ER7)"
 
 
 class MessageStatus(models.TextChoices):

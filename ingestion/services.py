@@ -21,6 +21,7 @@ from lxml import etree
 
 from audit.models import AuditAction, AuditOutcome
 from audit.services import AuditActor, AuditSubject, audit_event_record
+from ingestion import hl7v2
 from ingestion.fhir import (
     FHIR_NS,
     NHS_NUMBER_SYSTEM,
@@ -58,6 +59,7 @@ from sharedrecord.services import (
     organisation_feed_seen,
     patient_create,
     patient_demographics_refresh,
+    patient_entries_merge,
     patient_lock,
 )
 
@@ -237,6 +239,87 @@ def _media(kind: str) -> Literal["json", "xml"]:
     return "xml" if kind == MessageKind.FHIR_XML else "json"
 
 
+# ---------------------------------------------------------------- HL7 v2
+
+
+@dataclass(frozen=True)
+class Hl7Answer:
+    ack: bytes
+    code: str  # AA, AE or AR
+    message: FeedMessage | None
+
+
+def hl7_message_receive(*, credential: FeedCredential, payload: bytes) -> Hl7Answer:
+    """Take one HL7 v2 message for HTTP or MLLP: store it durably, then answer with an ACK.
+
+    - AR (nothing stored): an unreadable MSH, an unsupported type, event or
+      version, no PID, an inactive agreement, or a control id (MSH-10) this
+      sender already used for different content.
+    - AE: stored and processed, but parts had content errors (each in an ERR
+      naming segment^sequence^field); the faulty parts are dropped, the rest kept.
+    - AA: stored; processing is queued.
+    The same control id with the same content is a redelivery: the same answer,
+    nothing stored twice. The ACK is built only after the commit.
+    Side effects: one FeedMessage and audit events (received, or rejected).
+    """
+    organisation = credential.organisation
+    try:
+        if not organisation.agreement_active():
+            raise hl7v2.Hl7Rejected(
+                hl7v2.Hl7Problem(
+                    "MSH", 1, 4, "207", "Your organisation has no active data sharing agreement."
+                ),
+                _header_or_none(payload),
+            )
+        converted = hl7v2.convert(payload)
+    except hl7v2.Hl7Rejected as rejected:
+        return _hl7_refused(credential, rejected.header, rejected.problem)
+    header = converted.header
+    try:
+        received = feed_message_receive(
+            credential=credential,
+            kind=MessageKind.HL7V2,
+            payload=payload,
+            idempotency_key=f"hl7v2:{header.control_id}",
+            entry_count=converted.entry_count,
+        )
+    except IdempotencyConflict:
+        problem = hl7v2.Hl7Problem("MSH", 1, 10, "205", "MSH-10: this control id was already "
+                                   "used for a different message. Use a new one.")  # fmt: skip
+        return _hl7_refused(credential, header, problem)
+    code = converted.ack_code
+    text = "Accepted" if code == "AA" else "Accepted; parts were not kept, see ERR"
+    answer = hl7v2.ack(header=header, code=code, problems=converted.problems, text=text,
+                       control_id=f"ACK{received.message.public_id.hex[:16]}")  # fmt: skip
+    return Hl7Answer(answer, code, received.message)
+
+
+def _header_or_none(payload: bytes) -> hl7v2.Hl7Header | None:
+    try:
+        return hl7v2.read_header(hl7v2.decode(payload))
+    except hl7v2.Hl7Rejected as rejected:
+        return rejected.header
+
+
+def _hl7_refused(
+    credential: FeedCredential, header: hl7v2.Hl7Header | None, problem: hl7v2.Hl7Problem
+) -> Hl7Answer:
+    audit_event_record(
+        action=AuditAction.FEED_REJECTED,
+        actor=feed_actor(credential),
+        outcome=AuditOutcome.REJECTED,
+        detail={
+            "kind": MessageKind.HL7V2,
+            "code": problem.code,
+            "location": problem.location,
+            "reason": problem.message,
+        },
+        source_ods=[credential.organisation.ods_code],
+    )
+    answer = hl7v2.ack(header=header, code="AR", problems=[problem], text=problem.message)
+    return Hl7Answer(answer, "AR", None)
+
+
 def feed_message_process(*, message_id: int) -> str:
     """Turn one stored message into record entries; safe to run again for the same message.
 
@@ -293,13 +376,20 @@ def _process_claimed(message_id: int) -> str:
                 "The organisation has no active data sharing agreement.",
                 status=403,
             )
-        bundle = parse_bundle(
-            bytes(message.payload), _media(message.kind), max_entries=settings.FEED_MAX_ENTRIES
-        )
+        converted = None
+        data, media = bytes(message.payload), _media(message.kind)
+        if message.kind == MessageKind.HL7V2:
+            converted = _hl7_converted(data)
+            data = json.dumps(converted.bundle).encode()
+        bundle = parse_bundle(data, media, max_entries=settings.FEED_MAX_ENTRIES)
     except FeedRejected as rejected:
         _finish_rejected(message, actor, rejected)
         return MessageStatus.REJECTED
     outcome = _apply(message, bundle, organisation)
+    if converted is not None:
+        _hl7_issues(converted, outcome)
+        if converted.merge is not None:
+            _hl7_merge(message, organisation, converted, outcome)
     message.status = MessageStatus.DONE
     message.finished_at = timezone.now()
     message.counts = {k: outcome.counts.get(k, 0) for k in RECEIPT_COUNTS}
@@ -318,7 +408,78 @@ def _process_claimed(message_id: int) -> str:
     return MessageStatus.DONE
 
 
-RECEIPT_COUNTS = ("created", "updated", "unchanged", "deleted", "rejected", "parked", "blocked")
+RECEIPT_COUNTS = ("created", "updated", "unchanged", "deleted", "rejected", "parked", "blocked",
+                  "merged")  # fmt: skip
+
+
+def _hl7_converted(payload: bytes) -> hl7v2.Converted:
+    try:
+        return hl7v2.convert(payload)
+    except hl7v2.Hl7Rejected as rejected:  # accepted at receipt, so only if the rules changed
+        raise FeedRejected("hl7v2-rejected", rejected.problem.message) from rejected
+
+
+def _hl7_issues(converted: hl7v2.Converted, outcome: _Outcome) -> None:
+    for problem in converted.problems:
+        outcome.issues.append({
+            "entry": None,
+            "severity": "error" if problem.severity == "E" else "warning",
+            "code": f"hl7v2-{problem.code}",
+            "diagnostics": problem.message,
+            "expression": [problem.location] if problem.location else [],
+        })  # fmt: skip
+
+
+def _hl7_merge(
+    message: FeedMessage, organisation: Organisation, converted: hl7v2.Converted,
+    outcome: _Outcome,
+) -> None:  # fmt: skip
+    """A40: move this sender's entries from the merged-away person to the surviving one.
+
+    Only the sender's own entries move: it speaks for its records, not for
+    other organisations'. Both people are locked in NHS number order; an
+    opted-out survivor gets nothing (the entries are removed instead).
+    """
+    merge = converted.merge
+    assert merge is not None
+    survivor_number = next(
+        (i["value"] for i in converted.bundle["entry"][0]["resource"].get("identifier", [])
+         if i.get("system") == NHS_NUMBER_SYSTEM), "",
+    )  # fmt: skip
+    actor = AuditActor.system(INGESTION, org_ods=organisation.ods_code)
+    survivor_id = converted.bundle["entry"][0]["resource"]["id"]
+    prior_id = merge.prior_patient_id
+    if (
+        prior_id
+        and prior_id != survivor_id
+        and entry_remove(source_org=organisation, resource_type="Patient", source_id=prior_id)
+    ):
+        outcome.counts["deleted"] += 1
+    if not merge.prior_nhs_number or not nhs_number_is_valid(survivor_number):
+        return
+    if merge.prior_nhs_number == survivor_number:
+        return
+    for number in sorted({merge.prior_nhs_number, survivor_number}):
+        patient_lock(nhs_number=number)
+    moved = patient_entries_merge(
+        source_org=organisation, from_nhs_number=merge.prior_nhs_number,
+        to_nhs_number=survivor_number, blocked=optout_blocks(nhs_number=survivor_number),
+    )  # fmt: skip
+    outcome.counts["merged"] += moved.entries
+    audit_event_record(
+        action=AuditAction.MATCH_DECISION,
+        actor=actor,
+        subject=AuditSubject(patient_id=moved.survivor_id, nhs_number=survivor_number),
+        detail={
+            "message": str(message.public_id),
+            "decision": "merged",
+            "merged_from": str(moved.merged_id) if moved.merged_id else None,
+            "merged_nhs_number": merge.prior_nhs_number,
+            "entries": moved.entries,
+            "merged_person_removed": moved.merged_removed,
+        },
+        source_ods=[organisation.ods_code],
+    )
 
 
 def _finish_rejected(message: FeedMessage, actor: AuditActor, rejected: FeedRejected) -> None:
@@ -676,8 +837,16 @@ def personal_data_purge(nhs_number: str) -> dict[str, int]:
         payload = bytes(message.payload)
         if nhs_number.encode() not in payload:
             continue
-        message.payload = redact_person(payload, _media(message.kind), nhs_number)
-        message.save(update_fields=["payload"])
+        if message.kind == MessageKind.HL7V2:
+            # One person per HL7 v2 message: nothing in it may be kept.
+            message.payload = b""
+            message.status = MessageStatus.DONE
+            message.finished_at = timezone.now()
+            message.counts = {**dict.fromkeys(RECEIPT_COUNTS, 0), "blocked": message.entry_count}
+            message.save(update_fields=["payload", "status", "finished_at", "counts"])
+        else:
+            message.payload = redact_person(payload, _media(message.kind), nhs_number)
+            message.save(update_fields=["payload"])
         redacted += 1
     return {"parked_items": parked, "pending_messages_redacted": redacted}
 

@@ -894,3 +894,49 @@ def _is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    survivor_id: uuid.UUID | None
+    merged_id: uuid.UUID | None
+    entries: int
+    merged_removed: bool
+
+
+def patient_entries_merge(
+    *, source_org: Organisation, from_nhs_number: str, to_nhs_number: str, blocked: bool
+) -> MergeResult:
+    """Move one source's entries from a merged-away person to the surviving person (HL7 A40).
+
+    The caller holds patient_lock for both numbers. Only `source_org`'s
+    entries move; the merged person stays while other sources hold entries for
+    them, and is removed when nothing is left. `blocked` (the survivor opted
+    out): the entries are removed instead of moved.
+    """
+    prior = Patient.objects.filter(nhs_number=from_nhs_number).first()
+    if prior is None:
+        survivor = Patient.objects.filter(nhs_number=to_nhs_number).first()
+        return MergeResult(survivor.public_id if survivor else None, None, 0, False)
+    entries = Entry.objects.filter(patient=prior, source_org=source_org)
+    keys = SourceKey.objects.filter(patient=prior, source_org=source_org)
+    survivor = None
+    if blocked:
+        count = entries.count()
+        entries.delete()
+        keys.delete()
+    else:
+        survivor = Patient.objects.filter(nhs_number=to_nhs_number).first() or patient_create(
+            nhs_number=to_nhs_number
+        )
+        count = entries.update(patient=survivor)
+        keys.update(patient=survivor)
+    merged_id = prior.public_id
+    removed = not Entry.objects.filter(patient=prior).exists()
+    if removed:
+        prior.delete()
+    else:
+        patient_demographics_refresh(patient=prior)
+    if survivor is not None:
+        patient_demographics_refresh(patient=survivor)
+    return MergeResult(survivor.public_id if survivor else None, merged_id, count, removed)

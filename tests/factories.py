@@ -87,3 +87,59 @@ def synthea_files() -> list[Path]:
     return sorted(
         p for p in (EXTERNAL / "synthea-smart-r4").glob("*.json") if p.name != "MANIFEST.json"
     )
+
+
+HL7_DIRS = (EXTERNAL / "hl7v2-ms-fhir-converter", EXTERNAL / "hl7v2-cdc-trusted-intermediary")
+
+
+def hl7_message(
+    nhs_number: str | None,
+    *,
+    control_id: str = "C1",
+    event: str = "A01",
+    visit: str = "V1001",
+    family: str = "ELLISON",
+    given: str = "MARGARET",
+    birth: str = "19410314",
+    body: str = "",
+    charset: str = "",
+) -> str:
+    """A UK-style ADT message (v2.4) for a synthetic person, CR-separated."""
+    ids = f"{nhs_number}^^^NHS^NH~M{visit}^^^ZAC01^MR" if nhs_number else f"M{visit}^^^ZAC01^MR"
+    msh = (
+        f"MSH|^~\\&|PAS|ZAC01|SHAREDRECORD|BOROUGH|20261120101500||ADT^{event}|{control_id}|P|2.4"
+        + (f"||||||{charset}" if charset else "")
+    )
+    segments = [
+        msh,
+        f"EVN|{event}|20261120101500",
+        f"PID|1||{ids}||{family}^{given}^^^MRS||{birth}|F|||4 MILL LANE^^BOROUGH TOWN^^ZZ1 1AA",
+        "PD1|||RIVERSIDE MEDICAL PRACTICE^^Z81001",
+        f"PV1|1|E|ED^MAJORS^BAY 3||||||||||||||||{visit}|||||||||||||||||||||||||20261120094500"
+        + ("|20261120160000" if event == "A03" else ""),
+    ]
+    if body:
+        segments.append(body)
+    return "\r".join(segments) + "\r"
+
+
+def hl7_fixture(name: str) -> bytes:
+    for folder in HL7_DIRS:
+        path = folder / name
+        if path.exists():
+            return path.read_bytes()
+    raise FileNotFoundError(name)
+
+
+def hl7_with_nhs_number(payload: bytes, number: str) -> bytes:
+    """The message with an NHS number added to PID-3, as a UK sender would send it."""
+    text = payload.decode("utf-8-sig", errors="replace").replace("\r\n", "\r").replace("\n", "\r")
+    segments = text.split("\r")
+    for i, segment in enumerate(segments):
+        if segment.startswith("PID"):
+            fields = segment.split("|")
+            while len(fields) < 4:
+                fields.append("")
+            fields[3] = f"{number}^^^NHS^NH" + (f"~{fields[3]}" if fields[3] else "")
+            segments[i] = "|".join(fields)
+    return "\r".join(segments).encode()

@@ -16,7 +16,7 @@ from ingestion.models import MessageKind
 from optout.models import OptOutRoute
 from optout.services import optout_register
 from sharedrecord.models import Entry, Patient
-from tests.factories import make_credential, next_nhs_number, small_bundle
+from tests.factories import hl7_message, make_credential, next_nhs_number, small_bundle
 from tests.optout.test_registry import feed_kind
 
 pytestmark = pytest.mark.django_db
@@ -43,7 +43,12 @@ def fhir_xml(number: str) -> bytes:
     return bytes(etree.tostring(root))
 
 
-SAMPLES = {MessageKind.FHIR_JSON: fhir_json, MessageKind.FHIR_XML: fhir_xml}
+def hl7v2(number: str) -> bytes:
+    return hl7_message(number, control_id=f"gate-{number}").encode()
+
+
+SAMPLES = {MessageKind.FHIR_JSON: fhir_json, MessageKind.FHIR_XML: fhir_xml,
+           MessageKind.HL7V2: hl7v2}  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", list(MessageKind))
@@ -64,11 +69,10 @@ def test_nothing_is_stored_for_an_opted_out_person_by_any_feed(
     )
     # ...and nothing once they have.
     again = small_bundle(number, key="again")
-    payload = (
-        SAMPLES[MessageKind(kind)](number).replace(b"xml-", b"again-")
-        if kind == "fhir-xml"
-        else json.dumps(again).encode()
-    )
+    payload = {
+        "fhir-xml": SAMPLES[MessageKind.FHIR_XML](number).replace(b"xml-", b"again-"),
+        "hl7v2": hl7v2(number).replace(b"gate-", b"again-"),
+    }.get(kind, json.dumps(again).encode())
     blocked = feed_kind(credential, MessageKind(kind), payload)
     assert blocked.counts["blocked"] >= 1
     assert blocked.counts["created"] == 0
