@@ -393,6 +393,8 @@ def _process_claimed(message_id: int) -> str:
     message.status = MessageStatus.DONE
     message.finished_at = timezone.now()
     message.counts = {k: outcome.counts.get(k, 0) for k in RECEIPT_COUNTS}
+    if outcome.counts.get("merged"):
+        message.counts["merged"] = outcome.counts["merged"]  # HL7 A40 only
     message.issues = outcome.issues
     message.payload = b""
     message.save(update_fields=["status", "finished_at", "counts", "issues", "payload"])
@@ -408,8 +410,7 @@ def _process_claimed(message_id: int) -> str:
     return MessageStatus.DONE
 
 
-RECEIPT_COUNTS = ("created", "updated", "unchanged", "deleted", "rejected", "parked", "blocked",
-                  "merged")  # fmt: skip
+RECEIPT_COUNTS = ("created", "updated", "unchanged", "deleted", "rejected", "parked", "blocked")
 
 
 def _hl7_converted(payload: bytes) -> hl7v2.Converted:

@@ -221,8 +221,9 @@ def entries_upsert(
     opt-out gate. Returns one result per item, in order.
 
     Steps (a fixed handful of statements, however many items):
-    1. Lock this source's keys for these ids; move any that name another person.
-    2. Create the missing keys.
+    1. Create the missing keys (ON CONFLICT DO NOTHING: a concurrent insert of
+       the same key is waited for, not an error).
+    2. Lock this source's keys for these ids; move any that name another person.
     3. Lock the existing entries; decide created / updated / unchanged / stale.
     4. bulk_create the new entries, bulk_update the changed ones.
     """
@@ -230,6 +231,15 @@ def entries_upsert(
     latest = {(item.resource_type, item.source_id): i for i, item in enumerate(items)}
     results = [UpsertResult.UNCHANGED] * len(items)
     source_ids = {source_id for _, source_id in latest}
+    # Claim the keys first: a concurrent message from the same source naming the
+    # same resource waits here for the other transaction, then sees its row.
+    SourceKey.objects.bulk_create(
+        (
+            SourceKey(source_org=source_org, resource_type=t, source_id=s, patient=patient)
+            for (t, s) in latest
+        ),
+        ignore_conflicts=True,
+    )
     keys = {
         (row.resource_type, row.source_id): row
         for row in SourceKey.objects.select_for_update().filter(
@@ -247,11 +257,6 @@ def entries_upsert(
         ).delete()
     if moved:
         SourceKey.objects.filter(pk__in=[row.pk for row in moved]).update(patient=patient)
-    SourceKey.objects.bulk_create(
-        SourceKey(source_org=source_org, resource_type=t, source_id=s, patient=patient)
-        for (t, s) in latest
-        if (t, s) not in keys
-    )
     existing = {
         (entry.resource_type, entry.source_id): entry
         for entry in Entry.objects.select_for_update().filter(

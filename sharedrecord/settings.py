@@ -228,6 +228,12 @@ FEED_MAX_ENTRIES = env_int("FEED_MAX_ENTRIES", default=5000)
 FEED_MAX_ATTEMPTS = env_int("FEED_MAX_ATTEMPTS", default=5)
 FEED_STUCK_AFTER_SECONDS = env_int("FEED_STUCK_AFTER_SECONDS", default=120)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FEED_MAX_BYTES + 1024
+# The MLLP listener (manage.py mllp_listen): where it listens, and the feed
+# token of the one sending system it serves (MLLP has no authentication).
+MLLP_HOST = env_str("MLLP_HOST", "127.0.0.1")
+MLLP_PORT = env_int("MLLP_PORT", default=2575)
+MLLP_FEED_TOKEN = env_str("MLLP_FEED_TOKEN", "")
+MLLP_FEED_TOKEN_FILE = env_str("MLLP_FEED_TOKEN_FILE", "")
 
 # Codes that, in a GP practice's own feed, record the person's dissent from the
 # shared care record: "system|code" pairs, comma-separated. Configuration, not

@@ -102,7 +102,7 @@ def _errors(response) -> list[tuple[str, str]]:
     return [(e[2], e[3].split("^")[0]) for e in _segments(response).get("ERR", [])]
 
 
-def _process_last():
+def _process_last() -> FeedMessage:
     message = FeedMessage.objects.order_by("-id").first()
     assert message is not None
     feed_message_process(message_id=message.pk)

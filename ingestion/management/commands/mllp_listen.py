@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--host", default=os.environ.get("MLLP_HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("MLLP_PORT", "2575")))
+        parser.add_argument("--host", default=settings.MLLP_HOST)
+        parser.add_argument("--port", type=int, default=settings.MLLP_PORT)
         parser.add_argument("--idle-seconds", type=int, default=300)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -62,10 +61,9 @@ def _stop(*_: Any) -> None:
 
 
 def _token() -> str:
-    path = os.environ.get("MLLP_FEED_TOKEN_FILE")
-    if path:
-        return Path(path).read_text().strip()
-    token = os.environ.get("MLLP_FEED_TOKEN", "").strip()
+    if settings.MLLP_FEED_TOKEN_FILE:
+        return Path(settings.MLLP_FEED_TOKEN_FILE).read_text().strip()
+    token = settings.MLLP_FEED_TOKEN.strip()
     if not token:
         raise CommandError("Set MLLP_FEED_TOKEN or MLLP_FEED_TOKEN_FILE to a feed token.")
     return token
