@@ -419,3 +419,43 @@ def test_two_people_do_not_leak_into_each_other(client: Client, registered_gp) -
         str(e) for e in Entry.objects.filter(patient=first).values_list("public_id", flat=True)
     }
     assert client.get(f"/record/{second.public_id}/").status_code == 302
+
+
+def test_script_in_a_fed_html_document_is_inert(client: Client, registered_gp) -> None:
+    import base64
+
+    from tests.factories import make_credential
+    from tests.optout.test_registry import feed
+    from tests.sharedrecord.conftest import partner
+
+    person = fed_person("script")
+    letter = (
+        '<h2>Discharge summary</h2><p onclick="steal()">Home today.</p>'
+        '<script>window.pwned = 1</script><img src=x onerror="window.pwned=1">'
+        '<a href="javascript:alert(1)">more</a><iframe src="https://evil.example"></iframe>'
+    )
+    bundle = {
+        "resourceType": "Bundle", "id": "html-letter", "type": "collection",
+        "entry": [
+            {"fullUrl": "urn:uuid:0f4b5a8e-1c2d-4e3f-9a0b-1c2d3e4f5a6b",
+             "resource": {"resourceType": "Patient", "id": "pl",
+                          "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number",
+                                          "value": person.nhs_number}]}},
+            {"fullUrl": "urn:uuid:1f4b5a8e-1c2d-4e3f-9a0b-1c2d3e4f5a6b",
+             "resource": {"resourceType": "DocumentReference", "id": "letter-html",
+                          "status": "current", "type": {"text": "Discharge letter"},
+                          "subject": {"reference": "urn:uuid:0f4b5a8e-1c2d-4e3f-9a0b-1c2d3e4f5a6b"},
+                          "content": [{"attachment": {"contentType": "text/html",
+                                       "data": base64.b64encode(letter.encode()).decode()}}]}},
+        ],
+    }  # fmt: skip
+    assert feed(make_credential(partner("ZAC01"))[0], bundle).counts["created"] == 2
+    signed_in(client, registered_gp)
+    confirm_basis(client, person)
+    from sharedrecord.models import Entry
+
+    html_entry = Entry.objects.get(patient=person, source_id="letter-html")
+    page = main_html(client.get(f"/record/{person.public_id}/documents/{html_entry.public_id}"))
+    assert "<h2>Discharge summary</h2><p>Home today.</p>" in page
+    for active in ("<script", "onerror", "onclick", "javascript:", "<iframe", "pwned"):
+        assert active not in page, active
