@@ -41,6 +41,7 @@ from sharedrecord.presenting import document_text
 from sharedrecord.selectors import optout_practice_for
 from sharedrecord.services import (
     SEARCH_RESULT_CAP,
+    BasisChoice,
     access_basis_options,
     access_basis_record,
     document_view,
@@ -232,21 +233,34 @@ def _not_found(request: HttpRequest) -> HttpResponse:
     return render(request, "sharedrecord/record_not_found.html", status=404)
 
 
+def _reader(request: HttpRequest) -> tuple[User, str]:
+    """The signed-in reader and their session key; other roles are refused here."""
+    user = cast(User, request.user)
+    if not viewer_may_search(user):
+        raise PermissionDenied("Reading records needs a clinical or care role.")
+    return user, request.session.session_key or ""
+
+
+def _basis_choice(
+    request: HttpRequest, user: User, session_key: str, patient_id: UUID
+) -> BasisChoice | None:
+    try:
+        return access_basis_options(
+            viewer=user, patient_id=str(patient_id), session_key=session_key,
+            context=context_for(request),
+        )  # fmt: skip
+    except PatientNotFound:
+        return None
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 @never_cache
 def access_basis_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase:
     """Before any clinical data: the relationship the feeds show, and the viewer's basis."""
-    user = cast(User, request.user)
-    if not viewer_may_search(user):
-        raise PermissionDenied("Reading records needs a clinical or care role.")
-    session_key = request.session.session_key or ""
-    try:
-        choice = access_basis_options(
-            viewer=user, patient_id=str(patient_id), session_key=session_key,
-            context=context_for(request),
-        )  # fmt: skip
-    except PatientNotFound:
+    user, session_key = _reader(request)
+    choice = _basis_choice(request, user, session_key, patient_id)
+    if choice is None:
         return _not_found(request)
     errors: dict[str, str] = {}
     if request.method == "POST":
@@ -282,16 +296,9 @@ def access_basis_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBas
 @never_cache
 def break_glass_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase:
     """Emergency access when consent cannot be had: coded reason, words, time-limited."""
-    user = cast(User, request.user)
-    if not viewer_may_search(user):
-        raise PermissionDenied("Reading records needs a clinical or care role.")
-    session_key = request.session.session_key or ""
-    try:
-        choice = access_basis_options(
-            viewer=user, patient_id=str(patient_id), session_key=session_key,
-            context=context_for(request),
-        )  # fmt: skip
-    except PatientNotFound:
+    user, session_key = _reader(request)
+    choice = _basis_choice(request, user, session_key, patient_id)
+    if choice is None:
         return _not_found(request)
     errors: dict[str, str] = {}
     if request.method == "POST":
