@@ -17,6 +17,7 @@ class AuditAction(models.TextChoices):
     SIGN_IN_FAILED = "sign-in-failed", "Failed sign-in"
     SIGN_OUT = "sign-out", "Signed out"
     PATIENT_SEARCH = "patient-search", "Searched for a person"
+    IDENTITY_VIEW = "identity-view", "Viewed who a person is (before the record)"
     ACCESS_BASIS = "access-basis", "Recorded the basis for access"
     BREAK_GLASS = "break-glass", "Emergency access (break glass)"
     RECORD_VIEW = "record-view", "Viewed a record"

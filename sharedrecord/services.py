@@ -19,6 +19,7 @@ from guardian.shortcuts import assign_perm
 from audit.models import AuditAction, AuditOutcome
 from audit.services import AuditContext, AuditSubject, audit_event_record
 from sharedrecord.access import (
+    Relationship,
     ViewPolicy,
     access_basis_current,
     entries_visible,
@@ -522,7 +523,7 @@ class BasisChoice:
     """What the access basis page offers this viewer for this person."""
 
     patient: Patient
-    relationships: list[Any]
+    relationships: list[Relationship]
     consent_model: str
     current: AccessBasis | None
 
@@ -532,14 +533,25 @@ def access_basis_options(
 ) -> BasisChoice:
     """The person's identity and the relationships the feeds show, before any clinical data.
 
-    Side effects: an audited denial when the person cannot be found.
+    An audited read: the page shows who the person is and which of the
+    viewer's organisation's contacts the feeds hold, so it writes one event
+    (identity-view, naming the relationships shown), or an audited denial
+    when the person cannot be found.
     """
     patient = _patient_or_denied(
         viewer=viewer, patient_id=patient_id, context=context, asked="access-basis"
     )
+    relationships = relationships_of(viewer=viewer, patient=patient)
+    audit_event_record(
+        action=AuditAction.IDENTITY_VIEW,
+        actor=actor_for(viewer),
+        subject=_subject(patient),
+        detail={"relationships": sorted({r.kind for r in relationships})},
+        context=context,
+    )
     return BasisChoice(
         patient=patient,
-        relationships=relationships_of(viewer=viewer, patient=patient),
+        relationships=relationships,
         consent_model=settings.CONSENT_MODEL,
         current=access_basis_current(viewer=viewer, patient=patient, session_key=session_key),
     )

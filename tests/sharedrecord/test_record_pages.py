@@ -56,6 +56,17 @@ def test_the_basis_page_shows_what_the_feeds_say_about_each_relationship(
     assert "Describe your role in this person" in mh
 
 
+@pytest.mark.parametrize("page", ["", "emergency"])
+def test_showing_who_the_person_is_before_the_basis_is_audited(
+    client: Client, treating_clinician, record: Patient, page: str
+) -> None:
+    response = signed_in(client, treating_clinician).get(f"/access/{record.public_id}/{page}")
+    assert record.family_name.upper() in main_html(response)
+    (event,) = _events(treating_clinician, AuditAction.IDENTITY_VIEW)
+    assert (event.patient_id, event.nhs_number) == (record.public_id, record.nhs_number)
+    assert event.detail == {"relationships": ["encounter"]}
+
+
 def test_an_encounter_older_than_the_window_is_no_relationship(
     client: Client, treating_clinician, record: Patient, settings
 ) -> None:
