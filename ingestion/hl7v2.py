@@ -241,38 +241,27 @@ def read_header(text: str) -> Hl7Header:
         return msh[n - 1].strip() if len(msh) > n - 1 else ""
 
     component = encoding[0]
-    parts = f(9).split(component)
-    partial = Hl7Header(
-        sep,
-        encoding,
-        f(3).split(component)[0],
-        f(4).split(component)[0],
-        parts[0] if parts else "",
-        "",
-        f(10),
-        f(11),
-        f(12).split(component)[0],
-        f(7),
-    )
-    if not f(9):
-        raise _reject("101", "MSH-9 (message type) is missing.", fld=9, header=partial)
-    if not f(10):
-        raise _reject("101", "MSH-10 (message control id) is missing.", fld=10, header=partial)
-    if len(f(10)) > 199:
-        raise _reject("102", "MSH-10 (message control id) is too long.", fld=10, header=partial)
+    message_type, _, event = f(9).upper().partition(component)
     version = f(12).split(component)[0]
+    # Built before the checks, so even an AR answers in the sender's terms.
     header = Hl7Header(
         field_separator=sep,
         encoding=encoding,
-        sending_application=partial.sending_application,
-        sending_facility=partial.sending_facility,
-        message_type=parts[0].upper(),
-        event=(parts[1] if len(parts) > 1 else "").upper(),
+        sending_application=f(3).split(component)[0],
+        sending_facility=f(4).split(component)[0],
+        message_type=message_type,
+        event=event.split(component)[0],
         control_id=f(10),
         processing_id=f(11).split(component)[0],
         version=version,
         sent_at=f(7),
     )
+    if not f(9):
+        raise _reject("101", "MSH-9 (message type) is missing.", fld=9, header=header)
+    if not f(10):
+        raise _reject("101", "MSH-10 (message control id) is missing.", fld=10, header=header)
+    if len(f(10)) > 199:
+        raise _reject("102", "MSH-10 (message control id) is too long.", fld=10, header=header)
     if version not in SUPPORTED_VERSIONS:
         raise _reject(
             "203", f"MSH-12: version '{version[:10]}' is not supported.", fld=12, header=header
@@ -391,8 +380,8 @@ def fhir_datetime(value: str) -> str | None:
     year, month, day, hour, minute, second, _fraction, offset = match.groups()
     try:
         if hour is None:
-            date = datetime.date(int(year), int(month or 1), int(day or 1))
-            return "-".join(p for p in (year, month, day) if p) if date else None
+            datetime.date(int(year), int(month or 1), int(day or 1))  # a real day, or ValueError
+            return "-".join(p for p in (year, month, day) if p)
         moment = datetime.datetime(
             int(year), int(month or 1), int(day or 1), int(hour), int(minute or 0), int(second or 0)
         )
@@ -531,7 +520,10 @@ def _patient(m: _Message, pid: Any, pd1: Any | None) -> tuple[dict[str, Any], st
         resource["address"] = addresses
     if m.get(pid, 30).upper() == "Y":
         died = m.when(pid, "PID", 1, 29)
-        resource["deceasedDateTime" if died and "T" in died else "deceasedBoolean"] = died or True
+        if died:
+            resource["deceasedDateTime"] = died
+        else:
+            resource["deceasedBoolean"] = True
     if pd1 is not None:
         # PD1-3: the patient's primary facility, in UK feeds the registered GP practice.
         practice = m.comps(m.reps(pd1, 3)[0]) if m.reps(pd1, 3) else []
@@ -619,13 +611,13 @@ def _encounter(m: _Message, patient_ref: str, patient_id: str) -> dict[str, Any]
     return encounter
 
 
-def _numeric(m: _Message, obx: Any, seq: int, value: str) -> dict[str, Any] | None:
-    text = value.strip()
-    comparator = ""
-    sn = m.comps(m.reps(obx, 5)[0]) if m.header and m.get(obx, 2).upper() == "SN" else None
-    if sn is not None:
-        padded = [*sn, "", ""]
-        comparator, text = padded[0].strip(), padded[1].strip()
+def _numeric(m: _Message, obx: Any, seq: int) -> dict[str, Any] | None:
+    """OBX-5 of an NM or SN result as a FHIR Quantity; a non-number is reported, not kept."""
+    parts = [*m.comps(m.reps(obx, 5)[0]), "", ""]
+    if m.get(obx, 2).upper() == "SN":  # structured numeric: comparator^number
+        comparator, text = parts[0].strip(), parts[1].strip()
+    else:
+        comparator, text = "", parts[0].strip()
     match = re.match(r"^([<>]=?)?\s*(-?\d+(?:\.\d+)?)$", text)
     if not match:
         m.problem(
@@ -639,8 +631,9 @@ def _numeric(m: _Message, obx: Any, seq: int, value: str) -> dict[str, Any] | No
     quantity: dict[str, Any] = {
         "value": float(match.group(2)) if "." in match.group(2) else int(match.group(2))
     }
-    if comparator or match.group(1):
-        quantity["comparator"] = comparator or match.group(1)
+    comparator = comparator or match.group(1) or ""
+    if comparator in ("<", "<=", ">", ">="):  # FHIR's comparators; SN's "=" needs none
+        quantity["comparator"] = comparator
     unit = m.get(obx, 6) or m.get(obx, 6, 2)
     if unit:
         quantity["unit"] = unit[:40]
@@ -692,9 +685,7 @@ def _observation(
     }
     values = m.reps(obx, 5)
     if kind in ("NM", "SN"):
-        quantity = (
-            _numeric(m, obx, seq, m.comps(values[0])[0] if values else "") if values else None
-        )
+        quantity = _numeric(m, obx, seq) if values else None
         if quantity:
             resource["valueQuantity"] = quantity
     elif kind in ("CE", "CWE", "CNE", "CF") and values:

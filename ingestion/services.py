@@ -389,7 +389,7 @@ def _process_claimed(message_id: int) -> str:
     if converted is not None:
         _hl7_issues(converted, outcome)
         if converted.merge is not None:
-            _hl7_merge(message, organisation, converted, outcome)
+            _hl7_merge(message, organisation, converted, converted.merge, outcome)
     message.status = MessageStatus.DONE
     message.finished_at = timezone.now()
     message.counts = {k: outcome.counts.get(k, 0) for k in RECEIPT_COUNTS}
@@ -432,17 +432,18 @@ def _hl7_issues(converted: hl7v2.Converted, outcome: _Outcome) -> None:
 
 
 def _hl7_merge(
-    message: FeedMessage, organisation: Organisation, converted: hl7v2.Converted,
+    message: FeedMessage,
+    organisation: Organisation,
+    converted: hl7v2.Converted,
+    merge: hl7v2.Merge,
     outcome: _Outcome,
-) -> None:  # fmt: skip
+) -> None:
     """A40: move this sender's entries from the merged-away person to the surviving one.
 
     Only the sender's own entries move: it speaks for its records, not for
     other organisations'. Both people are locked in NHS number order; an
     opted-out survivor gets nothing (the entries are removed instead).
     """
-    merge = converted.merge
-    assert merge is not None
     survivor_number = next(
         (i["value"] for i in converted.bundle["entry"][0]["resource"].get("identifier", [])
          if i.get("system") == NHS_NUMBER_SYSTEM), "",

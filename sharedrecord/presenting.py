@@ -68,11 +68,9 @@ def _number(q: Any) -> float | None:
 
 
 def _status_of(resource: dict[str, Any]) -> str:
-    for key in ("clinicalStatus",):
-        if isinstance(resource.get(key), dict):
-            codes = _codes(resource[key])
-            return next(iter(sorted(codes)), "")
-    return str(resource.get("status", ""))
+    """clinicalStatus where the type has one (Condition, AllergyIntolerance), else status."""
+    codes = sorted(_codes(resource.get("clinicalStatus")))
+    return codes[0] if codes else str(resource.get("status", ""))
 
 
 @dataclass(frozen=True)
@@ -311,7 +309,7 @@ def trends_of(results: list[ShownEntry], *, width: int = 480, height: int = 160)
     for (_, unit), items in sorted(by_code.items()):
         if len(items) < 2:
             continue
-        items.sort(key=lambda i: i.when or datetime.datetime.min.replace(tzinfo=datetime.UTC))
+        items.sort(key=lambda i: (i.when, i.public_id))
         values = [i.value for i in items if i.value is not None]
         ref = items[-1].reference
         limits = (ref.low, ref.high) if ref else ()

@@ -669,6 +669,22 @@ class Summary:
     appointments: list[ShownEntry]
     care_plans: list[ShownEntry]
 
+    def blocks(self) -> list[tuple[str, str, list[ShownEntry], str]]:
+        """(section, heading, items, what to say when empty), in the page's order."""
+        return [
+            ("alerts", "Alerts and flags", self.alerts, "No alerts recorded."),
+            ("allergies", "Allergies and adverse reactions", self.allergies, ""),
+            ("medications", "Current medications", self.medications,
+             "No current medications shared."),
+            ("problems", "Active problems", self.problems, "No active problems shared."),
+            ("encounters", "Recent encounters", self.encounters, "No encounters shared."),
+            ("results", "Recent results", self.results, "No results shared."),
+            ("appointments", "Upcoming appointments", self.appointments,
+             "No upcoming appointments shared."),
+            ("care-plans", 'Care plans and "about me"', self.care_plans,
+             "No care plans shared."),
+        ]  # fmt: skip
+
 
 @dataclass
 class CombinedRecord:
@@ -686,7 +702,6 @@ class CombinedRecord:
     items: list[ShownEntry] | None = None
     total_in_section: int = 0
     trends: list[Trend] | None = None
-    entry_ids: list[str] | None = None
 
 
 SECTION_PAGE_LIMIT = 500
@@ -832,7 +847,6 @@ def record_view(
             if section == RecordSection.RESULTS:
                 record.trends = trends_of(record.items)
             shown = record.items
-        record.entry_ids = [item.public_id for item in shown]
         audit_event_record(
             action=AuditAction.SECTION_VIEW if section else AuditAction.RECORD_VIEW,
             actor=actor_for(viewer),
@@ -841,7 +855,7 @@ def record_view(
             detail={
                 "basis": str(basis.public_id),
                 "section": section or "summary",
-                "entries": record.entry_ids,
+                "entries": [item.public_id for item in shown],
                 "withheld": visible.withheld,
                 "break_glass": policy.break_glass,
             },

@@ -13,6 +13,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from django.conf import settings
+from django.contrib.auth import logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
@@ -122,8 +123,6 @@ def session_status(request: HttpRequest) -> JsonResponse:
 @require_GET
 def session_timed_out(request: HttpRequest) -> HttpResponse:
     """Where the idle-timeout script sends an idle page: sign out, then the sign-in page."""
-    from django.contrib.auth import logout
-
     if request.user.is_authenticated:
         audit_event_record(
             action=AuditAction.SIGN_OUT,
@@ -286,7 +285,6 @@ def access_basis_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBas
         "patient": choice.patient,
         "errors": errors,
         "claimed_relationship": request.POST.get("claimed_relationship", ""),
-        "registered_gp": _practice_name(choice.patient.registered_gp_ods),
     }
     return render(request, "sharedrecord/access_basis.html", context, status=400 if errors else 200)
 
@@ -319,13 +317,6 @@ def break_glass_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase
         "form": request.POST,
     }
     return render(request, "sharedrecord/break_glass.html", context, status=400 if errors else 200)
-
-
-def _practice_name(ods: str) -> str:
-    if not ods:
-        return ""
-    org = Organisation.objects.filter(ods_code=ods).first()
-    return org.name if org else ods
 
 
 # ------------------------------------------------------------------ the record (GET only)
