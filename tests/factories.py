@@ -143,3 +143,11 @@ def hl7_with_nhs_number(payload: bytes, number: str) -> bytes:
             fields[3] = f"{number}^^^NHS^NH" + (f"~{fields[3]}" if fields[3] else "")
             segments[i] = "|".join(fields)
     return "\r".join(segments).encode()
+
+
+def hl7_with_control_id(payload: bytes, control_id: str) -> bytes:
+    """The message under a new MSH-10: the same id with different content is refused."""
+    first, rest = payload.decode("utf-8", errors="replace").split("\r", 1)
+    fields = first.split("|")
+    fields[9] = control_id
+    return ("|".join(fields) + "\r" + rest).encode()

@@ -16,6 +16,7 @@ from tests.factories import (
     HL7_DIRS,
     hl7_fixture,
     hl7_message,
+    hl7_with_control_id,
     hl7_with_nhs_number,
     make_credential,
     make_organisation,
@@ -134,7 +135,7 @@ def test_each_supported_sample_is_accepted_parked_as_sent_and_filed_with_an_nhs_
     number = next_nhs_number()
     uk = hl7_with_nhs_number(raw, number)
     # A new control id: the same MSH-10 with different content is a different message.
-    uk = _new_control_id(uk, f"uk-{number}")
+    uk = hl7_with_control_id(uk, f"uk-{number}")
     answer = _post(client, token, uk)
     assert _msa(answer) == expected
     filed = _process_last()
@@ -150,14 +151,6 @@ def test_each_supported_sample_is_accepted_parked_as_sent_and_filed_with_an_nhs_
         assert entries.filter(resource_type="DocumentReference").exists()
     if "SIU" in name:
         assert entries.filter(resource_type="Appointment").exists()
-
-
-def _new_control_id(payload: bytes, control_id: str) -> bytes:
-    text = payload.decode("utf-8", errors="replace")
-    first, rest = text.split("\r", 1)
-    fields = first.split("|")
-    fields[9] = control_id
-    return ("|".join(fields) + "\r" + rest).encode()
 
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))
@@ -461,12 +454,43 @@ def test_an_organisation_without_an_agreement_gets_an_ar(client: Client) -> None
     assert not FeedMessage.objects.exists()
 
 
-def test_the_receipt_lists_hl7_problems_by_location(client: Client, hospital) -> None:
+def test_the_receipt_lists_hl7_problems_by_location_and_partial_dates_pass(
+    client: Client, hospital
+) -> None:
     _, token = hospital
-    _body(client, token, hl7_message(next_nhs_number(), control_id="r1", birth="1941"))
+    _body(client, token, hl7_message(next_nhs_number(), control_id="r1", birth="19411341"))
     message = _process_last()
     receipt = client.get(
         f"/api/v1/feeds/receipts/{message.public_id}", HTTP_AUTHORIZATION=f"Bearer {token}"
     ).json()
     assert receipt["status"] == "done"
-    assert json.dumps(receipt).count("hl7v2-") == 0  # a year-only birth date is valid
+    problems = [
+        (i["details"]["coding"][0]["code"], i["expression"])
+        for i in receipt["outcome"]["issue"]
+        if i["details"]["coding"][0]["code"].startswith("hl7v2-")
+    ]
+    assert problems == [("hl7v2-102", ["PID^1^7"])]
+
+    number = next_nhs_number()
+    _body(client, token, hl7_message(number, control_id="r2", birth="1941"))  # year only: valid
+    assert "hl7v2-" not in json.dumps(_process_last().issues)
+    assert Patient.objects.get(nhs_number=number).birth_date is None  # a year is not a day
+
+
+def test_a_death_and_an_sn_equals_result_are_filed_as_fhir_allows(client: Client, hospital) -> None:
+    _, token = hospital
+    number = next_nhs_number()
+    text = hl7_message(number, control_id="dead").replace(
+        "ZZ1 1AA", "ZZ1 1AA" + "|" * 18 + "20261119|Y"
+    ).replace("ADT^A01", "ORU^R01") + "\r".join([
+        "OBR|1|P1|F9|K^Potassium^L|||20261119083000",
+        "OBX|1|SN|K^Potassium^L||=^4.1|mmol/L|3.5-5.3||||F",
+    ]) + "\r"  # fmt: skip
+    assert _msa(_body(client, token, text)) == "AA"
+    processed = _process_last()
+    assert processed.counts["rejected"] == 0, processed.issues
+    assert Patient.objects.get(nhs_number=number).deceased is True
+    potassium = Entry.objects.get(
+        patient__nhs_number=number, code="K", resource_type="Observation"
+    ).resource
+    assert potassium["valueQuantity"] == {"value": 4.1, "unit": "mmol/L"}

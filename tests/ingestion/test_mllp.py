@@ -25,6 +25,7 @@ from tests.factories import (
     BASE_DIR,
     hl7_fixture,
     hl7_message,
+    hl7_with_control_id,
     hl7_with_nhs_number,
     make_credential,
     make_organisation,
@@ -129,11 +130,7 @@ def test_every_sample_file_over_a_real_socket(listener: int) -> None:
     for i, name in enumerate(names):
         raw = hl7_fixture(name)
         if name in SUPPORTED:
-            raw = hl7_with_nhs_number(raw, next_nhs_number())
-            text = raw.decode("utf-8", errors="replace").split("\r", 1)
-            fields = text[0].split("|")
-            fields[9] = f"sock-{i}"
-            raw = ("|".join(fields) + "\r" + text[1]).encode()
+            raw = hl7_with_control_id(hl7_with_nhs_number(raw, next_nhs_number()), f"sock-{i}")
         payloads.append((name, raw))
     with socket.create_connection(("127.0.0.1", listener)) as sock:
         sock.sendall(b"".join(frame(p) for _, p in payloads))
