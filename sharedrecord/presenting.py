@@ -21,7 +21,6 @@ NO_KNOWN_ALLERGY_CODES = frozenset(
         "409137002",  # No known drug allergy
         "428607008",  # No known environmental allergy
         "429625007",  # No known food allergy
-        "1066201000000107",  # No known allergy (UK drug extension); harmless if unused
     }
 )
 ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
