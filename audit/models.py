@@ -1,4 +1,4 @@
-"""The audit trail: one append-only, hash-chained, month-partitioned table.
+"""The audit trail (one append-only, hash-chained, month-partitioned table) and its reviews.
 
 The table is created in SQL (migration 0001), not by Django, because it is
 partitioned by month and guarded by triggers; the models here only read it.
@@ -8,8 +8,12 @@ test suite can empty it either.
 
 from __future__ import annotations
 
+import uuid
+
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.utils import timezone
 
 
 class AuditAction(models.TextChoices):
@@ -102,3 +106,39 @@ class AuditChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"stripe {self.stripe} at {self.seq}"
+
+
+class ReviewOutcome(models.TextChoices):
+    JUSTIFIED = "justified", "Justified"
+    NOT_JUSTIFIED = "not-justified", "Not justified"
+    REFERRED = "referred", "Referred (for example to the Caldicott Guardian)"
+
+
+# Outcomes that close a review; a referred access stays in the queue until one is recorded.
+CLOSING_OUTCOMES = (ReviewOutcome.JUSTIFIED, ReviewOutcome.NOT_JUSTIFIED)
+
+
+class AccessReview(models.Model):
+    """A governance officer's finding on one flagged access (break-glass or self-claimed).
+
+    Written once through audit.services.access_review_record, never changed:
+    a later finding (after a referral) is a new row, and the latest one stands.
+    The event is named by id and time, the trail's partitioned primary key.
+    """
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    event_id = models.BigIntegerField(db_index=True)
+    event_occurred_at = models.DateTimeField()
+    outcome = models.CharField(max_length=16, choices=ReviewOutcome.choices)
+    note = models.TextField(max_length=2000)
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    reviewer_name = models.CharField(max_length=150)
+    reviewed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-reviewed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"review of event {self.event_id}: {self.outcome}"

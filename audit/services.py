@@ -1,4 +1,4 @@
-"""The single entry point that writes the audit trail, and its tamper check.
+"""The single entry point that writes the audit trail, its tamper check, and governance.
 
 Chaining (why it stays cheap under load):
 1. The trail is split into CHAIN_STRIPES independent hash chains. A writer
@@ -23,14 +23,34 @@ import datetime
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit.models import ActorType, AuditAction, AuditEvent, AuditOutcome
+from audit.models import (
+    CLOSING_OUTCOMES,
+    AccessReview,
+    ActorType,
+    AuditAction,
+    AuditEvent,
+    AuditOutcome,
+    ReviewOutcome,
+)
+from audit.selectors import (
+    AuditQuery,
+    Cursor,
+    EventPage,
+    GovernanceScope,
+    access_reviews_for,
+    audit_event_in_scope,
+    audit_events_about,
+    audit_events_page,
+    audit_events_stream,
+    audit_review_queue,
+)
 from audit.sql import CHAIN_STRIPES, GENESIS_HASH
 
 
@@ -317,3 +337,215 @@ def audit_partitions_ensure(*, months_ahead: int = 3) -> int:
         )
         (made,) = cursor.fetchone()
     return int(made)
+
+
+# ------------------------------------------------------------------ governance
+
+
+@dataclass(frozen=True)
+class GovernanceViewer:
+    """A member of staff who may read the trail: who they are, and how much they may see."""
+
+    user: Any
+    actor: AuditActor
+    scope: GovernanceScope
+
+
+GovernanceResolver = Callable[[Any], GovernanceViewer | None]
+_resolvers: list[GovernanceResolver] = []
+
+
+def governance_resolver_register(resolver: GovernanceResolver) -> None:
+    """Say who may read the trail. The app that owns users registers this at start-up.
+
+    The audit app imports none of ours, so it cannot know roles itself.
+    """
+    if resolver not in _resolvers:
+        _resolvers.append(resolver)
+
+
+def governance_viewer_of(user: Any) -> GovernanceViewer | None:
+    """The governance viewer for this user, or None if they may not read the trail."""
+    if not _resolvers:
+        raise RuntimeError("No governance resolver is registered.")
+    return _resolvers[0](user)
+
+
+def audit_search(
+    *,
+    viewer: GovernanceViewer,
+    query: AuditQuery,
+    after: Cursor | None,
+    context: AuditContext,
+    via: str = "page",
+) -> EventPage:
+    """A page of the trail for a governance officer.
+
+    Side effects: one AUDIT_QUERY event naming the filters and how many rows were shown.
+    """
+    with transaction.atomic():
+        page = audit_events_page(scope=viewer.scope, query=query, after=after)
+        audit_event_record(
+            action=AuditAction.AUDIT_QUERY,
+            actor=viewer.actor,
+            subject=AuditSubject(nhs_number=query.nhs_number),
+            purpose="HOPERAT",
+            detail={"via": via, "filters": query.filters(), "shown": len(page.events),
+                    "scope": viewer.scope.holder_ods or "whole-trail", "page": after is not None},
+            context=context,
+        )  # fmt: skip
+    return page
+
+
+def audit_export(
+    *, viewer: GovernanceViewer, query: AuditQuery, context: AuditContext
+) -> Iterator[AuditEvent]:
+    """Every matching event for a CSV export, streamed.
+
+    The AUDIT_EXPORT event commits before the first row is read, so an
+    export that is cut off half way is still on the record.
+    Side effects: one AUDIT_EXPORT event naming the filters.
+    """
+    audit_event_record(
+        action=AuditAction.AUDIT_EXPORT,
+        actor=viewer.actor,
+        subject=AuditSubject(nhs_number=query.nhs_number),
+        purpose="HOPERAT",
+        detail={"format": "csv", "filters": query.filters(),
+                "scope": viewer.scope.holder_ods or "whole-trail"},
+        context=context,
+    )  # fmt: skip
+    return audit_events_stream(scope=viewer.scope, query=query)
+
+
+class ReviewRefused(Exception):
+    """The access cannot be reviewed (not found in scope, not flagged, or already closed)."""
+
+
+@transaction.atomic
+def access_review_record(
+    *,
+    viewer: GovernanceViewer,
+    event_id: int,
+    outcome: ReviewOutcome,
+    note: str,
+    context: AuditContext,
+) -> AccessReview:
+    """Record a finding on one flagged access; a referral leaves it open for a final finding.
+
+    Raises ReviewRefused if the event is not in the viewer's scope, was not
+    flagged for review, or already has a closing finding, or the note is empty.
+    Side effects: one AccessReview row and one AUDIT_REVIEW event.
+    """
+    event = audit_event_in_scope(scope=viewer.scope, event_id=event_id)
+    if event is None or not event.detail.get("review"):
+        raise ReviewRefused("There is no access awaiting review with that number.")
+    if AccessReview.objects.filter(event_id=event_id, outcome__in=CLOSING_OUTCOMES).exists():
+        raise ReviewRefused("This access has already been reviewed.")
+    if not note.strip():
+        raise ReviewRefused("Write a note saying why you reached this finding.")
+    review = AccessReview(
+        event_id=event.id,
+        event_occurred_at=event.occurred_at,
+        outcome=outcome,
+        note=note.strip(),
+        reviewer=viewer.user,
+        reviewer_name=viewer.actor.name,
+    )
+    review.full_clean()
+    review.save()
+    audit_event_record(
+        action=AuditAction.AUDIT_REVIEW,
+        actor=viewer.actor,
+        subject=AuditSubject(
+            patient_id=event.patient_id, nhs_number=event.nhs_number, gp_ods=event.patient_gp_ods
+        ),
+        purpose="HOPERAT",
+        detail={"event": event.id, "review": str(review.public_id), "outcome": str(outcome),
+                "reviewed_action": event.action, "reviewed_actor": event.actor_name},
+        context=context,
+    )  # fmt: skip
+    return review
+
+
+@dataclass(frozen=True)
+class SubjectAccessReport:
+    nhs_number: str
+    produced_at: datetime.datetime
+    produced_by: str
+    scope: GovernanceScope
+    events: list[AuditEvent]
+
+    @property
+    def emergency_count(self) -> int:
+        return sum(1 for e in self.events if e.action == AuditAction.BREAK_GLASS)
+
+
+@transaction.atomic
+def subject_access_report(
+    *, viewer: GovernanceViewer, nhs_number: str, context: AuditContext
+) -> SubjectAccessReport:
+    """Who was shown what about one person, when, from where, and why.
+
+    Side effects: one SUBJECT_ACCESS_REPORT event.
+    """
+    events = audit_events_about(scope=viewer.scope, nhs_number=nhs_number)
+    audit_event_record(
+        action=AuditAction.SUBJECT_ACCESS_REPORT,
+        actor=viewer.actor,
+        subject=AuditSubject(nhs_number=nhs_number),
+        purpose="HOPERAT",
+        detail={"events": len(events), "scope": viewer.scope.holder_ods or "whole-trail"},
+        context=context,
+    )
+    return SubjectAccessReport(nhs_number, timezone.now(), viewer.actor.name, viewer.scope, events)
+
+
+def audit_review_queue_view(
+    *, viewer: GovernanceViewer, context: AuditContext, limit: int = 200
+) -> tuple[list[AuditEvent], int]:
+    """The oldest open flagged accesses (up to `limit`) and how many are open in all.
+
+    Side effects: one AUDIT_QUERY event naming the rows shown.
+    """
+    with transaction.atomic():
+        queue = audit_review_queue(scope=viewer.scope)
+        events = list(queue[:limit])
+        total = queue.count()
+        audit_event_record(
+            action=AuditAction.AUDIT_QUERY,
+            actor=viewer.actor,
+            purpose="HOPERAT",
+            detail={"via": "review-queue", "shown": [e.id for e in events],
+                    "scope": viewer.scope.holder_ods or "whole-trail"},
+            context=context,
+        )  # fmt: skip
+    return events, total
+
+
+def audit_event_view(
+    *, viewer: GovernanceViewer, event_id: int, context: AuditContext
+) -> tuple[AuditEvent, list[AccessReview]] | None:
+    """One event in the viewer's scope with its findings, or None (absent and out of scope alike).
+
+    Side effects: one AUDIT_QUERY event when the event is shown.
+    """
+    with transaction.atomic():
+        event = audit_event_in_scope(scope=viewer.scope, event_id=event_id)
+        if event is None:
+            return None
+        audit_event_record(
+            action=AuditAction.AUDIT_QUERY,
+            actor=viewer.actor,
+            subject=AuditSubject(nhs_number=event.nhs_number),
+            purpose="HOPERAT",
+            detail={"via": "event", "shown": [event.id],
+                    "scope": viewer.scope.holder_ods or "whole-trail"},
+            context=context,
+        )  # fmt: skip
+        return event, access_reviews_for(event_id=event.id)
+
+
+def audit_unreviewed_count(*, viewer: GovernanceViewer) -> int:
+    """How many flagged accesses in scope await a finding (a count: not audited)."""
+    return audit_review_queue(scope=viewer.scope).count()

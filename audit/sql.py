@@ -106,3 +106,24 @@ DROP TABLE audit_event;
 DROP FUNCTION audit_partitions_ensure(date, int);
 DROP FUNCTION audit_refuse_change();
 """
+
+# Governance questions beyond those of migration 0001: by NHS number (the
+# person's internal id goes when they opt out; the number stays in the trail),
+# by username, by the user's organisation, and the review queue. Each index is
+# made on every monthly partition, so a query bounded in time reads only the
+# months it names.
+GOVERNANCE_INDEXES = """
+CREATE INDEX audit_event_nhs_number_idx ON audit_event (nhs_number, occurred_at)
+    WHERE nhs_number <> '';
+CREATE INDEX audit_event_actor_name_idx ON audit_event (actor_name, occurred_at);
+CREATE INDEX audit_event_actor_org_idx ON audit_event (actor_org_ods, occurred_at);
+CREATE INDEX audit_event_review_idx ON audit_event (occurred_at)
+    WHERE (detail -> 'review') = 'true'::jsonb;
+"""
+
+DROP_GOVERNANCE_INDEXES = """
+DROP INDEX audit_event_nhs_number_idx;
+DROP INDEX audit_event_actor_name_idx;
+DROP INDEX audit_event_actor_org_idx;
+DROP INDEX audit_event_review_idx;
+"""

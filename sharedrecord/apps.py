@@ -5,3 +5,9 @@ class SharedRecordConfig(AppConfig):
     name = "sharedrecord"
     verbose_name = "Shared care record"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from audit.services import governance_resolver_register
+        from sharedrecord.auditing import governance_viewer_for
+
+        governance_resolver_register(governance_viewer_for)

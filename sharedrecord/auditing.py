@@ -1,19 +1,23 @@
-"""Build the audit trail's actor and context from our users and requests.
+"""Build the audit trail's actor from our users, and say who may read the trail.
 
 The audit app imports none of ours, so callers translate here and then call
 audit.services.audit_event_record themselves, inside their own transaction.
+The request context (request id, client address) is audit.context's.
 """
 
 from __future__ import annotations
 
-import ipaddress
+from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest
 
+from audit.context import client_address, context_for
 from audit.models import ActorType
-from audit.services import AuditActor, AuditContext
-from sharedrecord.models import User
+from audit.selectors import GovernanceScope
+from audit.services import AuditActor, GovernanceViewer
+from sharedrecord.models import StaffRole, User
+
+__all__ = ["actor_for", "client_address", "context_for", "governance_viewer_for"]
 
 
 def actor_for(user: User) -> AuditActor:
@@ -28,28 +32,18 @@ def actor_for(user: User) -> AuditActor:
     )
 
 
-def client_address(request: HttpRequest) -> str | None:
-    """The client's address, for the audit trail and the sign-in lockout.
+def governance_viewer_for(user: Any) -> GovernanceViewer | None:
+    """Who may read the audit trail, and how much (registered with the audit app).
 
-    The connection's address, or, with TRUST_X_FORWARDED_FOR, the last hop
-    our TLS terminator added to X-Forwarded-For (earlier entries are whatever
-    the client claimed, so they are never used).
+    Only privacy officers. Those of an organisation in GOVERNANCE_ODS_CODES
+    (the programme that runs the record) see the whole trail; every other
+    privacy officer sees their organisation's record-holder view. No
+    superuser or staff shortcut.
     """
-    forwarded: str = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    address: str
-    if settings.TRUST_X_FORWARDED_FOR and forwarded:
-        address = forwarded.split(",")[-1].strip()
-    else:
-        address = str(request.META.get("REMOTE_ADDR", "")).strip()
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
+    if not isinstance(user, User) or not user.is_authenticated:
         return None
-    return address
-
-
-def context_for(request: HttpRequest) -> AuditContext:
-    """The request id and client address."""
-    return AuditContext(
-        request_id=getattr(request, "request_id", ""), client_address=client_address(request)
-    )
+    if user.role != StaffRole.PRIVACY_OFFICER or user.organisation is None:
+        return None
+    ods = user.organisation.ods_code
+    holder = "" if ods in settings.GOVERNANCE_ODS_CODES else ods
+    return GovernanceViewer(user=user, actor=actor_for(user), scope=GovernanceScope(holder))

@@ -234,6 +234,7 @@ def resolved_environment(*, dev: bool, redis_db: int | None) -> dict[str, str]:
         env["SECRET_KEY_FILE"] = str(_dev_secret_key_file())
     if dev:
         env.setdefault("DEBUG", "true")
+        env.setdefault("GOVERNANCE_ODS_CODES", "ZSR01")  # the demo programme
     env.setdefault("DJANGO_SETTINGS_MODULE", "sharedrecord.settings")
     return env
 

@@ -144,7 +144,7 @@ AXES_COOLOFF_TIME = env_int("SIGN_IN_LOCKOUT_MINUTES", default=15) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "sharedrecord.views.sign_in_locked_out"
-AXES_CLIENT_IP_CALLABLE = "sharedrecord.auditing.client_address"
+AXES_CLIENT_IP_CALLABLE = "audit.context.client_address"
 AXES_VERBOSE = False  # its log lines name the username and address
 AXES_ENABLE_ACCESS_FAILURE_LOG = False
 AXES_DISABLE_ACCESS_LOG = True
@@ -171,6 +171,10 @@ BREAK_GLASS_HOURS = env_int("BREAK_GLASS_HOURS", default=4)
 # Which relationships the feeds can show: an encounter, referral, appointment
 # or care team from the viewer's organisation within this many days.
 RELATIONSHIP_DAYS = env_int("RELATIONSHIP_DAYS", default=90)
+# Privacy officers of these organisations (the programme that runs the record)
+# read the whole audit trail; every other privacy officer reads their own
+# organisation's record-holder view.
+GOVERNANCE_ODS_CODES = env_list("GOVERNANCE_ODS_CODES")
 # The role x organisation-kind table of visible sections and the sensitive
 # labels and codes: configuration, in TOML (the default is documented at
 # /help/roles and in sharedrecord/access_policy.toml).

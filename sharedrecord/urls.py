@@ -40,11 +40,13 @@ urlpatterns = [
         name="record-document",
     ),
     path("optouts/", include("optout.page_urls", namespace="optout-pages")),
+    path("governance/", include("audit.page_urls", namespace="governance")),
     path("healthz", HealthzApi.as_view(), name="healthz"),
     path("readyz", ReadyzApi.as_view(), name="readyz"),
     path("admin/", admin.site.urls),
     path("api/v1/feeds/", include("ingestion.urls", namespace="feeds")),
     path("api/v1/optouts/", include("optout.urls", namespace="optouts")),
+    path("api/v1/audit/", include("audit.urls", namespace="audit-api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

@@ -24,9 +24,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from audit.models import AuditAction, AuditOutcome
-from audit.services import AuditActor, audit_event_record
+from audit.services import AuditActor, audit_event_record, audit_unreviewed_count
 from sharedrecord.access import policy_table, viewer_may_search
-from sharedrecord.auditing import actor_for, context_for
+from sharedrecord.auditing import actor_for, context_for, governance_viewer_for
 from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable
 from sharedrecord.models import (
     CLINICAL_ROLES,
@@ -138,7 +138,10 @@ def session_timed_out(request: HttpRequest) -> HttpResponse:
 
 
 def _home_context(user: User, **extra: Any) -> dict[str, Any]:
+    governance = governance_viewer_for(user)
     return {
+        "governance": governance,
+        "unreviewed": audit_unreviewed_count(viewer=governance) if governance else 0,
         "can_manage_optouts": optout_practice_for(user) is not None,
         "can_search": viewer_may_search(user),
         "cap": SEARCH_RESULT_CAP,

@@ -33,12 +33,13 @@ def test_the_app_role_appends_and_reads_the_trail_and_nothing_more() -> None:
     assert len(partitions) >= 2
     call_command("db_grants", role=role, stdout=StringIO())
 
-    for table in ["audit_event", *partitions]:
+    for table in ["audit_event", "audit_accessreview", *partitions]:
         assert not _may(role, table, "UPDATE"), table
         assert not _may(role, table, "DELETE"), table
         assert not _may(role, table, "TRUNCATE"), table
     assert _may(role, "audit_event", "INSERT")
     assert _may(role, "audit_event", "SELECT")
+    assert _may(role, "audit_accessreview", "INSERT")
     for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
         assert _may(role, "sharedrecord_entry", privilege)
     with connection.cursor() as cursor:

@@ -2,8 +2,8 @@
 
 Run by the deployment as the owner after every migrate (deploy/compose.yaml):
 the role may read and write the record's tables, but may only INSERT and
-SELECT on the audit trail (its table and every partition), on top of the
-triggers that already refuse UPDATE, DELETE and TRUNCATE.
+SELECT on the audit trail (its table and every partition) and on access
+reviews, on top of the triggers that refuse UPDATE, DELETE and TRUNCATE on the trail.
 """
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ from django.db import connection, transaction
 from psycopg import sql
 
 AUDIT_TABLE = "audit_event"
+REVIEW_TABLE = "audit_accessreview"  # governance findings: written once, never changed
 
 
 def _audit_tables(cursor: Any) -> list[str]:
     cursor.execute(
         """
-        SELECT %s UNION ALL
+        SELECT %s UNION ALL SELECT %s UNION ALL
         SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = %s::regclass
         """,
-        [AUDIT_TABLE, AUDIT_TABLE],
+        [AUDIT_TABLE, REVIEW_TABLE, AUDIT_TABLE],
     )
     return [row[0] for row in cursor.fetchall()]
 

@@ -1,0 +1,254 @@
+"""The governance API (/api/v1/audit/): the same searches, review queue, subject access
+and exports as the pages, and a read-only FHIR AuditEvent view in the IHE BALP shape.
+
+Privacy officers only; every call that returns trail rows writes its own audit event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponseBase, JsonResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audit.balp import audit_event_as_fhir
+from audit.context import context_for
+from audit.forms import AuditQueryForm, ReviewForm, SubjectAccessForm
+from audit.models import AccessReview, AuditEvent, ReviewOutcome
+from audit.selectors import AuditQuery, Cursor
+from audit.services import (
+    GovernanceViewer,
+    ReviewRefused,
+    access_review_record,
+    audit_event_view,
+    audit_export,
+    audit_review_queue_view,
+    audit_search,
+    governance_viewer_of,
+    subject_access_report,
+)
+from audit.templatetags.governance import emergency, why
+from audit.views import csv_response
+
+QUERY_PARAMETERS = [
+    OpenApiParameter("nhs_number", str, description="10-digit NHS number of the person"),
+    OpenApiParameter("user", str, description="username of the member of staff or system"),
+    OpenApiParameter("organisation", str, description="ODS code of the user's organisation"),
+    OpenApiParameter("date_from", OpenApiTypes.DATE),
+    OpenApiParameter("date_to", OpenApiTypes.DATE),
+    OpenApiParameter("action", str),
+    OpenApiParameter("outcome", str),
+]
+FHIR_JSON = "application/fhir+json"
+
+
+def _viewer(request: Request) -> GovernanceViewer:
+    viewer = governance_viewer_of(request.user)
+    if viewer is None:
+        raise exceptions.PermissionDenied("Only privacy officers may read the audit trail.")
+    return viewer
+
+
+def _query(request: Request) -> AuditQuery:
+    form = AuditQueryForm(request.query_params)
+    if not form.is_valid():
+        raise exceptions.ValidationError(form.errors.get_json_data())
+    return form.query()
+
+
+class EventOutput(serializers.Serializer[AuditEvent]):
+    id = serializers.IntegerField()
+    occurred_at = serializers.DateTimeField()
+    action = serializers.CharField()
+    outcome = serializers.CharField()
+    actor_type = serializers.CharField()
+    actor_name = serializers.CharField()
+    actor_role = serializers.CharField()
+    actor_role_code = serializers.CharField()
+    actor_org_ods = serializers.CharField()
+    nhs_number = serializers.CharField()
+    patient_gp_ods = serializers.CharField()
+    source_ods = serializers.ListField(child=serializers.CharField())
+    purpose = serializers.CharField()
+    detail = serializers.JSONField()
+    request_id = serializers.CharField()
+    client_address = serializers.CharField(allow_null=True)
+
+
+class ReviewInput(serializers.Serializer[Any]):
+    event = serializers.IntegerField()
+    outcome = serializers.ChoiceField(choices=ReviewOutcome.choices)
+    note = serializers.CharField(max_length=2000)
+
+
+class ReviewOutput(serializers.Serializer[AccessReview]):
+    id = serializers.UUIDField(source="public_id")
+    event = serializers.IntegerField(source="event_id")
+    outcome = serializers.CharField()
+    note = serializers.CharField()
+    reviewer = serializers.CharField(source="reviewer_name")
+    reviewed_at = serializers.DateTimeField()
+
+
+class AuditEventListApi(APIView):
+    """Search the trail, newest first, 50 a page; `next` carries on (keyset paging)."""
+
+    @extend_schema(parameters=[*QUERY_PARAMETERS, OpenApiParameter("after", str)],
+                   responses={200: OpenApiTypes.OBJECT})  # fmt: skip
+    def get(self, request: Request) -> Response:
+        viewer = _viewer(request)
+        page = audit_search(
+            viewer=viewer, query=_query(request), via="api",
+            after=Cursor.parse(request.query_params.get("after", "")),
+            context=context_for(request),
+        )  # fmt: skip
+        next_url = None
+        if page.next_cursor:
+            params = request.query_params.copy()
+            params["after"] = page.next_cursor.token()
+            next_url = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+        rows = EventOutput(page.events, many=True).data  # type: ignore[arg-type]
+        return Response({"results": rows, "next": next_url})
+
+
+class AuditEventExportApi(APIView):
+    """Every matching event as CSV, streamed (the export itself is audited first)."""
+
+    @extend_schema(parameters=QUERY_PARAMETERS, responses={(200, "text/csv"): OpenApiTypes.STR})
+    def get(self, request: Request) -> HttpResponseBase:
+        viewer = _viewer(request)
+        query = _query(request)
+        return csv_response(audit_export(viewer=viewer, query=query, context=context_for(request)))
+
+
+class ReviewQueueApi(APIView):
+    """Flagged accesses awaiting a finding (GET), and recording a finding (POST)."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request) -> Response:
+        events, total = audit_review_queue_view(
+            viewer=_viewer(request), context=context_for(request)
+        )
+        return Response({"total": total, "results": EventOutput(events, many=True).data})  # type: ignore[arg-type]
+
+    @extend_schema(request=ReviewInput, responses={201: ReviewOutput})
+    def post(self, request: Request) -> Response:
+        viewer = _viewer(request)
+        given = ReviewInput(data=request.data)
+        given.is_valid(raise_exception=True)
+        form = ReviewForm(given.validated_data)
+        if not form.is_valid():
+            raise exceptions.ValidationError(form.errors.get_json_data())
+        try:
+            review = access_review_record(
+                viewer=viewer, event_id=given.validated_data["event"],
+                outcome=ReviewOutcome(form.cleaned_data["outcome"]),
+                note=form.cleaned_data["note"], context=context_for(request),
+            )  # fmt: skip
+        except ReviewRefused as refused:
+            raise exceptions.ValidationError({"event": [str(refused)]}) from refused
+        return Response(ReviewOutput(review).data, status=201)
+
+
+class SubjectAccessApi(APIView):
+    """The subject access report for one person as JSON (the page prints it)."""
+
+    @extend_schema(parameters=[OpenApiParameter("nhs_number", str, required=True)],
+                   responses={200: OpenApiTypes.OBJECT})  # fmt: skip
+    def get(self, request: Request) -> Response:
+        viewer = _viewer(request)
+        form = SubjectAccessForm(request.query_params)
+        if not form.is_valid():
+            raise exceptions.ValidationError(form.errors.get_json_data())
+        report = subject_access_report(
+            viewer=viewer, nhs_number=form.cleaned_data["nhs_number"],
+            context=context_for(request),
+        )  # fmt: skip
+        rows = [
+            {"when": e.occurred_at, "who": e.actor_name, "organisation": e.actor_org_ods,
+             "role": e.actor_role, "role_code": e.actor_role_code, "action": e.action,
+             "outcome": e.outcome, "why": why(e), "emergency": emergency(e)}
+            for e in report.events
+        ]  # fmt: skip
+        return Response({"nhs_number": report.nhs_number, "produced_at": report.produced_at,
+                         "emergency_accesses": report.emergency_count, "events": rows})  # fmt: skip
+
+
+def _fhir(body: dict[str, Any], status: int = 200) -> JsonResponse:
+    return JsonResponse(body, status=status, content_type=FHIR_JSON)
+
+
+def _outcome(status: int, code: str, text: str) -> JsonResponse:
+    return _fhir({"resourceType": "OperationOutcome",
+                  "issue": [{"severity": "error", "code": code, "diagnostics": text}]},
+                 status)  # fmt: skip
+
+
+FHIR_SEARCH_PARAMETERS = {"patient.identifier", "agent.name", "date", "_count", "_after"}
+
+
+class FhirAuditEventSearchApi(APIView):
+    """AuditEvent search: `patient.identifier=https://fhir.nhs.uk/Id/nhs-number|<n>`,
+    `agent.name`, `date=geYYYY-MM-DD` / `leYYYY-MM-DD`; a searchset Bundle with `next` links."""
+
+    @extend_schema(responses={(200, FHIR_JSON): OpenApiTypes.OBJECT})
+    def get(self, request: Request) -> HttpResponseBase:
+        viewer = governance_viewer_of(request.user)
+        if viewer is None:
+            return _outcome(403, "forbidden", "Only privacy officers may read the audit trail.")
+        params = request.query_params
+        unknown = set(params) - FHIR_SEARCH_PARAMETERS
+        if unknown:
+            return _outcome(400, "not-supported", f"Unsupported search parameter: "
+                            f"{sorted(unknown)[0]}.")  # fmt: skip
+        fields: dict[str, str] = {}
+        identifier = params.get("patient.identifier", "")
+        if identifier:
+            system, _, value = identifier.rpartition("|")
+            if system not in ("", "https://fhir.nhs.uk/Id/nhs-number"):
+                return _outcome(400, "value", "patient.identifier takes an NHS number.")
+            fields["nhs_number"] = value
+        fields["user"] = params.get("agent.name", "")
+        for value in params.getlist("date"):
+            prefix, day = value[:2], value[2:]
+            if prefix not in ("ge", "le"):
+                return _outcome(400, "value", "date takes ge or le and a day (geYYYY-MM-DD).")
+            fields["date_from" if prefix == "ge" else "date_to"] = day
+        form = AuditQueryForm(fields)
+        if not form.is_valid():
+            first = next(iter(form.errors.values()))[0]
+            return _outcome(400, "value", str(first))
+        page = audit_search(
+            viewer=viewer, query=form.query(), via="fhir",
+            after=Cursor.parse(params.get("_after", "")), context=context_for(request),
+        )  # fmt: skip
+        base = request.build_absolute_uri(request.path)
+        links = [{"relation": "self", "url": request.build_absolute_uri()}]
+        if page.next_cursor:
+            following = params.copy()
+            following["_after"] = page.next_cursor.token()
+            links.append({"relation": "next", "url": f"{base}?{following.urlencode()}"})
+        return _fhir({
+            "resourceType": "Bundle", "type": "searchset", "link": links,
+            "entry": [{"fullUrl": f"{base}/{event.id}", "resource": audit_event_as_fhir(event),
+                       "search": {"mode": "match"}} for event in page.events],
+        })  # fmt: skip
+
+
+class FhirAuditEventReadApi(APIView):
+    """One AuditEvent; 404 alike for absent and out of scope."""
+
+    @extend_schema(responses={(200, FHIR_JSON): OpenApiTypes.OBJECT})
+    def get(self, request: Request, event_id: int) -> HttpResponseBase:
+        viewer = governance_viewer_of(request.user)
+        if viewer is None:
+            return _outcome(403, "forbidden", "Only privacy officers may read the audit trail.")
+        shown = audit_event_view(viewer=viewer, event_id=event_id, context=context_for(request))
+        if shown is None:
+            return _outcome(404, "not-found", f"AuditEvent/{event_id} is not known.")
+        return _fhir(audit_event_as_fhir(shown[0]))

@@ -1,0 +1,64 @@
+"""How the governance pages say why an access happened and what it showed."""
+
+from __future__ import annotations
+
+from django import template
+
+from audit.models import AuditAction, AuditEvent
+
+register = template.Library()
+
+PURPOSES = {
+    "TREAT": "Direct care",
+    "ETREAT": "Emergency care (break glass)",
+    "HOPERAT": "Governance and operations",
+}
+REASONS = {
+    "OVRER": "emergency treatment",
+    "OVRPJ": "professional judgement",
+    "OVRPS": "patient's safety",
+    "OVRTPS": "third party's safety",
+}
+
+
+@register.filter
+def why(event: AuditEvent) -> str:
+    """The basis given for an access, in words."""
+    detail = event.detail
+    if event.action == AuditAction.BREAK_GLASS:
+        reason = REASONS.get(str(detail.get("reason_code", "")), str(detail.get("reason_code")))
+        return f"Emergency access ({reason}): {detail.get('reason_text', '')}"
+    if event.action == AuditAction.ACCESS_BASIS:
+        relationships = ", ".join(detail.get("relationships", [])) or "none shown by the feeds"
+        if detail.get("self_claimed"):
+            return f"Self-declared relationship: {detail.get('reason_text', '')}"
+        return f"Direct care; relationships: {relationships}"
+    return PURPOSES.get(event.purpose, event.purpose)
+
+
+@register.filter
+def shown(event: AuditEvent) -> str:
+    """What the access showed: the section and the number of items, never their content."""
+    detail = event.detail
+    parts = []
+    if "section" in detail:
+        parts.append(str(detail["section"]).replace("-", " "))
+    if isinstance(detail.get("entries"), list):
+        parts.append(f"{len(detail['entries'])} items")
+    if detail.get("withheld"):
+        parts.append(f"{detail['withheld']} withheld")
+    if isinstance(detail.get("shown"), int):
+        parts.append(f"{detail['shown']} rows")
+    if detail.get("asked"):
+        parts.append(f"asked for {detail['asked']}")
+    return ", ".join(parts)
+
+
+@register.filter
+def emergency(event: AuditEvent) -> bool:
+    return event.action == AuditAction.BREAK_GLASS or bool(event.detail.get("break_glass"))
+
+
+@register.filter
+def spaced(number: str) -> str:
+    return f"{number[:3]} {number[3:6]} {number[6:]}" if len(number) == 10 else number
