@@ -196,7 +196,8 @@ class FhirAuditEventSearchApi(APIView):
     """AuditEvent search: `patient.identifier=https://fhir.nhs.uk/Id/nhs-number|<n>`,
     `agent.name`, `date=geYYYY-MM-DD` / `leYYYY-MM-DD`; a searchset Bundle with `next` links."""
 
-    @extend_schema(responses={(200, FHIR_JSON): OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="audit_fhir_auditevent_search",
+                   responses={(200, FHIR_JSON): OpenApiTypes.OBJECT})  # fmt: skip
     def get(self, request: Request) -> HttpResponseBase:
         viewer = governance_viewer_of(request.user)
         if viewer is None:
@@ -243,7 +244,8 @@ class FhirAuditEventSearchApi(APIView):
 class FhirAuditEventReadApi(APIView):
     """One AuditEvent; 404 alike for absent and out of scope."""
 
-    @extend_schema(responses={(200, FHIR_JSON): OpenApiTypes.OBJECT})
+    @extend_schema(operation_id="audit_fhir_auditevent_read",
+                   responses={(200, FHIR_JSON): OpenApiTypes.OBJECT})  # fmt: skip
     def get(self, request: Request, event_id: int) -> HttpResponseBase:
         viewer = governance_viewer_of(request.user)
         if viewer is None:

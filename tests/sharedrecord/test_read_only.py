@@ -16,7 +16,8 @@ WRITES = {
     "/optouts/": "the opt-out registry (GP practices)",
     "/accounts/": "sign-in and sign-out",
     "/admin/": "administration (read-only for clinical data)",
-    "/api/": "feeds and the opt-out API",
+    "/api/": "feeds, the opt-out API and governance findings",
+    "/governance/": "a privacy officer's finding on a flagged access (never the record)",
 }
 
 
