@@ -1,6 +1,6 @@
 """Audit benchmark: the trail at 10 million rows, its write rate and its governance queries.
 
-Run: .venv/bin/python -m sharedrecord.localservices exec -- .venv/bin/python bench/audit.py
+Run: .venv/bin/python -m sharedrecord.localservices exec -- .venv/bin/python bench/audit_trail.py
 (BENCH_AUDIT_ROWS changes the size; the default is 10,000,000.)
 
 Steps:
