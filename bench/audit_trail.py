@@ -32,6 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +98,11 @@ def load(database: str) -> float:
         started = time.perf_counter()
         for first in range(present + 1, ROWS + 1, CHUNK):
             last = min(first + CHUNK - 1, ROWS)
-            conn.execute(LOAD, {"first": first, "last": last})  # type: ignore[arg-type]
+            conn.execute(LOAD, {"first": first, "last": last})
             print(f"  loaded {last:,} rows", flush=True)
         elapsed = time.perf_counter() - started
         conn.execute("ANALYZE audit_event")
-    return (ROWS - present) / elapsed
+    return float(ROWS - present) / elapsed
 
 
 def _writer(args: tuple[str, int]) -> float:
@@ -173,40 +174,54 @@ def queries(database: str) -> list[tuple[str, list[float], list[float], int]]:
         "record holder (newest 50)": [],
         "record holder, one month (newest 50)": [],
     }
+
+    def ours_person(n: str) -> Any:
+        return audit_events_page(scope=whole, query=AuditQuery(nhs_number=n))
+
+    def raw_person(n: str) -> Any:
+        return raw.execute("SELECT * FROM audit_event WHERE nhs_number = %s "
+                           "ORDER BY occurred_at DESC LIMIT 51", [n]).fetchall()  # fmt: skip
+
+    def ours_user(u: str, s: datetime.date, e: datetime.date) -> Any:
+        return list(audit_events_matching(
+            scope=whole, query=AuditQuery(user=u, date_from=s, date_to=e)))  # fmt: skip
+
+    def raw_user(u: str, s: datetime.date, e: datetime.date) -> Any:
+        return raw.execute(
+            "SELECT * FROM audit_event WHERE actor_name = %s AND occurred_at >= %s "
+            "AND occurred_at < %s ORDER BY occurred_at DESC",
+            [u, s, e + datetime.timedelta(days=1)]).fetchall()  # fmt: skip
+
+    def ours_holder(p: str, s: datetime.date | None, e: datetime.date | None) -> Any:
+        return audit_events_page(scope=GovernanceScope(p),
+                                 query=AuditQuery(date_from=s, date_to=e))  # fmt: skip
+
+    def raw_holder(p: str, s: datetime.date | None, e: datetime.date | None) -> Any:
+        if s is None or e is None:
+            return raw.execute("SELECT * FROM audit_event WHERE patient_gp_ods = %s "
+                               "ORDER BY occurred_at DESC LIMIT 51", [p]).fetchall()  # fmt: skip
+        return raw.execute(
+            "SELECT * FROM audit_event WHERE patient_gp_ods = %s AND occurred_at >= %s "
+            "AND occurred_at < %s ORDER BY occurred_at DESC LIMIT 51",
+            [p, s, e + datetime.timedelta(days=1)]).fetchall()  # fmt: skip
+
     for _ in range(CASES):
         number = "9" + f"{rng.randrange(PEOPLE):09d}"
-        cases["by person (newest 50)"].append((
-            lambda n=number: audit_events_page(scope=whole, query=AuditQuery(nhs_number=n)),
-            lambda n=number: raw.execute(
-                "SELECT * FROM audit_event WHERE nhs_number = %s "
-                "ORDER BY occurred_at DESC LIMIT 51", [n]).fetchall(),
-        ))  # fmt: skip
+        cases["by person (newest 50)"].append(
+            (partial(ours_person, number), partial(raw_person, number))
+        )
         user = f"bench.user{rng.randrange(USERS)}"
         start, end = month_of(rng.randrange(11))
-        cases["by user over a month (all rows)"].append((
-            lambda u=user, s=start, e=end: list(audit_events_matching(
-                scope=whole, query=AuditQuery(user=u, date_from=s, date_to=e))),
-            lambda u=user, s=start, e=end: raw.execute(
-                "SELECT * FROM audit_event WHERE actor_name = %s AND occurred_at >= %s "
-                "AND occurred_at < %s ORDER BY occurred_at DESC",
-                [u, s, e + datetime.timedelta(days=1)]).fetchall(),
-        ))  # fmt: skip
+        cases["by user over a month (all rows)"].append(
+            (partial(ours_user, user, start, end), partial(raw_user, user, start, end))
+        )
         practice = f"ZG{rng.randrange(PRACTICES):03d}"
-        holder = GovernanceScope(practice)
-        cases["record holder (newest 50)"].append((
-            lambda h=holder: audit_events_page(scope=h, query=AuditQuery()),
-            lambda p=practice: raw.execute(
-                "SELECT * FROM audit_event WHERE patient_gp_ods = %s "
-                "ORDER BY occurred_at DESC LIMIT 51", [p]).fetchall(),
-        ))  # fmt: skip
-        cases["record holder, one month (newest 50)"].append((
-            lambda h=holder, s=start, e=end: audit_events_page(
-                scope=h, query=AuditQuery(date_from=s, date_to=e)),
-            lambda p=practice, s=start, e=end: raw.execute(
-                "SELECT * FROM audit_event WHERE patient_gp_ods = %s AND occurred_at >= %s "
-                "AND occurred_at < %s ORDER BY occurred_at DESC LIMIT 51",
-                [p, s, e + datetime.timedelta(days=1)]).fetchall(),
-        ))  # fmt: skip
+        cases["record holder (newest 50)"].append(
+            (partial(ours_holder, practice, None, None), partial(raw_holder, practice, None, None))
+        )
+        cases["record holder, one month (newest 50)"].append(
+            (partial(ours_holder, practice, start, end), partial(raw_holder, practice, start, end))
+        )
     for name, runs in cases.items():
         for ours, baseline in runs[:3]:  # warm the cache the same way for both
             ours()
