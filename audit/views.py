@@ -7,7 +7,6 @@ AUDIT_REVIEW, SUBJECT_ACCESS_REPORT).
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from audit.context import context_for
+from audit.csvstream import csv_lines
 from audit.forms import AuditQueryForm, ReviewForm, SubjectAccessForm
 from audit.models import AuditEvent, ReviewOutcome
 from audit.selectors import Cursor, GovernanceScope
@@ -104,30 +104,18 @@ def governance_events_page(request: HttpRequest) -> HttpResponse:
     return render(request, "audit/events.html", context)
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _cell(value: Any) -> str:
-    """A CSV cell that a spreadsheet will not run as a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-def csv_rows(events: Iterator[AuditEvent]) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_COLUMNS)
-    for event in events:
-        row = [getattr(event, column) for column in CSV_COLUMNS]
-        row[CSV_COLUMNS.index("occurred_at")] = event.occurred_at.isoformat()
-        row[CSV_COLUMNS.index("source_ods")] = " ".join(event.source_ods)
-        yield writer.writerow([_cell(value) for value in row])
+def _csv_row(event: AuditEvent) -> list[Any]:
+    row = [getattr(event, column) for column in CSV_COLUMNS]
+    row[CSV_COLUMNS.index("occurred_at")] = event.occurred_at.isoformat()
+    row[CSV_COLUMNS.index("source_ods")] = " ".join(event.source_ods)
+    return row
 
 
 def csv_response(events: Iterator[AuditEvent]) -> StreamingHttpResponse:
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response = StreamingHttpResponse(csv_rows(events), content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(
+        csv_lines(CSV_COLUMNS, map(_csv_row, events)), content_type="text/csv; charset=utf-8"
+    )
     response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.csv"'
     response["Cache-Control"] = "no-store"
     return response

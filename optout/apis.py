@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterator
 from typing import Any, cast
 
 from django.http import StreamingHttpResponse
@@ -14,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.csvstream import csv_lines
 from audit.models import AuditAction
 from audit.services import AuditActor, audit_event_record
 from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
@@ -152,11 +151,6 @@ class OptOutDetailApi(APIView):
         )
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
 class OptOutExportApi(APIView):
     """The practice's whole list as CSV, streamed."""
 
@@ -165,22 +159,12 @@ class OptOutExportApi(APIView):
         practice = _practice(request, "export")
         entries = optouts_for_practice(practice=practice)
         _audit_read(request, AuditAction.OPTOUT_EXPORT, {"rows": entries.count()})
-        writer = csv.writer(_Echo())
-
-        def rows() -> Iterator[str]:
-            yield writer.writerow(["nhs_number", "status", "route", "changed_at", "note"])
-            for entry in entries.iterator(chunk_size=2000):
-                yield writer.writerow(
-                    [
-                        entry.nhs_number,
-                        entry.status,
-                        entry.route,
-                        entry.changed_at.isoformat(),
-                        entry.note,
-                    ]
-                )
-
-        response = StreamingHttpResponse(rows(), content_type="text/csv")
+        rows = (
+            [e.nhs_number, e.status, e.route, e.changed_at.isoformat(), e.note]
+            for e in entries.iterator(chunk_size=2000)
+        )
+        header = ["nhs_number", "status", "route", "changed_at", "note"]
+        response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv")
         stamp = timezone.localdate().isoformat()
         response["Content-Disposition"] = (
             f'attachment; filename="optouts-{practice.ods_code}-{stamp}.csv"'

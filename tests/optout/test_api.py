@@ -35,6 +35,19 @@ def register(client: Client, number: str):
     )
 
 
+def test_the_export_does_not_hand_a_spreadsheet_a_formula(client: Client, practice_gp) -> None:
+    number = next_nhs_number()
+    note = '=HYPERLINK("http://example.invalid","details")'
+    created = as_user(client, practice_gp).post(
+        "/api/v1/optouts/register", {"nhs_number": number, "note": note},
+        content_type="application/json",
+    )  # fmt: skip
+    assert created.status_code == 201, created.content
+    rows = list(csv.reader(io.StringIO(streamed(client.get("/api/v1/optouts/export.csv")))))
+    (row,) = [r for r in rows if r[0] == number]
+    assert row[4] == "'" + note
+
+
 def withdraw(client: Client, number: str):
     return client.post(
         "/api/v1/optouts/withdraw", {"nhs_number": number}, content_type="application/json"
