@@ -27,7 +27,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from audit.context import context_for
 from audit.csvstream import csv_lines
 from audit.forms import AuditQueryForm, ReviewForm, SubjectAccessForm
-from audit.models import AuditEvent, ReviewOutcome
+from audit.models import CLOSING_OUTCOMES, AuditEvent, ReviewOutcome
 from audit.selectors import Cursor, GovernanceScope
 from audit.services import (
     GovernanceViewer,
@@ -165,7 +165,7 @@ def governance_event_page(request: HttpRequest, event_id: int) -> HttpResponse:
     if shown is None:
         raise Http404("No such event in your part of the trail.")
     event, reviews = shown
-    closed = any(r.outcome != ReviewOutcome.REFERRED for r in reviews)
+    closed = any(r.outcome in CLOSING_OUTCOMES for r in reviews)
     context = {"event": event, "reviews": reviews, "form": form, "error": error,
                "reviewable": bool(event.detail.get("review")) and not closed}  # fmt: skip
     status = 400 if request.method == "POST" else 200

@@ -79,13 +79,6 @@ CROSS JOIN LATERAL (
 """
 
 
-def bench_database_url() -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(parts._replace(path="/sharedrecord_bench_audit"))
-
-
 def load(database: str) -> float:
     import psycopg
 
@@ -235,9 +228,9 @@ def queries(database: str) -> list[tuple[str, list[float], list[float], int]]:
 
 
 def main() -> None:
-    from sharedrecord.localservices import ensure_database
+    from sharedrecord.localservices import ensure_database, with_database
 
-    database = bench_database_url()
+    database = with_database(os.environ["DATABASE_URL"], "sharedrecord_bench_audit")
     ensure_database(database)
     os.environ.update({"DATABASE_URL": database, "DEBUG": "false"})
     import django

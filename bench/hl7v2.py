@@ -42,13 +42,6 @@ CORES = os.cpu_count() or 2
 ODS = "ZAC01"
 
 
-def bench_database_url() -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(parts._replace(path="/sharedrecord_bench"))
-
-
 def message(serial: int, run: str, nhs_number: str) -> bytes:
     """An ADT^A01 (even serials) or an ORU^R01 with 10 results (odd), CR-separated."""
     control = f"{run}-{serial}"
@@ -218,9 +211,9 @@ def phase(
 
 
 def main() -> None:
-    from sharedrecord.localservices import ensure_database
+    from sharedrecord.localservices import ensure_database, with_database
 
-    database = bench_database_url()
+    database = with_database(os.environ["DATABASE_URL"], "sharedrecord_bench")
     ensure_database(database)
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "DATABASE_URL": database, "CELERY_QUEUE": queue, "DEBUG": "false",

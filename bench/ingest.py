@@ -40,13 +40,6 @@ BUNDLES = int(os.environ.get("BENCH_BUNDLES", "60"))
 CORES = os.cpu_count() or 2
 
 
-def bench_database_url() -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(parts._replace(path="/sharedrecord_bench"))
-
-
 def mixed_bundle(serial: int, run: str) -> dict[str, Any]:
     """A Patient and 99 entries of mixed types, like a GP summary or an acute feed."""
     from ingestion.demo import PEOPLE, BundleBuilder, synthetic_nhs_number
@@ -215,9 +208,9 @@ def stage_shares(token_org: Any, credential: Any, payloads: list[bytes]) -> dict
 
 
 def main() -> None:
-    from sharedrecord.localservices import ensure_database
+    from sharedrecord.localservices import ensure_database, with_database
 
-    database = bench_database_url()
+    database = with_database(os.environ["DATABASE_URL"], "sharedrecord_bench")
     ensure_database(database)
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "DATABASE_URL": database, "CELERY_QUEUE": queue, "DEBUG": "false",

@@ -33,13 +33,6 @@ SIZES = [int(n) for n in os.environ.get("BENCH_VIEW_SIZES", "5000,50000").split(
 RUNS = 10
 
 
-def bench_database_url() -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(parts._replace(path="/sharedrecord_bench_view"))
-
-
 def _entries(n: int, serial: int) -> list[Any]:
     from sharedrecord.services import EntryData
 
@@ -105,9 +98,9 @@ def _time(fn: Any) -> tuple[float, float]:
 
 
 def main() -> None:
-    from sharedrecord.localservices import ensure_database
+    from sharedrecord.localservices import ensure_database, with_database
 
-    database = bench_database_url()
+    database = with_database(os.environ["DATABASE_URL"], "sharedrecord_bench_view")
     ensure_database(database)
     os.environ.update(
         {

@@ -45,7 +45,8 @@ def _say(message: str) -> None:
     print(f"[localservices] {message}", file=sys.stderr, flush=True)
 
 
-def _with_database(url: str, database: str) -> str:
+def with_database(url: str, database: str) -> str:
+    """The same server and credentials, another database (the benchmarks' private ones)."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + database))
 
@@ -57,7 +58,7 @@ def _database_name(url: str) -> str:
 def postgres_answers(url: str) -> bool:
     """True when a PostgreSQL server accepts a connection at the URL's server."""
     try:
-        with psycopg.connect(_with_database(url, "postgres"), connect_timeout=3):
+        with psycopg.connect(with_database(url, "postgres"), connect_timeout=3):
             return True
     except psycopg.OperationalError:
         return False
@@ -146,7 +147,7 @@ def start_embedded_redis(data_dir: Path, port: int) -> str:
 def ensure_database(url: str) -> None:
     """Create the URL's database if the server does not have it yet."""
     name = _database_name(url)
-    with psycopg.connect(_with_database(url, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
             _say(f"creating database {name}")
