@@ -93,6 +93,30 @@ class AuditEvent(models.Model):
         return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.action} by {self.actor_name}"
 
 
+class AuditEventHolder(models.Model):
+    """One organisation with a stake in one event: the record holders' index.
+
+    A row for the person's GP practice and for every organisation whose data
+    was shown, written by a trigger as the event is inserted (audit/sql.py,
+    HOLDER_INDEX). It lets a record holder's view read its events newest
+    first from one index, however few there are.
+    """
+
+    pk = models.CompositePrimaryKey("holder_ods", "occurred_at", "event_id")
+    holder_ods = models.CharField(max_length=12)
+    occurred_at = models.DateTimeField()
+    event = models.ForeignKey(
+        AuditEvent, on_delete=models.DO_NOTHING, db_constraint=False, related_name="holders"
+    )
+
+    class Meta:
+        managed = False
+        db_table = "audit_event_holder"
+
+    def __str__(self) -> str:
+        return f"{self.holder_ods} holds event {self.event_id}"
+
+
 class AuditChainHead(models.Model):
     """The last link of each hash-chain stripe (see audit/services.py)."""
 

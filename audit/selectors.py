@@ -8,6 +8,7 @@ for in an AUDIT_QUERY, AUDIT_EXPORT or SUBJECT_ACCESS_REPORT event.
 from __future__ import annotations
 
 import datetime
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,13 @@ from typing import Any
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from audit.models import CLOSING_OUTCOMES, AccessReview, AuditAction, AuditEvent
+from audit.models import (
+    CLOSING_OUTCOMES,
+    AccessReview,
+    AuditAction,
+    AuditEvent,
+    AuditEventHolder,
+)
 
 PAGE_SIZE = 50
 
@@ -117,26 +124,103 @@ def _day_start(day: datetime.date) -> datetime.datetime:
     return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
 
 
-def audit_events_matching(*, scope: GovernanceScope, query: AuditQuery) -> QuerySet[AuditEvent]:
-    """Events in scope that match every filter given, newest first."""
-    events = scope.events()
+def _window(prefix: str, id_field: str, query: AuditQuery, after: Cursor | None) -> Q:
+    """The date range and the keyset cursor, on the fields of one table."""
+    window = Q()
+    if query.date_from:
+        window &= Q(**{f"{prefix}occurred_at__gte": _day_start(query.date_from)})
+    if query.date_to:
+        day_after = _day_start(query.date_to + datetime.timedelta(days=1))
+        window &= Q(**{f"{prefix}occurred_at__lt": day_after})
+    if after is not None:
+        # The first bound alone gives the index a place to start.
+        window &= Q(**{f"{prefix}occurred_at__lte": after.occurred_at}) & (
+            Q(**{f"{prefix}occurred_at__lt": after.occurred_at})
+            | Q(**{f"{prefix}occurred_at": after.occurred_at, f"{prefix}{id_field}__lt": after.id})
+        )
+    return window
+
+
+def _uses_holder_index(scope: GovernanceScope, query: AuditQuery) -> bool:
+    """A record holder's view with no person or user to narrow it.
+
+    With a person or a user, their own index is narrower, and the scope is
+    checked on the few events it finds.
+    """
+    return not scope.whole_trail and not query.nhs_number and not query.user
+
+
+def _filtered(events: QuerySet[AuditEvent], query: AuditQuery) -> QuerySet[AuditEvent]:
     if query.nhs_number:
         events = events.filter(nhs_number=query.nhs_number)
     if query.user:
         events = events.filter(actor_name=query.user)
     if query.organisation:
         events = events.filter(actor_org_ods=query.organisation)
-    if query.date_from:
-        events = events.filter(occurred_at__gte=_day_start(query.date_from))
-    if query.date_to:
-        events = events.filter(
-            occurred_at__lt=_day_start(query.date_to + datetime.timedelta(days=1))
-        )
     if query.action:
         events = events.filter(action=query.action)
     if query.outcome:
         events = events.filter(outcome=query.outcome)
-    return events.order_by("-occurred_at", "-id")
+    return events
+
+
+def audit_events_matching(
+    *, scope: GovernanceScope, query: AuditQuery, after: Cursor | None = None
+) -> QuerySet[AuditEvent]:
+    """Events in scope that match every filter given, newest first, after `after` if given.
+
+    The scope is applied as a filter; for a record holder's whole view,
+    audit_events_page and audit_events_stream read the holder index instead.
+    """
+    events = scope.events().filter(_window("", "id", query, after))
+    return _filtered(events, query).order_by("-occurred_at", "-id")
+
+
+HOLDER_BATCH = 500
+
+
+def _holder_events(
+    *, scope: GovernanceScope, query: AuditQuery, after: Cursor | None
+) -> Iterator[AuditEvent]:
+    """A record holder's events, newest first, read through the record holders' index.
+
+    Steps:
+    1. Read the next HOLDER_BATCH (occurred_at, event id) pairs for the
+       holder from its index, newest first (keyset, inside the date range).
+    2. Fetch those events (by id, within the batch's time span, so only the
+       months it covers are read) with the other filters applied.
+    3. Yield them in the index's order; repeat until the index runs out.
+    PostgreSQL cannot be left to join the two: it misjudges the join's size
+    and sorts the holder's whole history instead of stopping after a page.
+    """
+    window = _window("", "event_id", query, after)
+    last: Cursor | None = None
+    while True:
+        holders = AuditEventHolder.objects.filter(window, holder_ods=scope.holder_ods)
+        if last is not None:
+            holders = holders.filter(_window("", "event_id", AuditQuery(), last))
+        batch = list(
+            holders.order_by("-occurred_at", "-event_id").values_list("occurred_at", "event_id")[
+                :HOLDER_BATCH
+            ]
+        )
+        if not batch:
+            return
+        events = _filtered(
+            AuditEvent.objects.filter(
+                id__in=[event_id for _, event_id in batch],
+                occurred_at__gte=batch[-1][0],
+                occurred_at__lte=batch[0][0],
+            ),
+            query,
+        )
+        found = {event.id: event for event in events}
+        for _, event_id in batch:
+            if event_id in found:
+                yield found[event_id]
+        if len(batch) < HOLDER_BATCH:
+            return
+        last = Cursor(*batch[-1])
 
 
 def audit_events_page(
@@ -147,12 +231,12 @@ def audit_events_page(
     Keyset paging keeps page 1,000 as fast as page 1 on a 100-million-row trail
     and never repeats or skips an event while new ones arrive.
     """
-    events = audit_events_matching(scope=scope, query=query)
-    if after is not None:
-        events = events.filter(
-            Q(occurred_at__lt=after.occurred_at) | Q(occurred_at=after.occurred_at, id__lt=after.id)
+    if _uses_holder_index(scope, query):
+        rows = list(
+            itertools.islice(_holder_events(scope=scope, query=query, after=after), size + 1)
         )
-    rows = list(events[: size + 1])
+    else:
+        rows = list(audit_events_matching(scope=scope, query=query, after=after)[: size + 1])
     more = len(rows) > size
     rows = rows[:size]
     last = rows[-1] if more else None
@@ -160,7 +244,9 @@ def audit_events_page(
 
 
 def audit_events_stream(*, scope: GovernanceScope, query: AuditQuery) -> Iterator[AuditEvent]:
-    """Every matching event, newest first, read in chunks from a server-side cursor."""
+    """Every matching event, newest first, read in chunks."""
+    if _uses_holder_index(scope, query):
+        return _holder_events(scope=scope, query=query, after=None)
     return audit_events_matching(scope=scope, query=query).iterator(chunk_size=2000)
 
 

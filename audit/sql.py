@@ -3,6 +3,38 @@
 CHAIN_STRIPES = 16
 GENESIS_HASH = "0" * 64
 
+# Create the monthly partitions from `first_month` to `months_ahead` months
+# after now, each guarded against TRUNCATE. Idempotent. SECURITY DEFINER: the
+# application role (INSERT and SELECT only on the trail, see db_grants) runs
+# it from beat, and the partitions belong to the owner, like the table.
+# (Migration 0003 replaces it to make the record holders' index partitions too.)
+PARTITIONS_ENSURE_V1 = """
+CREATE OR REPLACE FUNCTION audit_partitions_ensure(first_month date, months_ahead int)
+RETURNS int LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    month date := date_trunc('month', first_month)::date;
+    last_month date := (date_trunc('month', now()) + make_interval(months => months_ahead))::date;
+    name text;
+    made int := 0;
+BEGIN
+    WHILE month <= last_month LOOP
+        name := format('audit_event_%s', to_char(month, 'YYYY_MM'));
+        IF to_regclass(name) IS NULL THEN
+            EXECUTE format(
+                'CREATE TABLE %I PARTITION OF audit_event FOR VALUES FROM (%L) TO (%L)',
+                name, month, (month + interval '1 month')::date);
+            EXECUTE format(
+                'CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON %I '
+                'FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()', name);
+            made := made + 1;
+        END IF;
+        month := (month + interval '1 month')::date;
+    END LOOP;
+    RETURN made;
+END
+$$;
+"""
+
 # Only our own constants are formatted in; nothing from outside.
 CREATE = f"""
 CREATE TABLE audit_event (
@@ -52,7 +84,7 @@ END
 $$;
 
 -- Row triggers on the parent reach every partition; TRUNCATE triggers do
--- not, so audit_partition_guard() adds one to each partition as it is made.
+-- not, so audit_partitions_ensure() adds one to each partition as it is made.
 CREATE TRIGGER audit_event_append_only BEFORE UPDATE OR DELETE ON audit_event
     FOR EACH ROW EXECUTE FUNCTION audit_refuse_change();
 CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event
@@ -60,35 +92,7 @@ CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event
 CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_event_default
     FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();
 
--- Create the monthly partitions from `first_month` to `months_ahead` months
--- after now, each guarded against TRUNCATE. Idempotent. SECURITY DEFINER: the
--- application role (INSERT and SELECT only on the trail, see db_grants) runs
--- it from beat, and the partitions belong to the owner, like the table.
-CREATE FUNCTION audit_partitions_ensure(first_month date, months_ahead int)
-RETURNS int LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-DECLARE
-    month date := date_trunc('month', first_month)::date;
-    last_month date := (date_trunc('month', now()) + make_interval(months => months_ahead))::date;
-    name text;
-    made int := 0;
-BEGIN
-    WHILE month <= last_month LOOP
-        name := format('audit_event_%s', to_char(month, 'YYYY_MM'));
-        IF to_regclass(name) IS NULL THEN
-            EXECUTE format(
-                'CREATE TABLE %I PARTITION OF audit_event FOR VALUES FROM (%L) TO (%L)',
-                name, month, (month + interval '1 month')::date);
-            EXECUTE format(
-                'CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON %I '
-                'FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()', name);
-            made := made + 1;
-        END IF;
-        month := (month + interval '1 month')::date;
-    END LOOP;
-    RETURN made;
-END
-$$;
-
+{PARTITIONS_ENSURE_V1}
 SELECT audit_partitions_ensure((now() - interval '1 month')::date, 3);
 
 CREATE TABLE audit_chain_head (
@@ -127,3 +131,94 @@ DROP INDEX audit_event_actor_name_idx;
 DROP INDEX audit_event_actor_org_idx;
 DROP INDEX audit_event_review_idx;
 """
+
+# The record holders' index (migration 0003). "Registered here OR contributed
+# here" cannot be read newest-first from the trail's own indexes, so a record
+# holder with few events made PostgreSQL scan the whole trail backwards. This
+# narrow table holds one row per event and organisation with a stake in it
+# (the person's GP practice and every organisation whose data was shown),
+# written by a trigger in the same statement as the event, so no writer can
+# forget it. Month-partitioned like the trail and guarded the same way.
+HOLDER_INDEX = """
+CREATE TABLE audit_event_holder (
+    holder_ods varchar(12) NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    event_id bigint NOT NULL,
+    PRIMARY KEY (holder_ods, occurred_at, event_id)
+) PARTITION BY RANGE (occurred_at);
+
+CREATE TABLE audit_event_holder_default PARTITION OF audit_event_holder DEFAULT;
+
+CREATE TRIGGER audit_event_holder_append_only BEFORE UPDATE OR DELETE ON audit_event_holder
+    FOR EACH ROW EXECUTE FUNCTION audit_refuse_change();
+CREATE TRIGGER audit_event_holder_no_truncate BEFORE TRUNCATE ON audit_event_holder
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();
+CREATE TRIGGER audit_event_holder_no_truncate BEFORE TRUNCATE ON audit_event_holder_default
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();
+
+-- One set-based INSERT per statement (a transition table), so a bulk load
+-- costs one extra statement, not one per row.
+CREATE FUNCTION audit_event_index_holders() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO audit_event_holder (holder_ods, occurred_at, event_id)
+    SELECT DISTINCT holder, e.occurred_at, e.id
+    FROM inserted AS e
+    CROSS JOIN LATERAL unnest(array_append(e.source_ods, e.patient_gp_ods)) AS holder
+    WHERE holder <> '';
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER audit_event_holders AFTER INSERT ON audit_event
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_event_index_holders();
+
+-- The same monthly partitions as before, now for both tables.
+CREATE OR REPLACE FUNCTION audit_partitions_ensure(first_month date, months_ahead int)
+RETURNS int LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    month date := date_trunc('month', first_month)::date;
+    last_month date := (date_trunc('month', now()) + make_interval(months => months_ahead))::date;
+    parent text;
+    name text;
+    made int := 0;
+BEGIN
+    WHILE month <= last_month LOOP
+        FOREACH parent IN ARRAY ARRAY['audit_event', 'audit_event_holder'] LOOP
+            name := format('%s_%s', parent, to_char(month, 'YYYY_MM'));
+            IF to_regclass(name) IS NULL THEN
+                EXECUTE format(
+                    'CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                    name, parent, month, (month + interval '1 month')::date);
+                EXECUTE format(
+                    'CREATE TRIGGER %I BEFORE TRUNCATE ON %I '
+                    'FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change()',
+                    parent || '_no_truncate', name);
+                IF parent = 'audit_event' THEN
+                    made := made + 1;
+                END IF;
+            END IF;
+        END LOOP;
+        month := (month + interval '1 month')::date;
+    END LOOP;
+    RETURN made;
+END
+$$;
+
+-- Partitions for every month the trail already holds, then the rows for
+-- the events already there.
+SELECT audit_partitions_ensure(
+    coalesce((SELECT min(occurred_at) FROM audit_event), now())::date, 3);
+INSERT INTO audit_event_holder (holder_ods, occurred_at, event_id)
+SELECT DISTINCT holder, e.occurred_at, e.id
+FROM audit_event AS e
+CROSS JOIN LATERAL unnest(array_append(e.source_ods, e.patient_gp_ods)) AS holder
+WHERE holder <> '';
+ANALYZE audit_event_holder;
+"""
+
+DROP_HOLDER_INDEX = f"""
+DROP TRIGGER audit_event_holders ON audit_event;
+DROP FUNCTION audit_event_index_holders();
+DROP TABLE audit_event_holder;
+{PARTITIONS_ENSURE_V1}"""

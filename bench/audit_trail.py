@@ -9,7 +9,8 @@ Steps:
    every index of the migrations in place): 300,000 people registered with
    50 practices, 5,000 users in 60 organisations, a realistic mix of
    actions, 0.5% of them break-glass. Bulk-loaded in SQL; the chain hashes of
-   loaded rows are placeholders (the bench database is thrown away).
+   loaded rows are placeholders (the bench database is thrown away). The
+   trail's insert trigger fills the record holders' index as it would in use.
 2. Write rate through the one entry point (audit_event_record: stripe lock,
    hash, insert, head update) with 1 and with 4 concurrent writer processes,
    each event its own transaction, on top of the loaded rows.

@@ -276,6 +276,59 @@ def test_an_acute_trusts_privacy_officer_sees_only_accesses_to_its_data(scene: S
     assert expected  # both record views showed the A&E attendance
 
 
+def test_a_record_holders_whole_view_comes_from_its_index_and_pages_while_events_arrive() -> None:
+    """Without a person or user, the view is read from the record holders' index.
+
+    It must hold exactly what the scope's own rule (registered here OR data
+    from here) finds in the trail, newest first, each event once, page after
+    page while new events arrive.
+    """
+    from audit.selectors import AuditQuery, GovernanceScope, audit_events_page
+
+    holder = f"ZH{uuid.uuid4().hex[:6].upper()}"
+    actor = AuditActor.system("holder-index-test", org_ods="ZAC01")
+
+    def add(gp: str, sources: list[str], action: AuditAction = AuditAction.API_READ) -> int:
+        return audit_event_record(action=action, actor=actor, source_ods=sources,
+                                  subject=AuditSubject(nhs_number=next_nhs_number(), gp_ods=gp))  # fmt: skip
+
+    for _ in range(9):
+        add(holder, [])  # registered here
+        add("Z81002", ["ZAC01", holder])  # shown data from here
+        add(holder, [holder, "ZAC01"], AuditAction.RECORD_VIEW)  # both: listed once
+        add("Z81002", ["ZAC01"])  # neither
+    scope = GovernanceScope(holder)
+    rule = [e.id for e in scope.events().order_by("-occurred_at", "-id")]
+    assert len(rule) == 27
+
+    seen: list[int] = []
+    page = audit_events_page(scope=scope, query=AuditQuery(), size=10)
+    while True:
+        seen += [e.id for e in page.events]
+        add(holder, [])  # newer than every page: never shown on a later page
+        if page.next_cursor is None:
+            break
+        page = audit_events_page(scope=scope, query=AuditQuery(), after=page.next_cursor, size=10)
+    assert seen == rule
+
+    views = audit_events_page(scope=scope, query=AuditQuery(action=AuditAction.RECORD_VIEW))
+    assert [e.id for e in views.events] == [
+        e.id for e in scope.events().filter(action=AuditAction.RECORD_VIEW).order_by("-occurred_at")
+    ]
+    assert len(views.events) == 9
+    today = timezone.localdate()
+    tomorrow = today + datetime.timedelta(days=1)
+    assert audit_events_page(scope=scope, query=AuditQuery(date_from=tomorrow)).events == []
+    assert len(audit_events_page(scope=scope, query=AuditQuery(date_to=today)).events) == 30
+
+    through_api = client_for(officer(holder, "gp-practice")).get("/api/v1/audit/events").json()
+    assert (
+        [r["id"] for r in through_api["results"]]
+        == [e.id for e in scope.events().order_by("-occurred_at", "-id")][:50]
+        != []
+    )
+
+
 # ------------------------------------------------------------------ the review queue
 
 

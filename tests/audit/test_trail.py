@@ -75,6 +75,8 @@ def test_two_events_on_one_connection_link_to_each_other() -> None:
     [
         "UPDATE audit_event SET actor_name = 'someone else' WHERE id = %s",
         "DELETE FROM audit_event WHERE id = %s",
+        "UPDATE audit_event_holder SET holder_ods = 'Z00000' WHERE event_id = %s",
+        "DELETE FROM audit_event_holder WHERE event_id = %s",
     ],
 )
 def test_postgresql_refuses_to_change_or_delete_a_row(statement: str) -> None:
@@ -84,16 +86,28 @@ def test_postgresql_refuses_to_change_or_delete_a_row(statement: str) -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("table", ["audit_event", "audit_event_default", "current partition"])
+@pytest.mark.parametrize(
+    "table",
+    [
+        "audit_event",
+        "audit_event_default",
+        "audit_event current partition",
+        "audit_event_holder",
+        "audit_event_holder_default",
+        "audit_event_holder current partition",
+    ],
+)
 def test_postgresql_refuses_to_truncate_the_trail_or_any_partition(table: str) -> None:
     event_id = _record()
-    if table == "current partition":
+    if table.endswith("current partition"):
+        parent = table.split()[0]
+        id_column = "id" if parent == "audit_event" else "event_id"
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT tableoid::regclass::text FROM audit_event WHERE id = %s", [event_id]
+                f"SELECT tableoid::regclass::text FROM {parent} WHERE {id_column} = %s", [event_id]
             )
             (table,) = cursor.fetchone()
-        assert table.startswith("audit_event_20")
+        assert table.startswith(f"{parent}_20")
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         connection.cursor().execute(f"TRUNCATE {table}")
 
@@ -210,6 +224,24 @@ def test_concurrent_writers_on_many_connections_keep_every_chain_intact() -> Non
 
 
 @pytest.mark.django_db
+def test_each_event_is_indexed_once_for_each_organisation_with_a_stake_in_it() -> None:
+    registered_and_contributed = _record()  # GP Z81001; data from ZAC01 and Z81001
+    no_person = _record(subject=None, source_ods=[])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT h.event_id, h.holder_ods, h.occurred_at = e.occurred_at "
+            "FROM audit_event_holder h JOIN audit_event e ON e.id = h.event_id "
+            "WHERE h.event_id = ANY(%s) ORDER BY h.holder_ods",
+            [[registered_and_contributed, no_person]],
+        )
+        rows = cursor.fetchall()
+    assert rows == [
+        (registered_and_contributed, "Z81001", True),
+        (registered_and_contributed, "ZAC01", True),
+    ]
+
+
+@pytest.mark.django_db
 def test_partitions_are_made_ahead_and_guarded() -> None:
     from audit.services import audit_partitions_ensure
 
@@ -220,18 +252,19 @@ def test_partitions_are_made_ahead_and_guarded() -> None:
             """
             SELECT count(*) FROM pg_inherits i
             JOIN pg_class c ON c.oid = i.inhrelid
-            WHERE i.inhparent = 'audit_event'::regclass
-              AND c.relname ~ '^audit_event_[0-9]{4}_[0-9]{2}$'
+            WHERE i.inhparent IN ('audit_event'::regclass, 'audit_event_holder'::regclass)
+              AND c.relname ~ '^audit_event(_holder)?_[0-9]{4}_[0-9]{2}$'
               AND NOT EXISTS (
                   SELECT 1 FROM pg_trigger t
-                  WHERE t.tgrelid = c.oid AND t.tgname = 'audit_event_no_truncate')
+                  WHERE t.tgrelid = c.oid AND t.tgname ~ '^audit_event(_holder)?_no_truncate$')
             """
         )
         (unguarded,) = cursor.fetchone()
         cursor.execute(
-            "SELECT to_regclass(format('audit_event_%s', "
-            "to_char(now() + interval '5 months', 'YYYY_MM'))) IS NOT NULL"
+            "SELECT to_regclass(format('audit_event_%s', m)) IS NOT NULL, "
+            "to_regclass(format('audit_event_holder_%s', m)) IS NOT NULL "
+            "FROM to_char(now() + interval '5 months', 'YYYY_MM') AS m"
         )
-        (made_ahead,) = cursor.fetchone()
+        made_ahead = cursor.fetchone()
     assert unguarded == 0
-    assert made_ahead is True
+    assert made_ahead == (True, True)

@@ -43,6 +43,7 @@ HOLDS_NONE_TO_PURGE = {
     "optout.OptOutChange": "who changed the registry and when; no health data",
     "audit.AuditEvent": "the governance record of past access, kept by design; no clinical content",
     "audit.AuditChainHead": "hash chain heads",
+    "audit.AuditEventHolder": "the record holders' index of the trail: ODS codes, times, ids",
     "audit.AccessReview": "a governance finding on a past access, kept like the trail it reviews",
 }
 OUR_APPS = {"sharedrecord", "ingestion", "optout", "audit"}

@@ -2,8 +2,9 @@
 
 Run by the deployment as the owner after every migrate (deploy/compose.yaml):
 the role may read and write the record's tables, but may only INSERT and
-SELECT on the audit trail (its table and every partition) and on access
-reviews, on top of the triggers that refuse UPDATE, DELETE and TRUNCATE on the trail.
+SELECT on the audit trail (its table, its record holders' index and every
+partition of both) and on access reviews, on top of the triggers that refuse
+UPDATE, DELETE and TRUNCATE on the trail.
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection, transaction
 from psycopg import sql
 
-AUDIT_TABLE = "audit_event"
+AUDIT_TABLES = ("audit_event", "audit_event_holder")  # the trail and its record holders' index
 REVIEW_TABLE = "audit_accessreview"  # governance findings: written once, never changed
 
 
 def _audit_tables(cursor: Any) -> list[str]:
     cursor.execute(
         """
-        SELECT %s UNION ALL SELECT %s UNION ALL
-        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-        WHERE i.inhparent = %s::regclass
+        SELECT unnest(%s::text[]) UNION ALL
+        SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = ANY(%s::regclass[])
         """,
-        [AUDIT_TABLE, REVIEW_TABLE, AUDIT_TABLE],
+        [[*AUDIT_TABLES, REVIEW_TABLE], list(AUDIT_TABLES)],
     )
     return [row[0] for row in cursor.fetchall()]
 
