@@ -176,17 +176,20 @@ def audit_events_matching(
     return _filtered(events, query).order_by("-occurred_at", "-id")
 
 
-HOLDER_BATCH = 500
+HOLDER_BATCH = 500  # the largest batch; the first is the size the caller needs
 
 
 def _holder_events(
-    *, scope: GovernanceScope, query: AuditQuery, after: Cursor | None
+    *, scope: GovernanceScope, query: AuditQuery, after: Cursor | None, first_batch: int
 ) -> Iterator[AuditEvent]:
     """A record holder's events, newest first, read through the record holders' index.
 
     Steps:
-    1. Read the next HOLDER_BATCH (occurred_at, event id) pairs for the
-       holder from its index, newest first (keyset, inside the date range).
+    1. Read the next batch of (occurred_at, event id) pairs for the holder
+       from its index, newest first (keyset, inside the date range): first
+       `first_batch` of them, then four times as many each time, up to
+       HOLDER_BATCH, so a page reads no more events than it shows unless
+       filters drop some.
     2. Fetch those events (by id, within the batch's time span, so only the
        months it covers are read) with the other filters applied.
     3. Yield them in the index's order; repeat until the index runs out.
@@ -195,13 +198,14 @@ def _holder_events(
     """
     window = _window("", "event_id", query, after)
     last: Cursor | None = None
+    size = min(first_batch, HOLDER_BATCH)
     while True:
         holders = AuditEventHolder.objects.filter(window, holder_ods=scope.holder_ods)
         if last is not None:
             holders = holders.filter(_window("", "event_id", AuditQuery(), last))
         batch = list(
             holders.order_by("-occurred_at", "-event_id").values_list("occurred_at", "event_id")[
-                :HOLDER_BATCH
+                :size
             ]
         )
         if not batch:
@@ -218,9 +222,10 @@ def _holder_events(
         for _, event_id in batch:
             if event_id in found:
                 yield found[event_id]
-        if len(batch) < HOLDER_BATCH:
+        if len(batch) < size:
             return
         last = Cursor(*batch[-1])
+        size = min(size * 4, HOLDER_BATCH)
 
 
 def audit_events_page(
@@ -232,9 +237,8 @@ def audit_events_page(
     and never repeats or skips an event while new ones arrive.
     """
     if _uses_holder_index(scope, query):
-        rows = list(
-            itertools.islice(_holder_events(scope=scope, query=query, after=after), size + 1)
-        )
+        events = _holder_events(scope=scope, query=query, after=after, first_batch=size + 1)
+        rows = list(itertools.islice(events, size + 1))
     else:
         rows = list(audit_events_matching(scope=scope, query=query, after=after)[: size + 1])
     more = len(rows) > size
@@ -246,7 +250,7 @@ def audit_events_page(
 def audit_events_stream(*, scope: GovernanceScope, query: AuditQuery) -> Iterator[AuditEvent]:
     """Every matching event, newest first, read in chunks."""
     if _uses_holder_index(scope, query):
-        return _holder_events(scope=scope, query=query, after=None)
+        return _holder_events(scope=scope, query=query, after=None, first_batch=HOLDER_BATCH)
     return audit_events_matching(scope=scope, query=query).iterator(chunk_size=2000)
 
 

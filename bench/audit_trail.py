@@ -95,7 +95,7 @@ def load(database: str) -> float:
             conn.execute(LOAD, {"first": first, "last": last})
             print(f"  loaded {last:,} rows", flush=True)
         elapsed = time.perf_counter() - started
-        conn.execute("ANALYZE audit_event")
+        conn.execute("ANALYZE audit_event, audit_event_holder")
     return float(ROWS - present) / elapsed
 
 
@@ -250,11 +250,17 @@ def main() -> None:
 
     with psycopg.connect(database) as conn:
         (rows,) = conn.execute("SELECT count(*) FROM audit_event").fetchone() or (0,)
-        (size,) = conn.execute(
-            "SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid))) FROM pg_inherits i "
-            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'audit_event'::regclass"
-        ).fetchone() or ("?",)
-    print(f"machine: {CORES} cores; trail: {rows:,} rows, {size} with indexes, monthly partitions")
+        sizes = {}
+        for table in ("audit_event", "audit_event_holder"):
+            (sizes[table],) = conn.execute(
+                "SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid))) FROM pg_inherits i "
+                "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass",
+                [table],
+            ).fetchone() or ("?",)
+        (holders,) = conn.execute("SELECT count(*) FROM audit_event_holder").fetchone() or (0,)
+    print(f"machine: {CORES} cores; trail: {rows:,} rows, {sizes['audit_event']} with indexes, "
+          f"monthly partitions; record holders' index: {holders:,} rows, "
+          f"{sizes['audit_event_holder']}")  # fmt: skip
     if load_rate:
         print(f"bulk load (SQL, every index in place): {load_rate:,.0f} rows/s")
     print(f"audit_event_record, 1 writer:  {one:,.0f} events/s (each its own transaction)")
