@@ -625,15 +625,20 @@ def _park(message: FeedMessage, person: _Person, reason: str, outcome: _Outcome)
             "expression": [],
         }
     )
+    _match_not_stored(message, "parked", reason, len(person.entries))
+
+
+def _match_not_stored(message: FeedMessage, decision: str, reason: str, entries: int) -> None:
+    """The audit event of a person's entries that were parked or rejected, not stored."""
     audit_event_record(
         action=AuditAction.MATCH_DECISION,
         actor=AuditActor.system(INGESTION, org_ods=message.organisation.ods_code),
         outcome=AuditOutcome.REJECTED,
         detail={
             "message": str(message.public_id),
-            "decision": "parked",
+            "decision": decision,
             "reason": reason,
-            "entries": len(person.entries),
+            "entries": entries,
         },
         source_ods=[message.organisation.ods_code],
     )
@@ -655,18 +660,7 @@ def _reject_conflicting(message: FeedMessage, person: _Person, outcome: _Outcome
         }
     )
     outcome.counts["rejected"] += len(person.entries)
-    audit_event_record(
-        action=AuditAction.MATCH_DECISION,
-        actor=AuditActor.system(INGESTION, org_ods=message.organisation.ods_code),
-        outcome=AuditOutcome.REJECTED,
-        detail={
-            "message": str(message.public_id),
-            "decision": "rejected",
-            "reason": "conflicting-nhs-numbers",
-            "entries": len(person.entries),
-        },
-        source_ods=[message.organisation.ods_code],
-    )
+    _match_not_stored(message, "rejected", "conflicting-nhs-numbers", len(person.entries))
 
 
 def _dissent_coded(person: _Person) -> bool:

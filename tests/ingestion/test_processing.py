@@ -144,6 +144,11 @@ def test_a_person_without_a_valid_nhs_number_is_parked_not_guessed(
     assert set(MatchQueueItem.objects.values_list("reason", flat=True)) == {reason}
     assert Patient.objects.count() == 0
     assert Entry.objects.count() == 0
+    event = AuditEvent.objects.get(action=AuditAction.MATCH_DECISION, detail__message=receipt["id"])
+    assert (event.outcome, event.detail["decision"], event.detail["reason"]) == (
+        "rejected", "parked", reason,
+    )  # fmt: skip
+    assert event.detail["entries"] == 2
 
 
 def test_two_nhs_numbers_on_one_patient_are_rejected(partner: FeedClient) -> None:
@@ -158,6 +163,10 @@ def test_two_nhs_numbers_on_one_patient_are_rejected(partner: FeedClient) -> Non
     ]
     assert Entry.objects.count() == 0
     assert MatchQueueItem.objects.count() == 0
+    event = AuditEvent.objects.get(action=AuditAction.MATCH_DECISION, detail__message=receipt["id"])
+    assert (event.detail["decision"], event.detail["reason"], event.detail["entries"]) == (
+        "rejected", "conflicting-nhs-numbers", 2,
+    )  # fmt: skip
 
 
 def test_shown_demographics_prefer_the_registered_practice(partner: FeedClient, client) -> None:
