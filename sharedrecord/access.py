@@ -273,12 +273,17 @@ class ViewPolicy:
 
 def view_policy(*, viewer: User, basis: AccessBasis | None) -> ViewPolicy:
     """The viewer's sections and sensitivity rights; no basis or no role means nothing."""
+    return view_policy_for(viewer=viewer, basis_kind=basis.kind if basis is not None else None)
+
+
+def view_policy_for(*, viewer: User, basis_kind: str | None) -> ViewPolicy:
+    """The policy for a basis of this kind: the pages' recorded basis, or the API's header."""
     table = policy_table()
     rules = table.sensitivity
     organisation = viewer.organisation
-    if not viewer_may_search(viewer) or organisation is None or basis is None:
+    if not viewer_may_search(viewer) or organisation is None or basis_kind is None:
         return ViewPolicy(0, frozenset(), restricted_visible=False, break_glass=False)
-    break_glass = basis.kind == BasisKind.BREAK_GLASS
+    break_glass = basis_kind == BasisKind.BREAK_GLASS
     restricted_visible = viewer.role in rules.restricted_roles or (
         break_glass and viewer.role in rules.break_glass_unlocks_roles
     )
@@ -304,7 +309,12 @@ def _very_restricted() -> Q:
 @dataclass(frozen=True)
 class VisibleEntries:
     entries: QuerySet[Entry]
-    withheld: int  # in the asked-for sections, hidden for sensitivity
+    hidden: QuerySet[Entry]  # in the asked-for sections, withheld for sensitivity
+
+    @functools.cached_property
+    def withheld(self) -> int:
+        """How many are withheld (counted once, when first asked)."""
+        return self.hidden.count()
 
 
 def entries_visible(
@@ -326,7 +336,7 @@ def entries_visible(
     hidden &= ~own
     return VisibleEntries(
         entries=in_scope.exclude(hidden).select_related("source_org"),
-        withheld=in_scope.filter(hidden).count(),
+        hidden=in_scope.filter(hidden),
     )
 
 

@@ -306,6 +306,8 @@ class Entry(models.Model):
             models.Index(fields=["patient", "section", "effective_at"], name="entry_section"),
             models.Index(fields=["patient", "resource_type", "updated_at"], name="entry_type"),
             models.Index(fields=["patient", "updated_at", "id"], name="entry_paging"),
+            # The FHIR API's stable paging: arrival order, then id (fhir_read.py).
+            models.Index(fields=["patient", "received_at", "public_id"], name="entry_api_paging"),
         ]
         verbose_name_plural = "entries"
 

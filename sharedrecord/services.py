@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -14,10 +15,11 @@ from django.db import connection, transaction
 from django.db.models import Count, Max, Q, QuerySet, Value
 from django.db.models.functions import Replace, Upper
 from django.utils import timezone
+from django.utils.text import slugify
 from guardian.shortcuts import assign_perm
 
 from audit.models import AuditAction, AuditOutcome
-from audit.services import AuditContext, AuditSubject, audit_event_record
+from audit.services import AuditActor, AuditContext, AuditSubject, audit_event_record
 from sharedrecord.access import (
     Relationship,
     ViewPolicy,
@@ -34,6 +36,7 @@ from sharedrecord.auditing import actor_for
 from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable
 from sharedrecord.matching import nhs_number_is_valid, nhs_number_normalise
 from sharedrecord.models import (
+    CLINICAL_ROLES,
     AccessBasis,
     BasisKind,
     Entry,
@@ -400,13 +403,19 @@ def patient_purge(*, nhs_number: str) -> PurgeResult:
 
 
 def patient_search(
-    *, viewer: User, nhs_number: str, context: AuditContext | None = None
+    *,
+    viewer: User,
+    nhs_number: str,
+    context: AuditContext | None = None,
+    actor: AuditActor | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> Patient | None:
     """Find a person by NHS number for this viewer; an audited read.
 
     Returns None alike when nobody has that number, when the person opted out
     (they have no record) and when the viewer may not see them. Side effects:
-    one audit event, naming the number searched for.
+    one audit event, naming the number searched for (as `actor`, default the
+    viewer, with `detail` added: the API names its client there).
     """
     number = nhs_number_normalise(nhs_number)
     patient = None
@@ -414,13 +423,13 @@ def patient_search(
         patient = patients_visible_to(viewer).filter(nhs_number=number).first()
     audit_event_record(
         action=AuditAction.PATIENT_SEARCH,
-        actor=actor_for(viewer),
+        actor=actor or actor_for(viewer),
         subject=AuditSubject(
             patient_id=patient.public_id if patient else None,
             nhs_number=number if nhs_number_is_valid(number) else "",
             gp_ods=patient.registered_gp_ods if patient else "",
         ),
-        detail={"by": "nhs-number", "found": 1 if patient else 0},
+        detail={"by": "nhs-number", "found": 1 if patient else 0, **(detail or {})},
         context=context,
     )
     return patient
@@ -443,6 +452,8 @@ def patient_search_by_demographics(
     postcode: str = "",
     gender: str = "",
     context: AuditContext | None = None,
+    actor: AuditActor | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> SearchResult:
     """Find people by family name and date of birth (and postcode or sex); an audited read.
 
@@ -465,8 +476,9 @@ def patient_search_by_demographics(
     shown = [] if too_many else found
     audit_event_record(
         action=AuditAction.PATIENT_SEARCH,
-        actor=actor_for(viewer),
+        actor=actor or actor_for(viewer),
         detail={
+            **(detail or {}),
             "by": "demographics",
             "with": sorted(k for k, v in {"postcode": postcode, "sex": gender}.items() if v),
             "found": len(found) if not too_many else f">{SEARCH_RESULT_CAP}",
@@ -493,7 +505,7 @@ def organisation_feed_seen(*, organisation_id: int) -> None:
 # ---------------------------------------------------------------- reading a record
 
 
-def _subject(patient: Patient) -> AuditSubject:
+def audit_subject_of(patient: Patient) -> AuditSubject:
     return AuditSubject(
         patient_id=patient.public_id,
         nhs_number=patient.nhs_number,
@@ -501,16 +513,24 @@ def _subject(patient: Patient) -> AuditSubject:
     )
 
 
-def _patient_or_denied(
-    *, viewer: User, patient_id: str, context: AuditContext | None, asked: str
+def patient_or_denied(
+    *,
+    viewer: User,
+    patient_id: str,
+    context: AuditContext | None,
+    asked: str,
+    actor: AuditActor | None = None,
 ) -> Patient:
-    """The person, or an audited denial (written before the error leaves, so it commits)."""
+    """The person, or an audited denial (written before the error leaves, so it commits).
+
+    Call it outside any transaction that the error would roll back.
+    """
     try:
         return patient_get_for_viewer(viewer=viewer, patient_id=patient_id)
     except PatientNotFound:
         audit_event_record(
             action=AuditAction.ACCESS_DENIED,
-            actor=actor_for(viewer),
+            actor=actor or actor_for(viewer),
             outcome=AuditOutcome.DENIED,
             detail={"asked": asked, "patient": str(patient_id)[:40], "reason": "not-found"},
             context=context,
@@ -538,14 +558,14 @@ def access_basis_options(
     (identity-view, naming the relationships shown), or an audited denial
     when the person cannot be found.
     """
-    patient = _patient_or_denied(
+    patient = patient_or_denied(
         viewer=viewer, patient_id=patient_id, context=context, asked="access-basis"
     )
     relationships = relationships_of(viewer=viewer, patient=patient)
     audit_event_record(
         action=AuditAction.IDENTITY_VIEW,
         actor=actor_for(viewer),
-        subject=_subject(patient),
+        subject=audit_subject_of(patient),
         detail={"relationships": sorted({r.kind for r in relationships})},
         context=context,
     )
@@ -581,7 +601,7 @@ def access_basis_record(
     """
     if not session_key:
         raise ValidationError("Sign in again to record the basis for access.")
-    patient = _patient_or_denied(
+    patient = patient_or_denied(
         viewer=viewer, patient_id=patient_id, context=context, asked="access-basis"
     )
     relationships = relationships_of(viewer=viewer, patient=patient)
@@ -627,7 +647,7 @@ def access_basis_record(
             if kind == BasisKind.BREAK_GLASS
             else AuditAction.ACCESS_BASIS,
             actor=actor_for(viewer),
-            subject=_subject(patient),
+            subject=audit_subject_of(patient),
             purpose="ETREAT" if kind == BasisKind.BREAK_GLASS else "TREAT",
             detail={
                 "basis": str(basis.public_id),
@@ -800,7 +820,7 @@ def record_view(
     Side effects: one audit event listing the entries shown and the count
     withheld.
     """
-    patient = _patient_or_denied(
+    patient = patient_or_denied(
         viewer=viewer, patient_id=patient_id, context=context, asked="record"
     )
     basis = access_basis_current(viewer=viewer, patient=patient, session_key=session_key)
@@ -812,7 +832,7 @@ def record_view(
             action=AuditAction.ACCESS_DENIED,
             actor=actor_for(viewer),
             outcome=AuditOutcome.DENIED,
-            subject=_subject(patient),
+            subject=audit_subject_of(patient),
             detail={"asked": "section", "section": section, "reason": "role"},
             context=context,
         )
@@ -850,7 +870,7 @@ def record_view(
         audit_event_record(
             action=AuditAction.SECTION_VIEW if section else AuditAction.RECORD_VIEW,
             actor=actor_for(viewer),
-            subject=_subject(patient),
+            subject=audit_subject_of(patient),
             purpose="ETREAT" if policy.break_glass else "TREAT",
             detail={
                 "basis": str(basis.public_id),
@@ -885,7 +905,7 @@ def document_view(
     Raises PatientNotFound alike for a document that does not exist and one
     the viewer may not see. Side effects: one audit event (document-view).
     """
-    patient = _patient_or_denied(
+    patient = patient_or_denied(
         viewer=viewer, patient_id=patient_id, context=context, asked="document"
     )
     basis = access_basis_current(viewer=viewer, patient=patient, session_key=session_key)
@@ -901,7 +921,7 @@ def document_view(
             action=AuditAction.ACCESS_DENIED,
             actor=actor_for(viewer),
             outcome=AuditOutcome.DENIED,
-            subject=_subject(patient),
+            subject=audit_subject_of(patient),
             detail={"asked": "document", "entry": str(entry_id)[:40], "reason": "not-visible"},
             context=context,
         )
@@ -910,7 +930,7 @@ def document_view(
         audit_event_record(
             action=AuditAction.DOCUMENT_VIEW,
             actor=actor_for(viewer),
-            subject=_subject(patient),
+            subject=audit_subject_of(patient),
             purpose="ETREAT" if policy.break_glass else "TREAT",
             detail={"basis": str(basis.public_id), "entries": [str(entry.public_id)]},
             source_ods=[entry.source_org.ods_code],
@@ -971,3 +991,93 @@ def patient_entries_merge(
     if survivor is not None:
         patient_demographics_refresh(patient=survivor)
     return MergeResult(survivor.public_id if survivor else None, merged_id, count, removed)
+
+
+# ---------------------------------------------------------------- read API clients
+
+
+@dataclass(frozen=True)
+class ApiClientIssued:
+    client_id: str
+    client_secret: str  # shown once: only its hash is kept
+    service_account: User | None
+
+
+GRANTS = ("client-credentials", "authorization-code")
+
+
+@transaction.atomic
+def api_client_register(
+    *,
+    name: str,
+    grant: str,
+    organisation: Organisation | None = None,
+    role: str = "",
+    redirect_uris: str = "",
+    client_id: str = "",
+    client_secret: str = "",
+) -> ApiClientIssued:
+    """Register an application with the FHIR read API (django-oauth-toolkit); print-once secret.
+
+    - client-credentials: a partner system. It reads as a service account of
+      `organisation` with `role` (a clinical or care role) and no usable
+      password, so the access policy treats it as that organisation's staff.
+    - authorization-code: a staff-facing application; each token carries
+      the signed-in member of staff, whose own role and organisation apply.
+      It needs exact redirect URIs, and PKCE (settings).
+    Given a client_id that exists, it updates that client (and its secret,
+    if one is given): re-running the demo seed changes nothing.
+    Side effects: one audit event (admin-change).
+    """
+    from oauth2_provider.models import get_application_model
+
+    application_model = get_application_model()
+    if grant not in GRANTS:
+        raise ValidationError({"grant": f"Choose one of {', '.join(GRANTS)}."})
+    secret = client_secret or secrets.token_urlsafe(32)
+    application = (
+        application_model.objects.filter(client_id=client_id).first() if client_id else None
+    )
+    created = application is None
+    if application is None:
+        application = application_model(client_id=client_id) if client_id else application_model()
+    account = None
+    if grant == "client-credentials":
+        if organisation is None or role not in CLINICAL_ROLES:
+            raise ValidationError(
+                {"role": "A partner system needs an organisation and a clinical or care role."}
+            )
+        username = f"api.{organisation.ods_code.lower()}.{slugify(name)}"[:150]
+        account = staff_user_upsert(
+            username=username, organisation=organisation, role=StaffRole(role),
+            first_name="API", last_name=name[:150], password=None,
+        )  # fmt: skip
+        application.authorization_grant_type = application_model.GRANT_CLIENT_CREDENTIALS
+        application.redirect_uris = ""
+    else:
+        if not redirect_uris.strip():
+            raise ValidationError({"redirect_uris": "Give the application's redirect URIs."})
+        application.authorization_grant_type = application_model.GRANT_AUTHORIZATION_CODE
+        application.redirect_uris = redirect_uris.strip()
+    application.name = name
+    application.user = account
+    application.client_type = application_model.CLIENT_CONFIDENTIAL
+    application.skip_authorization = False
+    if created or client_secret:
+        application.client_secret = secret
+    application.full_clean()
+    application.save()
+    audit_event_record(
+        action=AuditAction.ADMIN_CHANGE,
+        actor=AuditActor.system("manage.py"),
+        detail={
+            "model": "oauth2_provider.Application",
+            "object": application.client_id,
+            "change": "registered" if created else "updated",
+            "grant": grant,
+        },
+        source_ods=[organisation.ods_code] if organisation else [],
+    )
+    return ApiClientIssued(
+        application.client_id, secret if created or client_secret else "", account
+    )

@@ -14,6 +14,7 @@ from typing import Any
 import dj_database_url
 
 from sharedrecord.env import env_bool, env_int, env_list, env_secret, env_str
+from sharedrecord.smart import smart_scopes
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -39,6 +40,7 @@ INSTALLED_APPS = [
     "guardian",
     "pgtrigger",
     "axes",
+    "oauth2_provider",
     "audit",
     "sharedrecord",
     "optout",
@@ -252,6 +254,34 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "sharedrecord.apis.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+# The FHIR read API: OAuth2 (django-oauth-toolkit) with SMART v1 scopes.
+# FHIR_BASE_URL is the public address of /fhir/R4 (it names resources in
+# Bundles and the CapabilityStatement); blank means "as the request came in".
+FHIR_BASE_URL = env_str("FHIR_BASE_URL", "").rstrip("/")
+FHIR_PAGE_SIZE = env_int("FHIR_PAGE_SIZE", default=100)
+FHIR_PAGE_MAX = env_int("FHIR_PAGE_MAX", default=1000)
+OAUTH2_PROVIDER: dict[str, Any] = {
+    "SCOPES": smart_scopes(),
+    "DEFAULT_SCOPES": ["user/*.read"],
+    "ACCESS_TOKEN_EXPIRE_SECONDS": env_int("API_TOKEN_SECONDS", default=900),
+    "REFRESH_TOKEN_EXPIRE_SECONDS": env_int("API_REFRESH_TOKEN_SECONDS", default=8 * 3600),
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
+    # RFC 9700 (OAuth 2.0 Security BCP): no implicit or password grants, PKCE
+    # with S256 only, tokens only in the Authorization header, hashed at rest,
+    # and a replayed refresh token revokes its whole family.
+    "PKCE_REQUIRED": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    # Loopback http redirects (RFC 8252) only while developing.
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"] if DEBUG else ["https"],
+}
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Shared care record API",
     "DESCRIPTION": (

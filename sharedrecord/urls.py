@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from oauth2_provider import views as oauth2_views
 
 from sharedrecord.apis import HealthzApi, ReadyzApi
 from sharedrecord.views import (
@@ -19,6 +20,13 @@ from sharedrecord.views import (
     session_status,
     session_timed_out,
 )
+
+OAUTH2_ROUTES = [
+    path("authorize/", oauth2_views.AuthorizationView.as_view(), name="authorize"),
+    path("token/", oauth2_views.TokenView.as_view(), name="token"),
+    path("revoke_token/", oauth2_views.RevokeTokenView.as_view(), name="revoke-token"),
+    path("introspect/", oauth2_views.IntrospectTokenView.as_view(), name="introspect"),
+]
 
 urlpatterns = [
     path("", home_page, name="home"),
@@ -47,6 +55,10 @@ urlpatterns = [
     path("api/v1/feeds/", include("ingestion.urls", namespace="feeds")),
     path("api/v1/optouts/", include("optout.urls", namespace="optouts")),
     path("api/v1/audit/", include("audit.urls", namespace="audit-api")),
+    path("fhir/R4/", include("sharedrecord.fhir_urls", namespace="fhir")),
+    # OAuth2 for the read API: only what a client needs. No device flow, and no
+    # application-management pages (manage.py api_client_register registers them).
+    path("o/", include((OAUTH2_ROUTES, "oauth2_provider"), namespace="oauth2_provider")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

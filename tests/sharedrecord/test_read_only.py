@@ -18,6 +18,8 @@ WRITES = {
     "/admin/": "administration (read-only for clinical data)",
     "/api/": "feeds, the opt-out API and governance findings",
     "/governance/": "a privacy officer's finding on a flagged access (never the record)",
+    "/fhir/R4/": "the read API: POST only for Patient/_search, every write answers 405",
+    "/o/": "OAuth2 tokens for the read API (authorize, token, revoke, introspect)",
 }
 
 

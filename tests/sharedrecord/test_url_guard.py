@@ -17,6 +17,10 @@ PUBLIC = {
     "/admin/logout/": "signing out needs no sign-in",
     "/accounts/login/": "the staff sign-in form",
     "/accounts/logout/": "signing out needs no sign-in (POST only)",
+    "/fhir/R4/metadata": "the CapabilityStatement: FHIR requires it public, no data",
+    "/fhir/R4/.well-known/smart-configuration": "SMART discovery: where to get a token, no data",
+    "/o/token/": "OAuth2 token endpoint: the client authenticates in its POST (GET is 405)",
+    "/o/revoke_token/": "OAuth2 revocation: the client authenticates in its POST (GET is 405)",
 }
 
 

@@ -1,0 +1,35 @@
+"""Routes of the FHIR R4 read API, under /fhir/R4/ (DESIGN.md "Public interfaces")."""
+
+from django.urls import path
+
+from sharedrecord.fhir_apis import (
+    CapabilityStatementApi,
+    EntryReadApi,
+    PatientEverythingApi,
+    PatientPostSearchApi,
+    PatientReadApi,
+    PatientSearchApi,
+    SmartConfigurationApi,
+    TypeSearchApi,
+)
+
+app_name = "fhir"
+
+urlpatterns = [
+    path("metadata", CapabilityStatementApi.as_view(), name="metadata"),
+    path(
+        ".well-known/smart-configuration",
+        SmartConfigurationApi.as_view(),
+        name="smart-configuration",
+    ),
+    path("Patient", PatientSearchApi.as_view(), name="patient-search"),
+    path("Patient/_search", PatientPostSearchApi.as_view(), name="patient-post-search"),
+    path(
+        "Patient/<str:patient_id>/$everything",
+        PatientEverythingApi.as_view(),
+        name="patient-everything",
+    ),
+    path("Patient/<str:patient_id>", PatientReadApi.as_view(), name="patient-read"),
+    path("<str:resource_type>", TypeSearchApi.as_view(), name="type-search"),
+    path("<str:resource_type>/<str:entry_id>", EntryReadApi.as_view(), name="entry-read"),
+]
