@@ -416,7 +416,7 @@ def api_entries_page(
     more = len(keys) > count
     keys = keys[:count]
     next_cursor = None
-    if more:
+    if more and keys:  # _count=0 asks for the total alone: no page follows
         last = keys[-1]
         next_cursor = Cursor(as_of, last[2], last[1], total, withheld, query)
     with transaction.atomic():
