@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.hashers import check_password
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Count, Max, Q, QuerySet, Value
@@ -1063,7 +1064,9 @@ def api_client_register(
     application.user = account
     application.client_type = application_model.CLIENT_CONFIDENTIAL
     application.skip_authorization = False
-    if created or client_secret:
+    # A given secret that already matches is left alone (its stored hash would change).
+    reset = created or (client_secret and not check_password(secret, application.client_secret))
+    if reset:
         application.client_secret = secret
     application.full_clean()
     application.save()
@@ -1074,6 +1077,7 @@ def api_client_register(
             "model": "oauth2_provider.Application",
             "object": application.client_id,
             "change": "registered" if created else "updated",
+            "secret_reset": bool(reset),
             "grant": grant,
         },
         source_ods=[organisation.ods_code] if organisation else [],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from io import StringIO
 from typing import Any
 
@@ -64,3 +66,32 @@ def test_gp_practice_staff_who_manage_optouts_hold_the_object_permission() -> No
         assert user.organisation is not None
         allowed = user.has_perm("sharedrecord.manage_optouts", user.organisation)
         assert allowed is spec.manages_optouts, spec.username
+
+
+def test_the_demo_partner_system_reads_through_the_fhir_api_only_in_development(
+    settings: SettingsWrapper, client: Any
+) -> None:
+    from oauth2_provider.models import get_application_model
+
+    from ingestion.management.commands.seed_demo import DEMO_API_CLIENT
+
+    settings.DEBUG = False
+    call_command("seed_demo", stdout=StringIO())
+    assert not get_application_model().objects.filter(client_id=DEMO_API_CLIENT).exists()
+    settings.DEBUG = True
+    call_command("seed_demo", stdout=StringIO())
+    stored = get_application_model().objects.get(client_id=DEMO_API_CLIENT).client_secret
+    call_command("seed_demo", stdout=StringIO())
+    assert get_application_model().objects.get(client_id=DEMO_API_CLIENT).client_secret == stored
+    answer = client.post(
+        "/o/token/", {"grant_type": "client_credentials", "scope": "system/*.read"},
+        HTTP_AUTHORIZATION="Basic " + base64.b64encode(
+            f"{DEMO_API_CLIENT}:{settings.DEMO_PASSWORD}".encode()).decode(),
+    )  # fmt: skip
+    assert answer.status_code == 200
+    search = client.get(
+        "/fhir/R4/Patient", {"identifier": "https://fhir.nhs.uk/Id/nhs-number|9434765919"},
+        HTTP_AUTHORIZATION=f"Bearer {answer.json()['access_token']}", HTTP_X_PURPOSE_OF_USE="TREAT",
+    )  # fmt: skip
+    assert search.status_code == 200
+    assert json.loads(b"".join(search.streaming_content))["type"] == "searchset"

@@ -16,6 +16,7 @@ from ingestion.services import feed_credential_issue, feed_message_receive
 from sharedrecord import demo
 from sharedrecord.models import Organisation
 from sharedrecord.services import (
+    api_client_register,
     organisation_grant_optout_management,
     organisation_upsert,
     staff_user_upsert,
@@ -62,6 +63,15 @@ class Command(BaseCommand):
                     f"  {spec.username:<18} {spec.role.label} at {orgs[spec.ods_code].name}"
                 )
             self.stdout.write(f"  password for all: {password}")
+            # A partner system for the FHIR read API, with a known secret (development only).
+            api_client_register(
+                name="Demo partner EPR", grant="client-credentials", organisation=orgs["ZAC01"],
+                role="clinical-practitioner", client_id=DEMO_API_CLIENT, client_secret=password,
+            )  # fmt: skip
+            self.stdout.write(
+                f"FHIR read API (development only): client_id {DEMO_API_CLIENT}, "
+                'client secret the demo password; see README "The FHIR read API".'
+            )
 
     def _send_feeds(self) -> int:
         """Send each organisation's synthetic feed the way a partner system's would arrive.
@@ -92,3 +102,4 @@ class Command(BaseCommand):
 
 
 DEMO_SYSTEM = "Demo feed"
+DEMO_API_CLIENT = "demo-partner-epr"
