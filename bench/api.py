@@ -111,7 +111,7 @@ def main() -> None:
             try:
                 requests.get(f"{root}/healthz", timeout=1)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.2)
         worker = psutil.Process(server.pid).children()[0].pid
         token = requests.post(
