@@ -38,7 +38,6 @@ from sharedrecord.auditing import context_for
 from sharedrecord.exceptions import PatientNotFound
 from sharedrecord.fhir_read import (
     NHS_NUMBER_SYSTEM,
-    ODS_SYSTEM,
     ApiBasis,
     ApiCaller,
     Page,
@@ -53,6 +52,7 @@ from sharedrecord.fhir_read import (
     query_key,
 )
 from sharedrecord.models import User
+from sharedrecord.services import ODS_SYSTEM
 from sharedrecord.smart import READABLE_TYPES, SEARCHABLE_TYPES, types_allowed
 
 FHIR_JSON = "application/fhir+json"
@@ -386,7 +386,7 @@ def _withheld_entry() -> str:
 
 
 def _page_response(
-    request: Request, base: str, path: str, params: list[tuple[str, str]], page: Page,
+    base: str, path: str, params: list[tuple[str, str]], page: Page,
     revinclude: bool = False,
 ) -> StreamingHttpResponse:  # fmt: skip
     entries = [_entry_json(base, row) for row in page.rows]
@@ -588,7 +588,7 @@ class PatientEverythingApi(FhirApi):
             interaction="everything", context=context_for(request),
         )  # fmt: skip
         base = self.base(request)
-        response = _page_response(request, base, f"Patient/{identifier}/$everything", params, page)
+        response = _page_response(base, f"Patient/{identifier}/$everything", params, page)
         if cursor is None and "Patient" in types:
             # The person comes first, on the first page (FHIR: the Patient is in $everything).
             person = json.dumps(
@@ -657,7 +657,7 @@ class TypeSearchApi(FhirApi):
             links = [("self", _link(self.base(request), resource_type, params))]
             return _bundle(total=0, links=links, entries=[])
         return _page_response(
-            request, self.base(request), resource_type, params, page, revinclude=bool(revinclude)
+            self.base(request), resource_type, params, page, revinclude=bool(revinclude)
         )
 
 

@@ -34,15 +34,16 @@ from sharedrecord.auditing import actor_for
 from sharedrecord.exceptions import PatientNotFound
 from sharedrecord.models import BasisKind, Entry, OverrideReason, Patient, User
 from sharedrecord.services import (
+    ODS_SYSTEM,
     SearchResult,
     audit_subject_of,
+    is_uuid,
     patient_or_denied,
     patient_search,
     patient_search_by_demographics,
 )
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
-ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
 # meta.source names the sending organisation by its ODS ORD address, then its system.
 ORD_URL = "https://directory.spineservices.nhs.uk/ORD/2-0-0/organisations/"
 
@@ -167,7 +168,8 @@ def api_patient_search(
             detail=detail,
         )
         return SearchResult([found] if found else [], too_many=False)
-    assert birth_date is not None  # the API asks for both family and birthdate
+    if birth_date is None:
+        raise ValidationError("Search by NHS number, or by family name and birth date.")
     return patient_search_by_demographics(
         viewer=caller.user,
         family_name=family,
@@ -461,7 +463,7 @@ def api_entry_read(
         Entry.objects.filter(public_id=entry_id, resource_type=resource_type)
         .select_related("patient")
         .first()
-        if _is_uuid(entry_id)
+        if is_uuid(entry_id)
         else None
     )
     shown = None
@@ -506,11 +508,3 @@ def api_entry_read(
         entry.public_id, resource_type, entry.updated_at, shown[0], shown[1],
         entry.source_system, text,
     )  # fmt: skip
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True

@@ -916,7 +916,7 @@ def document_view(
     visible = entries_visible(
         patient=patient, policy=policy, sections=frozenset({RecordSection.DOCUMENTS.value})
     )
-    entry = visible.entries.filter(public_id=entry_id).first() if _is_uuid(entry_id) else None
+    entry = visible.entries.filter(public_id=entry_id).first() if is_uuid(entry_id) else None
     if entry is None:
         audit_event_record(
             action=AuditAction.ACCESS_DENIED,
@@ -940,7 +940,8 @@ def document_view(
     return DocumentShown(patient, _shown([entry])[0], attachment_of(entry.resource))
 
 
-def _is_uuid(value: str) -> bool:
+def is_uuid(value: str) -> bool:
+    """True for a well-formed UUID (public ids); anything else cannot name a row."""
     try:
         uuid.UUID(str(value))
     except ValueError:
