@@ -38,6 +38,7 @@ class AuditAction(models.TextChoices):
     OPTOUT_CHANGE = "optout-change", "Opt-out registry changed"
     OPTOUT_VIEW = "optout-view", "Viewed the opt-out registry"
     OPTOUT_EXPORT = "optout-export", "Exported the opt-out registry"
+    REGISTRATION_CHANGE = "registration-change", "Registered GP practice changed"
     ADMIN_CHANGE = "admin-change", "Administrative change"
     AUDIT_QUERY = "audit-query", "Searched the audit trail"
     AUDIT_EXPORT = "audit-export", "Exported the audit trail"

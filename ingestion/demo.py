@@ -461,10 +461,16 @@ def mental_health(person: DemoPerson) -> dict[str, Any]:
     return b.bundle()
 
 
+def registration(person: DemoPerson) -> dict[str, Any]:
+    """The demographics service's Patient: the authority on the registered GP practice."""
+    return BundleBuilder(person, "ZDS01", "pds").patient().bundle()
+
+
 def demo_feeds() -> list[tuple[str, dict[str, Any]]]:
     """(sending ODS code, Bundle) for every demo feed, in the order they are sent."""
     feeds: list[tuple[str, dict[str, Any]]] = []
     for person in PEOPLE:
+        feeds.append(("ZDS01", registration(person)))
         feeds.append((person.gp_ods, gp_summary(person)))
     for person in PEOPLE[:4]:
         feeds.append(("ZAC01", acute_attendance(person)))

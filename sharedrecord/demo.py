@@ -41,6 +41,9 @@ ORGANISATIONS: tuple[DemoOrganisation, ...] = (
     DemoOrganisation("ZSC01", "Borough Council Adult Social Care", OrganisationKind.SOCIAL_CARE),
     DemoOrganisation("ZPH01", "Canal Side Pharmacy", OrganisationKind.PHARMACY),
     DemoOrganisation("ZSR01", "Borough Shared Care Record Programme", OrganisationKind.OTHER),
+    DemoOrganisation(
+        "ZDS01", "Borough Demographics Service", OrganisationKind.REGISTRATION_AUTHORITY
+    ),
 )
 
 USERS: tuple[DemoUser, ...] = (
@@ -58,5 +61,6 @@ USERS: tuple[DemoUser, ...] = (
     DemoUser("social.worker", "Leon", "Baptiste", "ZSC01", StaffRole.SOCIAL_WORKER),
     DemoUser("pharmacist", "Mei", "Chen", "ZPH01", StaffRole.PHARMACIST),
     DemoUser("privacy.officer", "Oliver", "Grant", "ZSR01", StaffRole.PRIVACY_OFFICER),
+    DemoUser("objections", "Nadia", "Rahman", "ZSR01", StaffRole.OBJECTIONS_OFFICER),
     DemoUser("sysadmin", "Fatima", "Hussain", "ZSR01", StaffRole.SYSTEM_ADMIN),
 )

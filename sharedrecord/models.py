@@ -22,6 +22,10 @@ class OrganisationKind(models.TextChoices):
     MENTAL_HEALTH = "mental-health", "Mental health trust"
     SOCIAL_CARE = "social-care", "Adult social care (local authority)"
     PHARMACY = "pharmacy", "Community pharmacy"
+    # A PDS-like demographics service: the authority on a person's registered
+    # GP practice (DESIGN: facts have authorities). It sends Patient resources
+    # and holds no clinical record.
+    REGISTRATION_AUTHORITY = "registration-authority", "Registration authority (demographics)"
     OTHER = "other", "Other"
 
 
@@ -45,7 +49,7 @@ class Organisation(models.Model):
         help_text="Organisation Data Service code, upper case (for example A81001).",
     )
     name = models.CharField(max_length=200)
-    kind = models.CharField(max_length=20, choices=OrganisationKind.choices)
+    kind = models.CharField(max_length=24, choices=OrganisationKind.choices)
     dsa_start = models.DateField(
         "data sharing agreement start",
         null=True,
@@ -119,6 +123,9 @@ class StaffRole(models.TextChoices):
     SOCIAL_WORKER = "social-worker", "Social worker"
     ADMIN_CLERK = "admin-clerk", "Registration and admin clerk"
     PRIVACY_OFFICER = "privacy-officer", "Privacy officer (information governance)"
+    # The programme's team that takes objections by phone or e-mail and records
+    # them on behalf of the person's registered practice (St Helens' route).
+    OBJECTIONS_OFFICER = "objections-officer", "Objections officer (programme team)"
     SYSTEM_ADMIN = "system-admin", "System administrator"
 
 
@@ -131,6 +138,7 @@ RBAC_JOB_ROLE_CODES: dict[str, str] = {
     StaffRole.SOCIAL_WORKER: "LOCAL-SW",  # social care: no national RBAC job role
     StaffRole.ADMIN_CLERK: "R8008",  # Admin/Clinical Support Access Role
     StaffRole.PRIVACY_OFFICER: "R8014",  # Privacy Officer Access Role
+    StaffRole.OBJECTIONS_OFFICER: "R8008",  # Admin/Clinical Support Access Role
     StaffRole.SYSTEM_ADMIN: "R8015",  # Systems Support Access Role
 }
 
@@ -218,8 +226,13 @@ class Patient(models.Model):
     postcode = models.CharField(max_length=10, blank=True)
     address = models.CharField(max_length=400, blank=True)
     deceased = models.BooleanField(default=False)
+    # Set only by the registration authority or the practice's own feed
+    # (services.registration_asserted); every rule that hangs off it reads this.
     registered_gp_ods = models.CharField(max_length=12, blank=True)
     demographics_source_ods = models.CharField(max_length=12, blank=True)
+    # Fields (name, birth-date, gender, address) on which another source
+    # holds a different value than the one shown.
+    demographics_disputed = ArrayField(models.CharField(max_length=16), default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -236,6 +249,12 @@ class Patient(models.Model):
     def __str__(self) -> str:
         # Never the NHS number or name: this string can end up in logs.
         return f"Patient {self.public_id}"
+
+    @property
+    def disputed_labels(self) -> list[str]:
+        """The disputed fields as the page says them ("address", "date of birth")."""
+        labels = {"birth-date": "date of birth"}
+        return [labels.get(field, field) for field in self.demographics_disputed]
 
     @property
     def age_years(self) -> int | None:
@@ -289,6 +308,9 @@ class Entry(models.Model):
     code = models.CharField(max_length=64, blank=True)
     code_display = models.CharField(max_length=400, blank=True)
     sensitivity = ArrayField(models.CharField(max_length=32), default=list, blank=True)
+    # "system|code" of every coding in the resource: the access policy's
+    # sensitive code lists match any of them.
+    codes = ArrayField(models.CharField(max_length=300), default=list, blank=True)
     resource = models.JSONField()
     content_hash = models.CharField(max_length=64)
     received_at = models.DateTimeField()
