@@ -17,12 +17,22 @@ from audit.models import AuditAction
 from audit.services import AuditActor, audit_event_record
 from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
 from ingestion.models import FeedCredential
-from optout.models import OptOut, OptOutChange, OptOutRoute
-from optout.selectors import optins_since, optouts_for_practice
-from optout.services import optout_denied_audit, optout_register, optout_withdraw, practice_of
+from optout.models import OptOut, OptOutChange, OptOutRoute, OptOutStatus
+from optout.selectors import optins_since, optout_history_for, optouts_for_practice
+from optout.services import (
+    OptOutCheck,
+    objections_office_of,
+    optout_check,
+    optout_denied_audit,
+    optout_objection_check,
+    optout_objection_register,
+    optout_register,
+    optout_withdraw,
+    practice_of,
+)
 from sharedrecord.auditing import actor_for, context_for
 from sharedrecord.exceptions import PatientNotFound, PermissionDenied
-from sharedrecord.models import User
+from sharedrecord.models import Organisation, User
 
 
 class OptOutOutput(serializers.Serializer[OptOut]):
@@ -49,11 +59,21 @@ class ChangeOutput(serializers.Serializer[Any]):
         )
 
 
-def _practice(request: Request, action: str) -> Any:
+def _practice(request: Request, action: str) -> Organisation:
     """The caller's practice, or a 403 that is itself audited."""
     user = cast(User, request.user)
     try:
         return practice_of(user)
+    except PermissionDenied:
+        optout_denied_audit(user=user, action=action, context=context_for(request))
+        raise
+
+
+def _office(request: Request, action: str) -> Organisation:
+    """The caller's programme organisation (objections officers), or an audited 403."""
+    user = cast(User, request.user)
+    try:
+        return objections_office_of(user)
     except PermissionDenied:
         optout_denied_audit(user=user, action=action, context=context_for(request))
         raise
@@ -64,25 +84,89 @@ class ChangeInput(serializers.Serializer[Any]):
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
 
-class OptOutRegisterApi(APIView):
-    """Record an opt-out for the caller's practice; removes the person's record at once."""
+class CheckInput(serializers.Serializer[Any]):
+    nhs_number = serializers.CharField(max_length=20)
 
-    @extend_schema(request=ChangeInput, responses={201: OptOutOutput, 200: OptOutOutput})
+
+class IdentityOutput(serializers.Serializer[OptOutCheck]):
+    """Who the number is in the record; blank (found false) when it matches no record held."""
+
+    nhs_number = serializers.CharField()
+    found = serializers.SerializerMethodField()
+    family_name = serializers.CharField(source="identity.family_name", default="")
+    given_names = serializers.CharField(source="identity.given_names", default="")
+    birth_date = serializers.DateField(source="identity.birth_date", default=None)
+    address = serializers.CharField(source="identity.address", default="")
+    postcode = serializers.CharField(source="identity.postcode", default="")
+
+    def get_found(self, check: OptOutCheck) -> bool:
+        return check.identity is not None
+
+
+class OptOutCheckOutput(IdentityOutput):
+    registration = serializers.SerializerMethodField()
+
+    def get_registration(self, check: OptOutCheck) -> str:
+        return "own" if check.registration_known else "unknown"
+
+
+class OptOutCheckApi(APIView):
+    """Before recording an opt-out: who the NHS number is in the record (an audited read).
+
+    Refused (403, without saying where) for someone registered with another
+    practice. "registration" is "unknown" when the record does not know the
+    person's practice: an opt-out for them goes to the programme's review.
+    """
+
+    @extend_schema(request=CheckInput, responses={200: OptOutCheckOutput})
     def post(self, request: Request) -> Response:
-        data = ChangeInput(data=request.data)
+        practice = _practice(request, "opt-out-check")
+        data = CheckInput(data=request.data)
         data.is_valid(raise_exception=True)
-        result = optout_register(
-            practice=_practice(request, "opt-out"),
-            route=OptOutRoute.PRACTICE_SYSTEM,
-            recorded_by=cast(User, request.user),
+        check = optout_check(
+            practice=practice,
+            viewer=cast(User, request.user),
             context=context_for(request),
             **data.validated_data,
         )
+        return Response(OptOutCheckOutput(check).data)
+
+
+class OptOutRegisterApi(APIView):
+    """Record an opt-out for the caller's practice; removes the person's record at once.
+
+    Answers only from the caller's own entry: 201 when it is recorded now,
+    200 when the practice had already recorded it, whatever other practices hold.
+    """
+
+    @extend_schema(request=ChangeInput, responses={201: OptOutOutput, 200: OptOutOutput})
+    def post(self, request: Request) -> Response:
+        practice = _practice(request, "opt-out")
+        data = ChangeInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = cast(User, request.user)
+        try:
+            result = optout_register(
+                practice=practice,
+                route=OptOutRoute.PRACTICE_SYSTEM,
+                recorded_by=user,
+                context=context_for(request),
+                **data.validated_data,
+            )
+        except PermissionDenied:
+            optout_denied_audit(
+                user=user, action="opt-out", reason="not-registered-here",
+                context=context_for(request),
+            )  # fmt: skip
+            raise
         return Response(OptOutOutput(result.optout).data, status=201 if result.changed else 200)
 
 
 class OptOutWithdrawApi(APIView):
-    """Record that the person opts back in (only the practice holding the entry)."""
+    """Record that the person opts back in, on the caller's practice's own entry.
+
+    Without one, 400 with the same message whatever other practices hold.
+    """
 
     @extend_schema(request=ChangeInput, responses={200: OptOutOutput})
     def post(self, request: Request) -> Response:
@@ -145,7 +229,7 @@ class OptOutDetailApi(APIView):
         if optout is None:
             raise PatientNotFound("No such opt-out entry for your practice.")
         _audit_read(request, AuditAction.OPTOUT_VIEW, {"optout": str(optout.public_id)})
-        history = optout.changes.select_related("practice", "recorded_by")
+        history = optout_history_for(optout=optout, practice=practice)
         return Response(
             {**OptOutOutput(optout).data, "history": ChangeOutput(history, many=True).data}
         )
@@ -189,7 +273,7 @@ class OptInsSinceApi(APIView):
         since = serializers.DateTimeField().to_internal_value(request.query_params.get("since", ""))
         credential = cast(FeedCredential, request.auth)
         ods = credential.organisation.ods_code
-        numbers = [o.nhs_number for o in optins_since(since=since) if ods in o.purged_source_ods]
+        numbers = [o.nhs_number for o in optins_since(since=since) if ods in o.source_ods]
         audit_event_record(
             action=AuditAction.OPTOUT_VIEW,
             actor=AuditActor.system(credential.system, org_ods=ods, id=credential.public_id),
@@ -197,3 +281,96 @@ class OptInsSinceApi(APIView):
             context=context_for(request),
         )
         return Response({"since": since.isoformat(), "nhs_numbers": numbers})
+
+
+# ------------------------------------------------------------------ objections (programme team)
+
+RECEIVED_ROUTES = {"phone": OptOutRoute.PROGRAMME_PHONE, "email": OptOutRoute.PROGRAMME_EMAIL}
+
+
+class ObjectionCheckInput(serializers.Serializer[Any]):
+    nhs_number = serializers.CharField(max_length=20)
+    practice = serializers.CharField(
+        max_length=12,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="ODS code of the person's GP practice; only when the record does not know it.",
+    )
+
+
+class ObjectionInput(ObjectionCheckInput):
+    received = serializers.ChoiceField(choices=sorted(RECEIVED_ROUTES))
+    note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class ObjectionCheckOutput(IdentityOutput):
+    registration = serializers.SerializerMethodField()
+    practice = serializers.CharField(source="practice.ods_code")
+    practice_name = serializers.CharField(source="practice.name")
+
+    def get_registration(self, check: OptOutCheck) -> str:
+        return "known" if check.registration_known else "unknown"
+
+
+class ObjectionOutput(serializers.Serializer[dict[str, str]]):
+    """What the programme team is told: recorded, for which practice. Nothing of its registry."""
+
+    nhs_number = serializers.CharField()
+    status = serializers.CharField()
+    practice = serializers.CharField()
+    route = serializers.CharField()
+
+
+class OptOutObjectionCheckApi(APIView):
+    """For the programme's objections officers: who the number is, and for which practice.
+
+    An audited read. When the record does not know the registration, name the
+    practice (400 asks for it).
+    """
+
+    @extend_schema(request=ObjectionCheckInput, responses={200: ObjectionCheckOutput})
+    def post(self, request: Request) -> Response:
+        _office(request, "objection-check")
+        data = ObjectionCheckInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        check = optout_objection_check(
+            nhs_number=data.validated_data["nhs_number"],
+            practice_ods=data.validated_data["practice"],
+            officer=cast(User, request.user),
+            context=context_for(request),
+        )
+        return Response(ObjectionCheckOutput(check).data)
+
+
+class OptOutObjectionRecordApi(APIView):
+    """For the programme's objections officers: record an objection taken by phone or e-mail.
+
+    Recorded for the person's registered practice (or the one named when the
+    record does not know it; then flagged for review). Always 201 with the
+    same body, whether or not the practice had already recorded an opt-out.
+    """
+
+    @extend_schema(request=ObjectionInput, responses={201: ObjectionOutput})
+    def post(self, request: Request) -> Response:
+        _office(request, "objection")
+        data = ObjectionInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        route = RECEIVED_ROUTES[data.validated_data["received"]]
+        result = optout_objection_register(
+            nhs_number=data.validated_data["nhs_number"],
+            route=route,
+            practice_ods=data.validated_data["practice"],
+            note=data.validated_data["note"],
+            recorded_by=cast(User, request.user),
+            context=context_for(request),
+        )
+        # Built from the request, not the entry: the practice's own route,
+        # note and times stay the practice's.
+        recorded = {
+            "nhs_number": result.optout.nhs_number,
+            "status": OptOutStatus.OPTED_OUT,
+            "practice": result.optout.practice.ods_code,
+            "route": route,
+        }
+        return Response(ObjectionOutput(recorded).data, status=201)

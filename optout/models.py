@@ -1,4 +1,10 @@
-"""The opt-out registry: one entry per NHS number, with its history. Nothing about health."""
+"""The opt-out registry: one entry per NHS number and practice, with its history.
+
+A person is opted out while any practice's entry for them is active. Each
+practice sees and changes only its own entries, so nothing about another
+practice's entry (that it exists, its note, route or times) ever reaches a
+practice. Nothing about health is kept here.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +28,18 @@ class OptOutRoute(models.TextChoices):
     PRACTICE_REQUEST = "practice-request", "Patient asked at the practice"
     PRACTICE_SYSTEM = "practice-system", "Recorded by the practice's system"
     FEED_CODE = "feed-code", "Code in the practice's feed"
+    PROGRAMME_PHONE = "programme-phone", "Objection taken by the programme team by phone"
+    PROGRAMME_EMAIL = "programme-email", "Objection taken by the programme team by e-mail"
+    # The registration authority moved the person to this practice while an
+    # opt-out was active elsewhere: the opt-out came with them.
+    REGISTRATION_MOVED = (
+        "registration-moved",
+        "Moved here when the person registered with your practice",
+    )
+
+
+# The routes by which the programme team records an objection for a practice.
+PROGRAMME_ROUTES = (OptOutRoute.PROGRAMME_PHONE, OptOutRoute.PROGRAMME_EMAIL)
 
 
 class OptOutQuerySet(models.QuerySet["OptOut"]):
@@ -30,10 +48,10 @@ class OptOutQuerySet(models.QuerySet["OptOut"]):
 
 
 class OptOut(models.Model):
-    """Whether one person (by NHS number) has opted out, and which practice holds it."""
+    """One practice's entry for one person (by NHS number): opted out or opted back in."""
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    nhs_number = models.CharField("NHS number", max_length=10, unique=True)
+    nhs_number = models.CharField("NHS number", max_length=10)
     status = models.CharField(max_length=16, choices=OptOutStatus.choices)
     practice = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
     route = models.CharField(max_length=20, choices=OptOutRoute.choices)
@@ -50,6 +68,10 @@ class OptOut(models.Model):
             models.CheckConstraint(
                 condition=Q(nhs_number__regex=r"^[0-9]{10}$"), name="optout_nhs_number_digits"
             ),
+            # Its leading column also serves the gate's lookup by NHS number.
+            models.UniqueConstraint(
+                fields=["nhs_number", "practice"], name="optout_one_per_practice"
+            ),
         ]
         indexes = [models.Index(fields=["practice", "status", "changed_at"], name="optout_list")]
         verbose_name = "opt-out"
@@ -59,7 +81,12 @@ class OptOut(models.Model):
 
 
 class OptOutChange(models.Model):
-    """One change to an entry: who recorded it, when, by which route. Kept for good."""
+    """One change to an entry: who recorded it, when, by which route. Kept for good.
+
+    `practice` is the practice the change was recorded for. When a registration
+    move merges two entries the changes go with the surviving entry, and each
+    practice is shown only the changes recorded for it.
+    """
 
     optout = models.ForeignKey(OptOut, on_delete=models.PROTECT, related_name="changes")
     status = models.CharField(max_length=16, choices=OptOutStatus.choices)

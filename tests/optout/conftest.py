@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from guardian.shortcuts import assign_perm
 
@@ -48,3 +50,18 @@ def hospital_clinician(db: None) -> User:
     # Even holding the permission on a hospital does not make it a GP practice.
     assign_perm("sharedrecord.manage_optouts", user, acute)
     return user
+
+
+PROGRAMME_ODS = "ZSR01"
+
+
+@pytest.fixture
+def programme(db: None, settings: Any) -> Organisation:
+    """The programme that runs the record (its ODS code is in GOVERNANCE_ODS_CODES)."""
+    settings.GOVERNANCE_ODS_CODES = [PROGRAMME_ODS]
+    return make_organisation(ods_code=PROGRAMME_ODS, name="Borough Shared Record", kind="other")
+
+
+@pytest.fixture
+def objections_officer(programme: Organisation) -> User:
+    return staff("objections.officer", programme, StaffRole.OBJECTIONS_OFFICER, optouts=False)

@@ -157,7 +157,10 @@ def test_another_practice_may_not_opt_out_someone_registered_elsewhere(
     number = next_nhs_number()
     credential, _ = make_credential(practice)
     feed(credential, small_bundle(number))  # registered with Z81001
-    with pytest.raises(PermissionDenied, match="registered with another practice"):
+    # The refusal does not say where the person is registered (it said "another practice").
+    with pytest.raises(
+        PermissionDenied, match=r"^This person is not registered with your practice\.$"
+    ):
         opt_out(other_practice_gp, number)
     assert Patient.objects.filter(nhs_number=number).exists()
 
@@ -165,9 +168,13 @@ def test_another_practice_may_not_opt_out_someone_registered_elsewhere(
 def test_only_the_practice_holding_the_entry_may_opt_them_back_in(
     practice_gp, other_practice_gp
 ) -> None:
+    from django.core.exceptions import ValidationError
+
     number = next_nhs_number()
     opt_out(practice_gp, number)
-    with pytest.raises(PermissionDenied, match="Only the practice holding"):
+    # Another practice is told what it would be told for any number it holds no entry for
+    # (it used to get PermissionDenied, which revealed that another practice held one).
+    with pytest.raises(ValidationError, match="no opt-out recorded by your practice"):
         optout_withdraw(
             nhs_number=number, practice=practice_of(other_practice_gp),
             route=OptOutRoute.PRACTICE_REQUEST, recorded_by=other_practice_gp,
