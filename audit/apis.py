@@ -2,6 +2,9 @@
 and exports as the pages, and a read-only FHIR AuditEvent view in the IHE BALP shape.
 
 Privacy officers only; every call that returns trail rows writes its own audit event.
+An organisation's officer reads its record-holder view (`scope=holder`, the
+default) or its staff's accesses (`scope=staff`); the programme's officers read
+the whole trail whichever they give.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from audit.balp import audit_event_as_fhir
 from audit.context import context_for
 from audit.forms import AuditQueryForm, ReviewForm, SubjectAccessForm
 from audit.models import AccessReview, AuditEvent, ReviewOutcome
-from audit.selectors import AuditQuery, Cursor
+from audit.selectors import AuditQuery, Cursor, ScopeKind
 from audit.services import (
     GovernanceViewer,
     ReviewRefused,
+    ScopeUnknown,
     access_review_record,
     audit_event_view,
     audit_export,
@@ -44,6 +48,15 @@ QUERY_PARAMETERS = [
     OpenApiParameter("action", str),
     OpenApiParameter("outcome", str),
 ]
+SCOPE_PARAMETER = OpenApiParameter(
+    "scope", str, enum=ScopeKind.values, default=ScopeKind.HOLDER.value,
+    description=(
+        "Which part of the trail an organisation's privacy officer reads: holder (accesses to "
+        "people registered with the organisation and to data it contributed) or staff (every "
+        "access by the organisation's own staff and systems, to anyone). The programme's "
+        "officers read the whole trail either way. Any other value is a 400."
+    ),
+)  # fmt: skip
 FHIR_JSON = "application/fhir+json"
 
 
@@ -52,6 +65,14 @@ def _viewer(request: Request) -> GovernanceViewer:
     if viewer is None:
         raise exceptions.PermissionDenied("Only privacy officers may read the audit trail.")
     return viewer
+
+
+def _scoped_viewer(request: Request) -> GovernanceViewer:
+    """The governance viewer in the scope the request asks for (`scope`, default the first held)."""
+    try:
+        return _viewer(request).in_scope(request.query_params.get("scope", ""))
+    except ScopeUnknown as unknown:
+        raise exceptions.ValidationError({"scope": [str(unknown)]}) from unknown
 
 
 def _query(request: Request) -> AuditQuery:
@@ -98,10 +119,10 @@ class ReviewOutput(serializers.Serializer[AccessReview]):
 class AuditEventListApi(APIView):
     """Search the trail, newest first, 50 a page; `next` carries on (keyset paging)."""
 
-    @extend_schema(parameters=[*QUERY_PARAMETERS, OpenApiParameter("after", str)],
+    @extend_schema(parameters=[*QUERY_PARAMETERS, SCOPE_PARAMETER, OpenApiParameter("after", str)],
                    responses={200: OpenApiTypes.OBJECT})  # fmt: skip
     def get(self, request: Request) -> Response:
-        viewer = _viewer(request)
+        viewer = _scoped_viewer(request)
         page = audit_search(
             viewer=viewer, query=_query(request), via="api",
             after=Cursor.parse(request.query_params.get("after", "")),
@@ -119,20 +140,24 @@ class AuditEventListApi(APIView):
 class AuditEventExportApi(APIView):
     """Every matching event as CSV, streamed (the export itself is audited first)."""
 
-    @extend_schema(parameters=QUERY_PARAMETERS, responses={(200, "text/csv"): OpenApiTypes.STR})
+    @extend_schema(parameters=[*QUERY_PARAMETERS, SCOPE_PARAMETER],
+                   responses={(200, "text/csv"): OpenApiTypes.STR})  # fmt: skip
     def get(self, request: Request) -> HttpResponseBase:
-        viewer = _viewer(request)
+        viewer = _scoped_viewer(request)
         query = _query(request)
         return csv_response(audit_export(viewer=viewer, query=query, context=context_for(request)))
 
 
 class ReviewQueueApi(APIView):
-    """Flagged accesses awaiting a finding (GET), and recording a finding (POST)."""
+    """Flagged accesses awaiting a finding (GET, in one scope), and recording a finding (POST).
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    A finding may be recorded on a flagged access in any scope the officer holds.
+    """
+
+    @extend_schema(parameters=[SCOPE_PARAMETER], responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request) -> Response:
         events, total = audit_review_queue_view(
-            viewer=_viewer(request), context=context_for(request)
+            viewer=_scoped_viewer(request), context=context_for(request)
         )
         return Response({"total": total, "results": EventOutput(events, many=True).data})  # type: ignore[arg-type]
 
@@ -189,14 +214,15 @@ def _outcome(status: int, code: str, text: str) -> JsonResponse:
                  status)  # fmt: skip
 
 
-FHIR_SEARCH_PARAMETERS = {"patient.identifier", "agent.name", "date", "_count", "_after"}
+FHIR_SEARCH_PARAMETERS = {"patient.identifier", "agent.name", "date", "scope", "_count", "_after"}
 
 
 class FhirAuditEventSearchApi(APIView):
     """AuditEvent search: `patient.identifier=https://fhir.nhs.uk/Id/nhs-number|<n>`,
-    `agent.name`, `date=geYYYY-MM-DD` / `leYYYY-MM-DD`; a searchset Bundle with `next` links."""
+    `agent.name`, `date=geYYYY-MM-DD` / `leYYYY-MM-DD`, `scope=holder|staff`; a searchset
+    Bundle with `next` links."""
 
-    @extend_schema(operation_id="audit_fhir_auditevent_search",
+    @extend_schema(operation_id="audit_fhir_auditevent_search", parameters=[SCOPE_PARAMETER],
                    responses={(200, FHIR_JSON): OpenApiTypes.OBJECT})  # fmt: skip
     def get(self, request: Request) -> HttpResponseBase:
         viewer = governance_viewer_of(request.user)
@@ -207,6 +233,10 @@ class FhirAuditEventSearchApi(APIView):
         if unknown:
             return _outcome(400, "not-supported", f"Unsupported search parameter: "
                             f"{sorted(unknown)[0]}.")  # fmt: skip
+        try:
+            viewer = viewer.in_scope(params.get("scope", ""))
+        except ScopeUnknown as bad_scope:
+            return _outcome(400, "value", str(bad_scope))
         fields: dict[str, str] = {}
         identifier = params.get("patient.identifier", "")
         if identifier:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import models
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
@@ -43,30 +44,71 @@ SUBJECT_ACCESS_ACTIONS = (
 )
 
 
+class ScopeKind(models.TextChoices):
+    """The parts of the trail an organisation's privacy officer may switch between."""
+
+    HOLDER = "holder", "Accesses to your organisation's record"
+    STAFF = "staff", "Your staff's accesses"
+
+
+WHOLE_TRAIL = "whole-trail"
+
+
 @dataclass(frozen=True)
 class GovernanceScope:
     """The part of the trail a governance officer may read.
 
-    `holder_ods` empty: the whole trail (the programme's privacy officers).
-    Otherwise the record holder's view for that organisation: accesses to
+    Neither code set: the whole trail (the programme's privacy officers).
+    `holder_ods`: the record holder's view for that organisation: accesses to
     people registered with it (the event's patient_gp_ods, as at the event)
     and accesses that were shown data it contributed (source_ods), and
     nothing else.
+    `staff_ods`: the staff view for that organisation: every event whose
+    actor belonged to it (the event's actor_org_ods, as at the event), about
+    anyone, and nothing else.
     """
 
     holder_ods: str = ""
+    staff_ods: str = ""
+
+    def __post_init__(self) -> None:
+        if self.holder_ods and self.staff_ods:
+            raise ValueError("A scope is one organisation's holder view or its staff view.")
 
     @property
     def whole_trail(self) -> bool:
-        return not self.holder_ods
+        return not self.holder_ods and not self.staff_ods
+
+    @property
+    def kind(self) -> str:
+        """ScopeKind.HOLDER, ScopeKind.STAFF or WHOLE_TRAIL."""
+        if self.staff_ods:
+            return ScopeKind.STAFF.value
+        if self.holder_ods:
+            return ScopeKind.HOLDER.value
+        return WHOLE_TRAIL
+
+    def covers(self, kind: str) -> bool:
+        """True when this scope answers a request for that kind (the whole trail answers all)."""
+        return self.whole_trail or self.kind == kind
+
+    def audit_detail(self) -> dict[str, str]:
+        """How the audit event of a governance read names this scope.
+
+        `scope` is the organisation (or "whole-trail"), as in events written
+        before the staff view existed; `scope_kind` says which of its views.
+        """
+        return {"scope": self.staff_ods or self.holder_ods or WHOLE_TRAIL, "scope_kind": self.kind}
 
     def events(self) -> QuerySet[AuditEvent]:
         events = AuditEvent.objects.all()
-        if self.whole_trail:
-            return events
-        return events.filter(
-            Q(patient_gp_ods=self.holder_ods) | Q(source_ods__contains=[self.holder_ods])
-        )
+        if self.staff_ods:
+            return events.filter(actor_org_ods=self.staff_ods)
+        if self.holder_ods:
+            return events.filter(
+                Q(patient_gp_ods=self.holder_ods) | Q(source_ods__contains=[self.holder_ods])
+            )
+        return events
 
 
 @dataclass(frozen=True)
@@ -145,9 +187,11 @@ def _uses_holder_index(scope: GovernanceScope, query: AuditQuery) -> bool:
     """A record holder's view with no person or user to narrow it.
 
     With a person or a user, their own index is narrower, and the scope is
-    checked on the few events it finds.
+    checked on the few events it finds. A staff view needs no index of its
+    own: its one condition (actor_org_ods) is the leading column of
+    audit_event_actor_org_idx, read backwards on each monthly partition.
     """
-    return not scope.whole_trail and not query.nhs_number and not query.user
+    return bool(scope.holder_ods) and not query.nhs_number and not query.user
 
 
 def _filtered(events: QuerySet[AuditEvent], query: AuditQuery) -> QuerySet[AuditEvent]:
@@ -256,6 +300,21 @@ def audit_events_stream(*, scope: GovernanceScope, query: AuditQuery) -> Iterato
 
 def audit_event_in_scope(*, scope: GovernanceScope, event_id: int) -> AuditEvent | None:
     return scope.events().filter(id=event_id).first()
+
+
+def audit_event_in_scopes(
+    *, scopes: Sequence[GovernanceScope], event_id: int
+) -> tuple[AuditEvent, GovernanceScope] | None:
+    """The event and the first of `scopes` that holds it, or None if none of them does.
+
+    One query per scope tried, in the order given, so the scope a person is
+    looking at (put first) answers without a second query.
+    """
+    for scope in scopes:
+        event = audit_event_in_scope(scope=scope, event_id=event_id)
+        if event is not None:
+            return event, scope
+    return None
 
 
 def _closed() -> QuerySet[AccessReview]:

@@ -24,7 +24,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.db import connection, transaction
@@ -44,8 +44,9 @@ from audit.selectors import (
     Cursor,
     EventPage,
     GovernanceScope,
+    ScopeKind,
     access_reviews_for,
-    audit_event_in_scope,
+    audit_event_in_scopes,
     audit_events_about,
     audit_events_page,
     audit_events_stream,
@@ -342,13 +343,51 @@ def audit_partitions_ensure(*, months_ahead: int = 3) -> int:
 # ------------------------------------------------------------------ governance
 
 
+class ScopeUnknown(Exception):
+    """A request named a part of the trail that does not exist (neither holder nor staff)."""
+
+
 @dataclass(frozen=True)
 class GovernanceViewer:
-    """A member of staff who may read the trail: who they are, and how much they may see."""
+    """A member of staff who may read the trail: who they are, and how much they may see.
+
+    `scope` is the part of the trail they are reading now; `held` lists every
+    part they may read, the default first (empty: `scope` alone). Lists and
+    searches read `scope`; one event may be opened or reviewed if any scope
+    held contains it.
+    """
 
     user: Any
     actor: AuditActor
     scope: GovernanceScope
+    held: tuple[GovernanceScope, ...] = ()
+
+    @property
+    def scopes(self) -> tuple[GovernanceScope, ...]:
+        """Every scope held, the one in use first."""
+        return (self.scope, *(scope for scope in self.held if scope != self.scope))
+
+    @property
+    def switchable(self) -> bool:
+        """True when the viewer holds more than one scope (the pages show a switch)."""
+        return len(self.scopes) > 1
+
+    def in_scope(self, kind: str) -> GovernanceViewer:
+        """The same viewer reading the scope of that kind; "" keeps the scope in use.
+
+        A viewer of the whole trail stays on it, whichever kind is asked for:
+        the switch never narrows the programme's officers.
+        Raises ScopeUnknown for a kind that is not one of ScopeKind's, or one
+        the viewer does not hold.
+        """
+        if not kind:
+            return self
+        if kind not in ScopeKind.values:
+            raise ScopeUnknown(f"Choose {' or '.join(ScopeKind.values)} for the scope.")
+        for scope in self.scopes:
+            if scope.covers(kind):
+                return replace(self, scope=scope)
+        raise ScopeUnknown("You do not hold that part of the audit trail.")
 
 
 GovernanceResolver = Callable[[Any], GovernanceViewer | None]
@@ -379,9 +418,10 @@ def audit_search(
     context: AuditContext,
     via: str = "page",
 ) -> EventPage:
-    """A page of the trail for a governance officer.
+    """A page of the trail for a governance officer, in the scope they are reading.
 
-    Side effects: one AUDIT_QUERY event naming the filters and how many rows were shown.
+    Side effects: one AUDIT_QUERY event naming the scope, the filters and how
+    many rows were shown.
     """
     with transaction.atomic():
         page = audit_events_page(scope=viewer.scope, query=query, after=after)
@@ -391,7 +431,7 @@ def audit_search(
             subject=AuditSubject(nhs_number=query.nhs_number),
             purpose="HOPERAT",
             detail={"via": via, "filters": query.filters(), "shown": len(page.events),
-                    "scope": viewer.scope.holder_ods or "whole-trail", "page": after is not None},
+                    **viewer.scope.audit_detail(), "page": after is not None},
             context=context,
         )  # fmt: skip
     return page
@@ -404,15 +444,14 @@ def audit_export(
 
     The AUDIT_EXPORT event commits before the first row is read, so an
     export that is cut off half way is still on the record.
-    Side effects: one AUDIT_EXPORT event naming the filters.
+    Side effects: one AUDIT_EXPORT event naming the scope and the filters.
     """
     audit_event_record(
         action=AuditAction.AUDIT_EXPORT,
         actor=viewer.actor,
         subject=AuditSubject(nhs_number=query.nhs_number),
         purpose="HOPERAT",
-        detail={"format": "csv", "filters": query.filters(),
-                "scope": viewer.scope.holder_ods or "whole-trail"},
+        detail={"format": "csv", "filters": query.filters(), **viewer.scope.audit_detail()},
         context=context,
     )  # fmt: skip
     return audit_events_stream(scope=viewer.scope, query=query)
@@ -433,13 +472,17 @@ def access_review_record(
 ) -> AccessReview:
     """Record a finding on one flagged access; a referral leaves it open for a final finding.
 
-    Raises ReviewRefused if the event is not in the viewer's scope, was not
-    flagged for review, or already has a closing finding, or the note is empty.
-    Side effects: one AccessReview row and one AUDIT_REVIEW event.
+    Raises ReviewRefused if the event is in none of the scopes the viewer
+    holds (a record holder's officer reviews accesses to its record and its
+    own staff's accesses, nothing else), was not flagged for review, or
+    already has a closing finding, or the note is empty.
+    Side effects: one AccessReview row and one AUDIT_REVIEW event naming the
+    scope that holds the event.
     """
-    event = audit_event_in_scope(scope=viewer.scope, event_id=event_id)
-    if event is None or not event.detail.get("review"):
+    found = audit_event_in_scopes(scopes=viewer.scopes, event_id=event_id)
+    if found is None or not found[0].detail.get("review"):
         raise ReviewRefused("There is no access awaiting review with that number.")
+    event, scope = found
     if AccessReview.objects.filter(event_id=event_id, outcome__in=CLOSING_OUTCOMES).exists():
         raise ReviewRefused("This access has already been reviewed.")
     if not note.strip():
@@ -462,7 +505,8 @@ def access_review_record(
         ),
         purpose="HOPERAT",
         detail={"event": event.id, "review": str(review.public_id), "outcome": str(outcome),
-                "reviewed_action": event.action, "reviewed_actor": event.actor_name},
+                "reviewed_action": event.action, "reviewed_actor": event.actor_name,
+                **scope.audit_detail()},
         context=context,
     )  # fmt: skip
     return review
@@ -495,7 +539,7 @@ def subject_access_report(
         actor=viewer.actor,
         subject=AuditSubject(nhs_number=nhs_number),
         purpose="HOPERAT",
-        detail={"events": len(events), "scope": viewer.scope.holder_ods or "whole-trail"},
+        detail={"events": len(events), **viewer.scope.audit_detail()},
         context=context,
     )
     return SubjectAccessReport(nhs_number, timezone.now(), viewer.actor.name, viewer.scope, events)
@@ -517,7 +561,7 @@ def audit_review_queue_view(
             actor=viewer.actor,
             purpose="HOPERAT",
             detail={"via": "review-queue", "shown": [e.id for e in events],
-                    "scope": viewer.scope.holder_ods or "whole-trail"},
+                    **viewer.scope.audit_detail()},
             context=context,
         )  # fmt: skip
     return events, total
@@ -526,26 +570,29 @@ def audit_review_queue_view(
 def audit_event_view(
     *, viewer: GovernanceViewer, event_id: int, context: AuditContext
 ) -> tuple[AuditEvent, list[AccessReview]] | None:
-    """One event in the viewer's scope with its findings, or None (absent and out of scope alike).
+    """One event in any scope the viewer holds, with its findings, or None.
 
-    Side effects: one AUDIT_QUERY event when the event is shown.
+    None alike for absent and out of every scope held. The scope in use is
+    tried first.
+    Side effects: one AUDIT_QUERY event when the event is shown, naming the
+    scope that holds it.
     """
     with transaction.atomic():
-        event = audit_event_in_scope(scope=viewer.scope, event_id=event_id)
-        if event is None:
+        found = audit_event_in_scopes(scopes=viewer.scopes, event_id=event_id)
+        if found is None:
             return None
+        event, scope = found
         audit_event_record(
             action=AuditAction.AUDIT_QUERY,
             actor=viewer.actor,
             subject=AuditSubject(nhs_number=event.nhs_number),
             purpose="HOPERAT",
-            detail={"via": "event", "shown": [event.id],
-                    "scope": viewer.scope.holder_ods or "whole-trail"},
+            detail={"via": "event", "shown": [event.id], **scope.audit_detail()},
             context=context,
         )  # fmt: skip
         return event, access_reviews_for(event_id=event.id)
 
 
 def audit_unreviewed_count(*, viewer: GovernanceViewer) -> int:
-    """How many flagged accesses in scope await a finding (a count: not audited)."""
+    """How many flagged accesses in the scope in use await a finding (a count: not audited)."""
     return audit_review_queue(scope=viewer.scope).count()

@@ -2,7 +2,10 @@
 
 Only privacy officers (audit.services.governance_viewer_of); each page that
 shows trail rows is an audited service call (AUDIT_QUERY, AUDIT_EXPORT,
-AUDIT_REVIEW, SUBJECT_ACCESS_REPORT).
+AUDIT_REVIEW, SUBJECT_ACCESS_REPORT). An organisation's officer switches
+between its record-holder view and its staff's accesses with `?scope=holder`
+or `?scope=staff` (the search, its pages, its export and the review queue
+carry it); the programme's officers read the whole trail and see no switch.
 """
 
 from __future__ import annotations
@@ -12,14 +15,17 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.forms import Form
 from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
+    HttpResponseBadRequest,
     HttpResponseBase,
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
@@ -28,10 +34,11 @@ from audit.context import context_for
 from audit.csvstream import csv_lines
 from audit.forms import AuditQueryForm, ReviewForm, SubjectAccessForm
 from audit.models import CLOSING_OUTCOMES, AuditEvent, ReviewOutcome
-from audit.selectors import Cursor, GovernanceScope
+from audit.selectors import Cursor, GovernanceScope, ScopeKind
 from audit.services import (
     GovernanceViewer,
     ReviewRefused,
+    ScopeUnknown,
     access_review_record,
     audit_event_view,
     audit_export,
@@ -56,13 +63,54 @@ def _viewer(request: HttpRequest) -> GovernanceViewer:
     return viewer
 
 
+def _scoped(viewer: GovernanceViewer, request: HttpRequest, form: Form) -> GovernanceViewer:
+    """The viewer in the scope the query string asks for (`scope`, default the first held).
+
+    An unknown scope becomes an error on the form, so the page answers 400
+    and searches nothing.
+    """
+    try:
+        return viewer.in_scope(request.GET.get("scope", ""))
+    except ScopeUnknown as unknown:
+        form.add_error(None, str(unknown))
+        return viewer
+
+
 def scope_description(scope: GovernanceScope) -> str:
     if scope.whole_trail:
         return "the whole audit trail"
+    if scope.staff_ods:
+        return f"every access by staff and systems of {scope.staff_ods}, to anyone"
     return (
         f"accesses to people registered with {scope.holder_ods} and to data "
         f"{scope.holder_ods} contributed"
     )
+
+
+def scope_context(
+    viewer: GovernanceViewer, request: HttpRequest, page: str = "governance:events"
+) -> dict[str, Any]:
+    """What the pages need to show and carry the scope (nothing to switch for one scope).
+
+    `scope_tabs`: one link per kind, to `page` with the same query in that
+    scope (from its first page); `scope_choices` for the search form's
+    radios; `scope_query`, the parameter that keeps the scope on links.
+    """
+    context: dict[str, Any] = {"scope": scope_description(viewer.scope)}
+    if not viewer.switchable:
+        return context
+    tabs, choices = [], []
+    for kind, label in ScopeKind.choices:
+        params = request.GET.copy()
+        params.pop("after", None)
+        params["scope"] = kind
+        current = viewer.scope.kind == kind
+        href = f"{reverse(page)}?{params.urlencode()}"
+        tabs.append({"label": label, "href": href, "current": current})
+        choices.append({"value": kind, "label": label, "checked": current})
+    context.update(scope_tabs=tabs, scope_choices=choices,
+                   scope_query=f"scope={viewer.scope.kind}")  # fmt: skip
+    return context
 
 
 @never_cache
@@ -71,11 +119,14 @@ def scope_description(scope: GovernanceScope) -> str:
 def governance_home_page(request: HttpRequest) -> HttpResponse:
     viewer = _viewer(request)
     context = {
-        "scope": scope_description(viewer.scope),
+        **scope_context(viewer, request),
         "unreviewed": audit_unreviewed_count(viewer=viewer),
         "form": AuditQueryForm(),
         "sar_form": SubjectAccessForm(),
     }
+    if viewer.switchable:
+        staff = viewer.in_scope(ScopeKind.STAFF)
+        context["staff_unreviewed"] = audit_unreviewed_count(viewer=staff)
     return render(request, "audit/home.html", context)
 
 
@@ -85,7 +136,8 @@ def governance_home_page(request: HttpRequest) -> HttpResponse:
 def governance_events_page(request: HttpRequest) -> HttpResponse:
     viewer = _viewer(request)
     form = AuditQueryForm(request.GET)
-    context: dict[str, Any] = {"form": form, "scope": scope_description(viewer.scope)}
+    viewer = _scoped(viewer, request, form)
+    context: dict[str, Any] = {"form": form, **scope_context(viewer, request)}
     if not form.is_valid():
         return render(request, "audit/events.html", context, status=400)
     after = Cursor.parse(request.GET.get("after", ""))
@@ -126,8 +178,9 @@ def csv_response(events: Iterator[AuditEvent]) -> StreamingHttpResponse:
 def governance_export(request: HttpRequest) -> HttpResponseBase:
     viewer = _viewer(request)
     form = AuditQueryForm(request.GET)
+    viewer = _scoped(viewer, request, form)
     if not form.is_valid():
-        context = {"form": form, "scope": scope_description(viewer.scope)}
+        context = {"form": form, **scope_context(viewer, request)}
         return render(request, "audit/events.html", context, status=400)
     return csv_response(audit_export(viewer=viewer, query=form.query(),
                                      context=context_for(request)))  # fmt: skip
@@ -137,17 +190,33 @@ def governance_export(request: HttpRequest) -> HttpResponseBase:
 @login_required
 @require_GET
 def governance_reviews_page(request: HttpRequest) -> HttpResponse:
-    viewer = _viewer(request)
+    form = Form(request.GET)
+    viewer = _scoped(_viewer(request), request, form)
+    if form.errors:
+        context = {"form": form, **scope_context(viewer, request, "governance:reviews")}
+        return render(request, "audit/reviews.html", context, status=400)
     events, total = audit_review_queue_view(viewer=viewer, context=context_for(request))
-    context = {"events": events, "total": total, "scope": scope_description(viewer.scope)}
+    context = {"events": events, "total": total,
+               **scope_context(viewer, request, "governance:reviews")}  # fmt: skip
     return render(request, "audit/reviews.html", context)
+
+
+def _reviews_url(viewer: GovernanceViewer) -> str:
+    """The review queue in the scope in use (the one the event was opened from)."""
+    url = reverse("governance:reviews")
+    return f"{url}?scope={viewer.scope.kind}" if viewer.switchable else url
 
 
 @never_cache
 @login_required
 @require_http_methods(["GET", "POST"])
 def governance_event_page(request: HttpRequest, event_id: int) -> HttpResponse:
-    viewer = _viewer(request)
+    # The scope only orders the lookup and says where "back" leads: the event
+    # is shown, and may be reviewed, if any scope held contains it.
+    try:
+        viewer = _viewer(request).in_scope(request.GET.get("scope", ""))
+    except ScopeUnknown as unknown:
+        return HttpResponseBadRequest(str(unknown))
     form = ReviewForm(request.POST or None)
     error = ""
     if request.method == "POST" and form.is_valid():
@@ -160,14 +229,15 @@ def governance_event_page(request: HttpRequest, event_id: int) -> HttpResponse:
         except ReviewRefused as refused:
             error = str(refused)
         else:
-            return redirect("governance:reviews")
+            return redirect(_reviews_url(viewer))
     shown = audit_event_view(viewer=viewer, event_id=event_id, context=context_for(request))
     if shown is None:
         raise Http404("No such event in your part of the trail.")
     event, reviews = shown
     closed = any(r.outcome in CLOSING_OUTCOMES for r in reviews)
     context = {"event": event, "reviews": reviews, "form": form, "error": error,
-               "reviewable": bool(event.detail.get("review")) and not closed}  # fmt: skip
+               "reviewable": bool(event.detail.get("review")) and not closed,
+               "reviews_url": _reviews_url(viewer)}  # fmt: skip
     status = 400 if request.method == "POST" else 200
     return render(request, "audit/event.html", context, status=status)
 

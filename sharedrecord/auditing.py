@@ -36,14 +36,18 @@ def governance_viewer_for(user: Any) -> GovernanceViewer | None:
     """Who may read the audit trail, and how much (registered with the audit app).
 
     Only privacy officers. Those of an organisation in GOVERNANCE_ODS_CODES
-    (the programme that runs the record) see the whole trail; every other
-    privacy officer sees their organisation's record-holder view. No
-    superuser or staff shortcut.
+    (the programme that runs the record) see the whole trail. Every other
+    privacy officer holds two views of their organisation: the record-holder
+    view (the default) and its staff's accesses to anyone. No superuser or
+    staff shortcut.
     """
     if not isinstance(user, User) or not user.is_authenticated:
         return None
     if user.role != StaffRole.PRIVACY_OFFICER or user.organisation is None:
         return None
     ods = user.organisation.ods_code
-    holder = "" if ods in settings.GOVERNANCE_ODS_CODES else ods
-    return GovernanceViewer(user=user, actor=actor_for(user), scope=GovernanceScope(holder))
+    if ods in settings.GOVERNANCE_ODS_CODES:
+        held: tuple[GovernanceScope, ...] = (GovernanceScope(),)
+    else:
+        held = (GovernanceScope(holder_ods=ods), GovernanceScope(staff_ods=ods))
+    return GovernanceViewer(user=user, actor=actor_for(user), scope=held[0], held=held)
