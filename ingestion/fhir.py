@@ -317,6 +317,7 @@ class ParsedEntry:
     code: str = ""
     code_display: str = ""
     sensitivity: tuple[str, ...] = ()
+    codes: tuple[str, ...] = ()  # "system|code" of every coding anywhere in the resource
     patient: PatientLink | None = None
     nhs_numbers: tuple[str, ...] = ()
     deleted: bool = False
@@ -896,6 +897,7 @@ def parse_bundle(data: bytes, media: Literal["json", "xml"], *, max_entries: int
                 sensitivity=tuple(
                     sorted({str(s.get("code")) for s in meta.get("security", []) if s.get("code")})
                 ),
+                codes=codes_of(resource),
                 patient=link
                 if raw.resource_type != "Patient"
                 else PatientLink("bundle", str(raw.index)),
@@ -909,6 +911,32 @@ def parse_bundle(data: bytes, media: Literal["json", "xml"], *, max_entries: int
         entries=tuple(sorted([*entries, *deletes], key=lambda e: e.index)),
         issues=tuple(sorted(issues, key=lambda i: i.index)),
     )
+
+
+def codes_of(resource: dict[str, Any]) -> tuple[str, ...]:
+    """Every coding in the resource as "system|code", sorted and distinct.
+
+    All of them, not only the primary code: the access policy restricts an
+    item when any coding is on a sensitive list (an HIV test's LOINC code, an
+    antiretroviral's medicine code, a reason code), whatever labels the
+    sender set.
+    """
+    found: set[str] = set()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, child in value.items():
+                if key == "coding" and isinstance(child, list):
+                    for coding in child:
+                        if isinstance(coding, dict) and coding.get("code"):
+                            found.add(f"{coding.get('system', '')}|{coding['code']}"[:300])
+                visit(child)
+        elif isinstance(value, list):
+            for child in value:
+                visit(child)
+
+    visit(resource)
+    return tuple(sorted(found))
 
 
 def _resolve(ref: dict[str, Any], patients: dict[str, int]) -> PatientLink | None:

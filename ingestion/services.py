@@ -41,7 +41,7 @@ from ingestion.models import (
 )
 from optout.models import OptOutRoute
 from optout.selectors import optout_blocks
-from optout.services import optout_register
+from optout.services import optout_holding_move, optout_register
 from sharedrecord.exceptions import PermissionDenied
 from sharedrecord.matching import (
     Demographics,
@@ -61,6 +61,7 @@ from sharedrecord.services import (
     patient_demographics_refresh,
     patient_entries_merge,
     patient_lock,
+    registered_gp_named,
 )
 
 logger = logging.getLogger(__name__)
@@ -598,6 +599,7 @@ def _entry_data(entry: ParsedEntry) -> EntryData:
         code=entry.code,
         code_display=entry.code_display,
         sensitivity=entry.sensitivity,
+        codes=entry.codes,
     )
 
 
@@ -697,6 +699,29 @@ def _register_dissent(message: FeedMessage, person: _Person, outcome: _Outcome) 
         )
 
 
+def _move_optout_holding(organisation: Organisation, person: _Person) -> None:
+    """The registration authority moved an opted-out person: their opt-out follows them.
+
+    Nothing is stored for the person (the opt-out stands); only the holding
+    of their opt-out moves to the practice the authority names, which may
+    then record an opt-in. The caller holds the person's lock.
+    """
+    if organisation.kind != OrganisationKind.REGISTRATION_AUTHORITY:
+        return
+    named = {
+        registered_gp_named(entry.resource)
+        for entry in person.entries
+        if entry.resource_type == "Patient"
+    } - {""}
+    if len(named) != 1:
+        return
+    practice = Organisation.objects.filter(
+        ods_code=named.pop(), kind=OrganisationKind.GP_PRACTICE
+    ).first()
+    if practice is not None:
+        optout_holding_move(nhs_number=person.nhs_number, to_practice=practice)
+
+
 def _apply(message: FeedMessage, bundle: ParsedBundle, organisation: Organisation) -> _Outcome:
     outcome = _Outcome()
     for issue in bundle.issues:
@@ -713,6 +738,7 @@ def _apply(message: FeedMessage, bundle: ParsedBundle, organisation: Organisatio
         patient_lock(nhs_number=person.nhs_number)
         _register_dissent(message, person, outcome)
         if optout_blocks(nhs_number=person.nhs_number):
+            _move_optout_holding(organisation, person)
             outcome.counts["blocked"] += len(person.entries)
             continue
         match = patient_match(
@@ -764,7 +790,7 @@ def _apply(message: FeedMessage, bundle: ParsedBundle, organisation: Organisatio
                 UpsertResult.UPDATED,
             )
         if demographics_changed:
-            patient_demographics_refresh(patient=patient)
+            patient_demographics_refresh(patient=patient, asserted_by=system_actor)
     for entry in deletes:
         removed = entry_remove(
             source_org=organisation, resource_type=entry.resource_type, source_id=entry.source_id

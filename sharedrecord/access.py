@@ -8,12 +8,19 @@ below and each tested:
    sharing agreement is active, find or read records (viewer_may_search).
 2. Only data from organisations with an active agreement is shown.
 3. The role x organisation-kind table (access_policy.toml) decides sections.
-4. Restricted items (labels or sensitive codes) are withheld unless the
-   viewer's role may see them, or emergency access unlocks them for the
-   role; very restricted items only reach the organisation that sent them.
-   Withheld items are counted, never described.
-5. Reading needs a recorded basis for this user, person and session
+4. Restricted items (labels, or any coding on a sensitive code list) are
+   withheld unless the viewer's role may see them AND the feeds show a
+   relationship (never a self-declared one), or emergency access unlocks
+   them for the role; very restricted items only reach the organisation
+   that sent them. Withheld items are counted once, overall, never described.
+5. Elements of an item that belong to another section (an encounter's
+   reason or diagnosis belongs to problems) are removed for roles that do
+   not see that section.
+6. Reading needs a recorded basis for this user, person and session
    (access_basis_current); the feeds' relationships are shown beside it.
+   The organisation's own active care (care plan, alert, problem, care
+   team) counts as a relationship; so does being the registered practice
+   (the authoritative value, see services.registration_asserted).
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
+import re
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +68,45 @@ class VisibilityRow:
 
 
 @dataclass(frozen=True)
+class SensitiveCategory:
+    """A category of sensitive care and the codes that identify it ("system|code")."""
+
+    key: str
+    label: str
+    codes: frozenset[str]
+
+
+@dataclass(frozen=True)
 class SensitivityRules:
     restricted_labels: frozenset[str]
     very_restricted_labels: frozenset[str]
-    sensitive_codes: frozenset[str]
+    categories: tuple[SensitiveCategory, ...]
     restricted_roles: frozenset[str]
     break_glass_unlocks_roles: frozenset[str]
+
+    @functools.cached_property
+    def sensitive_codes(self) -> frozenset[str]:
+        """Every listed code of every category, as "system|code"."""
+        return frozenset().union(*(c.codes for c in self.categories))
 
 
 @dataclass(frozen=True)
 class PolicyTable:
     rows: tuple[VisibilityRow, ...]
     sensitivity: SensitivityRules
+    # Section -> "Type.element" that belong to it wherever they appear.
+    section_fields: tuple[tuple[str, frozenset[str]], ...] = ()
+
+    def withheld_elements(self, sections: frozenset[str]) -> dict[str, frozenset[str]]:
+        """Resource type -> top-level elements to remove for a viewer of these sections."""
+        withheld: dict[str, set[str]] = {}
+        for section, fields in self.section_fields:
+            if section in sections:
+                continue
+            for name in fields:
+                resource_type, _, element = name.partition(".")
+                withheld.setdefault(resource_type, set()).add(element)
+        return {k: frozenset(v) for k, v in sorted(withheld.items())}
 
     def sections_for(self, role: str, organisation_kind: str) -> frozenset[str]:
         """The first matching row's sections; none for a role the table does not name."""
@@ -117,13 +153,60 @@ def policy_table_load(path: Path) -> PolicyTable:
         very_restricted_labels=_strings(
             s.get("very_restricted_labels", []), "very_restricted_labels"
         ),
-        sensitive_codes=_strings(s.get("sensitive_codes", []), "sensitive_codes"),
+        categories=_categories(s),
         restricted_roles=_strings(s.get("restricted_roles", []), "restricted_roles", roles),
         break_glass_unlocks_roles=_strings(
             s.get("break_glass_unlocks_roles", []), "break_glass_unlocks_roles", roles
         ),
     )
-    return PolicyTable(tuple(rows), rules)
+    section_fields = []
+    for section, fields in raw.get("section_fields", {}).items():
+        if section not in ALL_SECTIONS:
+            raise ImproperlyConfigured(f"Access policy: section_fields names {section!r}.")
+        chosen = _strings(fields, f"section_fields.{section}")
+        bad = sorted(f for f in chosen if not SECTION_FIELD.fullmatch(f))
+        if bad:
+            raise ImproperlyConfigured(
+                f"Access policy: section_fields.{section} needs Type.element, not {bad}."
+            )
+        section_fields.append((section, chosen))
+    return PolicyTable(tuple(rows), rules, tuple(section_fields))
+
+
+SECTION_FIELD = re.compile(r"[A-Z][A-Za-z]+\.[a-z][A-Za-z]*")
+
+# Code systems a category may list codes of, by the key used in the TOML.
+CODE_SYSTEMS = {
+    "snomed": "http://snomed.info/sct",
+    "loinc": "http://loinc.org",
+    "rxnorm": "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "dmd": "https://dmd.nhs.uk",
+}
+
+
+def _categories(sensitivity: dict[str, Any]) -> tuple[SensitiveCategory, ...]:
+    """The sensitive categories and their codes; `sensitive_codes` (older files) is SNOMED CT."""
+    found = []
+    for key, table in sensitivity.get("categories", {}).items():
+        if not isinstance(table, dict) or not isinstance(table.get("label"), str):
+            raise ImproperlyConfigured(f"Access policy: category {key!r} needs a label.")
+        unknown = set(table) - {"label", "other", *CODE_SYSTEMS}
+        if unknown:
+            raise ImproperlyConfigured(f"Access policy: category {key!r} has {sorted(unknown)}.")
+        codes = {
+            f"{system}|{code}"
+            for name, system in CODE_SYSTEMS.items()
+            for code in _strings(table.get(name, []), f"categories.{key}.{name}")
+        }
+        other = _strings(table.get("other", []), f"categories.{key}.other")
+        if any("|" not in code for code in other):
+            raise ImproperlyConfigured(f"Access policy: categories.{key}.other needs system|code.")
+        found.append(SensitiveCategory(key, table["label"], frozenset(codes | other)))
+    legacy = _strings(sensitivity.get("sensitive_codes", []), "sensitive_codes")
+    if legacy:
+        snomed = frozenset(f"{CODE_SYSTEMS['snomed']}|{code}" for code in legacy)
+        found.append(SensitiveCategory("listed", "Listed SNOMED CT codes", snomed))
+    return tuple(found)
 
 
 def policy_table() -> PolicyTable:
@@ -171,40 +254,55 @@ class Relationship:
     on: datetime.date | None = None
 
 
-# Resource types that show a care relationship, and how the page names them.
+# Resource types that show a care relationship when recent, and how the page names them.
 RELATIONSHIP_TYPES = {
     "Encounter": ("encounter", "recorded an encounter"),
     "ServiceRequest": ("referral", "made a referral"),
     "Appointment": ("appointment", "holds an appointment"),
-    "CareTeam": ("care-team", "has the person in a care team"),
 }
+# The organisation's own active care, however old: it cares for the person now.
+ACTIVE_CARE_TYPES = {
+    "CareTeam": ("care-team", "has the person in a care team"),
+    "CarePlan": ("care-plan", "holds an active care plan or care package"),
+    "Flag": ("alert", "holds an active alert"),
+    "Condition": ("active-problem", "is treating an active problem"),
+}
+ACTIVE_STATUSES = ("active", "recurrence", "relapse")
 
 
 def relationships_of(*, viewer: User, patient: Patient) -> list[Relationship]:
     """Relationships between the viewer's organisation and the person, from the feeds.
 
-    Registered practice; an encounter, referral, appointment or care team from
-    the organisation within RELATIONSHIP_DAYS (appointments ahead count too);
-    a referral addressed to the organisation.
+    The registered practice (a GP practice only, and only as its authorities
+    assert it); an encounter, referral or appointment from the organisation
+    within RELATIONSHIP_DAYS (appointments ahead count too); the
+    organisation's own active care plan, alert, problem or care team; a
+    referral addressed to the organisation.
     """
     organisation = viewer.organisation
     if organisation is None:
         return []
     found: list[Relationship] = []
-    if patient.registered_gp_ods and patient.registered_gp_ods == organisation.ods_code:
+    if (
+        organisation.kind == OrganisationKind.GP_PRACTICE
+        and patient.registered_gp_ods
+        and patient.registered_gp_ods == organisation.ods_code
+    ):
         found.append(Relationship("registered", "The person is registered with your practice."))
     since = timezone.now() - datetime.timedelta(days=settings.RELATIONSHIP_DAYS)
+    named = {**RELATIONSHIP_TYPES, **ACTIVE_CARE_TYPES}
     recent = (
-        Entry.objects.filter(
-            patient=patient, source_org=organisation, resource_type__in=RELATIONSHIP_TYPES
+        Entry.objects.filter(patient=patient, source_org=organisation, resource_type__in=named)
+        .filter(
+            Q(resource_type__in=RELATIONSHIP_TYPES, effective_at__gte=since)
+            | Q(resource_type__in=ACTIVE_CARE_TYPES, status__in=ACTIVE_STATUSES)
         )
-        .filter(Q(effective_at__gte=since) | Q(resource_type="CareTeam", status="active"))
         .values("resource_type")
         .annotate(latest=Max("effective_at"))
         .order_by("resource_type")
     )
     for row in recent:
-        kind, verb = RELATIONSHIP_TYPES[row["resource_type"]]
+        kind, verb = named[row["resource_type"]]
         latest = row["latest"]
         found.append(
             Relationship(
@@ -266,39 +364,64 @@ class ViewPolicy:
     sections: frozenset[str]
     restricted_visible: bool
     break_glass: bool
+    # Resource type -> top-level elements removed (they belong to a section not shown).
+    withheld_elements: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def may_see_section(self, section: str) -> bool:
         return section in self.sections
 
+    def redact(self, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
+        """The resource without the elements this viewer may not see (a copy if any go)."""
+        withheld = self.withheld_elements.get(resource_type, frozenset())
+        if not withheld.intersection(resource):
+            return resource
+        return {k: v for k, v in resource.items() if k not in withheld}
+
 
 def view_policy(*, viewer: User, basis: AccessBasis | None) -> ViewPolicy:
-    """The viewer's sections and sensitivity rights; no basis or no role means nothing."""
-    return view_policy_for(viewer=viewer, basis_kind=basis.kind if basis is not None else None)
+    """The viewer's sections and sensitivity rights; no basis or no role means nothing.
+
+    The relationships are those the feeds showed when the basis was recorded
+    (a self-declared one is not among them).
+    """
+    return view_policy_for(
+        viewer=viewer,
+        basis_kind=basis.kind if basis is not None else None,
+        relationships=basis.relationships if basis is not None else (),
+    )
 
 
-def view_policy_for(*, viewer: User, basis_kind: str | None) -> ViewPolicy:
-    """The policy for a basis of this kind: the pages' recorded basis, or the API's header."""
+def view_policy_for(
+    *, viewer: User, basis_kind: str | None, relationships: Collection[str]
+) -> ViewPolicy:
+    """The policy for a basis of this kind: the pages' recorded basis, or the API's header.
+
+    `relationships`: the kinds the feeds show between the viewer's
+    organisation and the person (relationships_of); restricted items need one.
+    """
     table = policy_table()
     rules = table.sensitivity
     organisation = viewer.organisation
     if not viewer_may_search(viewer) or organisation is None or basis_kind is None:
         return ViewPolicy(0, frozenset(), restricted_visible=False, break_glass=False)
     break_glass = basis_kind == BasisKind.BREAK_GLASS
-    restricted_visible = viewer.role in rules.restricted_roles or (
-        break_glass and viewer.role in rules.break_glass_unlocks_roles
-    )
+    role_may = viewer.role in rules.restricted_roles
+    feeds_show_relationship = bool(relationships)
+    unlocked_by_break_glass = break_glass and viewer.role in rules.break_glass_unlocks_roles
+    sections = table.sections_for(viewer.role, organisation.kind)
     return ViewPolicy(
         organisation_id=organisation.pk,
-        sections=table.sections_for(viewer.role, organisation.kind),
-        restricted_visible=restricted_visible,
+        sections=sections,
+        restricted_visible=(role_may and feeds_show_relationship) or unlocked_by_break_glass,
         break_glass=break_glass,
+        withheld_elements=table.withheld_elements(sections),
     )
 
 
 def _restricted() -> Q:
     rules = policy_table().sensitivity
     return Q(sensitivity__overlap=sorted(rules.restricted_labels)) | Q(
-        code__in=sorted(rules.sensitive_codes)
+        codes__overlap=sorted(rules.sensitive_codes)
     )
 
 
@@ -347,5 +470,5 @@ def entry_is_sensitive(entry: Entry) -> bool:
     return bool(
         labels & rules.restricted_labels
         or labels & rules.very_restricted_labels
-        or entry.code in rules.sensitive_codes
+        or rules.sensitive_codes.intersection(entry.codes)
     )

@@ -29,7 +29,13 @@ from django.utils import timezone
 
 from audit.models import ActorType, AuditAction, AuditOutcome
 from audit.services import AuditActor, AuditContext, audit_event_record
-from sharedrecord.access import entries_visible, relationships_of, view_policy_for
+from sharedrecord.access import (
+    Relationship,
+    ViewPolicy,
+    entries_visible,
+    relationships_of,
+    view_policy_for,
+)
 from sharedrecord.auditing import actor_for
 from sharedrecord.exceptions import PatientNotFound
 from sharedrecord.models import BasisKind, Entry, OverrideReason, Patient, User
@@ -216,7 +222,26 @@ def patient_resource(patient: Patient) -> dict[str, Any]:
         resource["generalPractitioner"] = [
             {"identifier": {"system": ODS_SYSTEM, "value": patient.registered_gp_ods}}
         ]
+    if patient.demographics_disputed:
+        # Sources disagree: say on which fields, so a client does not take these as settled.
+        resource["extension"] = [
+            {
+                "url": DISPUTED_EXTENSION,
+                "valueCodeableConcept": {
+                    "coding": [
+                        {"system": DISPUTED_SYSTEM, "code": field}
+                        for field in patient.demographics_disputed
+                    ],
+                    "text": "Other services hold different details: "
+                    + ", ".join(patient.disputed_labels),
+                },
+            }
+        ]
     return resource
+
+
+DISPUTED_EXTENSION = "https://sharedrecord.nhs.invalid/StructureDefinition/demographics-disputed"
+DISPUTED_SYSTEM = "https://sharedrecord.nhs.invalid/CodeSystem/demographic-field"
 
 
 def api_patient_read(
@@ -328,36 +353,63 @@ class Page:
 # The stored resource with our id and provenance in meta, turned to text by PostgreSQL.
 # Its subject (or patient) reference is pointed at the person's id here, so a
 # client can follow it; the source's own reference names the source's id.
+# Elements the caller's policy withholds (access.ViewPolicy.withheld_elements,
+# passed as {type: [element, ...]}) are removed, and the resource then carries
+# the REDACTED security label, so nobody reads it as complete.
 RESOURCE_TEXT_SQL = """
 SELECT e.public_id, (
-    e.resource || jsonb_build_object(
+    (e.resource - w.elements) || jsonb_build_object(
         'id', e.public_id::text,
         'meta', coalesce(e.resource -> 'meta', '{}'::jsonb) || jsonb_build_object(
-            'source', %s || o.ods_code
+            'source', %(ord)s || o.ods_code
                 || CASE WHEN e.source_system = '' THEN ''
                         ELSE '#' || replace(e.source_system, ' ', '%%20') END,
             'lastUpdated', to_char(e.updated_at AT TIME ZONE 'UTC',
                                    'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-        )
+        ) || CASE WHEN e.resource ?| w.elements THEN jsonb_build_object(
+            'security',
+            coalesce(e.resource #> '{meta,security}', '[]'::jsonb) || %(redacted)s::jsonb)
+            ELSE '{}'::jsonb END
     )
     || CASE WHEN jsonb_typeof(e.resource -> 'subject') = 'object' THEN jsonb_build_object(
         'subject', (e.resource -> 'subject') - 'reference'
-                   || jsonb_build_object('reference', 'Patient/' || %s)) ELSE '{}' END
+                   || jsonb_build_object('reference', 'Patient/' || %(person)s)) ELSE '{}' END
     || CASE WHEN jsonb_typeof(e.resource -> 'patient') = 'object' THEN jsonb_build_object(
         'patient', (e.resource -> 'patient') - 'reference'
-                   || jsonb_build_object('reference', 'Patient/' || %s)) ELSE '{}' END
+                   || jsonb_build_object('reference', 'Patient/' || %(person)s)) ELSE '{}' END
 )::text
 FROM sharedrecord_entry e JOIN sharedrecord_organisation o ON o.id = e.source_org_id
-WHERE e.patient_id = %s AND e.id = ANY(%s)
+CROSS JOIN LATERAL (
+    SELECT ARRAY(SELECT jsonb_array_elements_text(%(withheld)s::jsonb -> e.resource_type))
+        AS elements
+) w
+WHERE e.patient_id = %(patient)s AND e.id = ANY(%(ids)s)
 """
+REDACTED_LABEL = [
+    {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+        "code": "REDACTED",
+        "display": "redacted",
+    }
+]
 
 
-def _texts(patient: Patient, ids: list[int]) -> dict[uuid.UUID, str]:
+def _texts(patient: Patient, ids: list[int], policy: ViewPolicy) -> dict[uuid.UUID, str]:
     if not ids:
         return {}
+    withheld = {kind: sorted(names) for kind, names in policy.withheld_elements.items()}
     with connection.cursor() as cursor:
-        person = str(patient.public_id)
-        cursor.execute(RESOURCE_TEXT_SQL, [ORD_URL, person, person, patient.pk, ids])
+        cursor.execute(
+            RESOURCE_TEXT_SQL,
+            {
+                "ord": ORD_URL,
+                "redacted": json.dumps(REDACTED_LABEL),
+                "person": str(patient.public_id),
+                "withheld": json.dumps(withheld),
+                "patient": patient.pk,
+                "ids": ids,
+            },
+        )
         return {public_id: text for public_id, text in cursor.fetchall()}
 
 
@@ -395,14 +447,18 @@ def api_entries_page(
         asked=f"api-{interaction}",
         actor=actor,
     )
-    policy = view_policy_for(viewer=caller.user, basis_kind=basis.kind)
+    relationships = relationships_of(viewer=caller.user, patient=patient)
+    policy = view_policy_for(
+        viewer=caller.user, basis_kind=basis.kind, relationships={r.kind for r in relationships}
+    )
     visible = entries_visible(patient=patient, policy=policy)
     wanted = Q(resource_type__in=sorted(types)) & where
     as_of = cursor.as_of if cursor else timezone.now()
     matching = visible.entries.filter(wanted, received_at__lte=as_of)
     if cursor is None:
         total = matching.count()
-        withheld = visible.hidden.filter(wanted).exists()
+        # Anything withheld, overall: never which type or section it is in.
+        withheld = visible.hidden.exists()
     else:
         total, withheld = cursor.total, cursor.withheld
         matching = matching.filter(
@@ -434,13 +490,12 @@ def api_entries_page(
                 entries=[str(k[1]) for k in keys],
                 withheld=withheld,
                 break_glass=basis.purpose == "ETREAT",
-                review=basis.purpose == "ETREAT"
-                or not relationships_of(viewer=caller.user, patient=patient),
+                review=basis.purpose == "ETREAT" or not relationships,
             ),
             source_ods={k[5] for k in keys},
             context=context,
         )
-    texts = _texts(patient, [k[0] for k in keys])
+    texts = _texts(patient, [k[0] for k in keys], policy)
     rows = [Row(k[1], k[3], k[4], k[5], k[6], k[7], texts[k[1]]) for k in keys if k[1] in texts]
     return Page(patient, rows, total, withheld, next_cursor)
 
@@ -467,8 +522,15 @@ def api_entry_read(
         else None
     )
     shown = None
+    relationships: list[Relationship] = []
+    policy = view_policy_for(viewer=caller.user, basis_kind=None, relationships=())
     if entry is not None and caller.user.is_active:
-        policy = view_policy_for(viewer=caller.user, basis_kind=basis.kind)
+        relationships = relationships_of(viewer=caller.user, patient=entry.patient)
+        policy = view_policy_for(
+            viewer=caller.user,
+            basis_kind=basis.kind,
+            relationships={r.kind for r in relationships},
+        )
         shown = (
             entries_visible(patient=entry.patient, policy=policy)
             .entries.filter(pk=entry.pk)
@@ -497,13 +559,12 @@ def api_entry_read(
                 type=resource_type,
                 entries=[str(entry.public_id)],
                 break_glass=basis.purpose == "ETREAT",
-                review=basis.purpose == "ETREAT"
-                or not relationships_of(viewer=caller.user, patient=entry.patient),
+                review=basis.purpose == "ETREAT" or not relationships,
             ),
             source_ods=[shown[0]],
             context=context,
         )
-    text = _texts(entry.patient, [entry.pk])[entry.public_id]
+    text = _texts(entry.patient, [entry.pk], policy)[entry.public_id]
     return Row(
         entry.public_id, resource_type, entry.updated_at, shown[0], shown[1],
         entry.source_system, text,

@@ -145,6 +145,7 @@ class EntryData:
     code: str = ""
     code_display: str = ""
     sensitivity: tuple[str, ...] = ()
+    codes: tuple[str, ...] = ()
 
 
 def patient_lock(*, nhs_number: str) -> None:
@@ -183,7 +184,7 @@ def _newer(incoming: EntryData, existing: Entry) -> bool | None:
 
 ENTRY_FIELDS = (
     "section", "source_system", "version_id", "source_updated_at", "effective_at", "status",
-    "code_system", "code", "code_display", "sensitivity", "resource", "content_hash",
+    "code_system", "code", "code_display", "sensitivity", "codes", "resource", "content_hash",
     "updated_at", "feed_message_id",
 )  # fmt: skip
 
@@ -202,6 +203,7 @@ def _fill(entry: Entry, data: EntryData, *, source_system: str, now: datetime.da
         data.code_display,
     )
     entry.sensitivity = list(data.sensitivity)
+    entry.codes = list(data.codes)
     entry.resource = data.resource
     entry.content_hash = data.content_hash
     entry.updated_at = now
@@ -322,7 +324,8 @@ def _first(items: Any) -> dict[str, Any]:
     return items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
 
 
-def _registered_gp(resource: dict[str, Any]) -> str:
+def registered_gp_named(resource: dict[str, Any]) -> str:
+    """The ODS code a Patient resource names as the person's GP practice, or ""."""
     for ref in resource.get("generalPractitioner", []):
         identifier = ref.get("identifier", {}) if isinstance(ref, dict) else {}
         if identifier.get("system") == ODS_SYSTEM and identifier.get("value"):
@@ -330,25 +333,51 @@ def _registered_gp(resource: dict[str, Any]) -> str:
     return ""
 
 
-def patient_demographics_refresh(*, patient: Patient) -> Patient:
-    """Recompute the shown demographics from every source's Patient resource.
+def _newest_first(entry: Entry) -> tuple[datetime.datetime, datetime.datetime, int]:
+    floor = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    return (entry.source_updated_at or floor, entry.updated_at, entry.id)
 
-    Precedence: the registered GP practice's own resource first, then the
-    most recently updated source.
+
+def registration_asserted(*, sources: list[Entry], current: str) -> str:
+    """The registered GP practice, from the sources allowed to assert it (DESIGN: authorities).
+
+    1. A registration authority (a PDS-like demographics service) decides
+       when it has sent a Patient resource for the person: its newest one's
+       generalPractitioner, even when that names nobody.
+    2. Otherwise a GP practice's own Patient resource naming that same
+       practice (and not marked inactive) is its claim. The current holder
+       keeps the person while it still claims them, so one practice cannot
+       take another's patient; when the holder stops claiming, the earliest
+       remaining claim holds.
+    3. Anything else (a hospital's, pharmacy's or council's view of the GP,
+       a practice naming another practice) stays in its entry and moves
+       nothing.
     """
-    sources = list(
-        Entry.objects.filter(patient=patient, resource_type="Patient")
-        .select_related("source_org")
-        .order_by("-updated_at", "-id")
+    authority = [e for e in sources if e.source_org.kind == OrganisationKind.REGISTRATION_AUTHORITY]
+    if authority:
+        return registered_gp_named(max(authority, key=_newest_first).resource)
+    claims = sorted(
+        (
+            e
+            for e in sources
+            if e.source_org.kind == OrganisationKind.GP_PRACTICE
+            and e.resource.get("active") is not False
+            and registered_gp_named(e.resource) == e.source_org.ods_code
+        ),
+        key=lambda e: (e.received_at, e.id),
     )
-    if not sources:
-        return patient
-    registered = next((gp for e in sources if (gp := _registered_gp(e.resource))), "")
-    gp_sent = [e for e in sources if e.source_org.kind == OrganisationKind.GP_PRACTICE]
-    if not registered and gp_sent:
-        registered = gp_sent[0].source_org.ods_code
-    chosen = next((e for e in sources if e.source_org.ods_code == registered), sources[0])
-    resource = chosen.resource
+    claimants = [e.source_org.ods_code for e in claims]
+    if current in claimants:
+        return current
+    return claimants[0] if claimants else ""
+
+
+# What the page and the API call each demographic field when sources disagree.
+DEMOGRAPHIC_FIELDS = ("name", "birth-date", "gender", "address")
+
+
+def _demographics_of(resource: dict[str, Any]) -> dict[str, str]:
+    """The shown demographic fields of one source's Patient resource, normalised for comparing."""
     name = next(
         (n for n in resource.get("name", []) if n.get("use") == "official"),
         _first(resource.get("name")),
@@ -357,21 +386,96 @@ def patient_demographics_refresh(*, patient: Patient) -> Patient:
         (a for a in resource.get("address", []) if a.get("use") in ("home", None)),
         _first(resource.get("address")),
     )
-    patient.family_name = str(name.get("family", ""))[:200]
-    patient.given_names = " ".join(name.get("given", []))[:200]
     birth = resource.get("birthDate")
-    patient.birth_date = (
-        datetime.date.fromisoformat(birth) if isinstance(birth, str) and len(birth) == 10 else None
+    return {
+        "family": str(name.get("family", ""))[:200],
+        "given": " ".join(name.get("given", []))[:200],
+        "birth_date": birth if isinstance(birth, str) and len(birth) == 10 else "",
+        "gender": str(resource.get("gender", ""))[:16],
+        "postcode": str(address.get("postalCode", ""))[:10],
+        "address": ", ".join([*address.get("line", []), address.get("city", "")]).strip(", ")[:400],
+    }
+
+
+def _disputed(chosen: dict[str, str], others: list[dict[str, str]]) -> list[str]:
+    """The fields on which another source holds a different (non-empty) value."""
+
+    def plain(value: str) -> str:
+        return " ".join(value.replace(" ", "").upper().split())
+
+    compared = {
+        "name": ("family", "given"),
+        "birth-date": ("birth_date",),
+        "gender": ("gender",),
+        "address": ("postcode", "address"),
+    }
+    disputed = []
+    for field, keys in compared.items():
+        mine = tuple(plain(chosen[k]) for k in keys)
+        for other in others:
+            theirs = tuple(plain(other[k]) for k in keys)
+            if any(theirs) and theirs != mine:
+                disputed.append(field)
+                break
+    return disputed
+
+
+def patient_demographics_refresh(
+    *, patient: Patient, asserted_by: AuditActor | None = None
+) -> Patient:
+    """Recompute the shown demographics and the registered practice from the sources.
+
+    The registered practice comes only from its authorities
+    (registration_asserted). The shown demographics follow the same
+    precedence: the registration authority's newest Patient resource, then
+    the registered practice's own, then the most recently updated source.
+    Fields on which other sources disagree are kept in demographics_disputed,
+    so the page and the API can say so.
+    Side effects: when the registered practice changes, one audit event
+    (registration-change) naming the old and new practice, with
+    `asserted_by` (default the ingestion system) as its actor.
+    """
+    sources = sorted(
+        Entry.objects.filter(patient=patient, resource_type="Patient").select_related("source_org"),
+        key=_newest_first,
+        reverse=True,
     )
-    patient.gender = str(resource.get("gender", ""))[:16]
-    patient.postcode = str(address.get("postalCode", ""))[:10]
-    patient.address = ", ".join([*address.get("line", []), address.get("city", "")]).strip(", ")[
-        :400
-    ]
+    if not sources:
+        return patient
+    previous = patient.registered_gp_ods
+    registered = registration_asserted(sources=sources, current=previous)
+    chosen = next(
+        (e for e in sources if e.source_org.kind == OrganisationKind.REGISTRATION_AUTHORITY),
+        None,
+    ) or next((e for e in sources if e.source_org.ods_code == registered), sources[0])
+    shown = _demographics_of(chosen.resource)
+    patient.family_name, patient.given_names = shown["family"], shown["given"]
+    patient.birth_date = (
+        datetime.date.fromisoformat(shown["birth_date"]) if shown["birth_date"] else None
+    )
+    patient.gender, patient.postcode, patient.address = (
+        shown["gender"],
+        shown["postcode"],
+        shown["address"],
+    )
+    resource = chosen.resource
     patient.deceased = bool(resource.get("deceasedDateTime") or resource.get("deceasedBoolean"))
     patient.registered_gp_ods = registered
     patient.demographics_source_ods = chosen.source_org.ods_code
+    patient.demographics_disputed = _disputed(
+        shown, [_demographics_of(e.resource) for e in sources if e is not chosen]
+    )
     patient.save()
+    if registered != previous:
+        audit_event_record(
+            action=AuditAction.REGISTRATION_CHANGE,
+            actor=asserted_by or AuditActor.system("ingestion"),
+            subject=AuditSubject(
+                patient_id=patient.public_id, nhs_number=patient.nhs_number, gp_ods=registered
+            ),
+            detail={"from": previous, "to": registered},
+            source_ods=[ods for ods in (previous, registered) if ods],
+        )
     return patient
 
 
@@ -729,13 +833,14 @@ SECTION_PAGE_LIMIT = 500
 SUMMARY_RECENT = 5
 
 
-def _shown(entries: Any) -> list[ShownEntry]:
+def _shown(entries: Any, policy: ViewPolicy) -> list[ShownEntry]:
+    """Entries as the page shows them, without the elements the policy withholds."""
     return [
         entry_shown(
             public_id=str(e.public_id),
             resource_type=e.resource_type,
             section=e.section,
-            resource=e.resource,
+            resource=policy.redact(e.resource_type, e.resource),
             effective_at=e.effective_at,
             status=e.status,
             code=e.code,
@@ -758,7 +863,7 @@ def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
         if not policy.may_see_section(section):
             return []
         query = visible.filter(where, section=section).exclude(status="entered-in-error")
-        return _shown(query.order_by(*order)[:limit])
+        return _shown(query.order_by(*order)[:limit], policy)
 
     allergies = part(RecordSection.ALLERGIES, Q())
     return Summary(
@@ -783,11 +888,20 @@ def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
     )
 
 
-def _sources(patient: Patient) -> list[SourceRow]:
+def _sources(visible: QuerySet[Entry]) -> list[SourceRow]:
+    """Every connected organisation, with what it holds for the person that the viewer may see.
+
+    Counted from the viewer's visible clinical entries only: an
+    organisation's withheld items are never counted against it (they are
+    counted once, overall, in CombinedRecord.withheld), and its copy of the
+    person's demographics is not an item (it would tell that the
+    organisation knows the person, whatever the viewer may see of its care).
+    """
     connected = Organisation.objects.with_active_agreement().order_by("kind", "name")
     mine = {
         row["source_org"]: row
-        for row in Entry.objects.filter(patient=patient)
+        for row in visible.exclude(section=RecordSection.DEMOGRAPHICS)
+        .order_by()
         .values("source_org")
         .annotate(n=Count("id"), latest=Max("updated_at"))
     }
@@ -839,10 +953,11 @@ def record_view(
         )
         raise SectionNotAvailable("Your role does not include this part of the record.")
     with transaction.atomic():
-        visible = entries_visible(
-            patient=patient,
-            policy=policy,
-            sections=frozenset({section}) if section else None,
+        everything = entries_visible(patient=patient, policy=policy)
+        visible = (
+            entries_visible(patient=patient, policy=policy, sections=frozenset({section}))
+            if section
+            else everything
         )
         record = CombinedRecord(
             patient=patient,
@@ -851,8 +966,8 @@ def record_view(
             registered_gp=Organisation.objects.filter(ods_code=patient.registered_gp_ods).first()
             if patient.registered_gp_ods
             else None,
-            sources=_sources(patient),
-            withheld=visible.withheld,
+            sources=_sources(everything.entries),
+            withheld=everything.withheld,
             hidden_sections=[
                 label for value, label in RecordSection.choices if value not in policy.sections
             ],
@@ -864,7 +979,7 @@ def record_view(
         else:
             ordered = visible.entries.order_by("-effective_at", "-id")
             record.total_in_section = ordered.count()
-            record.items = _shown(ordered[:SECTION_PAGE_LIMIT])
+            record.items = _shown(ordered[:SECTION_PAGE_LIMIT], policy)
             if section == RecordSection.RESULTS:
                 record.trends = trends_of(record.items)
             shown = record.items
@@ -877,7 +992,7 @@ def record_view(
                 "basis": str(basis.public_id),
                 "section": section or "summary",
                 "entries": [item.public_id for item in shown],
-                "withheld": visible.withheld,
+                "withheld": everything.withheld,
                 "break_glass": policy.break_glass,
             },
             source_ods={item.source_ods for item in shown},
@@ -937,7 +1052,7 @@ def document_view(
             source_ods=[entry.source_org.ods_code],
             context=context,
         )
-    return DocumentShown(patient, _shown([entry])[0], attachment_of(entry.resource))
+    return DocumentShown(patient, _shown([entry], policy)[0], attachment_of(entry.resource))
 
 
 def is_uuid(value: str) -> bool:

@@ -39,7 +39,7 @@ from sharedrecord.models import (
     User,
 )
 from sharedrecord.presenting import document_text
-from sharedrecord.selectors import optout_practice_for
+from sharedrecord.selectors import optout_objections_office_for, optout_practice_for
 from sharedrecord.services import (
     SEARCH_RESULT_CAP,
     BasisChoice,
@@ -139,10 +139,13 @@ def session_timed_out(request: HttpRequest) -> HttpResponse:
 
 def _home_context(user: User, **extra: Any) -> dict[str, Any]:
     governance = governance_viewer_for(user)
+    staff_view = governance.in_scope("staff") if governance and governance.switchable else None
     return {
         "governance": governance,
         "unreviewed": audit_unreviewed_count(viewer=governance) if governance else 0,
+        "unreviewed_staff": audit_unreviewed_count(viewer=staff_view) if staff_view else 0,
         "can_manage_optouts": optout_practice_for(user) is not None,
+        "can_record_objections": optout_objections_office_for(user) is not None,
         "can_search": viewer_may_search(user),
         "cap": SEARCH_RESULT_CAP,
         **extra,
@@ -444,9 +447,16 @@ def roles_help_page(request: HttpRequest) -> HttpResponse:
             for sections, kinds in groups.items()
         ]
         grid.append((role_label, rows))
+    sections = dict(RecordSection.choices)
+    section_fields = [
+        (sections[section], sorted(f.replace(".", " ") for f in fields))
+        for section, fields in table.section_fields
+    ]
     context = {
         "grid": grid,
         "rules": table.sensitivity,
+        "categories": [c.label for c in table.sensitivity.categories],
+        "section_fields": section_fields,
         "other_roles": [label for value, label in StaffRole.choices if value not in CLINICAL_ROLES],
         "consent_model": settings.CONSENT_MODEL,
         "basis_hours": settings.ACCESS_BASIS_HOURS,

@@ -117,9 +117,10 @@ def test_a_social_worker_sees_care_and_is_told_what_is_not_shown(
     _sign_in(page, live_server.url, "sw.browser")
     _find_by_number(page, person)
     page.get_by_role("link", name="View record").click()
-    page.get_by_label("Describe your role in this person's care").fill(
-        "Allocated social worker for the home care package"
-    )
+    # The council's own active care package is a relationship the feeds show: no need to
+    # describe one (and nothing for the privacy officer to review).
+    expect(page.get_by_text("holds an active care plan or care package")).to_be_visible()
+    expect(page.get_by_label("Describe your role in this person's care")).to_have_count(0)
     page.get_by_label("I am directly involved in this person's care").check()
     page.get_by_role("button", name="View record").click()
     expect(page.get_by_text("Home care package")).to_be_visible()

@@ -189,7 +189,11 @@ def test_an_admission_builds_the_same_record_a_fhir_feed_would(client: Client, h
     assert (patient.family_name, patient.given_names, str(patient.birth_date)) == (
         "ELLISON", "MARGARET", "1941-03-14",
     )  # fmt: skip
-    assert patient.registered_gp_ods == "Z81001"
+    # The hospital's PD1 names a practice, but a hospital does not assert registration:
+    # it stays in the hospital's Patient entry and moves nothing.
+    assert patient.registered_gp_ods == ""
+    pd1 = Entry.objects.get(patient=patient, resource_type="Patient").resource
+    assert pd1["generalPractitioner"][0]["identifier"]["value"] == "Z81001"
     encounter = Entry.objects.get(patient=patient, resource_type="Encounter")
     assert encounter.resource["status"] == "in-progress"
     assert encounter.resource["class"]["code"] == "EMER"

@@ -26,7 +26,10 @@ PARTNERS = {
     "ZAC01": ("Borough General Hospital", "acute"),
     "ZCM01": ("Borough Community Health", "community"),
     "ZSC01": ("Borough Adult Social Care", "social-care"),
-    "ZMH01": ("Borough Mental Health", "mental-health"),
+    # The trust that feeds the person's mental health care. The
+    # unrelated_clinician persona works at another trust (ZMH01), with no
+    # relationship: an organisation's own active care is a relationship.
+    "ZMH02": ("Borough Mental Health", "mental-health"),
 }
 
 
@@ -47,7 +50,7 @@ def fed_person(key: str = "rec") -> Patient:
         ("ZAC01", acute_attendance(person)),
         ("ZCM01", community_care(person)),
         ("ZSC01", social_care(person)),
-        ("ZMH01", mental_health(person)),
+        ("ZMH02", mental_health(person)),
     ):
         credential, _ = make_credential(partner(ods))
         message = feed(credential, bundle)
@@ -58,6 +61,15 @@ def fed_person(key: str = "rec") -> Patient:
 @pytest.fixture
 def record(db: None) -> Patient:
     return fed_person()
+
+
+@pytest.fixture
+def mental_health_clinician(db: None) -> User:
+    """A psychiatrist at the trust whose feed holds the person's active mental health care."""
+    return User.objects.create_user(
+        "persona.mh2", password="persona-password-123", organisation=partner("ZMH02"),
+        role="clinical-practitioner",
+    )  # fmt: skip
 
 
 @pytest.fixture

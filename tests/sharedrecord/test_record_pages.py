@@ -131,7 +131,12 @@ def test_the_summary_shows_each_item_with_its_source_and_audits_exactly_what_it_
 
 
 def test_restricted_items_are_withheld_and_counted_for_roles_not_permitted(
-    client: Client, registered_gp, treating_clinician, unrelated_clinician, record: Patient
+    client: Client,
+    registered_gp,
+    treating_clinician,
+    unrelated_clinician,
+    mental_health_clinician,
+    record: Patient,
 ) -> None:
     problems = f"/record/{record.public_id}/problems"
     signed_in(client, treating_clinician)
@@ -151,9 +156,14 @@ def test_restricted_items_are_withheld_and_counted_for_roles_not_permitted(
     assert "withheld" not in gp
 
     # The mental health trust sent it: its own staff always see it.
+    signed_in(client, mental_health_clinician)
+    confirm_basis(client, record)
+    assert "Depressive disorder" in main_html(client.get(problems))
+
+    # A clinician of another trust with no relationship sees it withheld.
     signed_in(client, unrelated_clinician)
     confirm_basis(client, record, claim=CLAIM)
-    assert "Depressive disorder" in main_html(client.get(problems))
+    assert "Depressive disorder" not in main_html(client.get(problems))
 
 
 def test_break_glass_needs_a_coded_reason_and_words(
@@ -216,9 +226,12 @@ def test_a_social_worker_sees_care_not_results_and_a_denied_section_is_audited(
     client: Client, social_worker, record: Patient
 ) -> None:
     signed_in(client, social_worker)
-    # Care plans and flags are not relationship types, so the social worker describes theirs.
-    assert confirm_basis(client, record).status_code == 400
-    confirm_basis(client, record, claim="Allocated social worker for the care package")
+    # The council's own active care package and alert are a relationship the feeds show:
+    # nothing to self-declare, nothing flagged for review.
+    assert confirm_basis(client, record).status_code == 302
+    basis = AccessBasis.objects.get(user=social_worker)
+    assert not basis.self_claimed
+    assert {"care-plan", "alert"} <= set(basis.relationships)
     page = main_html(client.get(f"/record/{record.public_id}/"))
     assert "Home care package" in page
     assert "Lives alone" in page
@@ -346,7 +359,7 @@ def test_the_sources_panel_names_every_connected_service_and_what_it_sent(
     page = main_html(client.get(f"/record/{record.public_id}/"))
     assert "Where this record comes from" in page
     assert "Quiet Hospice" in page
-    assert "Nothing received" in page  # the hospice sent nothing about this person
+    assert "Nothing shown" in page  # the hospice sent nothing about this person
     assert "Nothing yet" in page  # and nothing at all
     assert "3 Nov 2026 09:30" in page
 

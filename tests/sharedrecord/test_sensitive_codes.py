@@ -1,0 +1,130 @@
+"""Sensitivity by code: an item is restricted when any of its codings is on a sensitive list,
+whatever labels its sender set (results, conditions and documents of every category)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from ingestion.demo import PEOPLE, BundleBuilder
+from sharedrecord.access import policy_table
+from sharedrecord.models import Entry, Patient
+from tests.factories import make_credential, next_nhs_number
+from tests.fhirapi import fhir_get, staff_token
+from tests.optout.test_registry import feed
+from tests.sharedrecord.conftest import confirm_basis, main_html, partner, signed_in
+
+pytestmark = pytest.mark.django_db
+
+SNOMED, LOINC = "http://snomed.info/sct", "http://loinc.org"
+# One code per category, each from the policy's lists: (category, system, code, words).
+CASES = [
+    ("sexual-health", LOINC, "75622-1", "HIV 1 and 2 tests"),
+    ("sexual-health", SNOMED, "86406008", "HIV infection"),
+    ("gender-identity", LOINC, "76691-5", "Gender identity"),
+    ("gender-identity", SNOMED, "93461009", "Gender dysphoria"),
+    ("assisted-conception", SNOMED, "52637005", "In vitro fertilisation"),
+    ("mental-health", SNOMED, "58214004", "Schizophrenia"),
+    ("safeguarding", SNOMED, "706893006", "Victim of intimate partner abuse"),
+    ("safeguarding", LOINC, "28245-9", "Abuse status"),
+]
+
+
+def _cc(system: str, code: str, words: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}], "text": words}
+
+
+def sensitive_record() -> Patient:
+    """A GP summary with, for every case, an unlabelled result, problem and document
+    whose coding is sensitive somewhere in it; plus an ordinary result."""
+    number = next_nhs_number()
+    person = dataclasses.replace(PEOPLE[0], key=f"sc{number}", nhs_number_sent=number)
+    builder = BundleBuilder(person, "Z81001", "sens").patient()
+    laboratory = _cc(LOINC, "4548-4", "HbA1c")  # an ordinary test, to carry a sensitive value
+    for i, (_, system, code, words) in enumerate(CASES):
+        coded = _cc(system, code, words)
+        builder.add(
+            "Observation",
+            {"status": "final", "code": coded if system == LOINC else laboratory,
+             "valueCodeableConcept": coded if system == SNOMED else _cc(SNOMED, "10828004", "Positive"),
+             "effectiveDateTime": f"2026-0{1 + i % 9}-10", "note": [{"text": f"result {words}"}]},
+        )  # fmt: skip
+        builder.add(
+            "Condition",
+            {"code": {"text": f"problem {words}"}, "evidence": [{"code": [coded]}],
+             "clinicalStatus": _cc("http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                   "active", "Active")},
+        )  # fmt: skip
+        builder.add(
+            "DocumentReference",
+            {"status": "current",
+             "type": _cc(LOINC, "34133-9", f"letter {words}"),
+             "context": {"event": [coded]},
+             "content": [{"attachment": {"contentType": "text/plain", "data": "TGV0dGVy"}}]},
+        )  # fmt: skip
+    builder.add(
+        "Observation",
+        {"status": "final", "code": laboratory, "valueQuantity": {"value": 41, "unit": "mmol/mol"},
+         "effectiveDateTime": "2026-10-01", "note": [{"text": "ordinary result"}]},
+    )  # fmt: skip
+    credential, _ = make_credential(partner("Z81001"))
+    message = feed(credential, builder.bundle())
+    assert message.status == "done", message.issues
+    return Patient.objects.get(nhs_number=number)
+
+
+def test_every_case_code_is_on_its_categorys_list() -> None:
+    categories = {c.key: c.codes for c in policy_table().sensitivity.categories}
+    for category, system, code, _ in CASES:
+        assert f"{system}|{code}" in categories[category]
+
+
+def test_coded_items_are_restricted_without_any_label(
+    client: Client, registered_gp, treating_clinician
+) -> None:
+    patient = sensitive_record()
+    stored = Entry.objects.filter(patient=patient).exclude(resource_type="Patient")
+    assert all(entry.sensitivity == [] for entry in stored)  # the sender set no labels
+    restricted = 3 * len(CASES)
+
+    signed_in(client, treating_clinician)
+    confirm_basis(client, patient, claim="Seen in the emergency department today")
+    for section in ("results", "problems", "documents"):
+        page = main_html(client.get(f"/record/{patient.public_id}/{section}"))
+        for _, _, _, words in CASES:
+            assert words not in page, (section, words)
+        assert f"{restricted} items withheld" in page
+    assert "ordinary result" in main_html(client.get(f"/record/{patient.public_id}/results"))
+    token = staff_token(client, treating_clinician)
+    everything = fhir_get(
+        client, token, f"Patient/{patient.public_id}/$everything", {"_count": 1000}
+    ).json_body
+    text = json.dumps(everything)
+    assert "ordinary result" in text
+    for _, _, _, words in CASES:
+        assert words not in text
+
+    signed_in(client, registered_gp)
+    confirm_basis(client, patient)
+    for section, prefix in (
+        ("results", "result"),
+        ("problems", "problem"),
+        ("documents", "letter"),
+    ):
+        page = main_html(client.get(f"/record/{patient.public_id}/{section}"))
+        for _, _, _, words in CASES:
+            assert f"{prefix} {words}" in page, (section, words)
+        assert "Sensitive" in page
+        assert "withheld" not in page
+
+
+def test_stored_entries_keep_every_coding(registered_gp) -> None:
+    patient = sensitive_record()
+    document = Entry.objects.filter(patient=patient, resource_type="DocumentReference").first()
+    assert document is not None
+    assert f"{LOINC}|34133-9" in document.codes
+    assert any(code.startswith(SNOMED) or code.startswith(LOINC) for code in document.codes)
