@@ -1,4 +1,4 @@
-"""Request ids: one per request, echoed to the caller, written into audit events."""
+"""Middleware: request ids (echoed, written into audit events), no-store, static files."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.utils.cache import add_never_cache_headers
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -37,3 +38,23 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):  # type: ignore[misc]
         assets = collected if collected.is_dir() else settings.NHSUK_FRONTEND / "assets"
         if assets.is_dir():
             self.add_files(str(assets), prefix="assets/")
+
+
+# Every route that can answer with personal data: no browser, proxy or shared
+# cache may keep a copy (record pages, the FHIR API, opt-out lists and exports,
+# governance pages and the audit API, receipts).
+NO_STORE_PREFIXES = ("/record/", "/access/", "/search", "/fhir/R4/", "/api/v1/", "/optouts/",
+                     "/governance/", "/admin/")  # fmt: skip
+
+
+class NoStoreMiddleware:
+    """Cache-Control: no-store on every answer from a route that may carry personal data."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if request.path.startswith(NO_STORE_PREFIXES):
+            add_never_cache_headers(response)
+        return response

@@ -1,8 +1,9 @@
 """Top-level routes: explicit path() lists per app, no routers (STYLE.md section 12)."""
 
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from oauth2_provider import views as oauth2_views
 
 from sharedrecord.apis import HealthzApi, ReadyzApi
@@ -60,5 +61,13 @@ urlpatterns = [
     # application-management pages (manage.py api_client_register registers them).
     path("o/", include((OAUTH2_ROUTES, "oauth2_provider"), namespace="oauth2_provider")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # The split view serves its start-up script as a file: no inline script under the CSP.
+    # Swagger UI's page carries a <style> block, so this page alone allows inline styles.
+    path(
+        "api/docs/",
+        csp_update({"style-src": ["'unsafe-inline'"]})(
+            SpectacularSwaggerSplitView.as_view(url_name="schema")
+        ),
+        name="api-docs",
+    ),
 ]

@@ -21,7 +21,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from audit.models import AuditAction, AuditOutcome
 from audit.services import AuditActor, audit_event_record, audit_unreviewed_count
@@ -120,9 +120,13 @@ def session_status(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"idle_seconds": settings.SESSION_COOKIE_AGE})
 
 
-@require_GET
+@require_POST
 def session_timed_out(request: HttpRequest) -> HttpResponse:
-    """Where the idle-timeout script sends an idle page: sign out, then the sign-in page."""
+    """Where the idle-timeout script posts an idle page: sign out, then the sign-in page.
+
+    A POST with the page's CSRF token, so another site cannot end a session
+    with a link or an image.
+    """
     if request.user.is_authenticated:
         audit_event_record(
             action=AuditAction.SIGN_OUT,

@@ -97,7 +97,7 @@ def test_the_session_ends_after_the_idle_timeout_and_every_page_says_when(
     status = client.get("/accounts/session")
     assert status.json() == {"idle_seconds": 900}
 
-    timed_out = client.get("/accounts/timed-out")
+    timed_out = client.post("/accounts/timed-out")
     assert timed_out["Location"] == "/accounts/login/?timeout=1"
     assert client.get("/").status_code == 302
     event = AuditEvent.objects.filter(action=AuditAction.SIGN_OUT).get()

@@ -10,6 +10,7 @@
   var warning = document.getElementById("idle-warning");
   var remaining = document.getElementById("idle-remaining");
   var stay = document.getElementById("idle-stay");
+  var timeoutForm = document.getElementById("idle-timeout-form");
   var deadline = Date.now() + idle * 1000;
   var timer = null;
 
@@ -22,7 +23,7 @@
   function tick() {
     var left = Math.round((deadline - Date.now()) / 1000);
     if (left <= 0) {
-      window.location.assign(body.dataset.timeoutUrl);
+      timeoutForm.submit();  // a POST with the CSRF token: sign-out is never a plain link
       return;
     }
     if (left <= warnBefore) {
@@ -45,7 +46,7 @@
         deadline = Date.now() + data.idle_seconds * 1000;
         warning.hidden = true;
       })
-      .catch(function () { window.location.assign(body.dataset.timeoutUrl); });
+      .catch(function () { timeoutForm.submit(); });
   });
 
   tick();
