@@ -139,7 +139,7 @@ def mllp_send(port: int) -> Callable[[list[bytes], list[float]], None]:
                     data = sock.recv(65536)
                     if not data:
                         raise SystemExit("the listener closed the connection")
-                    acks = list(reader.feed(data))
+                    acks = [f.payload for f in reader.feed(data)]
                 timings.append(time.perf_counter() - started)
                 if b"MSA|AA" not in acks[0]:
                     raise SystemExit(f"not accepted: {acks[0][:200]!r}")

@@ -11,7 +11,11 @@ from django.http import HttpRequest, HttpResponse
 from audit.models import AuditAction
 from audit.services import AuditSubject, audit_event_record
 from ingestion.models import FeedCredential, FeedMessage, MatchQueueItem
-from ingestion.services import feed_credential_issue, feed_credential_revoke
+from ingestion.services import (
+    feed_credential_issue,
+    feed_credential_revoke,
+    feed_message_replay,
+)
 from sharedrecord.auditing import actor_for, context_for
 from sharedrecord.matching import nhs_number_is_valid
 
@@ -62,9 +66,45 @@ class FeedCredentialAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(FeedMessage)
 class FeedMessageAdmin(ReadOnlyAdmin):
-    list_display = ("public_id", "organisation", "kind", "status", "entry_count", "received_at")
+    """Inbound messages, read-only; failed ones (status "Failed") can be replayed.
+
+    The list shows ids, counts and where processing failed, never content.
+    A replay needs the "replay failed feed message" permission and is audited.
+    """
+
+    list_display = (
+        "public_id", "organisation", "kind", "status", "attempts", "failed_stage",
+        "failed_entries", "entry_count", "received_at",
+    )  # fmt: skip
     list_filter = ("status", "kind", "organisation")
     exclude = ("payload",)
+    actions = ("replay",)
+
+    @admin.display(description="failed stage")
+    def failed_stage(self, obj: FeedMessage) -> str:
+        return str(obj.failure.get("stage", "")) if obj.failure else ""
+
+    @admin.display(description="failed entries")
+    def failed_entries(self, obj: FeedMessage) -> str:
+        entries = obj.failure.get("entries", []) if obj.failure else []
+        return ", ".join(str(i) for i in entries[:10])
+
+    def has_replay_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("ingestion.replay_feedmessage")
+
+    @admin.action(description="Replay the selected failed messages", permissions=["replay"])
+    def replay(self, request: HttpRequest, queryset: QuerySet[FeedMessage]) -> None:
+        actor = actor_for(request.user)  # type: ignore[arg-type]
+        replayed = sum(
+            feed_message_replay(message=message, actor=actor)
+            for message in queryset.select_related("organisation")
+        )
+        skipped = queryset.count() - replayed
+        messages.info(
+            request,
+            f"{replayed} message(s) queued again"
+            + (f"; {skipped} were not failed and were left alone." if skipped else "."),
+        )
 
 
 @admin.register(MatchQueueItem)

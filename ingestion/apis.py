@@ -1,8 +1,10 @@
-"""The feed API for partner systems: post a FHIR Bundle, poll its receipt."""
+"""The feed API for partner systems: post a FHIR Bundle or an HL7 v2 message, poll its receipt."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+import uuid
+from collections.abc import Mapping
+from typing import Any, Literal, cast
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -11,17 +13,25 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
-from ingestion.fhir import FeedRejected, read_envelope
+from ingestion.fhir import FeedRejected
 from ingestion.hl7v2 import Hl7Problem
 from ingestion.hl7v2 import ack as hl7_ack
 from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageStatus
-from ingestion.outcomes import issue, operation_outcome, outcome_response
-from ingestion.services import IdempotencyConflict, feed_message_receive, hl7_message_receive
+from ingestion.outcomes import FHIR_JSON, issue, operation_outcome, outcome_response
+from ingestion.services import (
+    IdempotencyConflict,
+    failure_issue,
+    feed_envelope_read,
+    feed_message_receive,
+    feed_message_refuse,
+    hl7_message_receive,
+)
 
 JSON_TYPES = {"application/fhir+json", "application/json"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "text/xml"}
@@ -30,13 +40,26 @@ RECEIPT_STATUS = {
     MessageStatus.PROCESSING: "processing",
     MessageStatus.DONE: "done",
     MessageStatus.REJECTED: "rejected",
+    MessageStatus.FAILED: "failed",
 }
 
 
 def receipt_body(message: FeedMessage) -> dict[str, Any]:
-    """What a partner system sees of its message: status, counts and issues by path."""
+    """What a partner system sees of its message: status, counts and issues by path.
+
+    While a failed attempt waits for the next one the status is "retrying",
+    with "attempt n of m" and the stage; after the last it is "failed". Either
+    way the issue names the stage, entries and paths, never the data.
+    """
+    status = RECEIPT_STATUS[MessageStatus(message.status)]
+    items = list(message.issues)
+    retrying = message.status == MessageStatus.RECEIVED and bool(message.failure)
+    failed_attempt = retrying or message.status == MessageStatus.FAILED
+    if retrying:
+        status = "retrying"
+        items = [failure_issue(message.failure, final=False, maximum=settings.FEED_MAX_ATTEMPTS)]
     issues = []
-    for item in message.issues:
+    for item in items:
         where = [f"Bundle.entry[{item['entry']}]"] if item.get("entry") is not None else []
         issues.append(
             issue(
@@ -48,20 +71,35 @@ def receipt_body(message: FeedMessage) -> dict[str, Any]:
         )
     return {
         "id": str(message.public_id),
-        "status": RECEIPT_STATUS[MessageStatus(message.status)],
+        "status": status,
         "receivedAt": message.received_at.isoformat(),
         "finishedAt": message.finished_at.isoformat() if message.finished_at else None,
         "entries": message.entry_count,
         "counts": message.counts,
+        "attempt": message.attempts,
+        "maxAttempts": settings.FEED_MAX_ATTEMPTS,
+        "stage": message.failure.get("stage") if failed_attempt else None,
         "outcome": operation_outcome(issues),
     }
 
 
+class FhirJsonRenderer(JSONRenderer):
+    """FHIR's own JSON media type: what FHIR clients send in Accept."""
+
+    media_type = FHIR_JSON
+    format = "json"
+
+
 class FeedApi(APIView):
-    """Base for feed endpoints: bearer tokens only, and every error as an OperationOutcome."""
+    """Base for FHIR feed endpoints: bearer tokens only, every error as an OperationOutcome.
+
+    Answers are FHIR JSON (or plain JSON when that is what the client asks
+    for); an Accept that neither satisfies gets a 406 OperationOutcome.
+    """
 
     authentication_classes = (FeedTokenAuthentication,)
     permission_classes = (IsFeedSystem,)
+    renderer_classes = (FhirJsonRenderer, JSONRenderer)
 
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
@@ -76,12 +114,21 @@ class FeedApi(APIView):
             return outcome_response(403, code="forbidden", diagnostics="Not allowed.")
         if isinstance(exc, exceptions.MethodNotAllowed):
             return outcome_response(405, code="not-supported", diagnostics="Method not allowed.")
+        if isinstance(exc, exceptions.NotAcceptable):
+            return outcome_response(
+                406,
+                code="not-acceptable",
+                diagnostics="Answers are application/fhir+json (or application/json).",
+            )
+        if isinstance(exc, exceptions.APIException):
+            return outcome_response(exc.status_code, code="invalid", diagnostics=str(exc.detail))
         return super().handle_exception(exc)
 
 
 RECEIPT_SCHEMA = OpenApiResponse(
     OpenApiTypes.OBJECT,
-    description="A receipt: id, status (queued, processing, done, rejected), counts, and an "
+    description="A receipt: id, status (queued, processing, retrying, done, rejected, failed), "
+    "counts, the attempt (of maxAttempts) and the stage a failed attempt reached, and an "
     "OperationOutcome with one issue per problem (entry index and FHIR path, never data).",
 )
 OUTCOME_SCHEMA = OpenApiResponse(OpenApiTypes.OBJECT, description="A FHIR OperationOutcome.")
@@ -97,7 +144,7 @@ class FeedFhirApi(FeedApi):
         },
         responses={
             202: RECEIPT_SCHEMA,
-            **dict.fromkeys((400, 401, 403, 409, 413, 415), OUTCOME_SCHEMA),
+            **dict.fromkeys((400, 401, 403, 406, 409, 413, 415), OUTCOME_SCHEMA),
         },
         parameters=[
             OpenApiParameter(
@@ -107,43 +154,61 @@ class FeedFhirApi(FeedApi):
     )
     def post(self, request: Request) -> Response:
         credential = cast(FeedCredential, request.auth)
-        if not credential.organisation.agreement_active():
-            return outcome_response(
-                403,
-                code="agreement-inactive",
-                diagnostics="Your organisation has no active data sharing agreement.",
-            )
         content_type = request.content_type.split(";")[0].strip().lower()
-        if content_type in JSON_TYPES:
-            kind, media = MessageKind.FHIR_JSON, "json"
-        elif content_type in XML_TYPES:
-            kind, media = MessageKind.FHIR_XML, "xml"
-        else:
-            return outcome_response(
-                415,
-                code="unsupported-media-type",
-                diagnostics="Send application/fhir+json or application/fhir+xml.",
-            )
-        too_large = outcome_response(
-            413,
-            code="too-large",
-            diagnostics=f"The message is larger than {settings.FEED_MAX_BYTES} bytes. Split it.",
-        )
-        if int(request.META.get("CONTENT_LENGTH") or 0) > settings.FEED_MAX_BYTES:
-            return too_large
+        kind = MessageKind.FHIR_XML if content_type in XML_TYPES else MessageKind.FHIR_JSON
         try:
-            body = request.body
-        except RequestDataTooBig:
-            return too_large
-        try:
-            envelope = read_envelope(body, media, max_entries=settings.FEED_MAX_ENTRIES)  # type: ignore[arg-type]
+            message = self._receive(request, credential, content_type, kind)
         except FeedRejected as rejected:
+            feed_message_refuse(
+                credential=credential,
+                kind=kind,
+                code=rejected.code,
+                location=rejected.path,
+                reason=rejected.message,
+            )
             return outcome_response(
                 rejected.status,
                 code=rejected.code,
                 diagnostics=rejected.message,
-                expression=[rejected.path],
+                expression=[rejected.path] if rejected.path else None,
             )
+        location = reverse("feeds:receipt", kwargs={"receipt_id": message.public_id})
+        response = Response(receipt_body(message), status=202)
+        response["Content-Location"] = location
+        return response
+
+    def _receive(
+        self, request: Request, credential: FeedCredential, content_type: str, kind: MessageKind
+    ) -> FeedMessage:
+        """Check the message and store it; every refusal is a FeedRejected with its status."""
+        if not credential.organisation.agreement_active():
+            raise FeedRejected(
+                "agreement-inactive",
+                "Your organisation has no active data sharing agreement.",
+                status=403,
+                path="",
+            )
+        if content_type not in JSON_TYPES | XML_TYPES:
+            raise FeedRejected(
+                "unsupported-media-type",
+                "Send application/fhir+json or application/fhir+xml.",
+                status=415,
+                path="",
+            )
+        too_large = FeedRejected(
+            "too-large",
+            f"The message is larger than {settings.FEED_MAX_BYTES} bytes. Split it.",
+            status=413,
+            path="",
+        )
+        if int(request.META.get("CONTENT_LENGTH") or 0) > settings.FEED_MAX_BYTES:
+            raise too_large
+        try:
+            body = request.body
+        except RequestDataTooBig:
+            raise too_large from None
+        media: Literal["json", "xml"] = "xml" if kind == MessageKind.FHIR_XML else "json"
+        envelope = feed_envelope_read(body, media)
         try:
             received = feed_message_receive(
                 credential=credential,
@@ -153,38 +218,68 @@ class FeedFhirApi(FeedApi):
                 entry_count=envelope.entry_count,
             )
         except IdempotencyConflict:
-            return outcome_response(
-                409,
-                code="idempotency-conflict",
-                diagnostics="A different message with this Bundle id or Idempotency-Key was "
+            raise FeedRejected(
+                "idempotency-conflict",
+                "A different message with this Bundle id or Idempotency-Key was "
                 "already received. Use a new id for new content.",
-            )
-        location = reverse("feeds:receipt", kwargs={"receipt_id": received.message.public_id})
-        response = Response(receipt_body(received.message), status=202)
-        response["Content-Location"] = location
-        return response
+                status=409,
+                path="",
+            ) from None
+        return received.message
 
 
 HL7_TYPES = {
     "x-application/hl7-v2+er7", "application/hl7-v2", "application/hl7-v2+er7", "text/plain",
     "application/edi-hl7", "application/octet-stream",
 }  # fmt: skip
+HL7_ACK_TYPE = "x-application/hl7-v2+er7; charset=utf-8"
 
 
-class FeedHl7v2Api(FeedApi):
+class Er7Renderer(BaseRenderer):
+    """An HL7 v2 ACK, already encoded (the views answer with it as bytes)."""
+
+    media_type = "x-application/hl7-v2+er7"
+    format = "er7"
+    charset = "utf-8"
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        return data if isinstance(data, bytes) else str(data or "").encode()
+
+
+def _er7_alias(media: str) -> type[Er7Renderer]:
+    """The same ACK under another name HL7 v2 senders use in Accept."""
+    return type(f"Er7Renderer_{media}", (Er7Renderer,), {"media_type": media})
+
+
+class FeedHl7v2Api(APIView):
     """POST one HL7 v2 message (ER7): the answer is its ACK, sent once it is stored.
 
     MSA-1 says what happened: AA stored, AE stored with parts dropped (ERR
     names each segment^sequence^field), AR not taken (ERR says why). The HTTP
-    status is 200 for all three, as HL7 over HTTP expects; 401, 413 and 415
-    are transport errors with an AR in the body.
+    status is 200 for all three, as HL7 over HTTP expects; 401, 405, 406, 413
+    and 415 are transport errors with an AR in the body.
     """
+
+    authentication_classes = (FeedTokenAuthentication,)
+    permission_classes = (IsFeedSystem,)
+    renderer_classes = (
+        Er7Renderer,
+        *(_er7_alias(m) for m in ("application/hl7-v2+er7", "application/hl7-v2", "text/plain")),
+    )
 
     @extend_schema(
         request={"x-application/hl7-v2+er7": OpenApiTypes.STR},
         responses={
             200: OpenApiResponse(OpenApiTypes.STR, description="An HL7 v2 ACK (MSA, ERR)."),
-            **dict.fromkeys((401, 413, 415), OpenApiResponse(OpenApiTypes.STR, description="AR")),
+            **dict.fromkeys(
+                (401, 403, 405, 406, 413, 415),
+                OpenApiResponse(OpenApiTypes.STR, description="AR"),
+            ),
         },
     )
     def post(self, request: Request) -> HttpResponse:
@@ -201,15 +296,16 @@ class FeedHl7v2Api(FeedApi):
         answer = hl7_message_receive(credential=credential, payload=body)
         return HttpResponse(answer.ack, content_type=HL7_ACK_TYPE, status=200)
 
-    def handle_exception(self, exc: Exception) -> Response:
+    def handle_exception(self, exc: Exception) -> HttpResponse:  # type: ignore[override]
         if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
             response = _hl7_transport_error(401, "Send Authorization: Bearer <feed token>.")
             response["WWW-Authenticate"] = 'Bearer realm="feeds"'
-            return response  # type: ignore[return-value]
+            return response
+        if isinstance(exc, exceptions.NotAcceptable):
+            return _hl7_transport_error(406, "The answer is an ACK: x-application/hl7-v2+er7.")
+        if isinstance(exc, exceptions.APIException):
+            return _hl7_transport_error(exc.status_code, str(exc.detail))
         return super().handle_exception(exc)
-
-
-HL7_ACK_TYPE = "x-application/hl7-v2+er7; charset=utf-8"
 
 
 def _hl7_transport_error(status: int, text: str) -> HttpResponse:
@@ -219,13 +315,17 @@ def _hl7_transport_error(status: int, text: str) -> HttpResponse:
 
 
 class FeedReceiptApi(FeedApi):
-    """GET a receipt: queued, processing, done or rejected, with counts and issues."""
+    """GET a receipt: its status (queued ... done, rejected, failed), counts and issues."""
 
-    @extend_schema(responses={200: RECEIPT_SCHEMA, 404: OUTCOME_SCHEMA})
+    @extend_schema(responses={200: RECEIPT_SCHEMA, 404: OUTCOME_SCHEMA, 406: OUTCOME_SCHEMA})
     def get(self, request: Request, receipt_id: str) -> Response:
         credential = cast(FeedCredential, request.auth)
+        try:
+            public_id = uuid.UUID(receipt_id)
+        except ValueError:
+            return outcome_response(404, code="not-found", diagnostics="No such receipt.")
         message = FeedMessage.objects.filter(
-            public_id=receipt_id, organisation=credential.organisation
+            public_id=public_id, organisation=credential.organisation
         ).first()
         if message is None:
             return outcome_response(404, code="not-found", diagnostics="No such receipt.")

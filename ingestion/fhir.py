@@ -10,8 +10,10 @@ Steps for one message:
    entities) and check it is a Bundle of a type we take, within limits.
 2. For each entry: check the bundle-level rules (fullUrl absolute and unique,
    DELETE requests), validate the resource with its fhir.resources model, then
-   the rules structural validation misses (id form, empty values, Period
-   order, active content in narrative).
+   the specification's rules structural validation misses (the id form on
+   every resource and version id, empty values, Period order, active content
+   in any string, narrative XHTML, extensions). In XML, comments and
+   processing instructions may stand anywhere XML allows them.
 3. Find each entry's patient inside the bundle (urn:uuid fullUrls, relative
    and absolute references, logical identifier references) and note
    dangling or conditional references as warnings.
@@ -24,6 +26,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -426,6 +429,7 @@ class _RawEntry:
     resource_type: str
     resource: dict[str, Any] | None  # JSON input
     xml: etree._Element | None  # XML input
+    holder_error: tuple[str, str] | None = None  # XML: (code, message) about <resource> itself
 
 
 def _raw_entries(data: bytes, media: Literal["json", "xml"]) -> Iterator[_RawEntry]:
@@ -440,7 +444,7 @@ def _raw_entries(data: bytes, media: Literal["json", "xml"]) -> Iterator[_RawEnt
                 method = m.get("value", "") if m is not None else ""
                 url = u.get("value", "") if u is not None else ""
             holder = entry.find(f"{{{FHIR_NS}}}resource")
-            resource = next(iter(holder), None) if holder is not None else None
+            resource, holder_error = _held_resource(holder)
             yield _RawEntry(
                 index=index,
                 full_url=full_url.get("value", "") if full_url is not None else "",
@@ -449,6 +453,7 @@ def _raw_entries(data: bytes, media: Literal["json", "xml"]) -> Iterator[_RawEnt
                 resource_type=_local(resource.tag) if resource is not None else "",
                 resource=None,
                 xml=resource,
+                holder_error=holder_error,
             )
         return
     document = _json(data)
@@ -472,6 +477,25 @@ def _raw_entries(data: bytes, media: Literal["json", "xml"]) -> Iterator[_RawEnt
         )
 
 
+def _held_resource(
+    holder: etree._Element | None,
+) -> tuple[etree._Element | None, tuple[str, str] | None]:
+    """The one resource inside an XML <resource> element, and what is wrong around it.
+
+    Comments and processing instructions may stand anywhere XML allows them,
+    so they are passed over, not taken for the resource.
+    """
+    if holder is None:
+        return None, None
+    elements = [child for child in holder if isinstance(child.tag, str)]
+    stray = (holder.text or "").strip() or any((c.tail or "").strip() for c in holder)
+    if len(elements) > 1:
+        return None, ("invalid-resource", "A resource element holds more than one resource.")
+    if stray:
+        return None, ("xml-text", "FHIR XML elements hold no text, only values.")
+    return (elements[0] if elements else None), None
+
+
 def _path(loc: tuple[Any, ...], resource_type: str) -> str:
     out = resource_type
     for part in loc:
@@ -487,8 +511,12 @@ def _xml_rules(element: etree._Element, resource_type: str) -> None:
 
     def walk(node: etree._Element, path: str) -> None:
         for child in node:
-            if not isinstance(child.tag, str):
-                continue  # comments and processing instructions
+            if not isinstance(child.tag, str):  # a comment or processing instruction
+                if (child.tail or "").strip():
+                    raise _EntryError(
+                        "xml-text", "FHIR XML elements hold no text, only values.", (path,)
+                    )
+                continue
             if etree.QName(child).namespace == XHTML_NS:
                 continue
             here = f"{path}.{_local(child.tag)}"
@@ -519,7 +547,7 @@ def _validate(raw: _RawEntry) -> dict[str, Any]:
         _xml_rules(raw.xml, raw.resource_type)
     try:
         if raw.xml is not None:
-            instance = model.model_validate_xml(etree.tostring(raw.xml))
+            instance = model.model_validate_xml(etree.tostring(_without_comments(raw.xml)))
         else:
             instance = model.model_validate(raw.resource)
     except ValidationError as exc:
@@ -537,6 +565,21 @@ def _validate(raw: _RawEntry) -> dict[str, Any]:
             "invalid-resource", "The resource could not be read as FHIR R4."
         ) from None
     return dict(instance.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+def _without_comments(element: etree._Element) -> etree._Element:
+    """A copy without the comments and processing instructions outside the narrative.
+
+    fhir.resources cannot read XML holding them. Inside the narrative they are
+    kept: the narrative rules allow comments there and refuse instructions.
+    The text after each one is only whitespace (_xml_rules checked).
+    """
+    copy = deepcopy(element)
+    for node in list(copy.iter(etree.Comment, etree.ProcessingInstruction)):
+        parent = node.getparent()
+        if parent is not None and etree.QName(parent).namespace != XHTML_NS:
+            parent.remove(node)
+    return copy
 
 
 class _EntryError(Exception):
@@ -568,12 +611,12 @@ def _period_reversed(start: str, end: str) -> bool:
 
 
 def _extra_rules(resource: dict[str, Any], resource_type: str, source: Any) -> None:
-    """Rules pydantic validation does not enforce (the FHIR validator's invariants)."""
-    rid = resource.get("id")
-    if rid is not None and not (isinstance(rid, str) and _ID.match(rid)):
-        raise _EntryError(
-            "invalid-id", "Resource ids are 1-64 of A-Z a-z 0-9 - .", (f"{resource_type}.id",)
-        )
+    """Rules pydantic validation does not enforce (the FHIR validator's invariants).
+
+    In this order: ids, required bindings, empty and over-long values, Period
+    order, active content in any string, narrative XHTML, extensions.
+    """
+    _id_rules(resource, resource_type)
     _binding_rules(resource, resource_type)
     problems: list[str] = []
     for path, value in _walk(source, resource_type):
@@ -602,6 +645,227 @@ def _extra_rules(resource: dict[str, Any], resource_type: str, source: Any) -> N
             raise _EntryError(
                 "active-content", "Narrative or text holds script or active HTML.", (path,)
             )
+    for path, inner in _resources(resource, resource_type):
+        text = inner.get("text")
+        if isinstance(text, dict) and isinstance(text.get("div"), str):
+            problem = narrative_problem(text["div"])
+            if problem is not None:
+                raise _EntryError(problem[0], problem[1], (f"{path}.text.div",))
+    _extension_rules(resource, resource_type, nested=False)
+
+
+def _resources(resource: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The resource and those contained in it (dom-2: contained ones hold no more)."""
+    yield path, resource
+    contained = resource.get("contained")
+    for i, inner in enumerate(contained if isinstance(contained, list) else []):
+        if isinstance(inner, dict):
+            yield from _resources(inner, f"{path}.contained[{i}]")
+
+
+def _id_rules(resource: dict[str, Any], resource_type: str) -> None:
+    """The id type's rule, [A-Za-z0-9-.]{1,64}, on every resource id and meta.versionId."""
+    for path, inner in _resources(resource, resource_type):
+        meta = inner.get("meta")
+        for where, value in (
+            ("id", inner.get("id")),
+            ("meta.versionId", meta.get("versionId") if isinstance(meta, dict) else None),
+        ):
+            if value is not None and not (isinstance(value, str) and _ID.match(value)):
+                raise _EntryError(
+                    "invalid-id", "Ids are 1-64 of A-Z a-z 0-9 - .", (f"{path}.{where}",)
+                )
+
+
+# ---------------------------------------------------------------- extensions
+
+_ABSOLUTE_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:\S")
+
+
+def _extension_rules(value: Any, path: str, *, nested: bool) -> None:
+    """Extensions anywhere (resources, datatypes, primitives' `_x`): url and ext-1.
+
+    An extension's url is required and absolute, except for the parts of a
+    complex extension (Extension.extension), whose url names the part
+    ("ombCategory") relative to the extension's own. Each has a value or
+    nested extensions, not both and not neither (ext-1).
+    """
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _extension_rules(item, f"{path}[{i}]", nested=nested)
+        return
+    if not isinstance(value, dict):
+        return
+    for key, child in value.items():
+        here = f"{path}.{key}"
+        if key not in ("extension", "modifierExtension") or not isinstance(child, list):
+            _extension_rules(child, here, nested=False)
+            continue
+        for i, extension in enumerate(child):
+            if not isinstance(extension, dict):
+                continue
+            where = f"{here}[{i}]"
+            url = extension.get("url")
+            if not isinstance(url, str) or not url.strip():
+                raise _EntryError(
+                    "invalid-extension", "An extension needs a url.", (f"{where}.url",)
+                )
+            if not (nested and key == "extension") and not _ABSOLUTE_URI.match(url):
+                raise _EntryError(
+                    "invalid-extension",
+                    "An extension's url must be absolute (only a complex extension's parts "
+                    "may use a relative name).",
+                    (f"{where}.url",),
+                )
+            has_value = any(k.startswith(("value", "_value")) for k in extension)
+            if has_value == bool(extension.get("extension")):
+                raise _EntryError(
+                    "invalid-extension",
+                    "An extension has either a value or nested extensions, not both and "
+                    "not neither (ext-1).",
+                    (where,),
+                )
+            for part, inner in extension.items():
+                if part == "extension":
+                    _extension_rules({"extension": inner}, where, nested=True)
+                elif part != "url":
+                    _extension_rules(inner, f"{where}.{part}", nested=False)
+
+
+# ---------------------------------------------------------------- narrative
+# The narrative page of FHIR R4 and its invariants txt-1 and txt-2: an XHTML
+# fragment, well-formed, whose root is a div in the XHTML namespace, holding
+# only the basic formatting elements and attributes of HTML 4 (chapters 7-11
+# and 15), links, images, tables and style attributes; no head or body,
+# scripts, forms, frames, objects, event attributes, external stylesheets or
+# other external references, and some text or an image. The lists are those
+# of txt-1's XPath and of the HL7 Java validator (XhtmlValidator).
+
+_NARRATIVE_ELEMENTS = frozenset({
+    "a", "abbr", "acronym", "address", "b", "bdo", "big", "blockquote", "br", "caption",
+    "cite", "code", "col", "colgroup", "dd", "dfn", "div", "dl", "dt", "em", "h1", "h2", "h3",
+    "h4", "h5", "h6", "hr", "i", "img", "li", "map", "area", "ol", "p", "pre", "q", "samp",
+    "small", "span", "strong", "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead",
+    "tr", "tt", "ul", "var", "kbd",
+})  # fmt: skip
+# Elements that run or fetch something: named "active content" in the issue.
+_ACTIVE_ELEMENTS = frozenset({
+    "script", "noscript", "iframe", "frame", "frameset", "object", "embed", "applet", "param",
+    "form", "input", "button", "select", "option", "textarea", "label", "fieldset", "style",
+    "link", "meta", "base", "svg", "math", "audio", "video", "source", "track", "canvas",
+})  # fmt: skip
+_NARRATIVE_ATTRIBUTES = frozenset({
+    "title", "style", "class", "id", "lang", "xml:lang", "xml:space", "dir", "accesskey",
+    "tabindex", "span", "width", "height", "align", "valign", "char", "charoff", "abbr",
+    "axis", "headers", "scope", "rowspan", "colspan", "bgcolor", "border", "cellhalign",
+    "cellpadding", "cellspacing", "cellvalign", "compact", "frame", "hspace", "vspace",
+    "nowrap", "rules", "summary", "start", "value", "type",
+})  # fmt: skip
+_ELEMENT_ATTRIBUTES = {
+    "a": frozenset({"href", "name", "charset", "hreflang", "rel", "rev", "shape", "coords"}),
+    "area": frozenset({"href", "nohref", "alt", "shape", "coords"}),
+    "img": frozenset({"src", "alt", "longdesc", "usemap", "ismap"}),
+    "map": frozenset(["name"]),
+    "blockquote": frozenset(["cite"]),
+    "q": frozenset(["cite"]),
+}
+_LINK_ATTRIBUTES = frozenset(["href", "cite", "longdesc"])  # followed only on a click
+_ACTIVE_SCHEMES = frozenset(["javascript", "vbscript", "data", "livescript", "mocha"])
+_URL_SCHEME = re.compile(r"^([a-z][a-z0-9+.\-]*):")
+_IMAGE_DATA = re.compile(r"^data:image/[a-z0-9.+\-]+(;[a-z0-9=.\-]+)*(;base64)?,", re.IGNORECASE)
+_STYLE_ACTIVE = re.compile(r"expression\s*\(|javascript:|behaviou?r\s*:|-moz-binding|\\", re.I)
+_STYLE_URL = re.compile(r"url\s*\(\s*['\"]?\s*([^'\")\s]*)|@import|image-set\s*\(", re.I)
+_XML_NS = "http://www.w3.org/XML/1998/namespace"
+_DIV_START = re.compile(r"^\s*<div[\s/>]")
+_INVALID = "invalid-narrative"
+
+
+def narrative_problem(div: str) -> tuple[str, str] | None:
+    """What the FHIR narrative rules refuse in this div, as (code, message), or None.
+
+    Codes: `invalid-narrative` (not the XHTML the rules allow), `active-content`
+    (script, event attributes, javascript: and the like), `external-reference`
+    (something a browser would fetch on its own: an image or stylesheet from
+    elsewhere). Messages never quote the content.
+    """
+    if not _DIV_START.match(div):
+        return _INVALID, "The narrative must be one XHTML div element (txt-1)."
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
+    try:
+        root = etree.fromstring(div.encode("utf-8"), parser=parser)
+    except etree.XMLSyntaxError:
+        return _INVALID, (
+            "The narrative is not well-formed XHTML (HTML entities such as &nbsp; are not "
+            "XML: use the characters)."
+        )
+    if root.getprevious() is not None or root.getnext() is not None:
+        return _INVALID, "The narrative must be one XHTML div element (txt-1)."
+    if root.tag != f"{{{XHTML_NS}}}div":
+        return _INVALID, "The narrative's root must be a div in the XHTML namespace."
+    for node in root.iter():
+        problem = _narrative_node_problem(node)
+        if problem is not None:
+            return problem
+    text = str(root.xpath("normalize-space(string(.))"))
+    if not text and root.find(f".//{{{XHTML_NS}}}img") is None:
+        return _INVALID, "The narrative has no text or image (txt-2)."
+    return None
+
+
+def _narrative_node_problem(node: etree._Element) -> tuple[str, str] | None:
+    if node.tag is etree.ProcessingInstruction:
+        return _INVALID, "The narrative holds a processing instruction."
+    if not isinstance(node.tag, str):
+        return None  # a comment: allowed
+    name = etree.QName(node)
+    local = name.localname.lower()
+    if local in _ACTIVE_ELEMENTS:
+        return "active-content", "The narrative holds an element that runs or fetches content."
+    if name.namespace != XHTML_NS or name.localname not in _NARRATIVE_ELEMENTS:
+        return _INVALID, "The narrative holds an element the FHIR narrative rules do not allow."
+    for attribute, value in node.attrib.items():
+        qualified = etree.QName(attribute)
+        key = qualified.localname
+        if qualified.namespace == _XML_NS:
+            key = f"xml:{key}"
+        elif qualified.namespace is not None:
+            return _INVALID, "The narrative holds an attribute the FHIR rules do not allow."
+        if key.lower().startswith("on"):
+            return "active-content", "The narrative holds an event attribute."
+        if key not in _NARRATIVE_ATTRIBUTES and key not in _ELEMENT_ATTRIBUTES.get(local, ()):
+            return _INVALID, "The narrative holds an attribute the FHIR rules do not allow."
+        problem = _narrative_value_problem(local, key, value)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _narrative_value_problem(element: str, attribute: str, value: str) -> tuple[str, str] | None:
+    # Browsers ignore ASCII whitespace and control characters inside a URL's scheme.
+    compact = re.sub(r"[\x00-\x20]", "", value).lower()
+    scheme_match = _URL_SCHEME.match(compact)
+    scheme = scheme_match.group(1) if scheme_match else ""
+    if attribute in _LINK_ATTRIBUTES and scheme in _ACTIVE_SCHEMES:
+        return "active-content", "The narrative holds a script or data link."
+    if attribute == "src" and scheme in _ACTIVE_SCHEMES - {"data"}:
+        return "active-content", "The narrative holds a script link."
+    if element == "img" and attribute in ("src", "usemap"):
+        inline = _IMAGE_DATA.match(compact) is not None or compact.startswith("#")
+        if not inline:
+            return "external-reference", (
+                "A narrative image must be inline (a data: URL) or a contained resource "
+                "(#id), never fetched from elsewhere."
+            )
+    if attribute == "style":
+        if _STYLE_ACTIVE.search(value):
+            return "active-content", "A style attribute holds script or an escape."
+        for match in _STYLE_URL.finditer(value):
+            target = (match.group(1) or "").lower()
+            if not (target.startswith("#") or _IMAGE_DATA.match(target)):
+                return "external-reference", "A style attribute refers to something elsewhere."
+    return None
 
 
 def _get(resource: dict[str, Any], path: str) -> Any:
@@ -780,6 +1044,10 @@ def parse_bundle(data: bytes, media: Literal["json", "xml"], *, max_entries: int
                         (f"{where}.request.url",),
                     )
                 )
+            continue
+        if raw.holder_error is not None:
+            code, text = raw.holder_error
+            issues.append(EntryIssue(raw.index, code, text, (f"{where}.resource",)))
             continue
         if not raw.resource_type:
             issues.append(

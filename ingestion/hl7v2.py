@@ -14,8 +14,9 @@ Steps of `convert`:
 3. Map the message type to FHIR resources (Patient, Encounter, Observation,
    DiagnosticReport, Appointment, DocumentReference) in a transaction Bundle
    with stable ids, so a later event about the same visit, order, appointment
-   or document updates it. A11 (cancel admit) is a DELETE; A40 returns the
-   merge for the worker. Z-segments and segments we do not use are ignored.
+   or document updates it. A11 (cancel admit) is a DELETE; A40 returns one
+   merge per PID/MRG pair for the worker. Z-segments and segments we do not
+   use are ignored.
 4. Content problems (a bad date, a non-numeric NM value, an invalid NHS
    number, an oversized field) drop only the faulty part and are reported:
    the ACK is AE and everything else is kept.
@@ -169,10 +170,16 @@ class Hl7Header:
 
 @dataclass(frozen=True)
 class Merge:
-    """A40: the person the sender merged away, by NHS number and by its own id."""
+    """One A40 pair: the person the sender merged away into the surviving one.
+
+    Each side by NHS number ("" when none or invalid) and by the sender's own
+    id (the Patient entry's id, "" when none was sent).
+    """
 
     prior_nhs_number: str
     prior_patient_id: str
+    survivor_nhs_number: str = ""
+    survivor_patient_id: str = ""
 
 
 @dataclass
@@ -180,7 +187,7 @@ class Converted:
     header: Hl7Header
     bundle: dict[str, Any]
     problems: list[Hl7Problem] = field(default_factory=list)
-    merge: Merge | None = None
+    merges: list[Merge] = field(default_factory=list)  # A40: one per PID/MRG pair, in order
     entry_count: int = 0
 
     @property
@@ -431,7 +438,7 @@ def _concept(m: _Message, value: str) -> dict[str, Any] | None:
 # ------------------------------------------------------------------ the person
 
 
-def _nhs_numbers(m: _Message, pid: Any) -> tuple[str, list[dict[str, Any]], str]:
+def _nhs_numbers(m: _Message, pid: Any, seq: int = 1) -> tuple[str, list[dict[str, Any]], str]:
     """(NHS number or "", other identifiers, the sender's own patient id) from PID-3 and PID-2."""
     nhs = ""
     others: list[dict[str, Any]] = []
@@ -448,7 +455,7 @@ def _nhs_numbers(m: _Message, pid: Any) -> tuple[str, list[dict[str, Any]], str]
                 if not (digits.isdigit() and len(digits) == 10 and nhs_number_valid(digits)):
                     m.problem(
                         "PID",
-                        1,
+                        seq,
                         n,
                         "102",
                         f"PID-{n}: the NHS number is not a valid "
@@ -457,7 +464,7 @@ def _nhs_numbers(m: _Message, pid: Any) -> tuple[str, list[dict[str, Any]], str]
                     nhs = nhs or digits[:20]  # kept so the worker parks it, never guesses
                     continue
                 if nhs and nhs != digits:
-                    m.problem("PID", 1, n, "102", f"PID-{n} holds two different NHS numbers.")
+                    m.problem("PID", seq, n, "102", f"PID-{n} holds two different NHS numbers.")
                     continue
                 nhs = digits
             else:
@@ -472,8 +479,10 @@ def _nhs_numbers(m: _Message, pid: Any) -> tuple[str, list[dict[str, Any]], str]
     return nhs, others, local
 
 
-def _patient(m: _Message, pid: Any, pd1: Any | None) -> tuple[dict[str, Any], str, str]:
-    nhs, others, local = _nhs_numbers(m, pid)
+def _patient(
+    m: _Message, pid: Any, pd1: Any | None, seq: int = 1
+) -> tuple[dict[str, Any], str, str]:
+    nhs, others, local = _nhs_numbers(m, pid, seq)
     resource_id = fhir_id("pt", local) if local else fhir_id("pt-nhs", nhs or m.header.control_id)
     identifiers = [{"system": NHS_NUMBER_SYSTEM, "value": nhs}] if nhs else []
     identifiers += others[:5]
@@ -495,7 +504,7 @@ def _patient(m: _Message, pid: Any, pd1: Any | None) -> tuple[dict[str, Any], st
             names.append(name)
     if names:
         resource["name"] = names
-    birth = m.when(pid, "PID", 1, 7)
+    birth = m.when(pid, "PID", seq, 7)
     if birth:
         resource["birthDate"] = birth[:10]
     sex = {"M": "male", "F": "female", "O": "other", "U": "unknown", "A": "other", "N": "unknown"}
@@ -519,7 +528,7 @@ def _patient(m: _Message, pid: Any, pd1: Any | None) -> tuple[dict[str, Any], st
     if addresses:
         resource["address"] = addresses
     if m.get(pid, 30).upper() == "Y":
-        died = m.when(pid, "PID", 1, 29)
+        died = m.when(pid, "PID", seq, 29)
         if died:
             resource["deceasedDateTime"] = died
         else:
@@ -923,6 +932,66 @@ def _document(m: _Message, patient_ref: str) -> dict[str, Any] | None:
     return resource
 
 
+def _merges(m: _Message, first: dict[str, Any], entries: list[dict[str, Any]]) -> list[Merge]:
+    """A40: one merge per PID/MRG pair (ADT_A39 repeats PID, [PD1], MRG, [PV1]).
+
+    The first PID is the message's person (already in `entries` as `first`);
+    each later PID adds its own Patient entry. A pair whose MRG is missing,
+    or whose prior NHS number is invalid, is named in an ERR; the other pairs
+    still merge.
+    """
+    groups: list[dict[str, Any]] = []
+    for name, segment, seq in m.segments:
+        if name == "PID":
+            groups.append({"pid": segment, "seq": seq, "pd1": None, "mrg": None})
+        elif groups and name == "PD1" and groups[-1]["pd1"] is None:
+            groups[-1]["pd1"] = segment
+        elif groups and name == "MRG" and groups[-1]["mrg"] is None:
+            groups[-1]["mrg"], groups[-1]["mrg_seq"] = segment, seq
+    merges: list[Merge] = []
+    for number, group in enumerate(groups, start=1):
+        if number == 1:
+            survivor = first
+        else:
+            survivor = _patient(m, group["pid"], group["pd1"], group["seq"])[0]
+            entries.append(survivor)
+        if group["mrg"] is None:
+            m.problem("MRG", number, 0, "100", "A40 needs an MRG segment after each PID, "
+                      "naming the merged person.")  # fmt: skip
+            continue
+        survivor_nhs = next(
+            (
+                i["value"]
+                for i in survivor.get("identifier", [])
+                if i.get("system") == NHS_NUMBER_SYSTEM
+            ),
+            "",
+        )
+        if not nhs_number_valid(survivor_nhs):
+            survivor_nhs = ""  # named in an ERR already; the worker parks the Patient
+        prior_nhs, prior_local = _prior(m, group["mrg"], group["mrg_seq"])
+        merges.append(Merge(prior_nhs, prior_local, survivor_nhs, str(survivor["id"])))
+    return merges
+
+
+def _prior(m: _Message, mrg: Any, seq: int) -> tuple[str, str]:
+    """MRG-1: the merged-away person's NHS number ("" if none or invalid) and Patient id."""
+    prior_nhs = ""
+    prior_local = ""
+    for rep in m.reps(mrg, 1):
+        parts = m.comps(rep) + [""] * 5
+        if parts[4].upper() in NHS_ID_TYPES or parts[3].upper() in NHS_AUTHORITIES:
+            prior_nhs = parts[0].replace(" ", "")
+        else:
+            prior_local = prior_local or parts[0]
+    if prior_nhs and not (
+        len(prior_nhs) == 10 and prior_nhs.isdigit() and nhs_number_valid(prior_nhs)
+    ):
+        m.problem("MRG", seq, 1, "102", "MRG-1: the prior NHS number is not valid.")
+        prior_nhs = ""
+    return prior_nhs, fhir_id("pt", prior_local) if prior_local else ""
+
+
 # ------------------------------------------------------------------ convert
 
 
@@ -942,13 +1011,19 @@ def convert(payload: bytes) -> Converted:
             0,
             header=header,
         )
-    pd1 = m.first("PD1")
-    patient, _, patient_id = _patient(m, pid_found[0], pd1[0] if pd1 else None)
+    pd1 = None
+    for name, segment, seq in m.segments:
+        if name == "PID" and seq > 1:
+            break  # a later A40 pair's PD1 belongs to its own person
+        if name == "PD1":
+            pd1 = segment
+            break
+    patient, _, patient_id = _patient(m, pid_found[0], pd1)
     patient_ref = f"Patient/{patient_id}"
     meta = _meta(m)
     entries: list[dict[str, Any]] = [patient]
     deletes: list[str] = []
-    merge = None
+    merges: list[Merge] = []
     event = header.event
     if header.message_type == "ADT":
         if event in ("A01", "A02", "A03", "A04", "A05", "A08", "A12", "A13"):
@@ -960,24 +1035,7 @@ def convert(payload: bytes) -> Converted:
             if encounter:
                 deletes.append(f"Encounter/{encounter['id']}")
         elif event == "A40":
-            mrg = m.first("MRG")
-            if mrg is None:
-                m.problem("MRG", 1, 0, "100", "A40 needs an MRG segment naming the merged person.")
-            else:
-                prior_nhs = ""
-                prior_local = ""
-                for rep in m.reps(mrg[0], 1):
-                    parts = m.comps(rep) + [""] * 5
-                    if parts[4].upper() in NHS_ID_TYPES or parts[3].upper() in NHS_AUTHORITIES:
-                        prior_nhs = parts[0].replace(" ", "")
-                    else:
-                        prior_local = prior_local or parts[0]
-                if prior_nhs and not (
-                    len(prior_nhs) == 10 and prior_nhs.isdigit() and nhs_number_valid(prior_nhs)
-                ):
-                    m.problem("MRG", 1, 1, "102", "MRG-1: the prior NHS number is not valid.")
-                    prior_nhs = ""
-                merge = Merge(prior_nhs, fhir_id("pt", prior_local) if prior_local else "")
+            merges = _merges(m, patient, entries)
     elif header.message_type == "ORU":
         _results(m, patient_ref, entries)
     elif header.message_type == "SIU":
@@ -1006,7 +1064,7 @@ def convert(payload: bytes) -> Converted:
         "type": "transaction",
         "entry": bundle_entries,
     }
-    return Converted(header, bundle, m.problems, merge, len(bundle_entries))
+    return Converted(header, bundle, m.problems, merges, len(bundle_entries))
 
 
 # ------------------------------------------------------------------ acknowledgements

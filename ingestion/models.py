@@ -43,6 +43,9 @@ class MessageStatus(models.TextChoices):
     PROCESSING = "processing", "Processing"
     DONE = "done", "Done"
     REJECTED = "rejected", "Rejected"
+    # Processing kept failing (a fault on our side, not the sender's): the payload is kept
+    # so an operator can replay the message once the fault is fixed.
+    FAILED = "failed", "Failed"
 
 
 class FeedMessage(models.Model):
@@ -71,8 +74,14 @@ class FeedMessage(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     counts = models.JSONField(default=dict)
     issues = models.JSONField(default=list)
+    # The last failed attempt: stage, entry index, FHIR paths and the exception's class,
+    # never its text (database errors quote values).
+    failure = models.JSONField(default=dict, blank=True)
+    # When a failed attempt may run again; the sweep leaves the message until then.
+    retry_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        permissions = [("replay_feedmessage", "Can replay a failed feed message")]
         constraints = [
             models.UniqueConstraint(
                 fields=["organisation", "idempotency_key"], name="feed_message_idempotent"

@@ -45,6 +45,11 @@ ISSUE_TYPES = {
     "invalid-code": "code-invalid",
     "conflicting-nhs-numbers": "conflict",
     "unknown-type": "not-supported",
+    "invalid-character": "value",
+    "too-deep": "structure",
+    "not-acceptable": "not-supported",
+    "forbidden": "forbidden",
+    "attempt-failed": "transient",
 }
 
 

@@ -5,11 +5,6 @@ from __future__ import annotations
 import datetime
 
 from celery import Task, shared_task
-from django.db import InterfaceError, OperationalError
-
-# Only errors that another try can fix are retried; a malformed message is
-# REJECTED by the service with its reason, never retried.
-TRANSIENT = (OperationalError, InterfaceError)
 
 
 @shared_task(name="ingestion.ping")
@@ -18,27 +13,31 @@ def ping() -> str:
     return "pong"
 
 
+# Feed tasks keep no result: a result (or a failure) in the backend could carry an
+# exception's text, and PostgreSQL's error texts quote the values they refused. What
+# happened to a message is on its receipt; these tasks return or raise only ids,
+# stages and exception classes.
+
+
 @shared_task(
     name="ingestion.feed_message_process",
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
-    max_retries=5,
+    ignore_result=True,
+    max_retries=None,  # the service counts attempts (FEED_MAX_ATTEMPTS) and ends them
 )
 def feed_message_process_task(self: Task, message_id: int) -> str:  # type: ignore[type-arg]
-    from ingestion.services import feed_message_process, feed_message_release
+    """Process one message; a failed attempt is recorded by the service and retried here."""
+    from ingestion.services import RETRYING, feed_message_process, feed_message_retry_delay
 
-    try:
-        return feed_message_process(message_id=message_id)
-    except TRANSIENT as exc:
-        feed_message_release(message_id=message_id)
-        raise self.retry(exc=exc, countdown=min(300, 5 * 2**self.request.retries)) from exc
-    except Exception:
-        feed_message_release(message_id=message_id)
-        raise
+    status = feed_message_process(message_id=message_id)
+    if status == RETRYING:
+        raise self.retry(countdown=feed_message_retry_delay(message_id=message_id))
+    return status
 
 
-@shared_task(name="ingestion.feed_messages_sweep")
+@shared_task(name="ingestion.feed_messages_sweep", ignore_result=True)
 def feed_messages_sweep_task() -> int:
     from django.conf import settings
 

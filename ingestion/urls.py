@@ -6,5 +6,7 @@ app_name = "feeds"
 urlpatterns = [
     path("fhir", FeedFhirApi.as_view(), name="fhir"),
     path("hl7v2", FeedHl7v2Api.as_view(), name="hl7v2"),
-    path("receipts/<uuid:receipt_id>", FeedReceiptApi.as_view(), name="receipt"),
+    # Any text, so a malformed id is answered by the view as an OperationOutcome 404
+    # rather than by Django's HTML one.
+    path("receipts/<path:receipt_id>", FeedReceiptApi.as_view(), name="receipt"),
 ]

@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
+from ingestion import hl7v2
 from ingestion.models import FeedMessage, MatchQueueItem
 from ingestion.services import feed_message_process
 from sharedrecord.models import Entry, Organisation, Patient
@@ -498,3 +499,70 @@ def test_a_death_and_an_sn_equals_result_are_filed_as_fhir_allows(client: Client
         patient__nhs_number=number, code="K", resource_type="Observation"
     ).resource
     assert potassium["valueQuantity"] == {"value": 4.1, "unit": "mmol/L"}
+
+
+# ------------------------------------------------------------------ A40 with several pairs
+
+
+def _a40(*pairs: tuple[str, str, str]) -> str:
+    """An A40 merging each (prior NHS number, survivor NHS number, local id suffix) pair."""
+    segments = [
+        "MSH|^~\\&|PAS|ZAC01|SR|B|20261120111500||ADT^A40^ADT_A39|m40|P|2.5",
+        "EVN|A40|20261120111500",
+    ]
+    for i, (prior, survivor, suffix) in enumerate(pairs, start=1):
+        segments += [
+            f"PID|{i}||{survivor}^^^NHS^NH~M{suffix}1^^^ZAC01^MR||ELLISON^MARGARET||19410314|F",
+            "PD1|||RIVERSIDE MEDICAL PRACTICE^^Z81001",
+            f"MRG|{prior}^^^NHS^NH~M{suffix}9^^^ZAC01^MR",
+        ]
+    return "\r".join(segments) + "\r"
+
+
+def test_an_a40_with_two_pairs_converts_to_one_merge_per_pair() -> None:
+    old1, new1, old2, new2 = (next_nhs_number() for _ in range(4))
+    converted = hl7v2.convert(_a40((old1, new1, "V"), (old2, new2, "W")).encode())
+    assert converted.ack_code == "AA", converted.problems
+    assert converted.merges == [
+        hl7v2.Merge(old1, "pt-MV9", new1, "pt-MV1"),
+        hl7v2.Merge(old2, "pt-MW9", new2, "pt-MW1"),
+    ]
+    patients = [e["resource"] for e in converted.bundle["entry"]]
+    assert [(p["resourceType"], p["id"]) for p in patients] == [
+        ("Patient", "pt-MV1"), ("Patient", "pt-MW1"),
+    ]  # fmt: skip
+    assert patients[1]["identifier"][0]["value"] == new2
+    assert patients[1]["generalPractitioner"][0]["identifier"]["value"] == "Z81001"
+
+
+def test_each_a40_pair_is_checked_on_its_own() -> None:
+    old1, new1, new2 = next_nhs_number(), next_nhs_number(), next_nhs_number()
+    text = _a40((old1, new1, "V"), ("9990015008", new2, "W"))  # an invalid prior NHS number
+    text += f"PID|3||{next_nhs_number()}^^^NHS^NH~MX1^^^ZAC01^MR||OTHER^PERSON||1950|M\r"
+    converted = hl7v2.convert(text.encode())
+    assert converted.ack_code == "AE"
+    assert [(p.location, p.code) for p in converted.problems] == [
+        ("MRG^2^1", "102"), ("MRG^3^0", "100"),
+    ]  # fmt: skip
+    # The second pair still moves the sender's own record of the person; the third has no MRG.
+    assert converted.merges == [
+        hl7v2.Merge(old1, "pt-MV9", new1, "pt-MV1"),
+        hl7v2.Merge("", "pt-MW9", new2, "pt-MW1"),
+    ]
+
+
+def test_an_a40_with_two_pairs_merges_each_pair(client: Client, hospital) -> None:
+    _, token = hospital
+    old1, new1, old2, new2 = (next_nhs_number() for _ in range(4))
+    for i, (old, visit) in enumerate(((old1, "V9"), (old2, "W9"))):
+        _post(client, token, hl7_message(old, control_id=f"pre{i}", visit=visit).encode())
+        _process_last()
+    answer = _post(client, token, _a40((old1, new1, "V"), (old2, new2, "W")).encode())
+    assert _msa(answer) == "AA"
+    merged = _process_last()
+    assert merged.counts["merged"] == 2  # each old person's Encounter
+    for old, new in ((old1, new1), (old2, new2)):
+        assert Entry.objects.filter(patient__nhs_number=new, resource_type="Encounter").exists()
+        assert not Patient.objects.filter(nhs_number=old).exists()
+    events = AuditEvent.objects.filter(action=AuditAction.MATCH_DECISION, detail__decision="merged")
+    assert sorted(e.detail["merged_nhs_number"] for e in events) == sorted([old1, old2])

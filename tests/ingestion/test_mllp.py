@@ -70,7 +70,7 @@ def _acks(sock: socket.socket, count: int) -> list[str]:
     while len(acks) < count:
         data = sock.recv(65536)
         assert data, "the listener closed the connection"
-        acks += [a.decode() for a in reader.feed(data)]
+        acks += [f.payload.decode() for f in reader.feed(data)]
     return acks
 
 

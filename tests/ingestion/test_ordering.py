@@ -1,0 +1,201 @@
+"""Per-source ordering holds whatever order messages are processed in (retries, crashes).
+
+An entry's meta.versionId, then meta.lastUpdated (for HL7 v2, the message's EVN-2/MSH-7
+time) decides; an older message never overwrites, removes or moves a newer entry.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from ingestion.fhir import content_hash
+from ingestion.models import FeedMessage, MessageStatus
+from ingestion.services import feed_message_process
+from sharedrecord.models import Entry, Organisation, Patient, SourceKey
+from sharedrecord.services import EntryData, UpsertResult, entries_upsert, entry_remove
+from tests.factories import (
+    hl7_message,
+    make_credential,
+    make_organisation,
+    make_patient,
+    next_nhs_number,
+    small_bundle,
+)
+from tests.ingestion.conftest import FeedClient
+
+pytestmark = pytest.mark.django_db
+T1 = datetime.datetime(2026, 3, 1, 9, 0, tzinfo=datetime.UTC)
+T2 = datetime.datetime(2026, 3, 2, 9, 0, tzinfo=datetime.UTC)
+T3 = datetime.datetime(2026, 3, 3, 9, 0, tzinfo=datetime.UTC)
+
+
+def _item(value: int, *, version: str = "", at: datetime.datetime | None = None) -> EntryData:
+    resource = {"resourceType": "Observation", "id": "obs-1", "status": "final",
+                "code": {"text": "x"}, "valueQuantity": {"value": value}}  # fmt: skip
+    return EntryData(
+        resource_type="Observation",
+        source_id="obs-1",
+        section="results",
+        resource=resource,
+        content_hash=content_hash(resource),
+        version_id=version,
+        source_updated_at=at,
+    )
+
+
+def _upsert(patient: Patient, org: Organisation, item: EntryData) -> UpsertResult:
+    (result,) = entries_upsert(
+        patient=patient, source_org=org, source_system="EPR", items=[item], feed_message_id=None
+    )
+    return result
+
+
+# ---------------------------------------------------------------- the upsert
+
+
+def test_an_older_version_never_overwrites_a_newer_one() -> None:
+    org, patient = make_organisation(), make_patient()
+    assert _upsert(patient, org, _item(2, at=T2)) == UpsertResult.CREATED
+    assert _upsert(patient, org, _item(1, at=T1)) == UpsertResult.STALE
+    assert Entry.objects.get(patient=patient).resource["valueQuantity"]["value"] == 2
+
+
+def test_an_older_version_filed_under_another_person_does_not_move_the_newer_entry() -> None:
+    org, newer_owner, older_owner = make_organisation(), make_patient(), make_patient()
+    assert _upsert(newer_owner, org, _item(2, version="2")) == UpsertResult.CREATED
+    assert _upsert(older_owner, org, _item(1, version="1")) == UpsertResult.STALE
+    assert Entry.objects.get(source_id="obs-1").patient == newer_owner
+    assert SourceKey.objects.get(source_org=org, source_id="obs-1").patient == newer_owner
+    assert not Entry.objects.filter(patient=older_owner).exists()
+
+
+def test_a_newer_version_filed_under_another_person_moves_to_them() -> None:
+    org, before, after = make_organisation(), make_patient(), make_patient()
+    _upsert(before, org, _item(1, at=T1))
+    assert _upsert(after, org, _item(2, at=T2)) == UpsertResult.CREATED
+    assert Entry.objects.get(source_id="obs-1").patient == after
+    assert SourceKey.objects.get(source_org=org, source_id="obs-1").patient == after
+
+
+def test_the_same_content_at_a_newer_version_is_remembered_so_an_older_change_cannot_win() -> None:
+    org, patient = make_organisation(), make_patient()
+    _upsert(patient, org, _item(1, at=T1))
+    # The source changed it and changed it back: v3 has v1's content.
+    assert _upsert(patient, org, _item(1, at=T3)) == UpsertResult.UNCHANGED
+    # The change in between arrives last (a retry); it is older than what is held.
+    assert _upsert(patient, org, _item(7, at=T2)) == UpsertResult.STALE
+    entry = Entry.objects.get(patient=patient)
+    assert entry.resource["valueQuantity"]["value"] == 1
+    assert entry.source_updated_at == T3
+
+
+def test_an_older_removal_does_not_remove_a_newer_entry() -> None:
+    org, patient = make_organisation(), make_patient()
+    _upsert(patient, org, _item(2, version="2"))
+    kept = entry_remove(
+        source_org=org, resource_type="Observation", source_id="obs-1", version_id="1"
+    )
+    assert kept is None
+    assert Entry.objects.filter(patient=patient).exists()
+    removed = entry_remove(
+        source_org=org, resource_type="Observation", source_id="obs-1", version_id="3"
+    )
+    assert removed == patient
+    assert not Entry.objects.filter(patient=patient).exists()
+
+
+# ---------------------------------------------------------------- through the worker
+
+
+def _stamped(bundle: dict[str, Any], at: str, family: str) -> dict[str, Any]:
+    bundle = copy.deepcopy(bundle)
+    bundle["id"] = f"{bundle['id']}-{family}"
+    for entry in bundle["entry"]:
+        entry["resource"]["meta"] = {"lastUpdated": at}
+    bundle["entry"][0]["resource"]["name"][0]["family"] = family
+    return bundle
+
+
+def test_source_ids_reused_for_another_person_keep_the_newest_whatever_the_order(
+    partner: FeedClient,
+) -> None:
+    older_person, newer_person = next_nhs_number(), next_nhs_number()
+    # The source filed these ids under one person, then (later) under another.
+    older = _stamped(small_bundle(older_person, key="reuse"), "2026-03-01T09:00:00Z", "Older")
+    newer = _stamped(small_bundle(newer_person, key="reuse"), "2026-03-02T09:00:00Z", "Newer")
+    first = partner.post(older)
+    second = partner.post(newer)
+    assert first.status_code == second.status_code == 202
+    # A worker crash: the newer message is processed first, the older one after it.
+    for response in (second, first):
+        message = FeedMessage.objects.get(public_id=response.json()["id"])
+        assert feed_message_process(message_id=message.pk) == MessageStatus.DONE
+    newest = Patient.objects.get(nhs_number=newer_person)
+    assert sorted(newest.entries.values_list("resource_type", flat=True)) == [
+        "Condition",
+        "Patient",
+    ]
+    assert newest.family_name == "Newer"
+    assert not Entry.objects.filter(patient__nhs_number=older_person).exists()
+    receipt = partner.receipt(first["Content-Location"]).json()
+    assert receipt["counts"]["unchanged"] == 2
+
+
+def _hl7_at(number: str, when: str, family: str, control_id: str, *, evn: bool = True) -> bytes:
+    text = hl7_message(number, control_id=control_id, event="A08", family=family)
+    text = text.replace("20261120101500", when)
+    if not evn:
+        text = "\r".join(s for s in text.split("\r") if not s.startswith("EVN"))
+    return text.encode()
+
+
+@pytest.mark.parametrize("evn", [True, False], ids=["evn-2", "msh-7-only"])
+def test_an_older_hl7_message_processed_last_does_not_overwrite_a_newer_one(
+    client: Client, evn: bool
+) -> None:
+    _, token = make_credential(make_organisation(ods_code=f"ZOR0{int(evn)}", kind="acute"))
+    number = next_nhs_number()
+    posted = []
+    for when, family, control in (("20261120100000", "OLDER", "O1"),
+                                  ("20261120110000", "NEWER", "N1")):  # fmt: skip
+        response = client.post(
+            "/api/v1/feeds/hl7v2", data=_hl7_at(number, when, family, control, evn=evn),
+            content_type="x-application/hl7-v2+er7", HTTP_AUTHORIZATION=f"Bearer {token}",
+        )  # fmt: skip
+        assert "|AA|" in response.content.decode()
+        posted.append(FeedMessage.objects.order_by("-id").first())
+    for message in reversed(posted):
+        assert message is not None
+        assert feed_message_process(message_id=message.pk) == MessageStatus.DONE
+    patient = Entry.objects.get(patient__nhs_number=number, resource_type="Patient")
+    assert patient.resource["name"][0]["family"] == "NEWER"
+
+
+def test_an_older_hl7_message_reusing_a_local_id_for_another_person_moves_nothing(
+    client: Client,
+) -> None:
+    _, token = make_credential(make_organisation(ods_code="ZOR09", kind="acute"))
+    older_person, newer_person = next_nhs_number(), next_nhs_number()
+    posted = []
+    # The same hospital number (PID-3 MR) and visit, sent for one person, then another.
+    for number, when, family, control in (
+        (older_person, "20261120100000", "OLDER", "R1"),
+        (newer_person, "20261120110000", "NEWER", "R2"),
+    ):
+        response = client.post(
+            "/api/v1/feeds/hl7v2", data=_hl7_at(number, when, family, control),
+            content_type="x-application/hl7-v2+er7", HTTP_AUTHORIZATION=f"Bearer {token}",
+        )  # fmt: skip
+        assert "|AA|" in response.content.decode()
+        posted.append(FeedMessage.objects.order_by("-id").first())
+    for message in reversed(posted):
+        assert message is not None
+        assert feed_message_process(message_id=message.pk) == MessageStatus.DONE
+    kept = Entry.objects.filter(patient__nhs_number=newer_person)
+    assert sorted(kept.values_list("resource_type", flat=True)) == ["Encounter", "Patient"]
+    assert not Entry.objects.filter(patient__nhs_number=older_person).exists()
