@@ -9,8 +9,11 @@ the whole trail whichever they give.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django import forms
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpResponseBase, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -21,7 +24,7 @@ from rest_framework.views import APIView
 
 from audit.balp import audit_event_as_fhir
 from audit.context import context_for
-from audit.forms import AuditQueryForm, ReviewForm, SubjectAccessForm
+from audit.forms import AuditQueryForm, ReviewForm, SubjectAccessForm, cursor_parse
 from audit.models import AccessReview, AuditEvent, ReviewOutcome
 from audit.selectors import AuditQuery, Cursor, ScopeKind
 from audit.services import (
@@ -75,11 +78,26 @@ def _scoped_viewer(request: Request) -> GovernanceViewer:
         raise exceptions.ValidationError({"scope": [str(unknown)]}) from unknown
 
 
+def _field_errors(form: forms.Form) -> dict[str, list[str]]:
+    """A form's errors by field ("non_field_errors" for the form's own), as plain messages."""
+    return {
+        ("non_field_errors" if field == "__all__" else field): [str(m) for m in messages]
+        for field, messages in form.errors.items()
+    }
+
+
 def _query(request: Request) -> AuditQuery:
     form = AuditQueryForm(request.query_params)
     if not form.is_valid():
-        raise exceptions.ValidationError(form.errors.get_json_data())
+        raise exceptions.ValidationError(_field_errors(form))
     return form.query()
+
+
+def _after(request: Request) -> Cursor | None:
+    try:
+        return cursor_parse(request.query_params.get("after", ""))
+    except forms.ValidationError as bad:
+        raise exceptions.ValidationError({"after": bad.messages}) from bad
 
 
 class EventOutput(serializers.Serializer[AuditEvent]):
@@ -123,11 +141,10 @@ class AuditEventListApi(APIView):
                    responses={200: OpenApiTypes.OBJECT})  # fmt: skip
     def get(self, request: Request) -> Response:
         viewer = _scoped_viewer(request)
+        query, after = _query(request), _after(request)
         page = audit_search(
-            viewer=viewer, query=_query(request), via="api",
-            after=Cursor.parse(request.query_params.get("after", "")),
-            context=context_for(request),
-        )  # fmt: skip
+            viewer=viewer, query=query, via="api", after=after, context=context_for(request)
+        )
         next_url = None
         if page.next_cursor:
             params = request.query_params.copy()
@@ -168,7 +185,7 @@ class ReviewQueueApi(APIView):
         given.is_valid(raise_exception=True)
         form = ReviewForm(given.validated_data)
         if not form.is_valid():
-            raise exceptions.ValidationError(form.errors.get_json_data())
+            raise exceptions.ValidationError(_field_errors(form))
         try:
             review = access_review_record(
                 viewer=viewer, event_id=given.validated_data["event"],
@@ -189,7 +206,7 @@ class SubjectAccessApi(APIView):
         viewer = _viewer(request)
         form = SubjectAccessForm(request.query_params)
         if not form.is_valid():
-            raise exceptions.ValidationError(form.errors.get_json_data())
+            raise exceptions.ValidationError(_field_errors(form))
         report = subject_access_report(
             viewer=viewer, nhs_number=form.cleaned_data["nhs_number"],
             context=context_for(request),
@@ -208,55 +225,124 @@ def _fhir(body: dict[str, Any], status: int = 200) -> JsonResponse:
     return JsonResponse(body, status=status, content_type=FHIR_JSON)
 
 
-def _outcome(status: int, code: str, text: str) -> JsonResponse:
-    return _fhir({"resourceType": "OperationOutcome",
-                  "issue": [{"severity": "error", "code": code, "diagnostics": text}]},
-                 status)  # fmt: skip
+def _outcome(status: int, code: str, text: str, parameter: str = "") -> JsonResponse:
+    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": text}
+    if parameter:
+        issue["expression"] = [f"http.{parameter}"]  # FHIR's way to name an HTTP parameter
+    return _fhir({"resourceType": "OperationOutcome", "issue": [issue]}, status)
 
 
-FHIR_SEARCH_PARAMETERS = {"patient.identifier", "agent.name", "date", "scope", "_count", "_after"}
+class FhirParamError(Exception):
+    """A search parameter the AuditEvent search cannot take; the message never holds its value."""
+
+    def __init__(self, parameter: str, message: str, code: str = "value") -> None:
+        super().__init__(message)
+        self.parameter, self.message, self.code = parameter, message, code
 
 
-class FhirAuditEventSearchApi(APIView):
+class FhirAuditApi(APIView):
+    """The FHIR AuditEvent routes: every error, DRF's own included, is an OperationOutcome."""
+
+    def handle_exception(self, exc: Exception) -> HttpResponseBase:  # type: ignore[override]
+        if isinstance(exc, FhirParamError):
+            return _outcome(400, exc.code, exc.message, exc.parameter)
+        if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+            # As DRF answers: 403 when the scheme (a session) has no WWW-Authenticate challenge.
+            status = 401 if self.get_authenticate_header(self.request) else 403
+            return _outcome(status, "login", "Sign in as a privacy officer.")
+        if isinstance(exc, exceptions.PermissionDenied):
+            return _outcome(403, "forbidden", "Only privacy officers may read the audit trail.")
+        if isinstance(exc, exceptions.MethodNotAllowed | exceptions.NotAcceptable):
+            return _outcome(exc.status_code, "not-supported", "Only GET, as FHIR JSON, is served.")
+        if isinstance(exc, exceptions.APIException):
+            return _outcome(exc.status_code, "processing", str(exc.detail))
+        if isinstance(exc, SuspiciousOperation):
+            return _outcome(400, "invalid", "The request could not be read.")
+        return super().handle_exception(exc)
+
+
+FHIR_QUERY_PARAMETERS = [
+    OpenApiParameter("patient.identifier", str,
+                     description="https://fhir.nhs.uk/Id/nhs-number|<NHS number>"),
+    OpenApiParameter("agent.name", str, description="username of the member of staff or system"),
+    OpenApiParameter("date", str, many=True, explode=True,
+                     description="geYYYY-MM-DD (from), leYYYY-MM-DD (to) or YYYY-MM-DD (that day)"),
+    OpenApiParameter("_count", int, description="read, but a page holds 50"),
+    OpenApiParameter("_after", str, description="where the next page starts (from a next link)"),
+]  # fmt: skip
+FHIR_SEARCH_PARAMETERS = {"patient.identifier", "agent.name", "date", "scope", "_count", "_after",
+                          "_format"}  # fmt: skip
+# The AuditQueryForm field each FHIR parameter fills, to name the parameter in errors.
+FORM_FIELDS = {"nhs_number": "patient.identifier", "user": "agent.name", "date_from": "date",
+               "date_to": "date", "__all__": "date"}  # fmt: skip
+PARAM_NAME = re.compile(r"_?[A-Za-z][A-Za-z\-.:]{0,63}")
+
+
+def _fhir_search_fields(params: Any) -> dict[str, str]:
+    """The AuditQueryForm fields of a FHIR AuditEvent search; FhirParamError if one is wrong."""
+    unknown = sorted(set(params) - FHIR_SEARCH_PARAMETERS)
+    if unknown:
+        named = [name for name in unknown if PARAM_NAME.fullmatch(name)]
+        raise FhirParamError(named[0] if named else "", "Unsupported search parameter"
+                             + (f": {named[0]}." if named else "."), "not-supported")  # fmt: skip
+    for name in ("patient.identifier", "agent.name", "scope", "_count", "_after"):
+        if len(params.getlist(name)) > 1:
+            raise FhirParamError(name, f"{name} may be given only once.")
+    fields: dict[str, str] = {}
+    identifier = params.get("patient.identifier", "")
+    if identifier:
+        system, _, value = identifier.rpartition("|")
+        if system not in ("", "https://fhir.nhs.uk/Id/nhs-number"):
+            raise FhirParamError("patient.identifier", "patient.identifier takes an NHS number: "
+                                 "https://fhir.nhs.uk/Id/nhs-number|<NHS number>.")  # fmt: skip
+        fields["nhs_number"] = value
+    fields["user"] = params.get("agent.name", "")
+    for value in params.getlist("date"):
+        found = re.fullmatch(r"(ge|le|eq)?(.*)", value, flags=re.DOTALL)
+        prefix, day = (found.group(1) or "eq", found.group(2)) if found else ("", "")
+        bounds = {"ge": ["date_from"], "le": ["date_to"], "eq": ["date_from", "date_to"]}
+        if prefix not in bounds:
+            raise FhirParamError("date", "date takes ge, le or eq and a day (geYYYY-MM-DD).")
+        for bound in bounds[prefix]:
+            if bound in fields:
+                raise FhirParamError("date", "date may give one start (ge) and one end (le).")
+            fields[bound] = day
+    count = params.get("_count", "")
+    if count and not re.fullmatch(r"[0-9]{1,9}", count):
+        raise FhirParamError("_count", "_count must be a whole number, like 50.")
+    return fields
+
+
+class FhirAuditEventSearchApi(FhirAuditApi):
     """AuditEvent search: `patient.identifier=https://fhir.nhs.uk/Id/nhs-number|<n>`,
     `agent.name`, `date=geYYYY-MM-DD` / `leYYYY-MM-DD`, `scope=holder|staff`; a searchset
-    Bundle with `next` links."""
+    Bundle with `next` links, 50 a page (a `_count` is read, and a page holds 50)."""
 
-    @extend_schema(operation_id="audit_fhir_auditevent_search", parameters=[SCOPE_PARAMETER],
+    @extend_schema(operation_id="audit_fhir_auditevent_search",
+                   parameters=[*FHIR_QUERY_PARAMETERS, SCOPE_PARAMETER],
                    responses={(200, FHIR_JSON): OpenApiTypes.OBJECT})  # fmt: skip
     def get(self, request: Request) -> HttpResponseBase:
         viewer = governance_viewer_of(request.user)
         if viewer is None:
             return _outcome(403, "forbidden", "Only privacy officers may read the audit trail.")
         params = request.query_params
-        unknown = set(params) - FHIR_SEARCH_PARAMETERS
-        if unknown:
-            return _outcome(400, "not-supported", f"Unsupported search parameter: "
-                            f"{sorted(unknown)[0]}.")  # fmt: skip
+        fields = _fhir_search_fields(params)
         try:
             viewer = viewer.in_scope(params.get("scope", ""))
         except ScopeUnknown as bad_scope:
-            return _outcome(400, "value", str(bad_scope))
-        fields: dict[str, str] = {}
-        identifier = params.get("patient.identifier", "")
-        if identifier:
-            system, _, value = identifier.rpartition("|")
-            if system not in ("", "https://fhir.nhs.uk/Id/nhs-number"):
-                return _outcome(400, "value", "patient.identifier takes an NHS number.")
-            fields["nhs_number"] = value
-        fields["user"] = params.get("agent.name", "")
-        for value in params.getlist("date"):
-            prefix, day = value[:2], value[2:]
-            if prefix not in ("ge", "le"):
-                return _outcome(400, "value", "date takes ge or le and a day (geYYYY-MM-DD).")
-            fields["date_from" if prefix == "ge" else "date_to"] = day
+            return _outcome(400, "value", str(bad_scope), "scope")
         form = AuditQueryForm(fields)
         if not form.is_valid():
-            first = next(iter(form.errors.values()))[0]
-            return _outcome(400, "value", str(first))
+            field, errors = next(iter(form.errors.items()))
+            parameter = FORM_FIELDS.get(field, field)
+            return _outcome(400, "value", f"{parameter}: {errors[0]}", parameter)
+        try:
+            after = cursor_parse(params.get("_after", ""))
+        except forms.ValidationError as bad:
+            return _outcome(400, "value", f"_after: {bad.messages[0]}", "_after")
         page = audit_search(
-            viewer=viewer, query=form.query(), via="fhir",
-            after=Cursor.parse(params.get("_after", "")), context=context_for(request),
+            viewer=viewer, query=form.query(), via="fhir", after=after,
+            context=context_for(request),
         )  # fmt: skip
         base = request.build_absolute_uri(request.path)
         links = [{"relation": "self", "url": request.build_absolute_uri()}]
@@ -271,7 +357,7 @@ class FhirAuditEventSearchApi(APIView):
         })  # fmt: skip
 
 
-class FhirAuditEventReadApi(APIView):
+class FhirAuditEventReadApi(FhirAuditApi):
     """One AuditEvent; 404 alike for absent and out of scope."""
 
     @extend_schema(operation_id="audit_fhir_auditevent_read",

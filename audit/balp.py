@@ -5,11 +5,18 @@ person's record follow BALP's PatientRead/PatientQuery patterns (the person
 as an entity with role "patient", the user as the requesting agent, the
 request id as a transaction entity); sign-in events use DICOM's User
 Authentication type; everything else is an application activity.
+
+Every row renders, whatever its `detail` holds: each kind of event writes its
+own shape (a feed's `entries` is a count, a read's a list of entry ids), so
+nothing here assumes one. Only well-formed entry ids become entities; every
+text is made a valid FHIR string or code, or left out.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
+import uuid
 from typing import Any
 
 from audit.models import AuditAction, AuditEvent, AuditOutcome
@@ -45,7 +52,7 @@ SIGN_INS = {
     AuditAction.SIGN_IN_FAILED: "110122",
     AuditAction.SIGN_OUT: "110123",  # Logout
 }
-OUTCOMES = {
+OUTCOMES: dict[str, str] = {
     AuditOutcome.SUCCESS: "0",
     AuditOutcome.DENIED: "4",
     AuditOutcome.REJECTED: "4",
@@ -53,12 +60,56 @@ OUTCOMES = {
 }
 
 
+DETAIL_KEYS = ("section", "withheld", "break_glass", "reason_code", "kind", "self_claimed")
+MAX_ENTITIES = 500
+
+
 def _when(value: datetime.datetime) -> str:
     return value.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _text(value: Any) -> str | None:
+    """A FHIR string of any value (lists and objects as JSON), or None for an empty one."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool | int | float):
+        text = str(value)  # as the trail has always shown them: True, 3
+    else:
+        text = json.dumps(value, default=str)
+    text = text.encode("utf-8", "replace").decode("utf-8")  # no lone surrogates
+    return text if text.strip() else None
+
+
+def _code(value: Any) -> str | None:
+    """A FHIR code (no leading, trailing or double spaces), or None for an empty one."""
+    text = _text(value)
+    if text is None:
+        return None
+    return " ".join(text.split()) or None
+
+
+def _detail(event: AuditEvent) -> dict[str, Any]:
+    return event.detail if isinstance(event.detail, dict) else {}
+
+
+def _entry_ids(entries: Any) -> list[str]:
+    """The well-formed entry ids an event names (a list of UUIDs; a count names none)."""
+    if not isinstance(entries, list):
+        return []
+    found = []
+    for entry in entries:
+        if isinstance(entry, str) and entry.isascii():
+            try:
+                found.append(str(uuid.UUID(entry)))
+            except ValueError:
+                continue
+    return found[:MAX_ENTITIES]
+
+
 def _agents(event: AuditEvent) -> list[dict[str, Any]]:
-    who: dict[str, Any] = {"display": event.actor_name or "unknown"}
+    who: dict[str, Any] = {"display": _text(event.actor_name) or "unknown"}
     if event.actor_id:
         who["identifier"] = {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{event.actor_id}"}
     if event.actor_type == "system":  # a partner system sending data
@@ -66,48 +117,58 @@ def _agents(event: AuditEvent) -> list[dict[str, Any]]:
     else:  # a person who is shown (or asks for) information
         kind = {"system": PARTICIPATION, "code": "IRCP", "display": "information recipient"}
     agent: dict[str, Any] = {"type": {"coding": [kind]}, "who": who, "requestor": True}
-    if event.actor_role_code:
+    role_code = _code(event.actor_role_code)
+    if role_code:
         agent["role"] = [
-            {"coding": [{"system": RBAC_ROLE, "code": event.actor_role_code,
-                         "display": event.actor_role or event.actor_role_code}]}
+            {"coding": [{"system": RBAC_ROLE, "code": role_code,
+                         "display": _text(event.actor_role) or role_code}]}
         ]  # fmt: skip
-    if event.actor_org_ods:
-        agent["location"] = {"identifier": {"system": ODS, "value": event.actor_org_ods}}
+    org = _text(event.actor_org_ods)
+    if org:
+        agent["location"] = {"identifier": {"system": ODS, "value": org}}
     if event.client_address:
         agent["network"] = {"address": str(event.client_address), "type": "2"}
-    if event.purpose:
-        agent["purposeOfUse"] = [{"coding": [{"system": ACT_REASON, "code": event.purpose}]}]
+    purpose = _code(event.purpose)
+    if purpose:
+        agent["purposeOfUse"] = [{"coding": [{"system": ACT_REASON, "code": purpose}]}]
     return [agent]
 
 
 def _entities(event: AuditEvent) -> list[dict[str, Any]]:
     entities: list[dict[str, Any]] = []
-    if event.nhs_number:
+    nhs_number = _text(event.nhs_number)
+    if nhs_number:
         entities.append({
-            "what": {"identifier": {"system": NHS_NUMBER, "value": event.nhs_number}},
+            "what": {"identifier": {"system": NHS_NUMBER, "value": nhs_number}},
             "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
             "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
         })  # fmt: skip
-    for entry in event.detail.get("entries", [])[:500]:
+    details = _detail(event)
+    for entry in _entry_ids(details.get("entries")):
         entities.append({
             "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{entry}"}},
             "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
             "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
         })  # fmt: skip
-    if event.request_id:
+    request_id = _text(event.request_id)
+    if request_id:
         entities.append({
-            "what": {"identifier": {"value": event.request_id}},
+            "what": {"identifier": {"value": request_id}},
             "type": {"system": BALP_ENTITY_TYPE, "code": "XrequestId"},
         })  # fmt: skip
     detail = [
-        {"type": key, "valueString": str(event.detail[key])}
-        for key in ("section", "withheld", "break_glass", "reason_code", "kind", "self_claimed")
-        if str(event.detail.get(key, "")) != ""
+        {"type": key, "valueString": text}
+        for key in DETAIL_KEYS
+        if (text := _text(details.get(key))) is not None
     ]
+    entries = details.get("entries")
+    if isinstance(entries, int) and not isinstance(entries, bool):
+        # A feed's or a match decision's count of the entries it carried.
+        detail.append({"type": "entries", "valueString": str(entries)})
     if detail:
         entities.append({
             "type": {"system": ENTITY_TYPE, "code": "4", "display": "Other"},
-            "description": event.get_action_display(),
+            "description": _text(event.get_action_display()) or "Other",
             "detail": detail,
         })  # fmt: skip
     return entities
@@ -131,17 +192,18 @@ def audit_event_as_fhir(event: AuditEvent) -> dict[str, Any]:
     else:
         resource["type"] = {"system": DCM, "code": "110100", "display": "Application Activity"}
         resource["action"] = "E"
-    resource["subtype"] = [
-        *resource.get("subtype", []),
-        {"system": "urn:sharedrecord:audit-action", "code": event.action,
-         "display": event.get_action_display()},
-    ]  # fmt: skip
+    ours: dict[str, Any] = {"system": "urn:sharedrecord:audit-action"}
+    if action_code := _code(event.action):
+        ours["code"] = action_code
+    if display := _text(event.get_action_display()):
+        ours["display"] = display
+    resource["subtype"] = [*resource.get("subtype", []), ours]
     resource["recorded"] = _when(event.occurred_at)
-    resource["outcome"] = OUTCOMES.get(AuditOutcome(event.outcome), "8")
+    resource["outcome"] = OUTCOMES.get(event.outcome, "8")
     if event.outcome != AuditOutcome.SUCCESS:
-        resource["outcomeDesc"] = event.get_outcome_display()
-    if event.purpose:
-        resource["purposeOfEvent"] = [{"coding": [{"system": ACT_REASON, "code": event.purpose}]}]
+        resource["outcomeDesc"] = _text(event.get_outcome_display()) or "Not successful"
+    if purpose := _code(event.purpose):
+        resource["purposeOfEvent"] = [{"coding": [{"system": ACT_REASON, "code": purpose}]}]
     resource["agent"] = _agents(event)
     resource["source"] = {
         "observer": {"display": "Shared care record"},

@@ -8,6 +8,8 @@ test suite can empty it either.
 
 from __future__ import annotations
 
+import datetime
+import json
 import uuid
 
 from django.conf import settings
@@ -133,6 +135,61 @@ class AuditChainHead(models.Model):
         return f"stripe {self.stripe} at {self.seq}"
 
 
+class AuditCheckpoint(models.Model):
+    """How far one stripe of the chain reached when it was last verified, signed.
+
+    Written by audit_checkpoint and audit_verify (audit/services.py) after
+    they have walked the stripe up to `seq`; never changed (PostgreSQL refuses,
+    audit/sql.py CHECKPOINTS). `signature` is an HMAC-SHA256 of
+    signed_message() with AUDIT_CHECKPOINT_KEY, a key that the processes
+    writing events do not hold, so nobody with only the database can move a
+    checkpoint back to match a chain whose tail they removed.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    taken_at = models.DateTimeField()
+    stripe = models.SmallIntegerField()
+    seq = models.BigIntegerField()
+    event_id = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+    events = models.BigIntegerField()
+    signature = models.CharField(max_length=64)
+
+    class Meta:
+        managed = False
+        db_table = "audit_checkpoint"
+        ordering = ["stripe", "-seq", "-id"]
+
+    def __str__(self) -> str:
+        return f"checkpoint of stripe {self.stripe} at {self.seq}"
+
+    def signed_message(self) -> bytes:
+        """The bytes the signature covers: every field but the row's own id."""
+        return checkpoint_message(
+            taken_at=self.taken_at,
+            stripe=self.stripe,
+            seq=self.seq,
+            event_id=self.event_id,
+            hash=self.hash,
+            events=self.events,
+        )
+
+
+def checkpoint_message(
+    *, taken_at: datetime.datetime, stripe: int, seq: int, event_id: int, hash: str, events: int
+) -> bytes:
+    """The canonical form of a checkpoint, as signed and as checked."""
+    fields = {
+        "taken_at": taken_at.astimezone(datetime.UTC).isoformat(timespec="microseconds"),
+        "stripe": stripe,
+        "seq": seq,
+        "event_id": event_id,
+        "hash": hash,
+        "events": events,
+    }
+    return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+
 class ReviewOutcome(models.TextChoices):
     JUSTIFIED = "justified", "Justified"
     NOT_JUSTIFIED = "not-justified", "Not justified"
@@ -149,6 +206,13 @@ class AccessReview(models.Model):
     Written once through audit.services.access_review_record, never changed:
     a later finding (after a referral) is a new row, and the latest one stands.
     The event is named by id and time, the trail's partitioned primary key.
+    PostgreSQL refuses UPDATE, DELETE and TRUNCATE (audit/sql.py), and the
+    AUDIT_REVIEW event written with each finding carries a digest of it, so
+    audit_verify finds a finding changed, removed or added behind the
+    application's back. Unmanaged since then, like the trail: Django's test
+    flush would otherwise try to empty it. The reviewer is a plain column (no
+    foreign key in the database) for the same reason; PROTECT still stops
+    Django deleting a reviewer.
     """
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -157,12 +221,14 @@ class AccessReview(models.Model):
     outcome = models.CharField(max_length=16, choices=ReviewOutcome.choices)
     note = models.TextField(max_length=2000)
     reviewer = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", db_constraint=False
     )
     reviewer_name = models.CharField(max_length=150)
     reviewed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        managed = False
+        db_table = "audit_accessreview"
         ordering = ["-reviewed_at", "-id"]
 
     def __str__(self) -> str:

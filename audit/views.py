@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.forms import Form
 from django.http import (
     Http404,
@@ -32,7 +32,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from audit.context import context_for
 from audit.csvstream import csv_lines
-from audit.forms import AuditQueryForm, ReviewForm, SubjectAccessForm
+from audit.forms import AuditQueryForm, ReviewForm, SubjectAccessForm, cursor_parse
 from audit.models import CLOSING_OUTCOMES, AuditEvent, ReviewOutcome
 from audit.selectors import Cursor, GovernanceScope, ScopeKind
 from audit.services import (
@@ -74,6 +74,15 @@ def _scoped(viewer: GovernanceViewer, request: HttpRequest, form: Form) -> Gover
     except ScopeUnknown as unknown:
         form.add_error(None, str(unknown))
         return viewer
+
+
+def _after(request: HttpRequest, form: Form) -> Cursor | None:
+    """The page a next link asks for; a link not of ours becomes an error on the form (a 400)."""
+    try:
+        return cursor_parse(request.GET.get("after", ""))
+    except ValidationError as bad:
+        form.add_error(None, bad)
+        return None
 
 
 def scope_description(scope: GovernanceScope) -> str:
@@ -137,10 +146,10 @@ def governance_events_page(request: HttpRequest) -> HttpResponse:
     viewer = _viewer(request)
     form = AuditQueryForm(request.GET)
     viewer = _scoped(viewer, request, form)
+    after = _after(request, form)
     context: dict[str, Any] = {"form": form, **scope_context(viewer, request)}
     if not form.is_valid():
         return render(request, "audit/events.html", context, status=400)
-    after = Cursor.parse(request.GET.get("after", ""))
     page = audit_search(
         viewer=viewer, query=form.query(), after=after, context=context_for(request)
     )

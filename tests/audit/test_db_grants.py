@@ -33,7 +33,8 @@ def test_the_app_role_appends_and_reads_the_trail_and_nothing_more() -> None:
     assert len(partitions) >= 4
     call_command("db_grants", role=role, stdout=StringIO())
 
-    for table in ["audit_event", "audit_event_holder", "audit_accessreview", *partitions]:
+    append_only = ["audit_event", "audit_event_holder", "audit_accessreview", "audit_checkpoint"]
+    for table in [*append_only, *partitions]:
         assert not _may(role, table, "UPDATE"), table
         assert not _may(role, table, "DELETE"), table
         assert not _may(role, table, "TRUNCATE"), table
@@ -41,6 +42,8 @@ def test_the_app_role_appends_and_reads_the_trail_and_nothing_more() -> None:
     assert _may(role, "audit_event", "SELECT")
     assert _may(role, "audit_event_holder", "INSERT")  # the trail's insert trigger writes it
     assert _may(role, "audit_accessreview", "INSERT")
+    assert _may(role, "audit_checkpoint", "INSERT")  # audit_verify checkpoints as it goes
+    assert _may(role, "audit_checkpoint", "SELECT")
     for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
         assert _may(role, "sharedrecord_entry", privilege)
     with connection.cursor() as cursor:
@@ -51,3 +54,16 @@ def test_the_app_role_appends_and_reads_the_trail_and_nothing_more() -> None:
             [role],
         )
         assert cursor.fetchone() == (True, False, True)
+
+
+@pytest.mark.parametrize("table", ["audit_accessreview", "audit_checkpoint"])
+def test_postgresql_guards_findings_and_checkpoints_like_the_trail(table: str) -> None:
+    """Even the owner is refused: each table has a row guard and a TRUNCATE guard."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.tgname FROM pg_trigger t WHERE t.tgrelid = %s::regclass "
+            "AND NOT t.tgisinternal AND t.tgenabled = 'O' ORDER BY t.tgname",
+            [table],
+        )
+        triggers = [row[0] for row in cursor.fetchall()]
+    assert triggers == [f"{table}_append_only", f"{table}_no_truncate"]

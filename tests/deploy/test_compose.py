@@ -16,7 +16,7 @@ from django.core.management import get_commands
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((BASE_DIR / "deploy" / "compose.yaml").read_text())
-APP_SERVICES = ["migrate", "grants", "web", "worker", "beat", "mllp"]
+APP_SERVICES = ["migrate", "grants", "web", "worker", "beat", "mllp", "audit-checkpoint"]
 
 
 def names_the_settings_read() -> set[str]:

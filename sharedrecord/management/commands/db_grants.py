@@ -3,8 +3,8 @@
 Run by the deployment as the owner after every migrate (deploy/compose.yaml):
 the role may read and write the record's tables, but may only INSERT and
 SELECT on the audit trail (its table, its record holders' index and every
-partition of both) and on access reviews, on top of the triggers that refuse
-UPDATE, DELETE and TRUNCATE on the trail.
+partition of both), on access reviews and on the trail's checkpoints, on top
+of the triggers that refuse UPDATE, DELETE and TRUNCATE on all of them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from psycopg import sql
 
 AUDIT_TABLES = ("audit_event", "audit_event_holder")  # the trail and its record holders' index
 REVIEW_TABLE = "audit_accessreview"  # governance findings: written once, never changed
+CHECKPOINT_TABLE = "audit_checkpoint"  # signed chain heads: written once, never changed
 
 
 def _audit_tables(cursor: Any) -> list[str]:
@@ -26,7 +27,7 @@ def _audit_tables(cursor: Any) -> list[str]:
         SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = ANY(%s::regclass[])
         """,
-        [[*AUDIT_TABLES, REVIEW_TABLE], list(AUDIT_TABLES)],
+        [[*AUDIT_TABLES, REVIEW_TABLE, CHECKPOINT_TABLE], list(AUDIT_TABLES)],
     )
     return [row[0] for row in cursor.fetchall()]
 
