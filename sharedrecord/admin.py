@@ -1,21 +1,71 @@
-"""Admin for organisations and staff. Nothing clinical is editable here."""
+"""Admin for organisations and staff. Nothing clinical is editable here.
+
+Signing in and out of the admin is audited exactly like the staff pages
+(sharedrecord/urls.py routes `/admin/login/` and `/admin/logout/` here).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.admin import UserAdmin
 from django.db import models
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseBase
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
 from guardian.admin import GuardedModelAdmin
 
 from audit.models import AuditAction
 from audit.services import audit_event_record
 from sharedrecord.auditing import actor_for, context_for
 from sharedrecord.models import Organisation, User
+from sharedrecord.oauth import api_tokens_revoke_for
+from sharedrecord.views import SignInView, SignOutView
 
 admin.site.site_header = "Shared care record administration"
+
+
+class AdminSignInView(SignInView):
+    """The admin's sign-in form, audited by SignInView: one event per success and failure."""
+
+    authentication_form = AdminAuthenticationForm
+    template_name = "admin/login.html"
+
+
+@never_cache
+def admin_sign_in(request: HttpRequest) -> HttpResponseBase:
+    """`/admin/login/`: what AdminSite.login does, through the audited sign-in view.
+
+    AdminSite.login builds Django's own LoginView, which writes nothing, so a
+    superuser's sign-in (or a guess at one) would leave no trace.
+    """
+    site = admin.site
+    if request.method == "GET" and site.has_permission(request):
+        return redirect(reverse("admin:index", current_app=site.name))
+    context = {
+        **site.each_context(request),
+        "title": _("Log in"),
+        "subtitle": None,
+        "app_path": request.get_full_path(),
+        "username": request.user.get_username(),
+    }
+    if REDIRECT_FIELD_NAME not in request.GET and REDIRECT_FIELD_NAME not in request.POST:
+        context[REDIRECT_FIELD_NAME] = reverse("admin:index", current_app=site.name)
+    request.current_app = site.name
+    return AdminSignInView.as_view(extra_context=context)(request)
+
+
+def admin_sign_out(request: HttpRequest) -> HttpResponseBase:
+    """`/admin/logout/`: AdminSite.logout, through the audited sign-out view."""
+    site = admin.site
+    request.current_app = site.name
+    context = {**site.each_context(request), "has_permission": False}
+    return SignOutView.as_view(extra_context=context)(request)
 
 
 def _audit_admin_change(request: HttpRequest, obj: models.Model, change: str) -> None:
@@ -69,3 +119,9 @@ class StaffAdmin(AuditedAdminMixin, UserAdmin):  # type: ignore[type-arg]
         ("Organisation and role", {"fields": ("organisation", "role")}),
     )
     readonly_fields = ("public_id",)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        """Save, and end the member of staff's API tokens when the account is deactivated."""
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            api_tokens_revoke_for(user=obj, reason="deactivated", context=context_for(request))

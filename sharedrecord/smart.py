@@ -60,3 +60,15 @@ def types_allowed(scopes: set[str] | frozenset[str], *, system: bool) -> frozens
         if resource_type in READABLE_TYPES:
             allowed.add(resource_type)
     return frozenset(allowed)
+
+
+def scopes_grantable(scopes: list[str] | set[str], *, system: bool) -> bool:
+    """Whether a client of this kind may be granted all these scopes (and at least one).
+
+    `system/` scopes are for partner systems (client credentials) only, and
+    `user/` scopes for staff applications (the authorization code flow) only:
+    a scope the caller's kind would not honour is refused when asked for,
+    not granted and ignored later. `patient/` scopes suit both (see above).
+    """
+    contexts = ("patient", "system") if system else ("patient", "user")
+    return bool(scopes) and all(scope.partition("/")[0] in contexts for scope in scopes)

@@ -31,7 +31,11 @@ def partner_token(
 
 
 def staff_token(client: Client, user: User, scope: str = "user/*.read") -> str:
-    """A member of staff's token: the authorization code flow with PKCE, signed in as them."""
+    """A member of staff's token: the authorization code flow with PKCE, signed in as them.
+
+    They sign in and allow in a browser of their own, which stays signed in:
+    a staff token ends with the session that gave consent (sharedrecord/oauth.py).
+    """
     issued = api_client_register(
         name=f"Ward app {secrets.token_hex(3)}", grant="authorization-code", redirect_uris=REDIRECT
     )
@@ -39,18 +43,18 @@ def staff_token(client: Client, user: User, scope: str = "user/*.read") -> str:
     challenge = (
         base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
     )
-    client.force_login(user)
+    browser = Client()
+    browser.force_login(user)
     query = {
         "response_type": "code", "client_id": issued.client_id, "redirect_uri": REDIRECT,
         "scope": scope, "state": "s1", "code_challenge": challenge,
         "code_challenge_method": "S256",
     }  # fmt: skip
-    page = client.get("/o/authorize/", query)
+    page = browser.get("/o/authorize/", query)
     assert page.status_code == 200, page.content[:300]
-    answer = client.post("/o/authorize/", {**query, "allow": "Authorize"})
+    answer = browser.post("/o/authorize/", {**query, "allow": "Authorize"})
     assert answer.status_code == 302, answer.content[:300]
     code = parse_qs(urlparse(answer["Location"]).query)["code"][0]
-    client.logout()
     return _token(client, issued.client_id, issued.client_secret, {
         "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
         "code_verifier": verifier,
