@@ -1,10 +1,19 @@
-"""HTTP endpoints of the project itself: liveness and readiness."""
+"""HTTP endpoints of the project itself: liveness and readiness; the REST API's error shape.
+
+`exception_handler` is DRF's (settings REST_FRAMEWORK); `not_found` and
+`bad_request` are for the URLconf's handler404 and handler400, so a request
+no route takes still answers in its protocol's shape.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpRequest, HttpResponse
+from django.views import defaults
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions
@@ -22,8 +31,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """Every API error as {"error": {"code": ..., "message": ...}} (STYLE.md section 10).
 
     Our DomainErrors carry their code and status; Django ValidationErrors from
-    services become 400 invalid; DRF's own errors keep their status. Anything
-    else is left to become a 500 that is seen.
+    services become 400 invalid; DRF's own errors keep their status; a request
+    Django refuses to read (too many fields, too large) is a 400 or 413. The
+    message of a field error names the field and says what is wrong with it.
+    Anything else is left to become a 500 that is seen.
     """
     if isinstance(exc, DomainError):
         return Response({"error": {"code": exc.code, "message": exc.message}}, status=exc.status)
@@ -32,25 +43,73 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         )
         return Response(
-            {
-                "error": {
-                    "code": "invalid",
-                    "message": "The request is not valid.",
-                    "fields": detail,
-                }
-            },
+            {"error": {"code": "invalid", "message": _first_problem(detail), "fields": detail}},
+            status=400,
+        )
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            {"error": {"code": "too_large", "message": "The request body is too large."}},
+            status=413,
+        )
+    if isinstance(exc, SuspiciousOperation):
+        return Response(
+            {"error": {"code": "bad_request", "message": "The request could not be read."}},
             status=400,
         )
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else "invalid"
-        message = exc.detail if isinstance(exc.detail, str) else "The request is not valid."
+        message = exc.detail if isinstance(exc.detail, str) else _first_problem(exc.detail)
         body: dict[str, Any] = {"code": code, "message": str(message)}
         if not isinstance(exc.detail, str):
             body["fields"] = exc.detail
         response.data = {"error": body}
     return response
+
+
+def _first_problem(detail: Any, field: str = "") -> str:
+    """The first message in a tree of field errors, after the name of its field."""
+    if isinstance(detail, dict):
+        for name, inner in detail.items():
+            named = "" if name in ("non_field_errors", "__all__") else str(name)
+            return _first_problem(inner, field or named)
+    elif isinstance(detail, list | tuple):
+        for inner in detail:
+            return _first_problem(inner, field)
+    elif isinstance(detail, str) and detail:
+        return f"{field}: {detail}" if field else detail
+    return "The request is not valid."
+
+
+# Routes whose errors are FHIR OperationOutcomes: the read API, the feeds, the AuditEvent view.
+FHIR_ROUTES = ("/fhir/", "/api/v1/feeds/", "/api/v1/audit/fhir/")
+
+
+def _protocol_error(request: HttpRequest, status: int, code: str, message: str) -> HttpResponse:
+    if request.path.startswith(FHIR_ROUTES):
+        fhir_code = {400: "invalid", 404: "not-found"}.get(status, "processing")
+        issue = {"severity": "error", "code": fhir_code, "diagnostics": message}
+        outcome = {"resourceType": "OperationOutcome", "issue": [issue]}
+        return HttpResponse(
+            json.dumps(outcome), status=status, content_type="application/fhir+json"
+        )
+    body = {"error": {"code": code, "message": message}}
+    return HttpResponse(json.dumps(body), status=status, content_type="application/json")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: an API address no route takes answers in its API's shape; a page, as Django's."""
+    if request.path.startswith(("/api/", "/fhir/")):
+        return _protocol_error(request, 404, "not_found", "There is nothing at this address.")
+    return defaults.page_not_found(request, exception or Exception())
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler400: a request Django refused to read (too many fields, a bad host...), likewise."""
+    if request.path.startswith(("/api/", "/fhir/")):
+        return _protocol_error(request, 400, "bad_request", "The request could not be read.")
+    return defaults.bad_request(request, exception or Exception())
 
 
 class HealthzApi(APIView):

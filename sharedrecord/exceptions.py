@@ -16,6 +16,22 @@ class DomainError(Exception):
             self.code = code
 
 
+class InvalidParameter(DomainError):
+    """A request parameter the server cannot take: names the parameter, never its value.
+
+    `issue` is the FHIR issue type the read API answers with (value, required,
+    not-supported, too-costly).
+    """
+
+    code = "invalid_parameter"
+    status = 400
+
+    def __init__(self, parameter: str, message: str, *, issue: str = "value") -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.issue = issue
+
+
 class PatientNotFound(DomainError):
     """Raised alike for "does not exist" and "not yours" (STYLE.md section 3)."""
 

@@ -1,28 +1,29 @@
 """The FHIR R4 read API over HTTP: OAuth2 bearer tokens in, searchset Bundles out.
 
-HTTP only (STYLE.md section 6): each view checks the token's scopes and the
-request's parameters, calls one audited read in fhir_read.py, and writes
-the Bundle. Every error is an OperationOutcome with the status FHIR asks
-for. Nothing is written: every other method answers 405.
+HTTP only (STYLE.md section 6): each view checks the token's scopes, parses
+the request's parameters into typed values (fhirparams.py, the search
+grammar), builds its query from those values alone, calls one audited read in
+fhir_read.py, and writes the Bundle. Every error is an OperationOutcome with
+the status FHIR asks for, naming the parameter at fault (`expression`
+"http.<name>") and never repeating its value. Nothing is written: every other
+method answers 405.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import re
 import uuid
-from collections.abc import Iterator
-from typing import Any, ClassVar, cast
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, ValidationError
 from django.db.models import Q
 from django.http import Http404, HttpResponse, QueryDict, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import extend_schema
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from rest_framework import exceptions
@@ -33,13 +34,13 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from sharedrecord.access import viewer_may_search
+from sharedrecord.access import ODS_SYSTEM, viewer_may_search
 from sharedrecord.auditing import context_for
-from sharedrecord.exceptions import PatientNotFound
+from sharedrecord.exceptions import InvalidParameter, PatientNotFound
 from sharedrecord.fhir_read import (
-    NHS_NUMBER_SYSTEM,
     ApiBasis,
     ApiCaller,
+    Cursor,
     Page,
     Row,
     api_basis_parse,
@@ -51,8 +52,16 @@ from sharedrecord.fhir_read import (
     patient_resource,
     query_key,
 )
+from sharedrecord.fhirparams import (
+    DateParam,
+    Token,
+    parse_everything,
+    parse_id,
+    parse_patient_search,
+    parse_type_search,
+    unknown_names,
+)
 from sharedrecord.models import User
-from sharedrecord.services import ODS_SYSTEM
 from sharedrecord.smart import READABLE_TYPES, SEARCHABLE_TYPES, types_allowed
 
 FHIR_JSON = "application/fhir+json"
@@ -65,26 +74,31 @@ class FhirJsonRenderer(JSONRenderer):
 
 
 class FhirError(Exception):
-    """An error the API answers with an OperationOutcome (code from the FHIR issue-type set)."""
+    """An error the API answers with an OperationOutcome (code from the FHIR issue-type set).
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    `parameter` names the HTTP parameter at fault, if one is.
+    """
+
+    def __init__(self, status: int, code: str, message: str, parameter: str = "") -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.parameter = parameter
 
 
-def outcome(severity: str, code: str, message: str) -> dict[str, Any]:
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": severity, "code": code, "diagnostics": message}],
-    }
+def outcome(severity: str, code: str, message: str, parameter: str = "") -> dict[str, Any]:
+    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": message}
+    if parameter:
+        # FHIR names an HTTP parameter in an issue's expression as "http." + its name.
+        issue["expression"] = [f"http.{parameter}"]
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
 def _json_response(body: dict[str, Any], status: int = 200) -> HttpResponse:
     return HttpResponse(json.dumps(body), status=status, content_type=FHIR_JSON)
 
 
-def _error(status: int, code: str, message: str) -> HttpResponse:
-    response = _json_response(outcome("error", code, message), status)
+def _error(status: int, code: str, message: str, parameter: str = "") -> HttpResponse:
+    response = _json_response(outcome("error", code, message, parameter), status)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="fhir", error="invalid_token"'
     return response
@@ -123,7 +137,14 @@ class FhirApi(APIView):
 
     def handle_exception(self, exc: Exception) -> HttpResponseBase:  # type: ignore[override]
         if isinstance(exc, FhirError):
-            return _error(exc.status, exc.code, exc.message)
+            return _error(exc.status, exc.code, exc.message, exc.parameter)
+        if isinstance(exc, InvalidParameter):
+            return _error(400, exc.issue, exc.message, exc.parameter)
+        if isinstance(exc, RequestDataTooBig):
+            return _error(413, "too-costly", "The request body is too large.")
+        if isinstance(exc, SuspiciousOperation):
+            # Too many parameters, a malformed body or host: Django refuses to read it.
+            return _error(400, "invalid", "The request could not be read.")
         if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
             return _error(401, "login", "Send a valid OAuth2 bearer token.")
         if isinstance(exc, PatientNotFound | Http404):
@@ -162,7 +183,7 @@ class FhirApi(APIView):
         """
         source = cast(QueryDict, request.data if request.method == "POST" else request.query_params)
         pairs = [(k, v) for k in source for v in source.getlist(k)]
-        unknown = sorted({k for k, _ in pairs if k not in self.params | {"_format"}})
+        unknown = unknown_names(pairs, self.params | {"_format"})
         if unknown and "handling=strict" in request.headers.get("Prefer", "").replace(" ", ""):
             raise FhirError(400, "not-supported", f"Unknown parameters: {', '.join(unknown)}.")
         return [(k, v) for k, v in pairs if k in self.params]
@@ -202,55 +223,32 @@ class FhirApi(APIView):
         return settings.FHIR_BASE_URL or request.build_absolute_uri("/fhir/R4").rstrip("/")
 
 
-def _count(values: list[str]) -> int:
-    if not values:
-        return int(settings.FHIR_PAGE_SIZE)
-    if not values[-1].isdigit():
-        raise FhirError(400, "invalid", "_count must be a whole number.")
-    return min(int(values[-1]), int(settings.FHIR_PAGE_MAX))
+def _page_size() -> int:
+    return int(settings.FHIR_PAGE_SIZE)
 
 
-# ------------------------------------------------------------------ dates and tokens
+def _page_max() -> int:
+    return int(settings.FHIR_PAGE_MAX)
 
-DATE_RE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb)?(\d{4}(-\d{2}(-\d{2}(T.+)?)?)?)$")
 
-
-def _date_range(value: str) -> tuple[str, datetime.datetime, datetime.datetime]:
-    """A FHIR date search value: its prefix and the instant range its precision covers."""
-    found = DATE_RE.match(value)
-    if not found:
-        raise FhirError(400, "invalid", "A date parameter is not a FHIR date.")
-    prefix, text = found.group(1) or "eq", found.group(2)
-    tz = timezone.get_current_timezone()
+def _cursor(token: str, query: str) -> Cursor | None:
+    """The cursor a next link carries; a 400 naming _cursor if it is not one of ours."""
+    if not token:
+        return None
     try:
-        if "T" in text:
-            start = parse_datetime(text)
-            if start is None:
-                raise ValueError(text)
-            if timezone.is_naive(start):
-                start = timezone.make_aware(start, tz)
-            return prefix, start, start + datetime.timedelta(seconds=1)
-        parts = [int(p) for p in text.split("-")]
-        if len(parts) == 1:
-            first = datetime.date(parts[0], 1, 1)
-            after = datetime.date(parts[0] + 1, 1, 1)
-        elif len(parts) == 2:
-            first = datetime.date(parts[0], parts[1], 1)
-            after = (first + datetime.timedelta(days=32)).replace(day=1)
-        else:
-            first = datetime.date(*parts)
-            after = first + datetime.timedelta(days=1)
-    except ValueError as exc:
-        raise FhirError(400, "invalid", "A date parameter is not a real date.") from exc
-    as_instant = datetime.datetime.combine
-    return prefix, as_instant(first, datetime.time(), tz), as_instant(after, datetime.time(), tz)
+        return cursor_read(token, query=query)
+    except ValidationError as exc:
+        raise FhirError(400, "value", " ".join(exc.messages), "_cursor") from exc
 
 
-def _date_filter(field: str, values: list[str]) -> Q:
+# ------------------------------------------------------------------ queries from typed values
+
+
+def _date_filter(field: str, values: tuple[DateParam, ...]) -> Q:
     """Each value narrows the search (repeat the parameter for a range: ge...&le...)."""
     where = Q()
     for value in values:
-        prefix, start, end = _date_range(value)
+        start, end = value.start, value.end
         where &= {
             "eq": Q(**{f"{field}__gte": start, f"{field}__lt": end}),
             "ne": ~Q(**{f"{field}__gte": start, f"{field}__lt": end}),
@@ -260,43 +258,38 @@ def _date_filter(field: str, values: list[str]) -> Q:
             "lt": Q(**{f"{field}__lt": start}),
             "eb": Q(**{f"{field}__lt": start}),
             "le": Q(**{f"{field}__lt": end}),
-        }[prefix]
+        }[value.prefix]
     return where
 
 
-def _any_of(values: list[str], one: Any) -> Q:
-    """Repeated parameters AND together; commas inside one value OR together."""
+T = TypeVar("T")
+
+
+def _any_of(values: tuple[tuple[T, ...], ...], one: Callable[[T], Q]) -> Q:
+    """Repeated parameters AND together; the values inside one OR together."""
     where = Q()
-    for value in values:
+    for alternatives in values:
         either = Q()
-        for part in value.split(","):
-            either |= one(part.strip())
+        for value in alternatives:
+            either |= one(value)
         where &= either
     return where
 
 
-def _code(token: str) -> Q:
-    system, bar, code = token.rpartition("|")
-    if not bar:
-        return Q(code=token)
-    return Q(code=code, code_system=system) if system else Q(code=code)
+def _code(token: Token) -> Q:
+    where = Q(code_system=token.system) if token.system else Q()
+    return where & Q(code=token.code) if token.code else where
 
 
-def _category(token: str) -> Q:
-    system, bar, code = token.rpartition("|")
-    coding = {"code": code if bar else token}
-    if bar and system:
-        coding["system"] = system
+def _category(token: Token) -> Q:
+    coding = {"system": token.system} if token.system else {}
+    if token.code:
+        coding["code"] = token.code
     # CodeableConcept categories (most types) and AllergyIntolerance's plain codes.
-    return Q(resource__category__contains=[{"coding": [coding]}]) | Q(
-        resource__category__contains=[coding["code"]]
-    )
-
-
-def _patient_id(values: list[str]) -> str:
-    if len(values) != 1:
-        raise FhirError(400, "required", "Search by one patient: patient=<id>.")
-    return values[0].removeprefix("Patient/")
+    where = Q(resource__category__contains=[{"coding": [coding]}])
+    if token.code:
+        where |= Q(resource__category__contains=[token.code])
+    return where
 
 
 # ------------------------------------------------------------------ Bundles
@@ -453,39 +446,18 @@ class PatientSearchApi(FhirApi):
         caller = self.caller(request, frozenset({"Patient"}))
         basis = self.basis(request)
         params = self.search_params(request)
-        given = dict(params)
-        identifier = given.get("identifier", "")
-        nhs_number = family = ""
-        birth_date = None
-        if identifier:
-            system, bar, value = identifier.rpartition("|")
-            if bar and system and system != NHS_NUMBER_SYSTEM:
-                # Only NHS numbers identify people here: nobody has another identifier.
-                return _bundle(total=0, links=[("self", self._self(request, params))], entries=[])
-            nhs_number = value.strip()
-            if not nhs_number:
-                raise FhirError(400, "invalid", "identifier needs a value: <system>|<NHS number>.")
-        elif given.get("family") and given.get("birthdate"):
-            family = given["family"]
-            prefix, start, end = _date_range(given["birthdate"])
-            if prefix != "eq" or end - start != datetime.timedelta(days=1):
-                raise FhirError(400, "invalid", "birthdate must be one day: YYYY-MM-DD.")
-            birth_date = start.date()
-        else:
-            raise FhirError(
-                400,
-                "required",
-                "Search by identifier (https://fhir.nhs.uk/Id/nhs-number|<NHS number>), "
-                "or by family and birthdate together.",
-            )
+        search = parse_patient_search(params, tz=timezone.get_current_timezone())
+        if search.other_system:
+            # Only NHS numbers identify people here: nobody has another identifier.
+            return _bundle(total=0, links=[("self", self._self(request, params))], entries=[])
         found = api_patient_search(
             caller=caller,
             basis=basis,
-            nhs_number=nhs_number,
-            family=family,
-            birth_date=birth_date,
-            gender=given.get("gender", ""),
-            postcode=given.get("address-postalcode", ""),
+            nhs_number=search.nhs_number,
+            family=search.family,
+            birth_date=search.birth_date,
+            gender=search.gender,
+            postcode=search.postcode,
             context=context_for(request),
         )
         base = self.base(request)
@@ -546,6 +518,9 @@ class PatientReadApi(FhirApi):
 
 
 def _uuid_or_404(value: str) -> str:
+    # uuid.UUID() reads any Unicode digit as hex: only an ASCII id can name a row.
+    if not value.isascii():
+        raise Http404
     try:
         return str(uuid.UUID(value))
     except ValueError as exc:
@@ -562,30 +537,18 @@ class PatientEverythingApi(FhirApi):
         caller = self.caller(request, READABLE_TYPES)
         basis = self.basis(request)
         params = self.search_params(request)
-        given: dict[str, list[str]] = {}
-        for k, v in params:
-            given.setdefault(k, []).append(v)
-        types = caller.types
-        if "_type" in given:
-            asked = {t.strip() for v in given["_type"] for t in v.split(",") if t.strip()}
-            unknown = asked - READABLE_TYPES
-            if unknown:
-                names = ", ".join(sorted(unknown))
-                raise FhirError(400, "not-supported", f"Unknown _type: {names}.")
-            types = types & asked
-        where = Q()
-        if "_since" in given:
-            since = parse_datetime(given["_since"][-1])
-            if since is None or timezone.is_naive(since):
-                raise FhirError(400, "invalid", "_since must be an instant with a time zone.")
-            where &= Q(updated_at__gte=since)
+        search = parse_everything(
+            params, page_size=_page_size(), page_max=_page_max(), readable=READABLE_TYPES
+        )
+        types = caller.types if search.types is None else caller.types & search.types
+        where = Q() if search.since is None else Q(updated_at__gte=search.since)
         query = query_key(params)
-        cursor = cursor_read(given["_cursor"][-1], query=query) if "_cursor" in given else None
+        cursor = _cursor(search.cursor, query)
         identifier = _uuid_or_404(patient_id)
         page = api_entries_page(
             caller=caller, basis=basis, patient_id=identifier, types=types, where=where,
-            count=_count(given.get("_count", [])), cursor=cursor, query=query,
-            interaction="everything", context=context_for(request),
+            count=search.count, cursor=cursor, query=query, interaction="everything",
+            context=context_for(request),
         )  # fmt: skip
         base = self.base(request)
         response = _page_response(base, f"Patient/{identifier}/$everything", params, page)
@@ -629,36 +592,34 @@ class TypeSearchApi(FhirApi):
         caller = self.caller(request, frozenset({resource_type}))
         basis = self.basis(request)
         params = self.search_params(request)
-        given: dict[str, list[str]] = {}
-        for k, v in params:
-            given.setdefault(k, []).append(v)
-        patient_id = _patient_id(given.get("patient", []))
-        revinclude = given.get("_revinclude", [])
-        if any(v != "Provenance:target" for v in revinclude):
-            raise FhirError(400, "not-supported", "Only _revinclude=Provenance:target is served.")
+        search = parse_type_search(
+            params, page_size=_page_size(), page_max=_page_max(),
+            tz=timezone.get_current_timezone(),
+        )  # fmt: skip
         where = (
-            _date_filter("effective_at", given.get("date", []))
-            & _date_filter("updated_at", given.get("_lastUpdated", []))
-            & _any_of(given.get("code", []), _code)
-            & _any_of(given.get("status", []), lambda s: Q(status=s))
-            & _any_of(given.get("category", []), _category)
+            _date_filter("effective_at", search.date)
+            & _date_filter("updated_at", search.last_updated)
+            & _any_of(search.code, _code)
+            & _any_of(search.status, lambda s: Q(status=s))
+            & _any_of(search.category, _category)
         )
         query = query_key(params)
-        cursor = cursor_read(given["_cursor"][-1], query=query) if "_cursor" in given else None
+        cursor = _cursor(search.cursor, query)
         try:
             page = api_entries_page(
-                caller=caller, basis=basis, patient_id=_uuid_or_404(patient_id),
-                types=frozenset({resource_type}), where=where,
-                count=_count(given.get("_count", [])), cursor=cursor, query=query,
-                interaction="search-type", context=context_for(request),
+                caller=caller, basis=basis, patient_id=_uuid_or_404(search.patient),
+                types=frozenset({resource_type}), where=where, count=search.count,
+                cursor=cursor, query=query, interaction="search-type",
+                context=context_for(request),
             )  # fmt: skip
         except (PatientNotFound, Http404):
             # A person the caller may not see answers like nobody: an empty search.
             links = [("self", _link(self.base(request), resource_type, params))]
             return _bundle(total=0, links=links, entries=[])
         return _page_response(
-            self.base(request), resource_type, params, page, revinclude=bool(revinclude)
-        )
+            self.base(request), resource_type, params, page,
+            revinclude=search.revinclude_provenance,
+        )  # fmt: skip
 
 
 class EntryReadApi(FhirApi):
@@ -669,6 +630,9 @@ class EntryReadApi(FhirApi):
         caller = self.caller(request, frozenset({resource_type}))
         basis = self.basis(request)
         self.search_params(request)
+        if parse_id(entry_id) is None:
+            # Not a FHIR id, so it names nothing (and is never written to the trail).
+            raise Http404
         row = api_entry_read(
             caller=caller, basis=basis, resource_type=resource_type, entry_id=entry_id,
             context=context_for(request),
