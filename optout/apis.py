@@ -17,7 +17,7 @@ from audit.models import AuditAction
 from audit.services import AuditActor, audit_event_record
 from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
 from ingestion.models import FeedCredential
-from optout.models import OptOut, OptOutChange, OptOutRoute, OptOutStatus
+from optout.models import RECEIVED_ROUTES, OptOut, OptOutChange, OptOutRoute, OptOutStatus
 from optout.selectors import optins_since, optout_history_for, optouts_for_practice
 from optout.services import (
     OptOutCheck,
@@ -205,7 +205,7 @@ class OptOutListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         practice = _practice(request, "list")
-        page = serializers.IntegerField(min_value=1).run_validation(
+        page = serializers.IntegerField(min_value=1, max_value=100_000).run_validation(
             request.query_params.get("page") or 1
         )
         entries = optouts_for_practice(
@@ -284,8 +284,6 @@ class OptInsSinceApi(APIView):
 
 
 # ------------------------------------------------------------------ objections (programme team)
-
-RECEIVED_ROUTES = {"phone": OptOutRoute.PROGRAMME_PHONE, "email": OptOutRoute.PROGRAMME_EMAIL}
 
 
 class ObjectionCheckInput(serializers.Serializer[Any]):

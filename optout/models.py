@@ -40,6 +40,8 @@ class OptOutRoute(models.TextChoices):
 
 # The routes by which the programme team records an objection for a practice.
 PROGRAMME_ROUTES = (OptOutRoute.PROGRAMME_PHONE, OptOutRoute.PROGRAMME_EMAIL)
+# How the programme's team received an objection, as its page and API ask it.
+RECEIVED_ROUTES = {"phone": OptOutRoute.PROGRAMME_PHONE, "email": OptOutRoute.PROGRAMME_EMAIL}
 
 
 class OptOutQuerySet(models.QuerySet["OptOut"]):
@@ -60,6 +62,9 @@ class OptOut(models.Model):
     # Organisations whose data the opt-out removed (ODS codes only): told to
     # re-send if the person opts back in.
     purged_source_ods = ArrayField(models.CharField(max_length=12), default=list, blank=True)
+    # The registration authority's own time for the assertion that last moved this
+    # entry to its practice: an older assertion (a replayed or late message) moves nothing.
+    holding_asserted_at = models.DateTimeField(null=True, blank=True)
 
     objects: ClassVar[OptOutQuerySet] = OptOutQuerySet.as_manager()  # type: ignore[assignment]
 

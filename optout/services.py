@@ -12,6 +12,7 @@ about other practices' entries.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -125,18 +126,24 @@ def _check_audit(
         action=AuditAction.IDENTITY_VIEW,
         actor=actor,
         outcome=AuditOutcome.DENIED if refused else AuditOutcome.SUCCESS,
+        # A refused check names no practice: the asking practice's privacy officer
+        # reads its own staff's events, and the refusal must not say where the
+        # person is registered. The programme's officers see the whole trail.
         subject=AuditSubject(
             patient_id=registration.patient_id,
             nhs_number=number,
-            gp_ods=registration.registered_gp_ods,
+            gp_ods="" if refused else registration.registered_gp_ods,
         ),
         detail={
             "check": "opt-out",
             "by": by,
             "found": registration.patient_id is not None,
             "shown": registration.identity is not None and not refused,
-            "registration": "known" if registration.registered_gp_ods else "unknown",
-            **({"refused": refused} if refused else {}),
+            **(
+                {"refused": refused}
+                if refused
+                else {"registration": "known" if registration.registered_gp_ods else "unknown"}
+            ),
         },
         context=context,
     )
@@ -428,14 +435,22 @@ def optout_objection_register(
 
 @transaction.atomic
 def optout_holding_move(
-    *, nhs_number: str, to_practice: Organisation, context: AuditContext | None = None
+    *,
+    nhs_number: str,
+    to_practice: Organisation,
+    asserted_by: Organisation,
+    asserted_at: datetime.datetime | None,
+    context: AuditContext | None = None,
 ) -> int:
     """Move every active opt-out of other practices for a person to their new practice.
 
-    For ingestion, when the registration authority moves the person; the
-    caller holds patient_lock (taken again here, which is harmless). Steps:
+    For ingestion, when the registration authority `asserted_by` moves the
+    person; the caller holds patient_lock (taken again here, which is
+    harmless). Steps:
     1. Take the person's entries, locked. Entries of other practices that are
-       not active stay where they are.
+       not active stay where they are. An assertion made (`asserted_at`, the
+       authority's own time) no later than the one that last moved the
+       person's entry is stale (a replayed or late message) and moves nothing.
     2. The first active entry moves to `to_practice` if it has none; any
        other merges into `to_practice`'s entry: its history and removed-data
        sources go with it and the emptied entry is deleted.
@@ -455,6 +470,9 @@ def optout_holding_move(
         .select_related("practice")
         .order_by("id")
     )
+    moved_by = [e.holding_asserted_at for e in entries if e.holding_asserted_at is not None]
+    if asserted_at is not None and moved_by and asserted_at <= max(moved_by):
+        return 0
     own = next((e for e in entries if e.practice_id == to_practice.pk), None)
     moving = [
         e for e in entries if e.practice_id != to_practice.pk and e.status == OptOutStatus.OPTED_OUT
@@ -474,9 +492,12 @@ def optout_holding_move(
             target, OptOutStatus.OPTED_OUT, to_practice, OptOutRoute.REGISTRATION_MOVED, "",
             None, REGISTRATION_SYSTEM,
         )  # fmt: skip
+    if asserted_at is not None:
+        target.holding_asserted_at = asserted_at
+        target.save(update_fields=["holding_asserted_at"])
     audit_event_record(
         action=AuditAction.OPTOUT_CHANGE,
-        actor=AuditActor.system("ingestion"),
+        actor=AuditActor.system("ingestion", org_ods=asserted_by.ods_code),
         subject=AuditSubject(nhs_number=number, gp_ods=to_practice.ods_code),
         detail={
             "change": "holding-moved",

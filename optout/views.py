@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods
 
 from audit.models import AuditAction
 from audit.services import audit_event_record
-from optout.models import OptOut, OptOutRoute
+from optout.models import RECEIVED_ROUTES, OptOut, OptOutRoute
 from optout.selectors import optout_history_for, optouts_for_practice
 from optout.services import (
     objections_office_of,
@@ -36,7 +36,6 @@ from sharedrecord.matching import nhs_number_is_valid, nhs_number_normalise
 from sharedrecord.models import Organisation, User
 
 PAGE = 50
-RECEIVED_ROUTES = {"phone": OptOutRoute.PROGRAMME_PHONE, "email": OptOutRoute.PROGRAMME_EMAIL}
 
 
 def _practice(request: HttpRequest, action: str) -> Organisation:

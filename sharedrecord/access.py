@@ -37,7 +37,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db.models import Max, Q, QuerySet
+from django.db.models import Exists, Max, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from sharedrecord.exceptions import PatientNotFound
@@ -86,8 +86,14 @@ class SensitivityRules:
 
     @functools.cached_property
     def sensitive_codes(self) -> frozenset[str]:
-        """Every listed code of every category, as "system|code"."""
-        return frozenset().union(*(c.codes for c in self.categories))
+        """Every listed code of every category, as "system|code".
+
+        Also each code with no system ("|code"), as ingestion stores a coding
+        that names none: a sender that leaves the system out must not make a
+        sensitive item ordinary (restricting a stray match is the safe side).
+        """
+        listed = frozenset().union(*(c.codes for c in self.categories))
+        return listed | {"|" + code.partition("|")[2] for code in listed}
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,74 @@ def policy_table() -> PolicyTable:
     return policy_table_load(Path(settings.ACCESS_POLICY_FILE))
 
 
+# ------------------------------------------------------------------ who may assert what
+
+ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
+
+
+def registered_gp_named(resource: dict[str, Any]) -> str:
+    """The ODS code a Patient resource names as the person's GP practice, or ""."""
+    for ref in resource.get("generalPractitioner", []):
+        identifier = ref.get("identifier", {}) if isinstance(ref, dict) else {}
+        if identifier.get("system") == ODS_SYSTEM and identifier.get("value"):
+            return str(identifier["value"]).upper()[:12]
+    return ""
+
+
+def may_assert_registration(organisation: Organisation) -> bool:
+    """True for a registration authority (a PDS-like service): its word on the GP decides."""
+    return organisation.kind == OrganisationKind.REGISTRATION_AUTHORITY
+
+
+def _authority_order(entry: Entry) -> tuple[datetime.datetime, datetime.datetime, int]:
+    # Within one authority its own clock orders its statements; ours breaks ties.
+    floor = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    return (entry.source_updated_at or floor, entry.updated_at, entry.id)
+
+
+def registration_asserted(*, sources: list[Entry], current: str) -> str:
+    """The registered GP practice, from the sources allowed to assert it (DESIGN: authorities).
+
+    1. A registration authority decides when it has sent a Patient resource
+       for the person: its newest one's generalPractitioner, even when that
+       names nobody. A code it names that belongs to an organisation we know
+       is not a GP practice (a pharmacy, a hospital) is not a registration:
+       the answer is then "not known".
+    2. Otherwise a GP practice's own Patient resource naming that same
+       practice (and not marked inactive) is its claim. The current holder
+       keeps the person while it still claims them, so one practice cannot
+       take another's patient; when the holder stops claiming (names
+       another practice, marks the person inactive, or deletes its
+       resource), the earliest remaining claim holds.
+    3. Anything else (a hospital's, pharmacy's or council's view of the GP,
+       a practice naming another practice) stays in its entry and moves
+       nothing.
+    """
+    authority = [e for e in sources if may_assert_registration(e.source_org)]
+    if authority:
+        named = registered_gp_named(max(authority, key=_authority_order).resource)
+        not_a_practice = (
+            Organisation.objects.filter(ods_code=named)
+            .exclude(kind=OrganisationKind.GP_PRACTICE)
+            .exists()
+        )
+        return "" if not_a_practice else named
+    claims = sorted(
+        (
+            e
+            for e in sources
+            if e.source_org.kind == OrganisationKind.GP_PRACTICE
+            and e.resource.get("active") is not False
+            and registered_gp_named(e.resource) == e.source_org.ods_code
+        ),
+        key=lambda e: (e.received_at, e.id),
+    )
+    claimants = [e.source_org.ods_code for e in claims]
+    if current in claimants:
+        return current
+    return claimants[0] if claimants else ""
+
+
 # ------------------------------------------------------------------ finding a person
 
 
@@ -260,13 +334,17 @@ RELATIONSHIP_TYPES = {
     "ServiceRequest": ("referral", "made a referral"),
     "Appointment": ("appointment", "holds an appointment"),
 }
-# The organisation's own active care, however old: it cares for the person now.
+# The organisation's own active care: it cares for the person now. A care
+# team or care plan counts however old; an active alert or problem only if the
+# organisation sent or updated it within RELATIONSHIP_DAYS (hospitals seldom
+# close problems, and an old one must not become a lasting relationship).
 ACTIVE_CARE_TYPES = {
     "CareTeam": ("care-team", "has the person in a care team"),
     "CarePlan": ("care-plan", "holds an active care plan or care package"),
     "Flag": ("alert", "holds an active alert"),
     "Condition": ("active-problem", "is treating an active problem"),
 }
+ONGOING_CARE_TYPES = ("CareTeam", "CarePlan")
 ACTIVE_STATUSES = ("active", "recurrence", "relapse")
 
 
@@ -276,8 +354,8 @@ def relationships_of(*, viewer: User, patient: Patient) -> list[Relationship]:
     The registered practice (a GP practice only, and only as its authorities
     assert it); an encounter, referral or appointment from the organisation
     within RELATIONSHIP_DAYS (appointments ahead count too); the
-    organisation's own active care plan, alert, problem or care team; a
-    referral addressed to the organisation.
+    organisation's own active care plan or care team, or active alert or
+    problem it sent within RELATIONSHIP_DAYS; a referral addressed to it.
     """
     organisation = viewer.organisation
     if organisation is None:
@@ -295,7 +373,12 @@ def relationships_of(*, viewer: User, patient: Patient) -> list[Relationship]:
         Entry.objects.filter(patient=patient, source_org=organisation, resource_type__in=named)
         .filter(
             Q(resource_type__in=RELATIONSHIP_TYPES, effective_at__gte=since)
-            | Q(resource_type__in=ACTIVE_CARE_TYPES, status__in=ACTIVE_STATUSES)
+            | Q(resource_type__in=ONGOING_CARE_TYPES, status__in=ACTIVE_STATUSES)
+            | Q(
+                resource_type__in=ACTIVE_CARE_TYPES,
+                status__in=ACTIVE_STATUSES,
+                updated_at__gte=since,
+            )
         )
         .values("resource_type")
         .annotate(latest=Max("effective_at"))
@@ -371,11 +454,21 @@ class ViewPolicy:
         return section in self.sections
 
     def redact(self, resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
-        """The resource without the elements this viewer may not see (a copy if any go)."""
+        """The resource without the elements this viewer may not see (a copy if any go).
+
+        When any element goes, the narrative and contained resources go too:
+        they usually repeat it (a diagnosis in the text, the Condition a
+        reasonReference points at).
+        """
         withheld = self.withheld_elements.get(resource_type, frozenset())
         if not withheld.intersection(resource):
             return resource
-        return {k: v for k, v in resource.items() if k not in withheld}
+        dropped = withheld | REDACTION_ALSO_DROPS
+        return {k: v for k, v in resource.items() if k not in dropped}
+
+
+# Elements that go with any withheld element, because they may repeat it.
+REDACTION_ALSO_DROPS = frozenset({"text", "contained"})
 
 
 def view_policy(*, viewer: User, basis: AccessBasis | None) -> ViewPolicy:
@@ -446,19 +539,36 @@ def entries_visible(
     """The person's entries this policy shows, in the asked-for sections (default: all it may).
 
     Entries from organisations without an active agreement are left out, not
-    counted: they are not part of the shared record today.
+    counted: they are not part of the shared record today. So is a source's
+    own copy of the person's demographics when the viewer sees none of that
+    source's care: it would tell that the organisation (a mental health trust,
+    a sexual health clinic) knows the person, which is itself withheld
+    information. The registration authority's and the registered practice's
+    copies, and the viewer's own organisation's, are always shown.
     """
     wanted = policy.sections if sections is None else policy.sections & sections
+    active = Organisation.objects.with_active_agreement()
     in_scope = Entry.objects.filter(
-        patient=patient,
-        section__in=sorted(wanted),
-        source_org__in=Organisation.objects.with_active_agreement(),
+        patient=patient, section__in=sorted(wanted), source_org__in=active
     )
     own = Q(source_org_id=policy.organisation_id)
     hidden = _very_restricted() if policy.restricted_visible else _restricted() | _very_restricted()
     hidden &= ~own
+    care_shown = Entry.objects.filter(
+        patient=patient,
+        source_org_id=OuterRef("source_org_id"),
+        section__in=sorted(policy.sections - {RecordSection.DEMOGRAPHICS.value}),
+        source_org__in=active,
+    ).exclude(hidden)
+    knows_only = (
+        Q(section=RecordSection.DEMOGRAPHICS)
+        & ~own
+        & ~Q(source_org__kind=OrganisationKind.REGISTRATION_AUTHORITY)
+        & ~Q(source_org__ods_code=patient.registered_gp_ods)
+        & ~Q(Exists(care_shown))
+    )
     return VisibleEntries(
-        entries=in_scope.exclude(hidden).select_related("source_org"),
+        entries=in_scope.exclude(hidden).exclude(knows_only).select_related("source_org"),
         hidden=in_scope.filter(hidden),
     )
 

@@ -30,6 +30,8 @@ from django.utils import timezone
 from audit.models import ActorType, AuditAction, AuditOutcome
 from audit.services import AuditActor, AuditContext, audit_event_record
 from sharedrecord.access import (
+    ODS_SYSTEM,
+    REDACTION_ALSO_DROPS,
     Relationship,
     ViewPolicy,
     entries_visible,
@@ -40,7 +42,6 @@ from sharedrecord.auditing import actor_for
 from sharedrecord.exceptions import PatientNotFound
 from sharedrecord.models import BasisKind, Entry, OverrideReason, Patient, User
 from sharedrecord.services import (
-    ODS_SYSTEM,
     SearchResult,
     audit_subject_of,
     is_uuid,
@@ -213,7 +214,10 @@ def patient_resource(patient: Patient) -> dict[str, Any]:
         resource["gender"] = patient.gender
     if patient.birth_date:
         resource["birthDate"] = patient.birth_date.isoformat()
-    if patient.deceased:
+    if patient.deceased_at:
+        # As the chosen source sent it: a partial date keeps its precision.
+        resource["deceasedDateTime"] = patient.deceased_at
+    elif patient.deceased:
         resource["deceasedBoolean"] = True
     address = {k: v for k, v in (("text", patient.address), ("postalCode", patient.postcode)) if v}
     if address:
@@ -249,7 +253,10 @@ def api_patient_read(
 ) -> Patient:
     """One person by public id; PatientNotFound alike for "no such person" and "not yours".
 
-    Side effects: one audit event (api-read), or an audited denial.
+    Side effects: one audit event (api-read), or an audited denial. Like
+    $everything's, the event is flagged for review for emergency access or
+    when the feeds show no relationship between the caller's organisation
+    and the person.
     """
     patient = patient_or_denied(
         viewer=caller.user,
@@ -258,12 +265,21 @@ def api_patient_read(
         asked="api-patient",
         actor=caller.actor(),
     )
+    relationships = relationships_of(viewer=caller.user, patient=patient)
     audit_event_record(
         action=AuditAction.API_READ,
         actor=caller.actor(),
         subject=audit_subject_of(patient),
         purpose=basis.purpose,
-        detail=_detail(caller, basis, "read", type="Patient", entries=[]),
+        detail=_detail(
+            caller,
+            basis,
+            "read",
+            type="Patient",
+            entries=[],
+            break_glass=basis.purpose == "ETREAT",
+            review=basis.purpose == "ETREAT" or not relationships,
+        ),
         context=context,
     )
     return patient
@@ -354,11 +370,12 @@ class Page:
 # Its subject (or patient) reference is pointed at the person's id here, so a
 # client can follow it; the source's own reference names the source's id.
 # Elements the caller's policy withholds (access.ViewPolicy.withheld_elements,
-# passed as {type: [element, ...]}) are removed, and the resource then carries
-# the REDACTED security label, so nobody reads it as complete.
+# passed as {type: [element, ...]}) are removed, with the narrative and contained
+# resources that may repeat them (access.REDACTION_ALSO_DROPS), and the resource
+# then carries the REDACTED security label, so nobody reads it as complete.
 RESOURCE_TEXT_SQL = """
 SELECT e.public_id, (
-    (e.resource - w.elements) || jsonb_build_object(
+    (e.resource - w.dropped) || jsonb_build_object(
         'id', e.public_id::text,
         'meta', coalesce(e.resource -> 'meta', '{}'::jsonb) || jsonb_build_object(
             'source', %(ord)s || o.ods_code
@@ -382,6 +399,11 @@ FROM sharedrecord_entry e JOIN sharedrecord_organisation o ON o.id = e.source_or
 CROSS JOIN LATERAL (
     SELECT ARRAY(SELECT jsonb_array_elements_text(%(withheld)s::jsonb -> e.resource_type))
         AS elements
+) v
+CROSS JOIN LATERAL (
+    SELECT v.elements,
+           CASE WHEN e.resource ?| v.elements THEN v.elements || %(also)s::text[]
+                ELSE v.elements END AS dropped
 ) w
 WHERE e.patient_id = %(patient)s AND e.id = ANY(%(ids)s)
 """
@@ -406,6 +428,7 @@ def _texts(patient: Patient, ids: list[int], policy: ViewPolicy) -> dict[uuid.UU
                 "redacted": json.dumps(REDACTED_LABEL),
                 "person": str(patient.public_id),
                 "withheld": json.dumps(withheld),
+                "also": sorted(REDACTION_ALSO_DROPS),
                 "patient": patient.pk,
                 "ids": ids,
             },

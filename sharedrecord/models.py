@@ -14,6 +14,8 @@ from django.db.models import Q
 from django.db.models.functions import Upper
 from django.utils import timezone
 
+from sharedrecord.presentation.dates import death_of
+
 
 class OrganisationKind(models.TextChoices):
     GP_PRACTICE = "gp-practice", "GP practice"
@@ -226,6 +228,9 @@ class Patient(models.Model):
     postcode = models.CharField(max_length=10, blank=True)
     address = models.CharField(max_length=400, blank=True)
     deceased = models.BooleanField(default=False)
+    # The chosen source's deceasedDateTime exactly as sent ("1989", "1989-03",
+    # "1989-03-03" or a date-time with its offset): its precision is kept.
+    deceased_at = models.CharField(max_length=40, blank=True)
     # Set only by the registration authority or the practice's own feed
     # (services.registration_asserted); every rule that hangs off it reads this.
     registered_gp_ods = models.CharField(max_length=12, blank=True)
@@ -253,8 +258,18 @@ class Patient(models.Model):
     @property
     def disputed_labels(self) -> list[str]:
         """The disputed fields as the page says them ("address", "date of birth")."""
-        labels = {"birth-date": "date of birth"}
+        labels = {"birth-date": "date of birth", "death": "record of death"}
         return [labels.get(field, field) for field in self.demographics_disputed]
+
+    @property
+    def deceased_on(self) -> str:
+        """The date of death as the banner shows it, with its precision ("" when not sent)."""
+        return death_of(self.deceased_at, self.birth_date).date
+
+    @property
+    def age_at_death(self) -> str:
+        """The age at death: "42", or "41 or 42" when the dates allow both; "" if not known."""
+        return death_of(self.deceased_at, self.birth_date).age
 
     @property
     def age_years(self) -> int | None:
@@ -392,3 +407,65 @@ class AccessBasis(models.Model):
 
     def __str__(self) -> str:
         return f"Access basis {self.public_id}"
+
+
+class ApiAuthorizationEnd(models.TextChoices):
+    """Why a member of staff's authorization of an application ended (its tokens with it)."""
+
+    SIGNED_OUT = "signed-out", "Signed out"
+    SESSION_ENDED = "session-ended", "The session that gave consent ended"
+    PASSWORD_CHANGED = "password-changed", "The password changed"
+    DEACTIVATED = "deactivated", "The account was deactivated"
+    CODE_REUSED = "code-reused", "Its authorization code was presented again"
+    REVOKED = "revoked", "The application revoked a token"
+    EXPIRED = "expired", "It reached its lifetime (API_REFRESH_TOKEN_SECONDS)"
+
+
+class ApiAuthorization(models.Model):
+    """A member of staff's consent to an application, and the chain of tokens it led to.
+
+    Written when the member of staff allows the application (the code is
+    issued) and bound to the refresh token family when the code is
+    exchanged. Every token of the chain holds only while the session that
+    gave consent exists, the user is active with the same password, and
+    the consent is younger than API_REFRESH_TOKEN_SECONDS (sharedrecord/oauth.py).
+    Once ended it stays ended: reactivating the account brings nothing back.
+    The session is the database session row (Django's default session
+    engine): deleting it (sign-out, a password change cycling the key, or
+    clearing expired sessions) sets it to NULL, which ends the chain.
+    """
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    application = models.ForeignKey(
+        "oauth2_provider.Application", on_delete=models.CASCADE, related_name="+"
+    )
+    session = models.ForeignKey(
+        "sessions.Session", on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    code_hash = models.CharField(max_length=64, unique=True)  # sha256 of the code
+    # The user's session auth hash at consent (an HMAC of the password hash):
+    # it changes whenever the password does, however it is changed.
+    auth_hash = models.CharField(max_length=128)
+    scope = models.TextField()
+    authorized_at = models.DateTimeField()
+    token_family = models.UUIDField(null=True, blank=True, unique=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=20, choices=ApiAuthorizationEnd.choices, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["user"], condition=Q(ended_at__isnull=True), name="api_authorization_live"
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ended_at__isnull=True, end_reason="")
+                | Q(ended_at__isnull=False, end_reason__gt=""),
+                name="api_authorization_end_has_reason",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"API authorization {self.public_id}"

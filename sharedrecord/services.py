@@ -27,8 +27,11 @@ from sharedrecord.access import (
     access_basis_current,
     entries_visible,
     entry_is_sensitive,
+    may_assert_registration,
     patient_get_for_viewer,
     patients_visible_to,
+    policy_table,
+    registration_asserted,
     relationships_of,
     session_key_hash,
     view_policy,
@@ -42,7 +45,6 @@ from sharedrecord.models import (
     BasisKind,
     Entry,
     Organisation,
-    OrganisationKind,
     OverrideReason,
     Patient,
     RecordSection,
@@ -50,18 +52,20 @@ from sharedrecord.models import (
     StaffRole,
     User,
 )
-from sharedrecord.presenting import (
+from sharedrecord.presentation.entries import (
     ACTIVE_CLINICAL,
     CURRENT_MEDICATION,
+    NO_KNOWN_ALLERGIES,
     NO_KNOWN_ALLERGY_CODES,
+    NOT_A_PROBLEM,
     UPCOMING_APPOINTMENT,
-    Attachment,
     ShownEntry,
-    Trend,
-    attachment_of,
     entry_shown,
-    trends_of,
+    linked_references,
+    reference_id,
 )
+from sharedrecord.presentation.trends import Trend, trends_of
+from sharedrecord.presenting import Attachment, attachment_of
 
 
 @transaction.atomic
@@ -118,8 +122,6 @@ def organisation_grant_optout_management(*, user: User, organisation: Organisati
 
 # ---------------------------------------------------------------- the combined record
 
-ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
-
 
 class UpsertResult(enum.StrEnum):
     CREATED = "created"
@@ -172,7 +174,12 @@ def patient_create(*, nhs_number: str) -> Patient:
 
 
 def _newer(incoming: EntryData, existing: Entry) -> bool | None:
-    """True if newer, False if older, None if the versions cannot tell."""
+    """True if newer, False if older, None if the versions cannot tell.
+
+    The source's numeric meta.versionId decides first, then meta.lastUpdated
+    (for HL7 v2, the message's event or MSH-7 time). Arrival order never does:
+    retries and crashed workers deliver a source's messages in any order.
+    """
     mine, theirs = incoming.version_id, existing.version_id
     if mine.isdigit() and theirs.isdigit() and int(mine) != int(theirs):
         return int(mine) > int(theirs)
@@ -222,17 +229,24 @@ def entries_upsert(
 
     Keyed by (source organisation, resource type, source id). A newer version
     replaces the stored one, the same content is unchanged, an older version
-    is ignored (STALE). A resource the source now files under another person
-    moves. When a key repeats in `items`, the last one wins and the earlier
-    ones count as unchanged. The caller holds patient_lock and has asked the
-    opt-out gate. Returns one result per item, in order.
+    is ignored (STALE), whatever order the messages arrive in. A resource the
+    source now files under another person moves, unless what that person
+    holds is newer (then the incoming one is STALE and nothing moves). The same
+    content at a newer version keeps the newer version's stamps, so an older
+    change arriving after it is still recognised as older. When a key repeats
+    in `items`, the last one wins and the earlier ones count as unchanged. The
+    caller holds patient_lock and has asked the opt-out gate. Returns one
+    result per item, in order.
 
     Steps (a fixed handful of statements, however many items):
     1. Create the missing keys (ON CONFLICT DO NOTHING: a concurrent insert of
        the same key is waited for, not an error).
-    2. Lock this source's keys for these ids; move any that name another person.
+    2. Lock this source's keys for these ids. For those that name another
+       person, lock that person's entries: move the key (deleting the other
+       entry) only where the incoming version is not older.
     3. Lock the existing entries; decide created / updated / unchanged / stale.
-    4. bulk_create the new entries, bulk_update the changed ones.
+    4. bulk_create the new entries, bulk_update the changed ones (and the
+       version stamps of unchanged content sent at a newer version).
     """
     now = timezone.now()
     latest = {(item.resource_type, item.source_id): i for i, item in enumerate(items)}
@@ -254,16 +268,28 @@ def entries_upsert(
         )
         if (row.resource_type, row.source_id) in latest
     }
-    moved = [row for row in keys.values() if row.patient_id != patient.pk]
-    for row in moved:
-        Entry.objects.filter(
-            patient_id=row.patient_id,
+    elsewhere = {wanted: row for wanted, row in keys.items() if row.patient_id != patient.pk}
+    stale: set[tuple[str, str]] = set()
+    if elsewhere:
+        # What the other person holds: an older version must not take it from them.
+        held: dict[tuple[str, str], Entry] = {}
+        for other in Entry.objects.select_for_update().filter(
             source_org=source_org,
-            resource_type=row.resource_type,
-            source_id=row.source_id,
-        ).delete()
-    if moved:
-        SourceKey.objects.filter(pk__in=[row.pk for row in moved]).update(patient=patient)
+            patient_id__in={row.patient_id for row in elsewhere.values()},
+            source_id__in={source_id for _, source_id in elsewhere},
+        ):
+            wanted = (other.resource_type, other.source_id)
+            if wanted in elsewhere and elsewhere[wanted].patient_id == other.patient_id:
+                held[wanted] = other
+        stale = {w for w, other in held.items() if _newer(items[latest[w]], other) is False}
+        moving = {w: row for w, row in elsewhere.items() if w not in stale}
+        gone = [held[w].pk for w in moving if w in held]
+        if gone:
+            Entry.objects.filter(pk__in=gone).delete()
+        if moving:
+            SourceKey.objects.filter(pk__in=[row.pk for row in moving.values()]).update(
+                patient=patient
+            )
     existing = {
         (entry.resource_type, entry.source_id): entry
         for entry in Entry.objects.select_for_update().filter(
@@ -272,9 +298,17 @@ def entries_upsert(
     }
     to_create: list[Entry] = []
     to_update: list[Entry] = []
+    to_stamp: list[Entry] = []
     for wanted, i in latest.items():
         data, entry = items[i], existing.get(wanted)
+        if wanted in stale:
+            results[i] = UpsertResult.STALE
+            continue
         if entry is not None and entry.content_hash == data.content_hash:
+            if _newer(data, entry):
+                entry.version_id, entry.source_updated_at = data.version_id, data.source_updated_at
+                entry.resource = data.resource
+                to_stamp.append(entry)
             continue
         if entry is not None and _newer(data, entry) is False:
             results[i] = UpsertResult.STALE
@@ -296,13 +330,26 @@ def entries_upsert(
     Entry.objects.bulk_create(to_create)
     if to_update:
         Entry.objects.bulk_update(to_update, fields=ENTRY_FIELDS)
+    if to_stamp:
+        Entry.objects.bulk_update(to_stamp, fields=["version_id", "source_updated_at", "resource"])
     return results
 
 
-def entry_remove(*, source_org: Organisation, resource_type: str, source_id: str) -> Patient | None:
+def entry_remove(
+    *,
+    source_org: Organisation,
+    resource_type: str,
+    source_id: str,
+    version_id: str = "",
+    as_of: datetime.datetime | None = None,
+) -> Patient | None:
     """Remove a source's resource from the record (DELETE or entered-in-error).
 
-    Returns the person it belonged to, or None if the record never held it.
+    `version_id` and `as_of` say which version of the resource the removal
+    comes from (what the source sent with it, or its message's time): a
+    stored version newer than that is kept, as an older update would be.
+    Returns the person it belonged to, or None if the record never held it
+    (or holds a newer version).
     """
     key = (
         SourceKey.objects.select_for_update()
@@ -312,9 +359,16 @@ def entry_remove(*, source_org: Organisation, resource_type: str, source_id: str
     )
     if key is None:
         return None
-    deleted, _ = Entry.objects.filter(
+    stored = Entry.objects.filter(
         patient=key.patient, source_org=source_org, resource_type=resource_type, source_id=source_id
-    ).delete()
+    )
+    removal = EntryData(
+        resource_type=resource_type, source_id=source_id, section="", resource={},
+        content_hash="", version_id=version_id, source_updated_at=as_of,
+    )  # fmt: skip
+    if (version_id or as_of) and any(_newer(removal, e) is False for e in stored):
+        return None
+    deleted, _ = stored.delete()
     patient = key.patient
     key.delete()
     return patient if deleted else None
@@ -324,60 +378,20 @@ def _first(items: Any) -> dict[str, Any]:
     return items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
 
 
-def registered_gp_named(resource: dict[str, Any]) -> str:
-    """The ODS code a Patient resource names as the person's GP practice, or ""."""
-    for ref in resource.get("generalPractitioner", []):
-        identifier = ref.get("identifier", {}) if isinstance(ref, dict) else {}
-        if identifier.get("system") == ODS_SYSTEM and identifier.get("value"):
-            return str(identifier["value"]).upper()[:12]
-    return ""
-
-
-def _newest_first(entry: Entry) -> tuple[datetime.datetime, datetime.datetime, int]:
-    floor = datetime.datetime.min.replace(tzinfo=datetime.UTC)
-    return (entry.source_updated_at or floor, entry.updated_at, entry.id)
-
-
-def registration_asserted(*, sources: list[Entry], current: str) -> str:
-    """The registered GP practice, from the sources allowed to assert it (DESIGN: authorities).
-
-    1. A registration authority (a PDS-like demographics service) decides
-       when it has sent a Patient resource for the person: its newest one's
-       generalPractitioner, even when that names nobody.
-    2. Otherwise a GP practice's own Patient resource naming that same
-       practice (and not marked inactive) is its claim. The current holder
-       keeps the person while it still claims them, so one practice cannot
-       take another's patient; when the holder stops claiming, the earliest
-       remaining claim holds.
-    3. Anything else (a hospital's, pharmacy's or council's view of the GP,
-       a practice naming another practice) stays in its entry and moves
-       nothing.
-    """
-    authority = [e for e in sources if e.source_org.kind == OrganisationKind.REGISTRATION_AUTHORITY]
-    if authority:
-        return registered_gp_named(max(authority, key=_newest_first).resource)
-    claims = sorted(
-        (
-            e
-            for e in sources
-            if e.source_org.kind == OrganisationKind.GP_PRACTICE
-            and e.resource.get("active") is not False
-            and registered_gp_named(e.resource) == e.source_org.ods_code
-        ),
-        key=lambda e: (e.received_at, e.id),
-    )
-    claimants = [e.source_org.ods_code for e in claims]
-    if current in claimants:
-        return current
-    return claimants[0] if claimants else ""
-
-
-# What the page and the API call each demographic field when sources disagree.
-DEMOGRAPHIC_FIELDS = ("name", "birth-date", "gender", "address")
+# The demographic fields a source's Patient resource gives, grouped as the
+# banner shows them, and what the page and the API call each when sources
+# disagree (Patient.disputed_labels).
+DEMOGRAPHIC_GROUPS: dict[str, tuple[str, ...]] = {
+    "name": ("family", "given"),
+    "birth-date": ("birth_date",),
+    "gender": ("gender",),
+    "address": ("postcode", "address"),
+    "death": ("deceased_at", "deceased"),
+}
 
 
 def _demographics_of(resource: dict[str, Any]) -> dict[str, str]:
-    """The shown demographic fields of one source's Patient resource, normalised for comparing."""
+    """The shown demographic fields of one source's Patient resource ("" where not sent)."""
     name = next(
         (n for n in resource.get("name", []) if n.get("use") == "official"),
         _first(resource.get("name")),
@@ -387,6 +401,8 @@ def _demographics_of(resource: dict[str, Any]) -> dict[str, str]:
         _first(resource.get("address")),
     )
     birth = resource.get("birthDate")
+    died = resource.get("deceasedDateTime")
+    alive = resource.get("deceasedBoolean")
     return {
         "family": str(name.get("family", ""))[:200],
         "given": " ".join(name.get("given", []))[:200],
@@ -394,30 +410,50 @@ def _demographics_of(resource: dict[str, Any]) -> dict[str, str]:
         "gender": str(resource.get("gender", ""))[:16],
         "postcode": str(address.get("postalCode", ""))[:10],
         "address": ", ".join([*address.get("line", []), address.get("city", "")]).strip(", ")[:400],
+        "deceased_at": died[:40] if isinstance(died, str) else "",
+        "deceased": "yes" if died or alive is True else ("no" if alive is False else ""),
     }
 
 
-def _disputed(chosen: dict[str, str], others: list[dict[str, str]]) -> list[str]:
-    """The fields on which another source holds a different (non-empty) value."""
+def _plain(value: str) -> str:
+    return "".join(value.split()).upper()
 
-    def plain(value: str) -> str:
-        return " ".join(value.replace(" ", "").upper().split())
 
-    compared = {
-        "name": ("family", "given"),
-        "birth-date": ("birth_date",),
-        "gender": ("gender",),
-        "address": ("postcode", "address"),
-    }
+def _disputed(shown: dict[str, str], others: list[dict[str, str]]) -> list[str]:
+    """The groups on which another source holds a different value.
+
+    A field is compared only where both sides have it: a source that sends
+    no given names does not dispute the name.
+    """
     disputed = []
-    for field, keys in compared.items():
-        mine = tuple(plain(chosen[k]) for k in keys)
+    for group, keys in DEMOGRAPHIC_GROUPS.items():
         for other in others:
-            theirs = tuple(plain(other[k]) for k in keys)
-            if any(theirs) and theirs != mine:
-                disputed.append(field)
+            if any(shown[k] and other[k] and _plain(shown[k]) != _plain(other[k]) for k in keys):
+                disputed.append(group)
                 break
     return disputed
+
+
+def _demographic_precedence(sources: list[Entry], registered: str) -> list[Entry]:
+    """The sources in the order the shown demographics take them.
+
+    The registration authority's (its newest statement first), then the
+    registered practice's own, then every other source, most recently
+    received first (our clock, not the senders').
+    """
+
+    def rank(entry: Entry) -> int:
+        if may_assert_registration(entry.source_org):
+            return 0
+        return 1 if entry.source_org.ods_code == registered else 2
+
+    newest = sorted(sources, key=lambda e: (e.updated_at, e.id), reverse=True)
+    authority = sorted(
+        (e for e in newest if rank(e) == 0),
+        key=lambda e: (e.source_updated_at or e.updated_at, e.updated_at, e.id),
+        reverse=True,
+    )
+    return [*authority, *(e for e in newest if rank(e) == 1), *(e for e in newest if rank(e) == 2)]
 
 
 def patient_demographics_refresh(
@@ -426,29 +462,31 @@ def patient_demographics_refresh(
     """Recompute the shown demographics and the registered practice from the sources.
 
     The registered practice comes only from its authorities
-    (registration_asserted). The shown demographics follow the same
-    precedence: the registration authority's newest Patient resource, then
-    the registered practice's own, then the most recently updated source.
-    Fields on which other sources disagree are kept in demographics_disputed,
-    so the page and the API can say so.
-    Side effects: when the registered practice changes, one audit event
-    (registration-change) naming the old and new practice, with
+    (access.registration_asserted). The shown demographics follow the same
+    precedence, field group by field group: each group (name, date of birth,
+    sex, address, death) from the first source in precedence that sends it
+    (_demographic_precedence). Groups on which another shared source
+    (active agreement, not very restricted) holds a different value are kept
+    in demographics_disputed, so the page and the API can say so.
+    Side effects: when the registered practice moves or is cleared, one
+    audit event (registration-change) naming the old and new practice, with
     `asserted_by` (default the ingestion system) as its actor.
     """
-    sources = sorted(
-        Entry.objects.filter(patient=patient, resource_type="Patient").select_related("source_org"),
-        key=_newest_first,
-        reverse=True,
+    sources = list(
+        Entry.objects.filter(patient=patient, resource_type="Patient").select_related("source_org")
     )
-    if not sources:
-        return patient
     previous = patient.registered_gp_ods
     registered = registration_asserted(sources=sources, current=previous)
-    chosen = next(
-        (e for e in sources if e.source_org.kind == OrganisationKind.REGISTRATION_AUTHORITY),
-        None,
-    ) or next((e for e in sources if e.source_org.ods_code == registered), sources[0])
-    shown = _demographics_of(chosen.resource)
+    ordered = _demographic_precedence(sources, registered)
+    found = [_demographics_of(e.resource) for e in ordered]
+    shown = dict.fromkeys(_demographics_of({}), "")
+    for keys in DEMOGRAPHIC_GROUPS.values():
+        giver = next((f for f in found if any(f[k] for k in keys)), None)
+        if giver is not None:
+            shown.update({k: giver[k] for k in keys})
+    # Every group comes from `shown`: with no Patient left from any source (all
+    # withdrawn or moved away) they are cleared, not kept from a source that no
+    # longer says so.
     patient.family_name, patient.given_names = shown["family"], shown["given"]
     patient.birth_date = (
         datetime.date.fromisoformat(shown["birth_date"]) if shown["birth_date"] else None
@@ -458,15 +496,22 @@ def patient_demographics_refresh(
         shown["postcode"],
         shown["address"],
     )
-    resource = chosen.resource
-    patient.deceased = bool(resource.get("deceasedDateTime") or resource.get("deceasedBoolean"))
-    patient.registered_gp_ods = registered
-    patient.demographics_source_ods = chosen.source_org.ods_code
+    patient.deceased_at = shown["deceased_at"]
+    patient.deceased = shown["deceased"] == "yes"
+    patient.demographics_source_ods = ordered[0].source_org.ods_code if ordered else ""
+    very_restricted = policy_table().sensitivity.very_restricted_labels
+    shared = Organisation.objects.with_active_agreement()
     patient.demographics_disputed = _disputed(
-        shown, [_demographics_of(e.resource) for e in sources if e is not chosen]
+        shown,
+        [
+            found[i]
+            for i, entry in enumerate(ordered)
+            if entry.source_org in shared and not very_restricted.intersection(entry.sensitivity)
+        ],
     )
+    patient.registered_gp_ods = registered
     patient.save()
-    if registered != previous:
+    if registered != previous and previous:
         audit_event_record(
             action=AuditAction.REGISTRATION_CHANGE,
             actor=asserted_by or AuditActor.system("ingestion"),
@@ -794,6 +839,11 @@ class Summary:
     appointments: list[ShownEntry]
     care_plans: list[ShownEntry]
 
+    @property
+    def no_known_statements(self) -> list[tuple[str, str, ShownEntry]]:
+        """(what the code says, what it leaves open, the item) for each "no known …" entry."""
+        return [(*NO_KNOWN_ALLERGIES[item.code], item) for item in self.no_known_allergies]
+
     def blocks(self) -> list[tuple[str, str, list[ShownEntry], str]]:
         """(section, heading, items, what to say when empty), in the page's order."""
         return [
@@ -833,27 +883,83 @@ SECTION_PAGE_LIMIT = 500
 SUMMARY_RECENT = 5
 
 
-def _shown(entries: Any, policy: ViewPolicy) -> list[ShownEntry]:
-    """Entries as the page shows them, without the elements the policy withholds."""
-    return [
-        entry_shown(
-            public_id=str(e.public_id),
-            resource_type=e.resource_type,
-            section=e.section,
-            resource=policy.redact(e.resource_type, e.resource),
-            effective_at=e.effective_at,
-            status=e.status,
-            code=e.code,
-            source_name=e.source_org.name,
-            source_ods=e.source_org.ods_code,
-            updated_at=e.updated_at,
-            sensitive=entry_is_sensitive(e),
+def _one_shown(
+    entry: Entry,
+    policy: ViewPolicy,
+    now: datetime.datetime,
+    linked: dict[str, ShownEntry] | None = None,
+) -> ShownEntry:
+    return entry_shown(
+        public_id=str(entry.public_id),
+        resource_type=entry.resource_type,
+        section=entry.section,
+        resource=policy.redact(entry.resource_type, entry.resource),
+        effective_at=entry.effective_at,
+        status=entry.status,
+        code=entry.code,
+        source_name=entry.source_org.name,
+        source_ods=entry.source_org.ods_code,
+        updated_at=entry.updated_at,
+        sensitive=entry_is_sensitive(entry),
+        now=now,
+        linked=linked,
+    )
+
+
+def _linked_results(
+    entries: list[Entry], policy: ViewPolicy, visible: QuerySet[Entry], now: datetime.datetime
+) -> dict[int, dict[str, ShownEntry]]:
+    """For each report (or panel), the results it links to that this viewer may see.
+
+    One query for the whole page: a report's references name its sender's own
+    results (by source id), looked up among the viewer's visible entries only,
+    so a withheld result never shows through the report that names it.
+    """
+    wanted: dict[int, list[tuple[str, tuple[int, str]]]] = {}
+    for entry in entries:
+        for reference in linked_references(entry.resource_type, entry.resource):
+            kind, source_id = reference_id(reference)
+            if kind in ("", "Observation") and source_id:
+                key = (entry.source_org_id, source_id)
+                wanted.setdefault(entry.pk, []).append((reference, key))
+    if not wanted:
+        return {}
+    keys = {key for refs in wanted.values() for _, key in refs}
+    found = {
+        (e.source_org_id, e.source_id): _one_shown(e, policy, now)
+        for e in visible.filter(
+            resource_type="Observation",
+            source_org_id__in={org for org, _ in keys},
+            source_id__in={source_id for _, source_id in keys},
         )
-        for e in entries
-    ]
+    }
+    return {
+        pk: {reference: found[key] for reference, key in refs if key in found}
+        for pk, refs in wanted.items()
+    }
+
+
+def _shown(
+    entries: Any, policy: ViewPolicy, visible: QuerySet[Entry] | None = None
+) -> list[ShownEntry]:
+    """Entries as the page shows them, without the elements the policy withholds.
+
+    With `visible` (what the viewer may see), a report's row shows the results
+    it links to.
+    """
+    now = timezone.now()
+    rows = list(entries)
+    linked = _linked_results(rows, policy, visible, now) if visible is not None else {}
+    return [_one_shown(e, policy, now, linked.get(e.pk)) for e in rows]
 
 
 def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
+    """What the summary lists as current: each filter says what "current" means.
+
+    An alert whose period has ended, a problem whose diagnosis was refuted and
+    a medicine or plan that is complete are not current; they stay in their
+    sections, with their qualifiers.
+    """
     now = timezone.now()
     newest = ("-effective_at", "-id")
 
@@ -863,15 +969,19 @@ def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
         if not policy.may_see_section(section):
             return []
         query = visible.filter(where, section=section).exclude(status="entered-in-error")
-        return _shown(query.order_by(*order)[:limit], policy)
+        return _shown(query.order_by(*order)[:limit], policy, visible)
 
     allergies = part(RecordSection.ALLERGIES, Q())
     return Summary(
-        alerts=part(RecordSection.ALERTS, Q(status="active")),
+        alerts=[a for a in part(RecordSection.ALERTS, Q(status="active")) if a.current],
         allergies=[a for a in allergies if a.code not in NO_KNOWN_ALLERGY_CODES],
         no_known_allergies=[a for a in allergies if a.code in NO_KNOWN_ALLERGY_CODES],
         medications=part(RecordSection.MEDICATIONS, Q(status__in=CURRENT_MEDICATION)),
-        problems=part(RecordSection.PROBLEMS, Q(status__in=ACTIVE_CLINICAL)),
+        problems=[
+            p
+            for p in part(RecordSection.PROBLEMS, Q(status__in=ACTIVE_CLINICAL))
+            if p.verification not in NOT_A_PROBLEM
+        ],
         encounters=part(RecordSection.ENCOUNTERS, Q(effective_at__lte=now), limit=SUMMARY_RECENT),
         results=part(
             RecordSection.RESULTS,
@@ -886,6 +996,11 @@ def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
         ),
         care_plans=part(RecordSection.CARE_PLANS, Q(status="active")),
     )
+
+
+def _audited(shown: list[ShownEntry]) -> list[str]:
+    """Every entry whose content a page shows: its rows, and the results shown on them."""
+    return list(dict.fromkeys(i for item in shown for i in (item.public_id, *item.linked_entries)))
 
 
 def _sources(visible: QuerySet[Entry]) -> list[SourceRow]:
@@ -979,7 +1094,7 @@ def record_view(
         else:
             ordered = visible.entries.order_by("-effective_at", "-id")
             record.total_in_section = ordered.count()
-            record.items = _shown(ordered[:SECTION_PAGE_LIMIT], policy)
+            record.items = _shown(ordered[:SECTION_PAGE_LIMIT], policy, visible.entries)
             if section == RecordSection.RESULTS:
                 record.trends = trends_of(record.items)
             shown = record.items
@@ -991,7 +1106,7 @@ def record_view(
             detail={
                 "basis": str(basis.public_id),
                 "section": section or "summary",
-                "entries": [item.public_id for item in shown],
+                "entries": _audited(shown),
                 "withheld": everything.withheld,
                 "break_glass": policy.break_glass,
             },
@@ -1052,7 +1167,9 @@ def document_view(
             source_ods=[entry.source_org.ods_code],
             context=context,
         )
-    return DocumentShown(patient, _shown([entry], policy)[0], attachment_of(entry.resource))
+    return DocumentShown(
+        patient, _one_shown(entry, policy, timezone.now()), attachment_of(entry.resource)
+    )
 
 
 def is_uuid(value: str) -> bool:

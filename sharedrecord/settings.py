@@ -95,6 +95,9 @@ if _database.get("ENGINE") != "django.db.backends.postgresql":
 
     raise ImproperlyConfigured("DATABASE_URL must name a PostgreSQL database.")
 _database["CONN_MAX_AGE"] = 0
+# The pool checks a connection before lending it: after a PostgreSQL restart the
+# first requests would otherwise get a dead connection and answer 500 (fault suite).
+_database["CONN_HEALTH_CHECKS"] = True
 _database["OPTIONS"] = {
     **_database.get("OPTIONS", {}),
     "pool": {
@@ -181,6 +184,12 @@ RELATIONSHIP_DAYS = env_int("RELATIONSHIP_DAYS", default=90)
 # read the whole audit trail; every other privacy officer reads their own
 # organisation's record-holder view.
 GOVERNANCE_ODS_CODES = env_list("GOVERNANCE_ODS_CODES")
+# The key that signs the audit trail's checkpoints (manage.py audit_checkpoint
+# and audit_verify), at least 32 characters. Give it only to the process that
+# writes checkpoints, never to web or the workers: then nobody who can write
+# events or rows in the database can forge one (deploy/README.md).
+AUDIT_CHECKPOINT_KEY = env_str("AUDIT_CHECKPOINT_KEY", "")
+AUDIT_CHECKPOINT_KEY_FILE = env_str("AUDIT_CHECKPOINT_KEY_FILE", "")
 # The role x organisation-kind table of visible sections and the sensitive
 # labels and codes: configuration, in TOML (the default is documented at
 # /help/roles and in sharedrecord/access_policy.toml).
@@ -226,6 +235,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", default=3600)
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A failure kept in the result backend could carry an exception's text (PostgreSQL's
+# quote the values they refused): feed tasks ignore their results, errors included.
+CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED = False
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "sharedrecord")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "audit-partitions": {"task": "maintenance.audit_partitions_ensure", "schedule": 6 * 3600},
@@ -235,6 +247,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
 # Feeds: limits a partner system is told about in its 413, and the sweep.
 FEED_MAX_BYTES = env_int("FEED_MAX_BYTES", default=20 * 1024 * 1024)
 FEED_MAX_ENTRIES = env_int("FEED_MAX_ENTRIES", default=5000)
+# How deeply a JSON message may nest arrays and objects (400 above). FHIR resources
+# nest a few dozen levels at most; Python's json, the validator and the worker recurse.
+FEED_MAX_DEPTH = env_int("FEED_MAX_DEPTH", default=64)
 FEED_MAX_ATTEMPTS = env_int("FEED_MAX_ATTEMPTS", default=5)
 FEED_STUCK_AFTER_SECONDS = env_int("FEED_STUCK_AFTER_SECONDS", default=120)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FEED_MAX_BYTES + 1024
@@ -282,9 +297,27 @@ OAUTH2_PROVIDER: dict[str, Any] = {
     "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
     "REFRESH_TOKEN_REUSE_PROTECTION": True,
     "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    # Rotated on every refresh, and no grace: the old refresh token is dead at once.
+    "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
+    # Consent is asked every time (sharedrecord/oauth.py ignores approval_prompt=auto).
+    "REQUEST_APPROVAL_PROMPT": "force",
     # Loopback http redirects (RFC 8252) only while developing.
     "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"] if DEBUG else ["https"],
+    # Only what .well-known/smart-configuration advertises (the authorization
+    # code with PKCE S256, client credentials, refresh; client_secret_basic;
+    # bearer tokens in the header), and each member of staff's tokens end with
+    # the consent that made them: sign-out, a password change, deactivation,
+    # or API_REFRESH_TOKEN_SECONDS after consent (sharedrecord/oauth.py).
+    "OAUTH2_SERVER_CLASS": "sharedrecord.oauth.SmartServer",
+    "OAUTH2_VALIDATOR_CLASS": "sharedrecord.oauth.SmartValidator",
+    "OAUTH2_BACKEND_CLASS": "sharedrecord.oauth.SmartOAuthLibCore",
 }
+# Named so that sharedrecord.ApiAuthorization may point at DOT's (swappable) Application.
+OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"
+# Client ids of registered resource servers that may introspect any token
+# (/o/introspect/); any other client may introspect only its own tokens.
+API_RESOURCE_SERVERS = env_list("API_RESOURCE_SERVERS")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Shared care record API",

@@ -4,8 +4,9 @@ from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
-from oauth2_provider import views as oauth2_views
 
+from sharedrecord import oauth
+from sharedrecord.admin import admin_sign_in, admin_sign_out
 from sharedrecord.apis import HealthzApi, ReadyzApi
 from sharedrecord.views import (
     SignInView,
@@ -22,11 +23,12 @@ from sharedrecord.views import (
     session_timed_out,
 )
 
+# DOT's views, held to what the SMART configuration advertises, audited (sharedrecord/oauth.py).
 OAUTH2_ROUTES = [
-    path("authorize/", oauth2_views.AuthorizationView.as_view(), name="authorize"),
-    path("token/", oauth2_views.TokenView.as_view(), name="token"),
-    path("revoke_token/", oauth2_views.RevokeTokenView.as_view(), name="revoke-token"),
-    path("introspect/", oauth2_views.IntrospectTokenView.as_view(), name="introspect"),
+    path("authorize/", oauth.SmartAuthorizationView.as_view(), name="authorize"),
+    path("token/", oauth.SmartTokenView.as_view(), name="token"),
+    path("revoke_token/", oauth.SmartRevokeTokenView.as_view(), name="revoke-token"),
+    path("introspect/", oauth.SmartIntrospectTokenView.as_view(), name="introspect"),
 ]
 
 urlpatterns = [
@@ -52,6 +54,9 @@ urlpatterns = [
     path("governance/", include("audit.page_urls", namespace="governance")),
     path("healthz", HealthzApi.as_view(), name="healthz"),
     path("readyz", ReadyzApi.as_view(), name="readyz"),
+    # The admin's own sign-in and sign-out, audited like the staff pages' (sharedrecord/admin.py).
+    path("admin/login/", admin_sign_in, name="admin-sign-in"),
+    path("admin/logout/", admin_sign_out, name="admin-sign-out"),
     path("admin/", admin.site.urls),
     path("api/v1/feeds/", include("ingestion.urls", namespace="feeds")),
     path("api/v1/optouts/", include("optout.urls", namespace="optouts")),
@@ -71,3 +76,8 @@ urlpatterns = [
         name="api-docs",
     ),
 ]
+
+# Unmatched URLs and unreadable requests answer in the shape of where they were
+# sent (an OperationOutcome under /fhir/, the error object under /api/), not HTML.
+handler404 = "sharedrecord.apis.not_found"
+handler400 = "sharedrecord.apis.bad_request"

@@ -38,6 +38,7 @@ from sharedrecord.models import (
     StaffRole,
     User,
 )
+from sharedrecord.oauth import api_tokens_revoke_for
 from sharedrecord.presenting import document_text
 from sharedrecord.selectors import optout_objections_office_for, optout_practice_for
 from sharedrecord.services import (
@@ -97,6 +98,10 @@ class SignOutView(auth_views.LogoutView):
                 actor=actor_for(request.user),
                 context=context_for(request),
             )
+            api_tokens_revoke_for(
+                user=request.user, reason="signed-out",
+                session_key=request.session.session_key or "", context=context_for(request),
+            )  # fmt: skip
         return super().post(request, *args, **kwargs)
 
 
@@ -134,6 +139,10 @@ def session_timed_out(request: HttpRequest) -> HttpResponse:
             detail={"idle_timeout": True},
             context=context_for(request),
         )
+        api_tokens_revoke_for(
+            user=request.user, reason="session-ended",
+            session_key=request.session.session_key or "", context=context_for(request),
+        )  # fmt: skip
         logout(request)
     return redirect(f"{settings.LOGIN_URL}?timeout=1")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -32,10 +34,26 @@ def opt_in(practice: Organisation, number: str) -> None:
     )  # fmt: skip
 
 
-def move(number: str, to_practice: Organisation) -> int:
+def authority() -> Organisation:
+    return Organisation.objects.get_or_create(
+        ods_code="ZDS01",
+        defaults={
+            "name": "Demographics",
+            "kind": "registration-authority",
+            "dsa_start": "2025-01-01",
+        },
+    )[0]
+
+
+def move(
+    number: str, to_practice: Organisation, asserted_at: datetime.datetime | None = None
+) -> int:
     with transaction.atomic():
         patient_lock(nhs_number=number)  # as ingestion does
-        return optout_holding_move(nhs_number=number, to_practice=to_practice)
+        return optout_holding_move(
+            nhs_number=number, to_practice=to_practice, asserted_by=authority(),
+            asserted_at=asserted_at,
+        )  # fmt: skip
 
 
 def signed_in(user: User) -> Client:
@@ -155,4 +173,24 @@ def test_only_a_gp_practice_may_receive_an_opt_out(practice: Organisation) -> No
     opt_out(practice, number)
     with pytest.raises(ValidationError):
         move(number, make_organisation(kind="acute"))
+    assert OptOut.objects.get(nhs_number=number).practice == practice
+
+
+def test_a_stale_assertion_moves_nothing(
+    practice: Organisation, other_practice: Organisation
+) -> None:
+    """A replayed or late message from the authority, no newer than the one that moved it."""
+    number = next_nhs_number()
+    opt_out(practice, number)
+    monday = datetime.datetime(2026, 11, 23, 9, tzinfo=datetime.UTC)
+    sunday = monday - datetime.timedelta(days=1)
+    # An assertion older than the opt-out itself still moves it: the registration
+    # changed before the person opted out, and we heard of it later.
+    assert move(number, other_practice, asserted_at=monday) == 1
+    assert OptOut.objects.get(nhs_number=number).practice == other_practice
+    # Sunday's message, replayed after Monday's, does not move it back.
+    assert move(number, practice, asserted_at=sunday) == 0
+    assert move(number, practice, asserted_at=monday) == 0
+    assert OptOut.objects.get(nhs_number=number).practice == other_practice
+    assert move(number, practice, asserted_at=monday + datetime.timedelta(hours=1)) == 1
     assert OptOut.objects.get(nhs_number=number).practice == practice

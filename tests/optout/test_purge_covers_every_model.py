@@ -45,6 +45,8 @@ HOLDS_NONE_TO_PURGE = {
     "audit.AuditChainHead": "hash chain heads",
     "audit.AuditEventHolder": "the record holders' index of the trail: ODS codes, times, ids",
     "audit.AccessReview": "a governance finding on a past access, kept like the trail it reviews",
+    "audit.AuditCheckpoint": "signed hash-chain heads: stripe, ids, hashes, counts",
+    "sharedrecord.ApiAuthorization": "a member of staff's API consent and its session: no patient",
 }
 OUR_APPS = {"sharedrecord", "ingestion", "optout", "audit"}
 

@@ -3,6 +3,8 @@ may travel, Swagger UI from our own static files, and no sign-out by a plain lin
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.test import Client
 
@@ -74,15 +76,24 @@ def test_answers_that_may_carry_personal_data_are_never_stored(
     assert "no-store" in receipt["Cache-Control"]
 
 
-def test_a_link_cannot_sign_anyone_out(client: Client, registered_gp) -> None:
-    signed_in(client, registered_gp)
-    assert client.get("/accounts/timed-out").status_code == 405
-    assert client.get("/").status_code == 200  # still signed in
-    assert 'id="idle-timeout-form"' in client.get("/").content.decode()
-    answer = client.post("/accounts/timed-out")
+def test_a_link_cannot_sign_anyone_out(registered_gp) -> None:
+    browser = Client(enforce_csrf_checks=True)
+    signed_in(browser, registered_gp)
+    assert browser.get("/accounts/timed-out").status_code == 405
+    home = browser.get("/").content.decode()
+    assert browser.get("/").status_code == 200  # still signed in
+    # Another site's form cannot post it either: it has no CSRF token.
+    assert browser.post("/accounts/timed-out").status_code == 403
+    assert browser.get("/").status_code == 200
+    token = re.search(
+        r'id="idle-timeout-form"[^>]*>\s*<input type="hidden" name="csrfmiddlewaretoken" value="([^"]+)"',
+        home,
+    )
+    assert token is not None
+    answer = browser.post("/accounts/timed-out", {"csrfmiddlewaretoken": token.group(1)})
     assert answer.status_code == 302
     assert answer["Location"].endswith("?timeout=1")
-    assert client.get("/").status_code == 302  # now signed out
+    assert browser.get("/").status_code == 302  # now signed out
 
 
 def test_swagger_ui_comes_from_our_own_static_files(client: Client, registered_gp) -> None:

@@ -4,13 +4,16 @@ whatever labels its sender set (results, conditions and documents of every categ
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from ingestion.demo import PEOPLE, BundleBuilder
+from ingestion.fhir import codes_of
 from sharedrecord.access import policy_table
 from sharedrecord.models import Entry, Patient
 from tests.factories import make_credential, next_nhs_number
@@ -39,11 +42,14 @@ def _cc(system: str, code: str, words: str) -> dict[str, Any]:
 
 
 def sensitive_record() -> Patient:
-    """A GP summary with, for every case, an unlabelled result, problem and document
-    whose coding is sensitive somewhere in it; plus an ordinary result."""
+    """A person registered with Z81001 (its own feed says so), and a community trust's
+    feed with, for every case, an unlabelled result, problem and document whose coding
+    is sensitive somewhere in it; plus an ordinary result and one coded with no system."""
     number = next_nhs_number()
     person = dataclasses.replace(PEOPLE[0], key=f"sc{number}", nhs_number_sent=number)
-    builder = BundleBuilder(person, "Z81001", "sens").patient()
+    registration = BundleBuilder(person, "Z81001", "reg").patient().bundle()
+    assert feed(make_credential(partner("Z81001"))[0], registration).status == "done"
+    builder = BundleBuilder(person, "ZCM01", "sens").patient()
     laboratory = _cc(LOINC, "4548-4", "HbA1c")  # an ordinary test, to carry a sensitive value
     for i, (_, system, code, words) in enumerate(CASES):
         coded = _cc(system, code, words)
@@ -71,7 +77,13 @@ def sensitive_record() -> Patient:
         {"status": "final", "code": laboratory, "valueQuantity": {"value": 41, "unit": "mmol/mol"},
          "effectiveDateTime": "2026-10-01", "note": [{"text": "ordinary result"}]},
     )  # fmt: skip
-    credential, _ = make_credential(partner("Z81001"))
+    builder.add(
+        "Condition",
+        {"code": {"coding": [{"code": "86406008"}], "text": "problem with no code system"},
+         "clinicalStatus": _cc("http://terminology.hl7.org/CodeSystem/condition-clinical",
+                               "active", "Active")},
+    )  # fmt: skip
+    credential, _ = make_credential(partner("ZCM01"))
     message = feed(credential, builder.bundle())
     assert message.status == "done", message.issues
     return Patient.objects.get(nhs_number=number)
@@ -89,7 +101,7 @@ def test_coded_items_are_restricted_without_any_label(
     patient = sensitive_record()
     stored = Entry.objects.filter(patient=patient).exclude(resource_type="Patient")
     assert all(entry.sensitivity == [] for entry in stored)  # the sender set no labels
-    restricted = 3 * len(CASES)
+    restricted = 3 * len(CASES) + 1  # and the problem coded with no system
 
     signed_in(client, treating_clinician)
     confirm_basis(client, patient, claim="Seen in the emergency department today")
@@ -97,6 +109,7 @@ def test_coded_items_are_restricted_without_any_label(
         page = main_html(client.get(f"/record/{patient.public_id}/{section}"))
         for _, _, _, words in CASES:
             assert words not in page, (section, words)
+        assert "no code system" not in page
         assert f"{restricted} items withheld" in page
     assert "ordinary result" in main_html(client.get(f"/record/{patient.public_id}/results"))
     token = staff_token(client, treating_clinician)
@@ -128,3 +141,18 @@ def test_stored_entries_keep_every_coding(registered_gp) -> None:
     assert document is not None
     assert f"{LOINC}|34133-9" in document.codes
     assert any(code.startswith(SNOMED) or code.startswith(LOINC) for code in document.codes)
+
+
+def test_the_migrations_backfill_computes_the_same_codes_as_ingestion() -> None:
+    """Entries stored before Entry.codes existed get the set ingestion gives new ones."""
+    migration = importlib.import_module(
+        "sharedrecord.migrations.0006_entry_codes_disputed_demographics"
+    )
+    patient = sensitive_record()
+    stored = list(Entry.objects.filter(patient=patient))
+    expected = {entry.pk: list(codes_of(entry.resource)) for entry in stored}
+    Entry.objects.filter(patient=patient).update(codes=[])
+    with connection.cursor() as cursor:
+        cursor.execute(migration.BACKFILL_SQL, [min(expected), max(expected) + 1])
+    assert {e.pk: e.codes for e in Entry.objects.filter(patient=patient)} == expected
+    assert any(codes for codes in expected.values())

@@ -17,6 +17,7 @@ PUBLIC = {
     "/admin/logout/": "signing out needs no sign-in",
     "/accounts/login/": "the staff sign-in form",
     "/accounts/logout/": "signing out needs no sign-in (POST only)",
+    "/accounts/timed-out": "the idle sign-out: POST only, with the page's CSRF token (GET is 405)",
     "/fhir/R4/metadata": "the CapabilityStatement: FHIR requires it public, no data",
     "/fhir/R4/.well-known/smart-configuration": "SMART discovery: where to get a token, no data",
     "/o/token/": "OAuth2 token endpoint: the client authenticates in its POST (GET is 405)",

@@ -20,12 +20,18 @@ from audit.models import AuditAction, AuditEvent
 from ingestion.demo import PEOPLE, BundleBuilder
 from optout.models import OptOutRoute
 from optout.services import optout_register
-from sharedrecord.models import AccessBasis, Organisation, OrganisationKind, Patient, User
+from sharedrecord.models import AccessBasis, Entry, Organisation, OrganisationKind, Patient, User
 from sharedrecord.services import organisation_grant_optout_management
 from tests.factories import make_credential, next_nhs_number
 from tests.fhirapi import fhir_get, staff_token
 from tests.optout.test_registry import feed
-from tests.sharedrecord.conftest import confirm_basis, fed_person, main_html, signed_in
+from tests.sharedrecord.conftest import (
+    confirm_basis,
+    fed_person,
+    main_html,
+    shown_entries,
+    signed_in,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -161,7 +167,7 @@ def test_the_registration_authority_moves_the_person_and_the_move_is_audited(
     assert registered(number) == "Z81002"
     (move,) = AuditEvent.objects.filter(
         action=AuditAction.REGISTRATION_CHANGE, patient_id=patient.public_id
-    ).exclude(detail__from="")
+    )
     assert (move.detail["from"], move.detail["to"], move.actor_org_ods) == (
         "Z81001", "Z81002", "ZDS01",
     )  # fmt: skip
@@ -263,18 +269,24 @@ def test_only_the_authority_or_the_practice_itself_ever_moves_the_registration(
         feed(credential, builder.bundle())
         now = registered(number)
         if KINDS[sender] == OrganisationKind.REGISTRATION_AUTHORITY:
-            assert now == named
-        elif now != previous:
-            # Only a practice's own claim about itself may move it, and only to itself.
-            assert KINDS[sender] == OrganisationKind.GP_PRACTICE
-            assert now == "" or (now == sender == named and not inactive) or previous == sender
-            assert (
-                not Organisation.objects.filter(
-                    ods_code__in=[s for s, _, _ in messages[:i]],
-                    kind=OrganisationKind.REGISTRATION_AUTHORITY,
-                ).exists()
-                or now == previous
+            # The authority decides, but naming a pharmacy or hospital registers nobody.
+            not_a_practice = (
+                Organisation.objects.filter(ods_code=named)
+                .exclude(kind=OrganisationKind.GP_PRACTICE)
+                .exists()
             )
+            assert now == ("" if not_a_practice else named)
+        elif now != previous:
+            # Only a practice's own word about itself moves it, and only while no
+            # authority has spoken: it takes the person, or it lets them go.
+            assert KINDS[sender] == OrganisationKind.GP_PRACTICE
+            authority_spoke = any(
+                KINDS[s] == OrganisationKind.REGISTRATION_AUTHORITY for s, _, _ in messages[: i + 1]
+            )
+            assert not authority_spoke
+            took = now == sender == named and not inactive
+            released = previous == sender and (named != sender or inactive)
+            assert took or released, (previous, now, sender, named, inactive)
         previous = now
 
 
@@ -346,3 +358,119 @@ def test_a_gp_elsewhere_who_describes_a_relationship_does_not_see_restricted_dia
     signed_in(client, registered_gp)
     confirm_basis(client, record)
     assert "Depressive disorder" in main_html(client.get(f"/record/{record.public_id}/problems"))
+
+
+def test_a_source_whose_care_is_all_withheld_is_not_revealed_by_its_copy_of_demographics(
+    client: Client, social_worker, registered_gp
+) -> None:
+    record = fed_person()
+    mental_health = Organisation.objects.get(ods_code="ZMH02")
+    theirs = Entry.objects.get(patient=record, source_org=mental_health, resource_type="Patient")
+    signed_in(client, social_worker)
+    confirm_basis(client, record)
+    page = client.get(f"/record/{record.public_id}/demographics")
+    assert page.status_code == 200
+    shown = shown_entries(page)
+    assert shown  # the other sources' copies are there
+    assert str(theirs.public_id) not in shown
+    token = staff_token(client, social_worker)
+    everything = fhir_get(client, token, f"Patient/{record.public_id}/$everything").json_body
+    ids = {e["resource"]["id"] for e in everything["entry"]}
+    assert str(theirs.public_id) not in ids
+    # The registered GP sees the trust's care, so its copy too.
+    signed_in(client, registered_gp)
+    confirm_basis(client, record)
+    assert str(theirs.public_id) in shown_entries(
+        client.get(f"/record/{record.public_id}/demographics")
+    )
+
+
+def test_a_refused_opt_out_check_tells_the_asking_practice_nothing_through_its_audit(
+    client: Client,
+) -> None:
+    number = next_nhs_number()
+    patient_says(number, "Z81001", "Z81001")
+    other = staff("gp.z81002b", "Z81002", "gp")
+    organisation_grant_optout_management(user=other, organisation=org("Z81002"))
+    client.force_login(other)
+    refused = client.post("/api/v1/optouts/check", {"nhs_number": number})
+    assert refused.status_code == 403
+    assert "Z81001" not in refused.content.decode()
+    officer = staff("privacy.z81002b", "Z81002", "privacy-officer")
+    client.force_login(officer)
+    ours = client.get("/api/v1/audit/events", {"scope": "staff"})
+    assert ours.status_code == 200
+    checks = [e for e in ours.json()["results"] if e["action"] == AuditAction.IDENTITY_VIEW]
+    assert checks  # the officer sees their own staff's refused check...
+    assert "Z81001" not in json.dumps(checks)  # ...but not where the person is registered
+
+
+def test_a_withheld_reason_does_not_survive_in_the_narrative(client: Client, social_worker) -> None:
+    number = next_nhs_number()
+    patient_says(number, "Z81001", "Z81001")
+    person = dataclasses.replace(PEOPLE[0], key=f"k{number}", nhs_number_sent=number)
+    builder = BundleBuilder(person, "ZAC01", "narr").patient()
+    builder.add(
+        "Encounter",
+        {
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"},
+            "text": {
+                "status": "generated",
+                "div": '<div xmlns="http://www.w3.org/1999/xhtml">Seen for chest pain</div>',
+            },
+            "reasonCode": [{"text": "chest pain"}],
+            "period": {"start": "2026-11-20T09:00:00Z", "end": "2026-11-20T11:00:00Z"},
+        },
+    )
+    credential, _ = make_credential(org("ZAC01"))
+    assert feed(credential, builder.bundle()).status == "done"
+    patient = Patient.objects.get(nhs_number=number)
+    token = staff_token(client, social_worker)
+    bundle = fhir_get(client, token, "Encounter", {"patient": str(patient.public_id)}).json_body
+    (encounter,) = [
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Encounter"
+    ]
+    assert "chest pain" not in json.dumps(encounter).lower()
+    assert "text" not in encounter
+    assert any(s["code"] == "REDACTED" for s in encounter["meta"]["security"])
+
+
+def test_an_authority_naming_a_pharmacy_registers_nobody() -> None:
+    number = next_nhs_number()
+    patient_says(number, "Z81001", "Z81001")
+    org("ZPH01")
+    patient_says(number, "ZDS01", "ZPH01", tag="pds")
+    assert registered(number) == ""
+
+
+def test_each_demographic_field_comes_from_the_first_source_that_sends_it() -> None:
+    number = next_nhs_number()
+    patient_says(number, "Z81001", "Z81001")
+    # The authority sends the registration and an address, but no name or birth date.
+    person = dataclasses.replace(
+        PEOPLE[0], key=f"k{number}", nhs_number_sent=number, gp_ods="Z81001"
+    )
+    builder = BundleBuilder(person, "ZDS01", "pds").patient()
+    resource = builder.entries[0]["resource"]
+    for element in ("name", "birthDate", "gender"):
+        resource.pop(element)
+    resource["address"] = [{"use": "home", "line": ["1 New Road"], "postalCode": "ZZ2 2ZZ"}]
+    assert feed(make_credential(org("ZDS01"))[0], builder.bundle()).status == "done"
+    patient = Patient.objects.get(nhs_number=number)
+    assert (patient.family_name, str(patient.birth_date)) == ("Ellison", "1941-03-14")
+    assert patient.postcode == "ZZ2 2ZZ"  # the authority's address comes first
+    assert patient.registered_gp_ods == "Z81001"
+    assert patient.demographics_disputed == ["address"]
+
+
+def test_a_registration_change_is_audited_only_when_there_was_one() -> None:
+    number = next_nhs_number()
+    patient_says(number, "Z81001", "Z81001")
+    patient = Patient.objects.get(nhs_number=number)
+    changes = AuditEvent.objects.filter(
+        action=AuditAction.REGISTRATION_CHANGE, patient_id=patient.public_id
+    )
+    assert not changes.exists()  # a first registration is no move
+    patient_says(number, "ZDS01", "Z81002", tag="pds")
+    assert [(e.detail["from"], e.detail["to"]) for e in changes] == [("Z81001", "Z81002")]
