@@ -25,9 +25,7 @@ from rest_framework.views import APIView
 from audit.balp import audit_event_as_fhir
 from audit.context import context_for
 from audit.forms import AuditQueryForm, ReviewForm, SubjectAccessForm, cursor_parse
-from audit.models import AccessReview, AuditEvent, ReviewOutcome
-from audit.selectors import AuditQuery, Cursor, ScopeKind
-from audit.services import (
+from audit.governance import (
     GovernanceViewer,
     ReviewRefused,
     ScopeUnknown,
@@ -39,6 +37,8 @@ from audit.services import (
     governance_viewer_of,
     subject_access_report,
 )
+from audit.models import AccessReview, AuditEvent, ReviewOutcome
+from audit.selectors import AuditQuery, Cursor, ScopeKind
 from audit.templatetags.governance import emergency, why
 from audit.views import csv_response
 

@@ -7,7 +7,7 @@ import ipaddress
 from django.conf import settings
 from django.http import HttpRequest
 
-from audit.services import AuditContext
+from audit.trail import AuditContext
 
 
 def client_address(request: HttpRequest) -> str | None:

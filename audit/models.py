@@ -121,7 +121,7 @@ class AuditEventHolder(models.Model):
 
 
 class AuditChainHead(models.Model):
-    """The last link of each hash-chain stripe (see audit/services.py)."""
+    """The last link of each hash-chain stripe (see audit/trail.py)."""
 
     stripe = models.SmallIntegerField(primary_key=True)
     seq = models.BigIntegerField()
@@ -138,7 +138,7 @@ class AuditChainHead(models.Model):
 class AuditCheckpoint(models.Model):
     """How far one stripe of the chain reached when it was last verified, signed.
 
-    Written by audit_checkpoint and audit_verify (audit/services.py) after
+    Written by audit_checkpoint and audit_verify (audit/integrity.py) after
     they have walked the stripe up to `seq`; never changed (PostgreSQL refuses,
     audit/sql.py CHECKPOINTS). `signature` is an HMAC-SHA256 of
     signed_message() with AUDIT_CHECKPOINT_KEY, a key that the processes
@@ -203,7 +203,7 @@ CLOSING_OUTCOMES = (ReviewOutcome.JUSTIFIED, ReviewOutcome.NOT_JUSTIFIED)
 class AccessReview(models.Model):
     """A governance officer's finding on one flagged access (break-glass or self-claimed).
 
-    Written once through audit.services.access_review_record, never changed:
+    Written once through audit.governance.access_review_record, never changed:
     a later finding (after a referral) is a new row, and the latest one stands.
     The event is named by id and time, the trail's partitioned primary key.
     PostgreSQL refuses UPDATE, DELETE and TRUNCATE (audit/sql.py), and the

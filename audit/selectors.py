@@ -1,7 +1,7 @@
 """Governance reads of the audit trail: searches, the review queue, subject access.
 
 Every function takes a GovernanceScope and reads only what it allows. These
-reads are not audited here: audit/services.py wraps each one a person asks
+reads are not audited here: audit/governance.py wraps each one a person asks
 for in an AUDIT_QUERY, AUDIT_EXPORT or SUBJECT_ACCESS_REPORT event.
 """
 

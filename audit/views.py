@@ -1,6 +1,6 @@
 """Governance pages: search the trail, export it, review flagged accesses, subject access.
 
-Only privacy officers (audit.services.governance_viewer_of); each page that
+Only privacy officers (audit.governance.governance_viewer_of); each page that
 shows trail rows is an audited service call (AUDIT_QUERY, AUDIT_EXPORT,
 AUDIT_REVIEW, SUBJECT_ACCESS_REPORT). An organisation's officer switches
 between its record-holder view and its staff's accesses with `?scope=holder`
@@ -33,9 +33,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from audit.context import context_for
 from audit.csvstream import csv_lines
 from audit.forms import AuditQueryForm, ReviewForm, SubjectAccessForm, cursor_parse
-from audit.models import CLOSING_OUTCOMES, AuditEvent, ReviewOutcome
-from audit.selectors import Cursor, GovernanceScope, ScopeKind
-from audit.services import (
+from audit.governance import (
     GovernanceViewer,
     ReviewRefused,
     ScopeUnknown,
@@ -48,6 +46,8 @@ from audit.services import (
     governance_viewer_of,
     subject_access_report,
 )
+from audit.models import CLOSING_OUTCOMES, AuditEvent, ReviewOutcome
+from audit.selectors import Cursor, GovernanceScope, ScopeKind
 
 CSV_COLUMNS = (
     "id", "occurred_at", "action", "outcome", "actor_type", "actor_name", "actor_role",

@@ -106,7 +106,7 @@ def _writer(args: tuple[str, int]) -> float:
 
     django.setup()
     from audit.models import AuditAction
-    from audit.services import AuditActor, AuditSubject, audit_event_record
+    from audit.trail import AuditActor, AuditSubject, audit_event_record
 
     actor = AuditActor.system("bench-writer", org_ods="ZAC01")
     subject = AuditSubject(nhs_number="9000000009", gp_ods="ZG001")

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from audit.models import AuditAction
-from audit.services import AuditSubject, audit_event_record
+from audit.trail import AuditSubject, audit_event_record
 from ingestion.models import FeedCredential, FeedMessage, MatchQueueItem
 from ingestion.services import (
     feed_credential_issue,

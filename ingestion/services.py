@@ -26,7 +26,7 @@ from lxml import etree
 from redis.exceptions import RedisError
 
 from audit.models import AuditAction, AuditOutcome
-from audit.services import AuditActor, AuditSubject, audit_event_record
+from audit.trail import AuditActor, AuditSubject, audit_event_record
 from ingestion import hl7v2
 from ingestion.fhir import (
     FHIR_NS,

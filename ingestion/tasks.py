@@ -51,6 +51,6 @@ def feed_messages_sweep_task() -> int:
 @shared_task(name="maintenance.audit_partitions_ensure")
 def audit_partitions_ensure_task() -> int:
     """Keep three months of audit partitions ready ahead of time (run by beat)."""
-    from audit.services import audit_partitions_ensure
+    from audit.trail import audit_partitions_ensure
 
     return audit_partitions_ensure(months_ahead=3)

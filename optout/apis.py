@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from audit.csvstream import csv_lines
 from audit.models import AuditAction
-from audit.services import AuditActor, audit_event_record
+from audit.trail import AuditActor, audit_event_record
 from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
 from ingestion.models import FeedCredential
 from optout.models import RECEIVED_ROUTES, OptOut, OptOutChange, OptOutRoute, OptOutStatus

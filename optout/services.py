@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditOutcome
-from audit.services import AuditActor, AuditContext, AuditSubject, audit_event_record
+from audit.trail import AuditActor, AuditContext, AuditSubject, audit_event_record
 from optout.models import PROGRAMME_ROUTES, OptOut, OptOutChange, OptOutRoute, OptOutStatus
 from optout.selectors import PersonIdentity, Registration, optout_registration_of
 from sharedrecord.auditing import actor_for

@@ -17,7 +17,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from audit.models import AuditAction
-from audit.services import audit_event_record
+from audit.trail import audit_event_record
 from optout.models import RECEIVED_ROUTES, OptOut, OptOutRoute
 from optout.selectors import optout_history_for, optouts_for_practice
 from optout.services import (

@@ -21,7 +21,7 @@ from django.views.decorators.cache import never_cache
 from guardian.admin import GuardedModelAdmin
 
 from audit.models import AuditAction
-from audit.services import audit_event_record
+from audit.trail import audit_event_record
 from sharedrecord.auditing import actor_for, context_for
 from sharedrecord.models import Organisation, User
 from sharedrecord.oauth import api_tokens_revoke_for

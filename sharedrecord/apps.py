@@ -7,7 +7,7 @@ class SharedRecordConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from audit.services import governance_resolver_register
+        from audit.governance import governance_resolver_register
         from sharedrecord.auditing import governance_viewer_for
 
         governance_resolver_register(governance_viewer_for)

@@ -1,7 +1,7 @@
 """Build the audit trail's actor from our users, and say who may read the trail.
 
 The audit app imports none of ours, so callers translate here and then call
-audit.services.audit_event_record themselves, inside their own transaction.
+audit.trail.audit_event_record themselves, inside their own transaction.
 The request context (request id, client address) is audit.context's.
 """
 
@@ -12,9 +12,10 @@ from typing import Any
 from django.conf import settings
 
 from audit.context import client_address, context_for
+from audit.governance import GovernanceViewer
 from audit.models import ActorType
 from audit.selectors import GovernanceScope
-from audit.services import AuditActor, GovernanceViewer
+from audit.trail import AuditActor
 from sharedrecord.models import StaffRole, User
 
 __all__ = ["actor_for", "client_address", "context_for", "governance_viewer_for"]

@@ -28,7 +28,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit.models import ActorType, AuditAction, AuditOutcome
-from audit.services import AuditActor, AuditContext, audit_event_record
+from audit.trail import AuditActor, AuditContext, audit_event_record
 from sharedrecord.access import (
     ODS_SYSTEM,
     REDACTION_ALSO_DROPS,

@@ -82,7 +82,7 @@ from oauthlib.oauth2.rfc6749.grant_types.authorization_code import (  # type: ig
 from oauthlib.oauth2.rfc6749.tokens import BearerToken  # type: ignore[import-untyped]
 
 from audit.models import AuditAction, AuditOutcome
-from audit.services import AuditActor, AuditContext, audit_event_record
+from audit.trail import AuditActor, AuditContext, audit_event_record
 from sharedrecord.auditing import actor_for, context_for
 from sharedrecord.fhir_read import ApiCaller
 from sharedrecord.models import ApiAuthorization, ApiAuthorizationEnd, User

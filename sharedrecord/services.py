@@ -20,7 +20,7 @@ from django.utils.text import slugify
 from guardian.shortcuts import assign_perm
 
 from audit.models import AuditAction, AuditOutcome
-from audit.services import AuditActor, AuditContext, AuditSubject, audit_event_record
+from audit.trail import AuditActor, AuditContext, AuditSubject, audit_event_record
 from sharedrecord.access import (
     Relationship,
     ViewPolicy,

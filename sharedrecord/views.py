@@ -23,8 +23,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from audit.governance import audit_unreviewed_count
 from audit.models import AuditAction, AuditOutcome
-from audit.services import AuditActor, audit_event_record, audit_unreviewed_count
+from audit.trail import AuditActor, audit_event_record
 from sharedrecord.access import policy_table, viewer_may_search
 from sharedrecord.auditing import actor_for, context_for, governance_viewer_for
 from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from audit.balp import audit_event_as_fhir
 from audit.models import AuditAction, AuditEvent, AuditOutcome
-from audit.services import AuditActor, AuditSubject, audit_event_record
+from audit.trail import AuditActor, AuditSubject, audit_event_record
 from sharedrecord.models import Organisation, User
 from tests.factories import next_nhs_number
 from tests.sharedrecord.conftest import fed_person, main_html, signed_in

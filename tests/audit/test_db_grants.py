@@ -19,7 +19,7 @@ def _may(role: str, table: str, privilege: str) -> bool:
 
 
 def test_the_app_role_appends_and_reads_the_trail_and_nothing_more() -> None:
-    from audit.services import audit_partitions_ensure
+    from audit.trail import audit_partitions_ensure
 
     audit_partitions_ensure(months_ahead=2)
     role = f"app_{uuid.uuid4().hex[:8]}"

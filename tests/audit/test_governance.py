@@ -21,7 +21,7 @@ from fhir.resources.R4B.auditevent import AuditEvent as FhirAuditEvent
 from fhir.resources.R4B.bundle import Bundle
 
 from audit.models import AccessReview, AuditAction, AuditEvent, AuditOutcome
-from audit.services import AuditActor, AuditSubject, audit_event_record
+from audit.trail import AuditActor, AuditSubject, audit_event_record
 from sharedrecord.models import Organisation, Patient, User
 from tests.factories import next_nhs_number
 from tests.sharedrecord.conftest import (

@@ -18,16 +18,17 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 
+from audit.governance import GovernanceViewer, access_review_record
+from audit.integrity import audit_chain_verify
 from audit.models import AccessReview, AuditAction, AuditCheckpoint, AuditEvent, ReviewOutcome
 from audit.selectors import GovernanceScope
-from audit.services import (
+from audit.trail import (
     AuditActor,
     AuditContext,
     AuditSubject,
-    GovernanceViewer,
-    access_review_record,
-    audit_chain_verify,
     audit_event_record,
+    chain_link,
+    event_hashed_fields,
 )
 
 pytestmark = pytest.mark.django_db  # every test's tampering rolls back with it
@@ -182,10 +183,8 @@ def test_rows_rewritten_below_a_checkpoint_are_found_even_when_relinked() -> Non
     _verify()
     # Rewrite the stripe's last row and recompute its link, as someone who
     # knows the algorithm could: the chain itself is consistent again.
-    from audit.services import _event_fields, _link
-
     first.purpose = "curiosity"
-    rehashed = _link(first.prev_hash, _event_fields(first))
+    rehashed = chain_link(first.prev_hash, event_hashed_fields(first))
     _as_superuser(
         "audit_event",
         "audit_event_append_only",

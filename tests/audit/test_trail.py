@@ -10,14 +10,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, connections, transaction
 
+from audit.integrity import audit_chain_verify
 from audit.models import AuditAction, AuditEvent, AuditOutcome
-from audit.services import (
-    AuditActor,
-    AuditContext,
-    AuditSubject,
-    audit_chain_verify,
-    audit_event_record,
-)
+from audit.trail import AuditActor, AuditContext, AuditSubject, audit_event_record
 
 ACTOR = AuditActor.system("tests", org_ods="ZSR01")
 
@@ -243,7 +238,7 @@ def test_each_event_is_indexed_once_for_each_organisation_with_a_stake_in_it() -
 
 @pytest.mark.django_db
 def test_partitions_are_made_ahead_and_guarded() -> None:
-    from audit.services import audit_partitions_ensure
+    from audit.trail import audit_partitions_ensure
 
     audit_partitions_ensure(months_ahead=5)
     assert audit_partitions_ensure(months_ahead=5) == 0  # idempotent

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 
-from audit.services import CheckpointKeyMissing, CheckpointRun, audit_checkpoint_take
+from audit.integrity import CheckpointKeyMissing, CheckpointRun, audit_checkpoint_take
 
 logger = logging.getLogger("audit.checkpoint")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from audit.services import (
+from audit.integrity import (
     ChainReport,
     CheckpointKeyMissing,
     audit_chain_verify,

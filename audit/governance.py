@@ -1,0 +1,290 @@
+"""Governance: who reads the audit trail, their searches, exports, findings and reports.
+
+Each read a person asks for is a service here that writes its own
+AUDIT_QUERY (or export, review, subject access) event; the queries behind
+them are audit.selectors'. Who may read the trail, and how much, is decided
+by the resolver the app that owns users registers (sharedrecord.access).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.integrity import review_digest
+from audit.models import CLOSING_OUTCOMES, AccessReview, AuditAction, AuditEvent, ReviewOutcome
+from audit.selectors import (
+    AuditQuery,
+    Cursor,
+    EventPage,
+    GovernanceScope,
+    ScopeKind,
+    access_reviews_for,
+    audit_event_in_scopes,
+    audit_events_about,
+    audit_events_page,
+    audit_events_stream,
+    audit_review_queue,
+)
+from audit.trail import AuditActor, AuditContext, AuditSubject, audit_event_record
+
+
+class ScopeUnknown(Exception):
+    """A request named a part of the trail that does not exist (neither holder nor staff)."""
+
+
+@dataclass(frozen=True)
+class GovernanceViewer:
+    """A member of staff who may read the trail: who they are, and how much they may see.
+
+    `scope` is the part of the trail they are reading now; `held` lists every
+    part they may read, the default first (empty: `scope` alone). Lists and
+    searches read `scope`; one event may be opened or reviewed if any scope
+    held contains it.
+    """
+
+    user: Any
+    actor: AuditActor
+    scope: GovernanceScope
+    held: tuple[GovernanceScope, ...] = ()
+
+    @property
+    def scopes(self) -> tuple[GovernanceScope, ...]:
+        """Every scope held, the one in use first."""
+        return (self.scope, *(scope for scope in self.held if scope != self.scope))
+
+    @property
+    def switchable(self) -> bool:
+        """True when the viewer holds more than one scope (the pages show a switch)."""
+        return len(self.scopes) > 1
+
+    def in_scope(self, kind: str) -> GovernanceViewer:
+        """The same viewer reading the scope of that kind; "" keeps the scope in use.
+
+        A viewer of the whole trail stays on it, whichever kind is asked for:
+        the switch never narrows the programme's officers.
+        Raises ScopeUnknown for a kind that is not one of ScopeKind's, or one
+        the viewer does not hold.
+        """
+        if not kind:
+            return self
+        if kind not in ScopeKind.values:
+            raise ScopeUnknown(f"Choose {' or '.join(ScopeKind.values)} for the scope.")
+        for scope in self.scopes:
+            if scope.covers(kind):
+                return replace(self, scope=scope)
+        raise ScopeUnknown("You do not hold that part of the audit trail.")
+
+
+GovernanceResolver = Callable[[Any], GovernanceViewer | None]
+_resolvers: list[GovernanceResolver] = []
+
+
+def governance_resolver_register(resolver: GovernanceResolver) -> None:
+    """Say who may read the trail. The app that owns users registers this at start-up.
+
+    The audit app imports none of ours, so it cannot know roles itself.
+    """
+    if resolver not in _resolvers:
+        _resolvers.append(resolver)
+
+
+def governance_viewer_of(user: Any) -> GovernanceViewer | None:
+    """The governance viewer for this user, or None if they may not read the trail."""
+    if not _resolvers:
+        raise RuntimeError("No governance resolver is registered.")
+    return _resolvers[0](user)
+
+
+def audit_search(
+    *,
+    viewer: GovernanceViewer,
+    query: AuditQuery,
+    after: Cursor | None,
+    context: AuditContext,
+    via: str = "page",
+) -> EventPage:
+    """A page of the trail for a governance officer, in the scope they are reading.
+
+    Side effects: one AUDIT_QUERY event naming the scope, the filters and how
+    many rows were shown.
+    """
+    with transaction.atomic():
+        page = audit_events_page(scope=viewer.scope, query=query, after=after)
+        audit_event_record(
+            action=AuditAction.AUDIT_QUERY,
+            actor=viewer.actor,
+            subject=AuditSubject(nhs_number=query.nhs_number),
+            purpose="HOPERAT",
+            detail={"via": via, "filters": query.filters(), "shown": len(page.events),
+                    **viewer.scope.audit_detail(), "page": after is not None},
+            context=context,
+        )  # fmt: skip
+    return page
+
+
+def audit_export(
+    *, viewer: GovernanceViewer, query: AuditQuery, context: AuditContext
+) -> Iterator[AuditEvent]:
+    """Every matching event for a CSV export, streamed.
+
+    The AUDIT_EXPORT event commits before the first row is read, so an
+    export that is cut off half way is still on the record.
+    Side effects: one AUDIT_EXPORT event naming the scope and the filters.
+    """
+    audit_event_record(
+        action=AuditAction.AUDIT_EXPORT,
+        actor=viewer.actor,
+        subject=AuditSubject(nhs_number=query.nhs_number),
+        purpose="HOPERAT",
+        detail={"format": "csv", "filters": query.filters(), **viewer.scope.audit_detail()},
+        context=context,
+    )  # fmt: skip
+    return audit_events_stream(scope=viewer.scope, query=query)
+
+
+class ReviewRefused(Exception):
+    """The access cannot be reviewed (not found in scope, not flagged, or already closed)."""
+
+
+@transaction.atomic
+def access_review_record(
+    *,
+    viewer: GovernanceViewer,
+    event_id: int,
+    outcome: ReviewOutcome,
+    note: str,
+    context: AuditContext,
+) -> AccessReview:
+    """Record a finding on one flagged access; a referral leaves it open for a final finding.
+
+    Raises ReviewRefused if the event is in none of the scopes the viewer
+    holds (a record holder's officer reviews accesses to its record and its
+    own staff's accesses, nothing else), was not flagged for review, or
+    already has a closing finding, or the note is empty.
+    Side effects: one AccessReview row and one AUDIT_REVIEW event naming the
+    scope that holds the event and carrying a digest of the finding, which
+    audit_verify compares with the row.
+    """
+    found = audit_event_in_scopes(scopes=viewer.scopes, event_id=event_id)
+    if found is None or not found[0].detail.get("review"):
+        raise ReviewRefused("There is no access awaiting review with that number.")
+    event, scope = found
+    if AccessReview.objects.filter(event_id=event_id, outcome__in=CLOSING_OUTCOMES).exists():
+        raise ReviewRefused("This access has already been reviewed.")
+    if not note.strip():
+        raise ReviewRefused("Write a note saying why you reached this finding.")
+    review = AccessReview(
+        event_id=event.id,
+        event_occurred_at=event.occurred_at,
+        outcome=outcome,
+        note=note.strip(),
+        reviewer=viewer.user,
+        reviewer_name=viewer.actor.name,
+    )
+    review.full_clean()
+    review.save()
+    audit_event_record(
+        action=AuditAction.AUDIT_REVIEW,
+        actor=viewer.actor,
+        subject=AuditSubject(
+            patient_id=event.patient_id, nhs_number=event.nhs_number, gp_ods=event.patient_gp_ods
+        ),
+        purpose="HOPERAT",
+        detail={"event": event.id, "review": str(review.public_id), "outcome": str(outcome),
+                "reviewed_action": event.action, "reviewed_actor": event.actor_name,
+                "review_sha256": review_digest(review), **scope.audit_detail()},
+        context=context,
+    )  # fmt: skip
+    return review
+
+
+@dataclass(frozen=True)
+class SubjectAccessReport:
+    nhs_number: str
+    produced_at: datetime.datetime
+    produced_by: str
+    scope: GovernanceScope
+    events: list[AuditEvent]
+
+    @property
+    def emergency_count(self) -> int:
+        return sum(1 for e in self.events if e.action == AuditAction.BREAK_GLASS)
+
+
+@transaction.atomic
+def subject_access_report(
+    *, viewer: GovernanceViewer, nhs_number: str, context: AuditContext
+) -> SubjectAccessReport:
+    """Who was shown what about one person, when, from where, and why.
+
+    Side effects: one SUBJECT_ACCESS_REPORT event.
+    """
+    events = audit_events_about(scope=viewer.scope, nhs_number=nhs_number)
+    audit_event_record(
+        action=AuditAction.SUBJECT_ACCESS_REPORT,
+        actor=viewer.actor,
+        subject=AuditSubject(nhs_number=nhs_number),
+        purpose="HOPERAT",
+        detail={"events": len(events), **viewer.scope.audit_detail()},
+        context=context,
+    )
+    return SubjectAccessReport(nhs_number, timezone.now(), viewer.actor.name, viewer.scope, events)
+
+
+def audit_review_queue_view(
+    *, viewer: GovernanceViewer, context: AuditContext, limit: int = 200
+) -> tuple[list[AuditEvent], int]:
+    """The oldest open flagged accesses (up to `limit`) and how many are open in all.
+
+    Side effects: one AUDIT_QUERY event naming the rows shown.
+    """
+    with transaction.atomic():
+        queue = audit_review_queue(scope=viewer.scope)
+        events = list(queue[:limit])
+        total = queue.count()
+        audit_event_record(
+            action=AuditAction.AUDIT_QUERY,
+            actor=viewer.actor,
+            purpose="HOPERAT",
+            detail={"via": "review-queue", "shown": [e.id for e in events],
+                    **viewer.scope.audit_detail()},
+            context=context,
+        )  # fmt: skip
+    return events, total
+
+
+def audit_event_view(
+    *, viewer: GovernanceViewer, event_id: int, context: AuditContext
+) -> tuple[AuditEvent, list[AccessReview]] | None:
+    """One event in any scope the viewer holds, with its findings, or None.
+
+    None alike for absent and out of every scope held. The scope in use is
+    tried first.
+    Side effects: one AUDIT_QUERY event when the event is shown, naming the
+    scope that holds it.
+    """
+    with transaction.atomic():
+        found = audit_event_in_scopes(scopes=viewer.scopes, event_id=event_id)
+        if found is None:
+            return None
+        event, scope = found
+        audit_event_record(
+            action=AuditAction.AUDIT_QUERY,
+            actor=viewer.actor,
+            subject=AuditSubject(nhs_number=event.nhs_number),
+            purpose="HOPERAT",
+            detail={"via": "event", "shown": [event.id], **scope.audit_detail()},
+            context=context,
+        )  # fmt: skip
+        return event, access_reviews_for(event_id=event.id)
+
+
+def audit_unreviewed_count(*, viewer: GovernanceViewer) -> int:
+    """How many flagged accesses in the scope in use await a finding (a count: not audited)."""
+    return audit_review_queue(scope=viewer.scope).count()
