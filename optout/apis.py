@@ -14,11 +14,9 @@ from rest_framework.views import APIView
 
 from audit.csvstream import csv_lines
 from audit.models import AuditAction
-from audit.trail import AuditActor, audit_event_record
-from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
-from ingestion.models import FeedCredential
+from audit.trail import audit_event_record
 from optout.models import RECEIVED_ROUTES, OptOut, OptOutChange, OptOutRoute, OptOutStatus
-from optout.selectors import optins_since, optout_history_for, optouts_for_practice
+from optout.selectors import optout_history_for, optouts_for_practice
 from optout.services import (
     OptOutCheck,
     objections_office_of,
@@ -254,33 +252,6 @@ class OptOutExportApi(APIView):
             f'attachment; filename="optouts-{practice.ods_code}-{stamp}.csv"'
         )
         return response
-
-
-class OptInsSinceApi(APIView):
-    """For partner systems: people who opted back in since a time and whose data you had sent.
-
-    Re-send their records; everything you sent was removed when they opted out.
-    """
-
-    authentication_classes = (FeedTokenAuthentication,)
-    permission_classes = (IsFeedSystem,)
-
-    @extend_schema(
-        parameters=[OpenApiParameter("since", str, required=True, description="ISO 8601 time")],
-        responses={200: serializers.ListSerializer(child=serializers.CharField())},
-    )
-    def get(self, request: Request) -> Response:
-        since = serializers.DateTimeField().to_internal_value(request.query_params.get("since", ""))
-        credential = cast(FeedCredential, request.auth)
-        ods = credential.organisation.ods_code
-        numbers = [o.nhs_number for o in optins_since(since=since) if ods in o.source_ods]
-        audit_event_record(
-            action=AuditAction.OPTOUT_VIEW,
-            actor=AuditActor.system(credential.system, org_ods=ods, id=credential.public_id),
-            detail={"opted_in_since": since.isoformat(), "listed": len(numbers)},
-            context=context_for(request),
-        )
-        return Response({"since": since.isoformat(), "nhs_numbers": numbers})
 
 
 # ------------------------------------------------------------------ objections (programme team)

@@ -25,15 +25,15 @@ from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditActor, AuditContext, AuditSubject, audit_event_record
 from optout.models import PROGRAMME_ROUTES, OptOut, OptOutChange, OptOutRoute, OptOutStatus
 from optout.selectors import PersonIdentity, Registration, optout_registration_of
-from sharedrecord.auditing import actor_for
-from sharedrecord.exceptions import PermissionDenied
-from sharedrecord.matching import nhs_number_is_valid, nhs_number_normalise
-from sharedrecord.models import Organisation, OrganisationKind, User
-from sharedrecord.selectors import (
+from sharedrecord.access import (
     optout_objections_office_for,
     optout_practice_for,
     optout_practice_may_record,
 )
+from sharedrecord.auditing import actor_for
+from sharedrecord.exceptions import PermissionDenied
+from sharedrecord.matching import nhs_number_is_valid, nhs_number_normalise
+from sharedrecord.models import Organisation, OrganisationKind, User
 from sharedrecord.services import patient_lock, patient_purge
 
 # Apps that hold personal data outside the record (ingestion's queue and raw

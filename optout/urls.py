@@ -9,7 +9,6 @@ urlpatterns = [
     path("register", apis.OptOutRegisterApi.as_view(), name="register"),
     path("withdraw", apis.OptOutWithdrawApi.as_view(), name="withdraw"),
     path("export.csv", apis.OptOutExportApi.as_view(), name="export"),
-    path("opted-in", apis.OptInsSinceApi.as_view(), name="opted-in"),
     path("objections", apis.OptOutObjectionRecordApi.as_view(), name="objections"),
     path("objections/check", apis.OptOutObjectionCheckApi.as_view(), name="objections-check"),
     path("<uuid:optout_id>", apis.OptOutDetailApi.as_view(), name="detail"),

@@ -21,6 +21,13 @@ below and each tested:
    The organisation's own active care (care plan, alert, problem, care
    team) counts as a relationship; so does being the registered practice
    (the authoritative value, see services.registration_asserted).
+
+Every other "who may" lives here too, one function per rule:
+7. Who may read the audit trail, and which part of it
+   (governance_viewer_for, registered with the audit app at start-up).
+8. Who may record opt-outs for a practice (optout_practice_for), for which
+   people (optout_practice_may_record), and who records objections for the
+   programme (optout_objections_office_for).
 """
 
 from __future__ import annotations
@@ -39,7 +46,11 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Exists, Max, OuterRef, Q, QuerySet
 from django.utils import timezone
+from guardian.shortcuts import get_objects_for_user
 
+from audit.governance import GovernanceViewer
+from audit.selectors import GovernanceScope
+from sharedrecord.auditing import actor_for
 from sharedrecord.exceptions import PatientNotFound
 from sharedrecord.models import (
     CLINICAL_ROLES,
@@ -582,3 +593,80 @@ def entry_is_sensitive(entry: Entry) -> bool:
         or labels & rules.very_restricted_labels
         or rules.sensitive_codes.intersection(entry.codes)
     )
+
+
+# ------------------------------------------------------------------ who may read the audit trail
+
+
+def governance_viewer_for(user: Any) -> GovernanceViewer | None:
+    """Who may read the audit trail, and how much (registered with the audit app).
+
+    Only privacy officers. Those of an organisation in GOVERNANCE_ODS_CODES
+    (the programme that runs the record) see the whole trail. Every other
+    privacy officer holds two views of their organisation: the record-holder
+    view (the default) and its staff's accesses to anyone. No superuser or
+    staff shortcut.
+    """
+    if not isinstance(user, User) or not user.is_authenticated:
+        return None
+    if user.role != StaffRole.PRIVACY_OFFICER or user.organisation is None:
+        return None
+    ods = user.organisation.ods_code
+    if ods in settings.GOVERNANCE_ODS_CODES:
+        held: tuple[GovernanceScope, ...] = (GovernanceScope(),)
+    else:
+        held = (GovernanceScope(holder_ods=ods), GovernanceScope(staff_ods=ods))
+    return GovernanceViewer(user=user, actor=actor_for(user), scope=held[0], held=held)
+
+
+# ------------------------------------------------------- who may manage opt-outs and objections
+
+
+def optout_practice_for(user: User) -> Organisation | None:
+    """The GP practice whose opt-outs this user may record, or None.
+
+    The user must belong to a GP practice and hold the object permission on it
+    (granted in the admin); superusers and global permissions do not count.
+    """
+    practice = user.organisation
+    if practice is None or practice.kind != OrganisationKind.GP_PRACTICE:
+        return None
+    allowed = get_objects_for_user(
+        user,
+        "sharedrecord.manage_optouts",
+        klass=Organisation.objects.filter(pk=practice.pk),
+        with_superuser=False,
+        accept_global_perms=False,
+    ).exists()
+    return practice if allowed else None
+
+
+def optout_practice_may_record(*, practice: Organisation, registered_gp_ods: str) -> bool:
+    """Whether a practice may record an opt-out for a person, and see who the number is.
+
+    Its own registered patient, or someone whose registered practice the record
+    does not know (no Patient row, or no registered practice on it): the
+    latter goes to the programme's review. Never someone the authoritative
+    registration puts with another practice.
+    """
+    if not registered_gp_ods:
+        return True
+    return registered_gp_ods == practice.ods_code
+
+
+def optout_objections_office_for(user: User) -> Organisation | None:
+    """The programme organisation for which this user records objections, or None.
+
+    An active objections officer of an organisation in GOVERNANCE_ODS_CODES
+    (the programme that runs the record) records objections taken by phone or
+    e-mail on behalf of the person's registered practice. No superuser or
+    global permission shortcut, and no right to read any practice's registry.
+    """
+    organisation = user.organisation
+    if not user.is_active or user.role != StaffRole.OBJECTIONS_OFFICER:
+        return None
+    if organisation is None:
+        return None
+    if organisation.ods_code not in settings.GOVERNANCE_ODS_CODES:
+        return None
+    return organisation

@@ -8,6 +8,6 @@ class SharedRecordConfig(AppConfig):
 
     def ready(self) -> None:
         from audit.governance import governance_resolver_register
-        from sharedrecord.auditing import governance_viewer_for
+        from sharedrecord.access import governance_viewer_for
 
         governance_resolver_register(governance_viewer_for)

@@ -59,6 +59,7 @@ urlpatterns = [
     path("admin/logout/", admin_sign_out, name="admin-sign-out"),
     path("admin/", admin.site.urls),
     path("api/v1/feeds/", include("ingestion.urls", namespace="feeds")),
+    path("api/v1/optouts/", include("ingestion.optin_urls", namespace="optins")),
     path("api/v1/optouts/", include("optout.urls", namespace="optouts")),
     path("api/v1/audit/", include("audit.urls", namespace="audit-api")),
     path("fhir/R4/", include("sharedrecord.fhir_urls", namespace="fhir")),

@@ -26,8 +26,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from audit.governance import audit_unreviewed_count
 from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditActor, audit_event_record
-from sharedrecord.access import policy_table, viewer_may_search
-from sharedrecord.auditing import actor_for, context_for, governance_viewer_for
+from sharedrecord.access import (
+    governance_viewer_for,
+    optout_objections_office_for,
+    optout_practice_for,
+    policy_table,
+    viewer_may_search,
+)
+from sharedrecord.auditing import actor_for, context_for
 from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable
 from sharedrecord.models import (
     CLINICAL_ROLES,
@@ -41,7 +47,6 @@ from sharedrecord.models import (
 )
 from sharedrecord.oauth import api_tokens_revoke_for
 from sharedrecord.presenting import document_text
-from sharedrecord.selectors import optout_objections_office_for, optout_practice_for
 from sharedrecord.services import (
     SEARCH_RESULT_CAP,
     BasisChoice,

@@ -22,7 +22,7 @@ from django.test import Client
 from audit.models import AccessReview, ActorType, AuditAction, AuditEvent
 from audit.selectors import AuditQuery, GovernanceScope, audit_events_page
 from audit.trail import AuditActor, AuditSubject, audit_event_record
-from sharedrecord.auditing import governance_viewer_for
+from sharedrecord.access import governance_viewer_for
 from tests.audit.test_governance import PROGRAMME, client_for, officer, staff
 from tests.factories import next_nhs_number
 from tests.sharedrecord.conftest import fed_person, main_html

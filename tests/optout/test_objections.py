@@ -10,8 +10,8 @@ from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
 from optout.models import OptOut, OptOutRoute, OptOutStatus
+from sharedrecord.access import optout_objections_office_for
 from sharedrecord.models import Organisation, Patient, StaffRole, User
-from sharedrecord.selectors import optout_objections_office_for
 from tests.factories import make_organisation, make_patient, next_nhs_number
 from tests.optout.conftest import staff
 

@@ -14,9 +14,9 @@ from audit.models import AuditAction, AuditEvent
 from audit.selectors import GovernanceScope, audit_review_queue
 from optout.models import OptOut, OptOutRoute
 from optout.services import optout_register
+from sharedrecord.access import optout_practice_may_record
 from sharedrecord.exceptions import PermissionDenied
 from sharedrecord.models import Organisation, Patient, User
-from sharedrecord.selectors import optout_practice_may_record
 from tests.factories import make_patient, next_nhs_number
 
 pytestmark = pytest.mark.django_db
