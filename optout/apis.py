@@ -13,10 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.csvstream import csv_lines
-from audit.models import AuditAction
-from audit.trail import audit_event_record
 from optout.models import RECEIVED_ROUTES, OptOut, OptOutChange, OptOutRoute, OptOutStatus
-from optout.selectors import optout_history_for, optouts_for_practice
 from optout.services import (
     OptOutCheck,
     objections_office_of,
@@ -28,7 +25,8 @@ from optout.services import (
     optout_withdraw,
     practice_of,
 )
-from sharedrecord.auditing import actor_for, context_for
+from optout.viewing import optout_entry_view, optout_export, optout_list_view
+from sharedrecord.auditing import context_for
 from sharedrecord.exceptions import PatientNotFound, PermissionDenied
 from sharedrecord.models import Organisation, User
 
@@ -180,15 +178,6 @@ class OptOutWithdrawApi(APIView):
         return Response(OptOutOutput(result.optout).data)
 
 
-def _audit_read(request: Request, action: AuditAction, detail: dict[str, Any]) -> None:
-    audit_event_record(
-        action=action,
-        actor=actor_for(cast(User, request.user)),
-        detail=detail,
-        context=context_for(request),
-    )
-
-
 class OptOutListApi(APIView):
     """The caller's practice's entries, newest change first (search by NHS number prefix)."""
 
@@ -206,15 +195,13 @@ class OptOutListApi(APIView):
         page = serializers.IntegerField(min_value=1, max_value=100_000).run_validation(
             request.query_params.get("page") or 1
         )
-        entries = optouts_for_practice(
-            practice=practice, search=request.query_params.get("search", "")
-        ).select_related("practice")
-        total = entries.count()
-        rows = list(entries[(page - 1) * self.PAGE : page * self.PAGE])
-        _audit_read(request, AuditAction.OPTOUT_VIEW, {"listed": len(rows), "page": page})
-        return Response(
-            {"count": total, "page": page, "results": [OptOutOutput(row).data for row in rows]}
-        )
+        shown = optout_list_view(
+            viewer=cast(User, request.user), practice=practice,
+            search=request.query_params.get("search", ""), page=page, page_size=self.PAGE,
+            context=context_for(request),
+        )  # fmt: skip
+        results = [OptOutOutput(row).data for row in shown.entries]
+        return Response({"count": shown.total, "page": page, "results": results})
 
 
 class OptOutDetailApi(APIView):
@@ -223,14 +210,14 @@ class OptOutDetailApi(APIView):
     @extend_schema(responses={200: OptOutOutput})
     def get(self, request: Request, optout_id: str) -> Response:
         practice = _practice(request, "view")
-        optout = OptOut.objects.filter(public_id=optout_id, practice=practice).first()
-        if optout is None:
+        shown = optout_entry_view(
+            viewer=cast(User, request.user), practice=practice, optout_id=optout_id,
+            context=context_for(request),
+        )  # fmt: skip
+        if shown is None:
             raise PatientNotFound("No such opt-out entry for your practice.")
-        _audit_read(request, AuditAction.OPTOUT_VIEW, {"optout": str(optout.public_id)})
-        history = optout_history_for(optout=optout, practice=practice)
-        return Response(
-            {**OptOutOutput(optout).data, "history": ChangeOutput(history, many=True).data}
-        )
+        history = ChangeOutput(shown.history, many=True).data
+        return Response({**OptOutOutput(shown.entry).data, "history": history})
 
 
 class OptOutExportApi(APIView):
@@ -239,11 +226,11 @@ class OptOutExportApi(APIView):
     @extend_schema(responses={(200, "text/csv"): str})
     def get(self, request: Request) -> StreamingHttpResponse:
         practice = _practice(request, "export")
-        entries = optouts_for_practice(practice=practice)
-        _audit_read(request, AuditAction.OPTOUT_EXPORT, {"rows": entries.count()})
+        entries = optout_export(
+            viewer=cast(User, request.user), practice=practice, context=context_for(request)
+        )
         rows = (
-            [e.nhs_number, e.status, e.route, e.changed_at.isoformat(), e.note]
-            for e in entries.iterator(chunk_size=2000)
+            [e.nhs_number, e.status, e.route, e.changed_at.isoformat(), e.note] for e in entries
         )
         header = ["nhs_number", "status", "route", "changed_at", "note"]
         response = StreamingHttpResponse(csv_lines(header, rows), content_type="text/csv")

@@ -12,14 +12,11 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied as Forbidden
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
-from audit.models import AuditAction
-from audit.trail import audit_event_record
 from optout.models import RECEIVED_ROUTES, OptOut, OptOutRoute
-from optout.selectors import optout_history_for, optouts_for_practice
 from optout.services import (
     objections_office_of,
     optout_check,
@@ -30,7 +27,8 @@ from optout.services import (
     optout_withdraw,
     practice_of,
 )
-from sharedrecord.auditing import actor_for, context_for
+from optout.viewing import OptOutShown, optout_entry_view, optout_list_view
+from sharedrecord.auditing import context_for
 from sharedrecord.exceptions import PermissionDenied
 from sharedrecord.matching import nhs_number_is_valid, nhs_number_normalise
 from sharedrecord.models import Organisation, User
@@ -56,13 +54,14 @@ def _office(request: HttpRequest, action: str) -> Organisation:
         raise Forbidden(denied.message) from denied
 
 
-def _audit_view(request: HttpRequest, detail: dict[str, Any]) -> None:
-    audit_event_record(
-        action=AuditAction.OPTOUT_VIEW,
-        actor=actor_for(cast(User, request.user)),
-        detail=detail,
+def _entry_shown(request: HttpRequest, practice: Organisation, optout_id: str) -> OptOutShown:
+    shown = optout_entry_view(
+        viewer=cast(User, request.user), practice=practice, optout_id=optout_id,
         context=context_for(request),
-    )
+    )  # fmt: skip
+    if shown is None:
+        raise Http404("No such opt-out entry for your practice.")
+    return shown
 
 
 def _spaced(number: str) -> str:
@@ -74,10 +73,12 @@ def _spaced(number: str) -> str:
 def optout_list_page(request: HttpRequest) -> HttpResponse:
     practice = _practice(request, "list")
     search = request.GET.get("search", "")[:20]
-    entries = optouts_for_practice(practice=practice, search=search)
-    rows = list(entries[:PAGE])
-    _audit_view(request, {"listed": len(rows), "search": bool(search)})
-    context = {"practice": practice, "entries": rows, "total": entries.count(), "search": search}
+    shown = optout_list_view(
+        viewer=cast(User, request.user), practice=practice, search=search, page=1,
+        page_size=PAGE, context=context_for(request),
+    )  # fmt: skip
+    context = {"practice": practice, "entries": shown.entries, "total": shown.total,
+               "search": search}  # fmt: skip
     return render(request, "optout/list.html", context)
 
 
@@ -144,10 +145,8 @@ def optout_record_page(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET"])
 def optout_detail_page(request: HttpRequest, optout_id: str) -> HttpResponse:
     practice = _practice(request, "view")
-    entry = get_object_or_404(OptOut, public_id=optout_id, practice=practice)
-    _audit_view(request, {"optout": str(entry.public_id)})
-    history = optout_history_for(optout=entry, practice=practice)
-    context = {"entry": entry, "history": history, "holds_entry": True}
+    shown = _entry_shown(request, practice, optout_id)
+    context = {"entry": shown.entry, "history": shown.history, "holds_entry": True}
     return render(request, "optout/detail.html", context)
 
 
@@ -169,9 +168,9 @@ def optout_optin_page(request: HttpRequest, optout_id: str) -> HttpResponse:
             "Opt-in recorded. Their record fills again as services send updates.",
         )
         return redirect("optout-pages:detail", optout_id=entry.public_id)
-    _audit_view(request, {"optout": str(entry.public_id)})
-    history = optout_history_for(optout=entry, practice=practice)
-    context = {"entry": entry, "history": history, "holds_entry": True, "confirm_optin": True}
+    shown = _entry_shown(request, practice, optout_id)
+    context = {"entry": shown.entry, "history": shown.history, "holds_entry": True,
+               "confirm_optin": True}  # fmt: skip
     return render(request, "optout/detail.html", context)
 
 

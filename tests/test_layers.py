@@ -15,7 +15,7 @@ from django.conf import settings
 
 def test_every_import_contract_is_kept() -> None:
     command = Path(sys.executable).with_name("lint-imports")
-    result = subprocess.run(  # noqa: S603 (our own virtualenv's tool, fixed arguments)
+    result = subprocess.run(
         [str(command), "--no-cache"],
         cwd=settings.BASE_DIR,
         capture_output=True,
