@@ -14,7 +14,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import SuspiciousOperation
-from django.http import HttpResponseBase, JsonResponse
+from django.http import HttpResponse, HttpResponseBase, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers
@@ -38,6 +38,7 @@ from audit.governance import (
     subject_access_report,
 )
 from audit.models import AccessReview, AuditEvent, ReviewOutcome
+from audit.outcomes import FHIR_JSON, outcome_http_response
 from audit.selectors import AuditQuery, Cursor, ScopeKind
 from audit.templatetags.governance import emergency, why
 from audit.views import csv_response
@@ -60,7 +61,6 @@ SCOPE_PARAMETER = OpenApiParameter(
         "officers read the whole trail either way. Any other value is a 400."
     ),
 )  # fmt: skip
-FHIR_JSON = "application/fhir+json"
 
 
 def _viewer(request: Request) -> GovernanceViewer:
@@ -225,11 +225,8 @@ def _fhir(body: dict[str, Any], status: int = 200) -> JsonResponse:
     return JsonResponse(body, status=status, content_type=FHIR_JSON)
 
 
-def _outcome(status: int, code: str, text: str, parameter: str = "") -> JsonResponse:
-    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": text}
-    if parameter:
-        issue["expression"] = [f"http.{parameter}"]  # FHIR's way to name an HTTP parameter
-    return _fhir({"resourceType": "OperationOutcome", "issue": [issue]}, status)
+def _outcome(status: int, code: str, text: str, parameter: str = "") -> HttpResponse:
+    return outcome_http_response(status, code=code, text=text, parameter=parameter)
 
 
 class FhirParamError(Exception):

@@ -18,12 +18,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.outcomes import FHIR_JSON, operation_outcome
 from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
 from ingestion.fhir import FeedRejected
 from ingestion.hl7v2 import Hl7Problem
 from ingestion.hl7v2 import ack as hl7_ack
 from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageStatus
-from ingestion.outcomes import FHIR_JSON, issue, operation_outcome, outcome_response
+from ingestion.outcomes import issue, outcome_response
 from ingestion.services import (
     IdempotencyConflict,
     failure_issue,

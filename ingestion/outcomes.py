@@ -1,4 +1,8 @@
-"""FHIR OperationOutcome bodies for feed answers: codes and paths, never values."""
+"""Feed answers as OperationOutcomes: our reason codes, their FHIR issue types, and paths.
+
+The bodies are built by audit.outcomes, the one builder; this module maps the
+feeds' own reason codes onto FHIR IssueTypes. Codes and paths, never values.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ from typing import Any
 
 from rest_framework.response import Response
 
+from audit.outcomes import FHIR_JSON, operation_outcome, outcome_issue
+
 ISSUE_SYSTEM = "https://sharedrecord.nhs.invalid/CodeSystem/feed-issue"
-FHIR_JSON = "application/fhir+json"
 
 # Our reason codes -> FHIR IssueType.
 ISSUE_TYPES = {
@@ -56,19 +61,15 @@ ISSUE_TYPES = {
 def issue(
     *, code: str, diagnostics: str, severity: str = "error", expression: list[str] | None = None
 ) -> dict[str, Any]:
+    """One feed issue: our reason `code` beside the FHIR IssueType it maps to."""
     fhir_code = ISSUE_TYPES.get(code, "processing" if code.startswith("parked") else "invalid")
-    out: dict[str, Any] = {
-        "severity": severity,
-        "code": fhir_code,
-        "details": {"coding": [{"system": ISSUE_SYSTEM, "code": code}], "text": diagnostics},
-    }
-    if expression:
-        out["expression"] = expression
-    return out
-
-
-def operation_outcome(issues: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome", "issue": issues}
+    return outcome_issue(
+        code=fhir_code,
+        text=diagnostics,
+        severity=severity,
+        expression=expression,
+        reason=(ISSUE_SYSTEM, code),
+    )
 
 
 def outcome_response(

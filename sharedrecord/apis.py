@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from audit.outcomes import outcome_http_response
 from sharedrecord.exceptions import DomainError
 from sharedrecord.selectors import readiness_checks
 
@@ -89,11 +90,7 @@ FHIR_ROUTES = ("/fhir/", "/api/v1/feeds/", "/api/v1/audit/fhir/")
 def _protocol_error(request: HttpRequest, status: int, code: str, message: str) -> HttpResponse:
     if request.path.startswith(FHIR_ROUTES):
         fhir_code = {400: "invalid", 404: "not-found"}.get(status, "processing")
-        issue = {"severity": "error", "code": fhir_code, "diagnostics": message}
-        outcome = {"resourceType": "OperationOutcome", "issue": [issue]}
-        return HttpResponse(
-            json.dumps(outcome), status=status, content_type="application/fhir+json"
-        )
+        return outcome_http_response(status, code=fhir_code, text=message)
     body = {"error": {"code": code, "message": message}}
     return HttpResponse(json.dumps(body), status=status, content_type="application/json")
 
