@@ -24,7 +24,7 @@ from audit.models import AuditAction
 from audit.trail import audit_event_record
 from sharedrecord.auditing import actor_for, context_for
 from sharedrecord.models import Organisation, User
-from sharedrecord.oauth import api_tokens_revoke_for
+from sharedrecord.oauth.consent import api_tokens_revoke_for
 from sharedrecord.views import SignInView, SignOutView
 
 admin.site.site_header = "Shared care record administration"

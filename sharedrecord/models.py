@@ -428,7 +428,7 @@ class ApiAuthorization(models.Model):
     issued) and bound to the refresh token family when the code is
     exchanged. Every token of the chain holds only while the session that
     gave consent exists, the user is active with the same password, and
-    the consent is younger than API_REFRESH_TOKEN_SECONDS (sharedrecord/oauth.py).
+    the consent is younger than API_REFRESH_TOKEN_SECONDS (sharedrecord/oauth/consent.py).
     Once ended it stays ended: reactivating the account brings nothing back.
     The session is the database session row (Django's default session
     engine): deleting it (sign-out, a password change cycling the key, or

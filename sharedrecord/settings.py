@@ -300,7 +300,7 @@ OAUTH2_PROVIDER: dict[str, Any] = {
     # Rotated on every refresh, and no grace: the old refresh token is dead at once.
     "ROTATE_REFRESH_TOKEN": True,
     "REFRESH_TOKEN_GRACE_PERIOD_SECONDS": 0,
-    # Consent is asked every time (sharedrecord/oauth.py ignores approval_prompt=auto).
+    # Consent is asked every time (sharedrecord/oauth/server.py ignores approval_prompt=auto).
     "REQUEST_APPROVAL_PROMPT": "force",
     # Loopback http redirects (RFC 8252) only while developing.
     "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"] if DEBUG else ["https"],
@@ -308,10 +308,10 @@ OAUTH2_PROVIDER: dict[str, Any] = {
     # code with PKCE S256, client credentials, refresh; client_secret_basic;
     # bearer tokens in the header), and each member of staff's tokens end with
     # the consent that made them: sign-out, a password change, deactivation,
-    # or API_REFRESH_TOKEN_SECONDS after consent (sharedrecord/oauth.py).
-    "OAUTH2_SERVER_CLASS": "sharedrecord.oauth.SmartServer",
-    "OAUTH2_VALIDATOR_CLASS": "sharedrecord.oauth.SmartValidator",
-    "OAUTH2_BACKEND_CLASS": "sharedrecord.oauth.SmartOAuthLibCore",
+    # or API_REFRESH_TOKEN_SECONDS after consent (sharedrecord/oauth/consent.py).
+    "OAUTH2_SERVER_CLASS": "sharedrecord.oauth.server.SmartServer",
+    "OAUTH2_VALIDATOR_CLASS": "sharedrecord.oauth.server.SmartValidator",
+    "OAUTH2_BACKEND_CLASS": "sharedrecord.oauth.server.SmartOAuthLibCore",
 }
 # Named so that sharedrecord.ApiAuthorization may point at DOT's (swappable) Application.
 OAUTH2_PROVIDER_APPLICATION_MODEL = "oauth2_provider.Application"

@@ -5,9 +5,9 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from sharedrecord import oauth
 from sharedrecord.admin import admin_sign_in, admin_sign_out
 from sharedrecord.apis import HealthzApi, ReadyzApi
+from sharedrecord.oauth import views as oauth
 from sharedrecord.views import (
     SignInView,
     SignOutView,
@@ -23,7 +23,7 @@ from sharedrecord.views import (
     session_timed_out,
 )
 
-# DOT's views, held to what the SMART configuration advertises, audited (sharedrecord/oauth.py).
+# DOT's views, held to what the SMART configuration advertises, audited (sharedrecord/oauth/).
 OAUTH2_ROUTES = [
     path("authorize/", oauth.SmartAuthorizationView.as_view(), name="authorize"),
     path("token/", oauth.SmartTokenView.as_view(), name="token"),

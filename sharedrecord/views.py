@@ -45,7 +45,7 @@ from sharedrecord.models import (
     StaffRole,
     User,
 )
-from sharedrecord.oauth import api_tokens_revoke_for
+from sharedrecord.oauth.consent import api_tokens_revoke_for
 from sharedrecord.presenting import document_text
 from sharedrecord.services import (
     SEARCH_RESULT_CAP,

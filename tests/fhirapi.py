@@ -34,7 +34,7 @@ def staff_token(client: Client, user: User, scope: str = "user/*.read") -> str:
     """A member of staff's token: the authorization code flow with PKCE, signed in as them.
 
     They sign in and allow in a browser of their own, which stays signed in:
-    a staff token ends with the session that gave consent (sharedrecord/oauth.py).
+    a staff token ends with the session that gave consent (sharedrecord/oauth/consent.py).
     """
     issued = api_client_register(
         name=f"Ward app {secrets.token_hex(3)}", grant="authorization-code", redirect_uris=REDIRECT

@@ -208,7 +208,7 @@ def test_deactivation_ends_the_tokens_and_reactivation_does_not_bring_them_back(
 
 
 def test_the_revocation_service_ends_a_chain_for_good(client: Client, registered_gp: User) -> None:
-    from sharedrecord.oauth import api_tokens_revoke_for
+    from sharedrecord.oauth.consent import api_tokens_revoke_for
 
     first = staff_chain(client, registered_gp)
     second = staff_chain(client, registered_gp)
