@@ -20,7 +20,7 @@ below and each tested:
    (access_basis_current); the feeds' relationships are shown beside it.
    The organisation's own active care (care plan, alert, problem, care
    team) counts as a relationship; so does being the registered practice
-   (the authoritative value, see services.registration_asserted).
+   (the authoritative value, see registration_asserted below).
 
 Every other "who may" lives here too, one function per rule:
 7. Who may read the audit trail, and which part of it
