@@ -20,8 +20,8 @@ from rest_framework.views import APIView
 
 from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
 from ingestion.fhir import FeedRejected
-from ingestion.hl7v2 import Hl7Problem
-from ingestion.hl7v2 import ack as hl7_ack
+from ingestion.hl7v2.ack import ack as hl7_ack
+from ingestion.hl7v2.results import Hl7Problem
 from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageStatus
 from ingestion.outcomes import FHIR_JSON, issue, operation_outcome, outcome_response
 from ingestion.services import (

@@ -27,7 +27,6 @@ from redis.exceptions import RedisError
 
 from audit.models import AuditAction, AuditOutcome
 from audit.services import AuditActor, AuditSubject, audit_event_record
-from ingestion import hl7v2
 from ingestion.fhir import (
     FHIR_NS,
     NHS_NUMBER_SYSTEM,
@@ -40,6 +39,11 @@ from ingestion.fhir import (
     read_envelope,
     validate_resource,
 )
+from ingestion.hl7v2.ack import ack as hl7_ack
+from ingestion.hl7v2.convert import convert
+from ingestion.hl7v2.datatypes import fhir_datetime
+from ingestion.hl7v2.er7 import decode, read_header
+from ingestion.hl7v2.results import Converted, Hl7Header, Hl7Problem, Hl7Rejected, Merge
 from ingestion.models import (
     FeedCredential,
     FeedMessage,
@@ -446,17 +450,17 @@ def hl7_message_receive(*, credential: FeedCredential, payload: bytes) -> Hl7Ans
     Side effects: one FeedMessage and audit events (received, or rejected).
     """
     organisation = credential.organisation
-    text = hl7v2.decode(payload)
+    text = decode(payload)
     try:
         if not organisation.agreement_active():
-            raise hl7v2.Hl7Rejected(
-                hl7v2.Hl7Problem(
+            raise Hl7Rejected(
+                Hl7Problem(
                     "MSH", 1, 4, "207", "Your organisation has no active data sharing agreement."
                 ),
                 _header_of(text),
             )
         converted = _hl7_checked(text, payload)
-    except hl7v2.Hl7Rejected as rejected:
+    except Hl7Rejected as rejected:
         return _hl7_refused(credential, rejected.header, rejected.problem)
     header = converted.header
     try:
@@ -468,21 +472,21 @@ def hl7_message_receive(*, credential: FeedCredential, payload: bytes) -> Hl7Ans
             entry_count=converted.entry_count,
         )
     except IdempotencyConflict:
-        problem = hl7v2.Hl7Problem("MSH", 1, 10, "205", "MSH-10: this control id was already "
+        problem = Hl7Problem("MSH", 1, 10, "205", "MSH-10: this control id was already "
                                    "used for a different message. Use a new one.")  # fmt: skip
         return _hl7_refused(credential, header, problem)
     code = converted.ack_code
     text = "Accepted" if code == "AA" else "Accepted; parts were not kept, see ERR"
-    answer = hl7v2.ack(header=header, code=code, problems=converted.problems, text=text,
+    answer = hl7_ack(header=header, code=code, problems=converted.problems, text=text,
                        control_id=f"ACK{received.message.public_id.hex[:16]}")  # fmt: skip
     return Hl7Answer(answer, code, received.message)
 
 
-def _header_of(text: str) -> hl7v2.Hl7Header | None:
+def _header_of(text: str) -> Hl7Header | None:
     """The MSH an AR answers in the sender's terms (refused characters left out of it)."""
     try:
-        return hl7v2.read_header(_HL7_BAD_CHARACTER.sub("", text))
-    except hl7v2.Hl7Rejected as rejected:
+        return read_header(_HL7_BAD_CHARACTER.sub("", text))
+    except Hl7Rejected as rejected:
         return rejected.header
 
 
@@ -491,7 +495,7 @@ _HL7_BAD_CHARACTER = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
 
 
-def _hl7_checked(text: str, payload: bytes) -> hl7v2.Converted:
+def _hl7_checked(text: str, payload: bytes) -> Converted:
     """Convert a message after the receipt checks the worker relies on; raises Hl7Rejected.
 
     1. No control character in any field, written or as a \\X..\\ hex escape
@@ -502,12 +506,12 @@ def _hl7_checked(text: str, payload: bytes) -> hl7v2.Converted:
     """
     problem = _hl7_character_problem(text)
     if problem is not None:
-        raise hl7v2.Hl7Rejected(problem, _header_of(text))
-    converted = hl7v2.convert(payload)
+        raise Hl7Rejected(problem, _header_of(text))
+    converted = convert(payload)
     limit = settings.FEED_MAX_ENTRIES
     if converted.entry_count > limit:
-        raise hl7v2.Hl7Rejected(
-            hl7v2.Hl7Problem(
+        raise Hl7Rejected(
+            Hl7Problem(
                 "", 0, 0, "207",
                 f"The message makes {converted.entry_count} record entries (results and the "
                 f"rest); the limit is {limit}. Split it.",
@@ -515,14 +519,14 @@ def _hl7_checked(text: str, payload: bytes) -> hl7v2.Converted:
             converted.header,
         )  # fmt: skip
     if bad_character_path(converted.bundle, "Bundle") is not None:
-        raise hl7v2.Hl7Rejected(
-            hl7v2.Hl7Problem("", 0, 0, "102", "A field decodes to a control character."),
+        raise Hl7Rejected(
+            Hl7Problem("", 0, 0, "102", "A field decodes to a control character."),
             converted.header,
         )
     return converted
 
 
-def _hl7_character_problem(text: str) -> hl7v2.Hl7Problem | None:
+def _hl7_character_problem(text: str) -> Hl7Problem | None:
     """An ERR naming the first field that holds a refused control character, or None."""
     found = _HL7_BAD_CHARACTER.search(text)
     position, code = (found.start(), ord(found.group())) if found else (len(text), 0)
@@ -540,13 +544,11 @@ def _hl7_character_problem(text: str) -> hl7v2.Hl7Problem | None:
     start = text.rfind("\r", 0, position) + 1
     name = text[start : start + 3]
     if not _SEGMENT_NAME.fullmatch(name):
-        return hl7v2.Hl7Problem(
-            "", 0, 0, "102", f"A control character (U+{code:04X}) is not allowed."
-        )
+        return Hl7Problem("", 0, 0, "102", f"A control character (U+{code:04X}) is not allowed.")
     sequence = sum(1 for s in text[:start].split("\r") if s[:3] == name) + 1
     separator = text[3] if len(text) > 3 else "|"
     field = text.count(separator, start, position) + (1 if name == "MSH" else 0)
-    return hl7v2.Hl7Problem(
+    return Hl7Problem(
         name, sequence, field, "102",
         f"{name}-{field}: a control character (U+{code:04X}) is not allowed; only tab "
         "and segment ends are.",
@@ -554,7 +556,7 @@ def _hl7_character_problem(text: str) -> hl7v2.Hl7Problem | None:
 
 
 def _hl7_refused(
-    credential: FeedCredential, header: hl7v2.Hl7Header | None, problem: hl7v2.Hl7Problem
+    credential: FeedCredential, header: Hl7Header | None, problem: Hl7Problem
 ) -> Hl7Answer:
     feed_message_refuse(
         credential=credential,
@@ -563,7 +565,7 @@ def _hl7_refused(
         location=problem.location,
         reason=problem.message,
     )
-    answer = hl7v2.ack(header=header, code="AR", problems=[problem], text=problem.message)
+    answer = hl7_ack(header=header, code="AR", problems=[problem], text=problem.message)
     return Hl7Answer(answer, "AR", None)
 
 
@@ -697,9 +699,9 @@ def _process_claimed(message_id: int, progress: _Progress) -> str:
     return MessageStatus.DONE
 
 
-def _hl7_time(header: hl7v2.Hl7Header) -> datetime.datetime | None:
+def _hl7_time(header: Hl7Header) -> datetime.datetime | None:
     """MSH-7, the message time: it orders a sender's removals (A11, A40) like its updates."""
-    value = hl7v2.fhir_datetime(header.sent_at)
+    value = fhir_datetime(header.sent_at)
     if not value or "T" not in value:
         return None
     try:
@@ -885,12 +887,12 @@ def _raw_resources(message: FeedMessage) -> tuple[list[tuple[int, Any]], Literal
                 (i, etree.tostring(h[0])) for i, h in holders if h is not None and len(h)
             ], "xml"
         if message.kind == MessageKind.HL7V2:
-            document: Any = hl7v2.convert(payload).bundle
+            document: Any = convert(payload).bundle
         else:
             document = json.loads(payload.decode("utf-8-sig"))
         items = document.get("entry", [])
         return [(i, e.get("resource")) for i, e in enumerate(items) if isinstance(e, dict)], "json"
-    except (ValueError, RecursionError, AttributeError, etree.LxmlError, hl7v2.Hl7Rejected):
+    except (ValueError, RecursionError, AttributeError, etree.LxmlError, Hl7Rejected):
         return [], "json"
 
 
@@ -906,14 +908,14 @@ def _breaks_validation(resource: Any, media: Literal["json", "xml"]) -> bool:
 RECEIPT_COUNTS = ("created", "updated", "unchanged", "deleted", "rejected", "parked", "blocked")
 
 
-def _hl7_converted(payload: bytes) -> hl7v2.Converted:
+def _hl7_converted(payload: bytes) -> Converted:
     try:
-        return hl7v2.convert(payload)
-    except hl7v2.Hl7Rejected as rejected:  # accepted at receipt, so only if the rules changed
+        return convert(payload)
+    except Hl7Rejected as rejected:  # accepted at receipt, so only if the rules changed
         raise FeedRejected("hl7v2-rejected", rejected.problem.message) from rejected
 
 
-def _hl7_issues(converted: hl7v2.Converted, outcome: _Outcome) -> None:
+def _hl7_issues(converted: Converted, outcome: _Outcome) -> None:
     for problem in converted.problems:
         outcome.issues.append({
             "entry": None,
@@ -927,7 +929,7 @@ def _hl7_issues(converted: hl7v2.Converted, outcome: _Outcome) -> None:
 def _hl7_merge(
     message: FeedMessage,
     organisation: Organisation,
-    merge: hl7v2.Merge,
+    merge: Merge,
     outcome: _Outcome,
     as_of: datetime.datetime | None,
 ) -> None:
