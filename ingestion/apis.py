@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
-from ingestion.fhir import FeedRejected
+from ingestion.fhir.results import FeedRejected
 from ingestion.hl7v2.ack import ack as hl7_ack
 from ingestion.hl7v2.results import Hl7Problem
 from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageStatus

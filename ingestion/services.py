@@ -27,18 +27,14 @@ from redis.exceptions import RedisError
 
 from audit.models import AuditAction, AuditOutcome
 from audit.services import AuditActor, AuditSubject, audit_event_record
-from ingestion.fhir import (
-    FHIR_NS,
-    NHS_NUMBER_SYSTEM,
-    EntryIssue,
-    Envelope,
-    FeedRejected,
-    ParsedBundle,
-    ParsedEntry,
-    parse_bundle,
-    read_envelope,
-    validate_resource,
-)
+from ingestion.fhir.bundle import parse_bundle
+from ingestion.fhir.entries import bundle_resources, resources_as_sent
+from ingestion.fhir.envelope import read_envelope
+from ingestion.fhir.fields import birth_date_of
+from ingestion.fhir.profile import NHS_NUMBER_SYSTEM
+from ingestion.fhir.redaction import redact_person
+from ingestion.fhir.results import EntryIssue, Envelope, FeedRejected, ParsedBundle, ParsedEntry
+from ingestion.fhir.validation import validate_resource
 from ingestion.hl7v2.ack import ack as hl7_ack
 from ingestion.hl7v2.convert import convert
 from ingestion.hl7v2.datatypes import fhir_datetime
@@ -66,7 +62,6 @@ from sharedrecord.matching import (
 )
 from sharedrecord.models import Organisation, OrganisationKind, SourceKey
 from sharedrecord.services import (
-    EntryData,
     UpsertResult,
     entries_upsert,
     entry_remove,
@@ -599,7 +594,7 @@ def feed_message_process(*, message_id: int) -> str:
     1. Claim the message (RECEIVED -> PROCESSING) with a conditional update;
        if another worker has it, do nothing. A message whose workers died more
        than FEED_MAX_ATTEMPTS times is FAILED.
-    2. Parse and validate (ingestion.fhir). A message that cannot be read at
+    2. Parse and validate (ingestion/fhir/). A message that cannot be read at
        all is REJECTED with its reason.
     3. Group entries by person. No NHS number, an invalid one or conflicting
        ones: parked in the matching queue, never guessed.
@@ -877,22 +872,12 @@ def _failure_where(message: FeedMessage, progress: _Progress) -> tuple[list[int]
 def _raw_resources(message: FeedMessage) -> tuple[list[tuple[int, Any]], Literal["json", "xml"]]:
     """The entries' resources as sent (JSON objects, or XML elements as bytes)."""
     payload = bytes(message.payload)
+    if message.kind != MessageKind.HL7V2:
+        media = _media(message.kind)
+        return resources_as_sent(payload, media), media
     try:
-        if message.kind == MessageKind.FHIR_XML:
-            parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-            root = etree.fromstring(payload, parser=parser)
-            entries = root.findall(f"{{{FHIR_NS}}}entry")
-            holders = [(i, e.find(f"{{{FHIR_NS}}}resource")) for i, e in enumerate(entries)]
-            return [
-                (i, etree.tostring(h[0])) for i, h in holders if h is not None and len(h)
-            ], "xml"
-        if message.kind == MessageKind.HL7V2:
-            document: Any = convert(payload).bundle
-        else:
-            document = json.loads(payload.decode("utf-8-sig"))
-        items = document.get("entry", [])
-        return [(i, e.get("resource")) for i, e in enumerate(items) if isinstance(e, dict)], "json"
-    except (ValueError, RecursionError, AttributeError, etree.LxmlError, Hl7Rejected):
+        return bundle_resources(convert(payload).bundle), "json"
+    except (ValueError, RecursionError, AttributeError, Hl7Rejected):
         return [], "json"
 
 
@@ -1040,9 +1025,9 @@ def _group(
                 person.park_reason = ParkReason.INVALID_NHS_NUMBER
             else:
                 person.nhs_number = nhs_number_normalise(numbers[0])
-            birth = patient_entry.resource.get("birthDate")
-            if isinstance(birth, str) and len(birth) == 10:
-                person.birth_date = datetime.date.fromisoformat(birth)
+            birth = birth_date_of(patient_entry.resource)
+            if birth is not None:
+                person.birth_date = birth
         elif link.kind == "source-id":
             key_row = (
                 SourceKey.objects.filter(
@@ -1075,25 +1060,6 @@ def _group(
         else:
             merged[target] = person
     return merged, deletes
-
-
-def _entry_data(entry: ParsedEntry) -> EntryData:
-    return EntryData(
-        resource_type=entry.resource_type,
-        source_id=entry.source_id,
-        section=entry.section,
-        resource=entry.resource,
-        content_hash=entry.content_hash,
-        version_id=entry.version_id,
-        source_updated_at=entry.last_updated,
-        effective_at=entry.effective_at,
-        status=entry.status,
-        code_system=entry.code_system,
-        code=entry.code,
-        code_display=entry.code_display,
-        sensitivity=entry.sensitivity,
-        codes=entry.codes,
-    )
 
 
 def _park(message: FeedMessage, person: _Person, reason: str, outcome: _Outcome) -> None:
@@ -1160,7 +1126,9 @@ def _reject_conflicting(message: FeedMessage, person: _Person, outcome: _Outcome
 
 def _dissent_coded(person: _Person) -> bool:
     codes = set(settings.OPTOUT_FEED_CODES)
-    return bool(codes) and any(f"{e.code_system}|{e.code}" in codes for e in person.entries)
+    return bool(codes) and any(
+        f"{e.data.code_system}|{e.data.code}" in codes for e in person.entries
+    )
 
 
 def _register_dissent(message: FeedMessage, person: _Person, outcome: _Outcome) -> None:
@@ -1212,7 +1180,7 @@ def _move_optout_holding(organisation: Organisation, person: _Person) -> None:
         ods_code=named.pop(), kind=OrganisationKind.GP_PRACTICE
     ).first()
     if practice is not None:
-        times = [e.last_updated for e in person.entries if e.resource_type == "Patient"]
+        times = [e.data.source_updated_at for e in person.entries if e.resource_type == "Patient"]
         optout_holding_move(
             nhs_number=person.nhs_number,
             to_practice=practice,
@@ -1278,14 +1246,14 @@ def _apply(
         # A source withdrawing its Patient may end its claim to the registration.
         demographics_changed_by_removal = False
         for entry in person.entries:
-            if entry.status == "entered-in-error":
+            if entry.data.status == "entered-in-error":
                 progress.at("remove", [entry])
                 removed = entry_remove(
                     source_org=organisation,
                     resource_type=entry.resource_type,
                     source_id=entry.source_id,
-                    version_id=entry.version_id,
-                    as_of=entry.last_updated or as_of,
+                    version_id=entry.data.version_id,
+                    as_of=entry.data.source_updated_at or as_of,
                 )
                 outcome.counts["deleted" if removed else "unchanged"] += 1
                 demographics_changed_by_removal |= (
@@ -1298,7 +1266,7 @@ def _apply(
             patient=patient,
             source_org=organisation,
             source_system=message.credential.system,
-            items=[_entry_data(entry) for entry in kept],
+            items=[entry.data for entry in kept],
             feed_message_id=message.public_id,
         )
         demographics_changed = demographics_changed_by_removal
@@ -1437,32 +1405,3 @@ def personal_data_purge(nhs_number: str) -> dict[str, int]:
             message.save(update_fields=["payload"])
         redacted += 1
     return {"parked_items": parked, "pending_messages_redacted": redacted}
-
-
-def redact_person(payload: bytes, media: Literal["json", "xml"], nhs_number: str) -> bytes:
-    """The message without the entries of the person with this NHS number.
-
-    Drops every entry that carries the number and every entry that refers to a
-    Patient entry that does.
-    """
-    if media == "xml":
-        root = etree.fromstring(
-            payload, parser=etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-        )
-        entries = [(e, etree.tostring(e).decode()) for e in root.findall(f"{{{FHIR_NS}}}entry")]
-    else:
-        document = json.loads(payload.decode("utf-8-sig"))
-        entries = [(e, json.dumps(e)) for e in document.get("entry", [])]
-    names: set[str] = set()
-    for _, text in entries:
-        if nhs_number in text and "Patient" in text:
-            names |= set(
-                re.findall(r'(urn:uuid:[0-9a-fA-F-]{36}|Patient/[A-Za-z0-9.\-]{1,64})"', text)
-            )
-    drop = [e for e, text in entries if nhs_number in text or any(n in text for n in names)]
-    if media == "xml":
-        for element in drop:
-            root.remove(element)
-        return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
-    document["entry"] = [e for e in document["entry"] if not any(e is d for d in drop)]
-    return json.dumps(document).encode()

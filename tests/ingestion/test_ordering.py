@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from ingestion.fhir import content_hash
+from ingestion.fhir.fields import content_hash
 from ingestion.models import FeedMessage, MessageStatus
 from ingestion.services import feed_message_process
 from sharedrecord.models import Entry, Organisation, Patient, SourceKey

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from ingestion.demo import demo_feeds
-from ingestion.fhir import read_envelope
+from ingestion.fhir.envelope import read_envelope
 from ingestion.models import FeedCredential, MessageKind
 from ingestion.services import feed_credential_issue, feed_message_receive
 from sharedrecord import demo
