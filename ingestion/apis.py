@@ -19,18 +19,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
+from ingestion.failures import failure_issue
 from ingestion.fhir.results import FeedRejected
+from ingestion.hl7_receiving import hl7_message_receive
 from ingestion.hl7v2.ack import ack as hl7_ack
 from ingestion.hl7v2.results import Hl7Problem
 from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageStatus
 from ingestion.outcomes import FHIR_JSON, issue, operation_outcome, outcome_response
-from ingestion.services import (
+from ingestion.receiving import (
     IdempotencyConflict,
-    failure_issue,
     feed_envelope_read,
     feed_message_receive,
     feed_message_refuse,
-    hl7_message_receive,
 )
 
 JSON_TYPES = {"application/fhir+json", "application/json"}

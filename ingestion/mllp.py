@@ -48,15 +48,13 @@ from math import inf
 
 from django.db import close_old_connections
 
+from ingestion.credentials import feed_credential_authenticate
+from ingestion.hl7_receiving import hl7_message_receive
 from ingestion.hl7v2.ack import ack as hl7_ack
 from ingestion.hl7v2.er7 import decode, read_header
 from ingestion.hl7v2.results import Hl7Header, Hl7Problem, Hl7Rejected
 from ingestion.models import FeedCredential, MessageKind
-from ingestion.services import (
-    feed_credential_authenticate,
-    feed_message_refuse,
-    hl7_message_receive,
-)
+from ingestion.receiving import feed_message_refuse
 
 START, END = b"\x0b", b"\x1c\x0d"
 _VT, _FS, _CR = 0x0B, 0x1C, 0x0D

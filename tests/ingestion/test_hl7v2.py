@@ -12,7 +12,7 @@ from audit.models import AuditAction, AuditEvent
 from ingestion.hl7v2.convert import convert
 from ingestion.hl7v2.results import Merge
 from ingestion.models import FeedMessage, MatchQueueItem
-from ingestion.services import feed_message_process
+from ingestion.processing import feed_message_process
 from sharedrecord.models import Entry, Organisation, Patient
 from tests.factories import (
     HL7_DIRS,

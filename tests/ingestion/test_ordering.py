@@ -15,7 +15,7 @@ from django.test import Client
 
 from ingestion.fhir.fields import content_hash
 from ingestion.models import FeedMessage, MessageStatus
-from ingestion.services import feed_message_process
+from ingestion.processing import feed_message_process
 from sharedrecord.models import Entry, Organisation, Patient, SourceKey
 from sharedrecord.services import EntryData, UpsertResult, entries_upsert, entry_remove
 from tests.factories import (
