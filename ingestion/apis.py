@@ -28,6 +28,7 @@ from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageSt
 from ingestion.outcomes import FHIR_JSON, issue, operation_outcome, outcome_response
 from ingestion.receiving import (
     IdempotencyConflict,
+    feed_agreement_check,
     feed_envelope_read,
     feed_message_receive,
     feed_message_refuse,
@@ -181,13 +182,7 @@ class FeedFhirApi(FeedApi):
         self, request: Request, credential: FeedCredential, content_type: str, kind: MessageKind
     ) -> FeedMessage:
         """Check the message and store it; every refusal is a FeedRejected with its status."""
-        if not credential.organisation.agreement_active():
-            raise FeedRejected(
-                "agreement-inactive",
-                "Your organisation has no active data sharing agreement.",
-                status=403,
-                path="",
-            )
+        feed_agreement_check(organisation=credential.organisation)
         if content_type not in JSON_TYPES | XML_TYPES:
             raise FeedRejected(
                 "unsupported-media-type",

@@ -28,6 +28,7 @@ from ingestion.models import (
     FeedMessage,
     MessageKind,
 )
+from sharedrecord.models import Organisation
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,21 @@ def _xml_deeper_than(payload: bytes, limit: int) -> bool:
     except etree.XMLSyntaxError:
         return False  # read_envelope says why it cannot be read
     return bool(root.xpath("/".join(["*"] * limit)))
+
+
+def feed_agreement_check(*, organisation: Organisation) -> None:
+    """Refuse a FHIR message from an organisation without an active data sharing agreement.
+
+    Raises FeedRejected (403, agreement-inactive); nothing is stored or audited here
+    (the caller refuses the message). No side effects.
+    """
+    if not organisation.agreement_active():
+        raise FeedRejected(
+            "agreement-inactive",
+            "Your organisation has no active data sharing agreement.",
+            status=403,
+            path="",
+        )
 
 
 def feed_envelope_read(payload: bytes, media: Literal["json", "xml"]) -> Envelope:
