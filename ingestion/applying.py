@@ -14,11 +14,7 @@ from ingestion.credentials import INGESTION
 from ingestion.fhir.fields import birth_date_of
 from ingestion.fhir.results import ParsedBundle, ParsedEntry
 from ingestion.hl7v2.results import Merge
-from ingestion.models import (
-    FeedMessage,
-    MatchQueueItem,
-    ParkReason,
-)
+from ingestion.models import FeedMessage, MatchQueueItem, ParkReason
 from ingestion.progress import Outcome, Progress
 from optout.models import OptOutRoute
 from optout.selectors import optout_blocks

@@ -11,9 +11,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import AuditActor, audit_event_record
-from ingestion.models import (
-    FeedCredential,
-)
+from ingestion.models import FeedCredential
 from sharedrecord.models import Organisation
 
 # The audit actor of background work (STYLE.md: system="ingestion").

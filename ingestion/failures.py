@@ -18,16 +18,9 @@ from ingestion.fhir.entries import bundle_resources, resources_as_sent
 from ingestion.fhir.validation import validate_resource
 from ingestion.hl7v2.convert import convert
 from ingestion.hl7v2.results import Hl7Rejected
-from ingestion.models import (
-    FeedMessage,
-    MessageKind,
-    MessageStatus,
-)
+from ingestion.models import FeedMessage, MessageKind, MessageStatus
 from ingestion.progress import RECEIPT_COUNTS, Progress
-from ingestion.receiving import (
-    bad_character_path,
-    media_of,
-)
+from ingestion.receiving import bad_character_path, media_of
 
 logger = logging.getLogger(__name__)
 

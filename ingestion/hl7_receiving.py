@@ -11,11 +11,7 @@ from ingestion.hl7v2.ack import ack as hl7_ack
 from ingestion.hl7v2.convert import convert
 from ingestion.hl7v2.er7 import decode, read_header
 from ingestion.hl7v2.results import Converted, Hl7Header, Hl7Problem, Hl7Rejected
-from ingestion.models import (
-    FeedCredential,
-    FeedMessage,
-    MessageKind,
-)
+from ingestion.models import FeedCredential, FeedMessage, MessageKind
 from ingestion.receiving import (
     IdempotencyConflict,
     bad_character_path,

@@ -21,18 +21,10 @@ from ingestion.fhir.results import FeedRejected
 from ingestion.hl7v2.convert import convert
 from ingestion.hl7v2.datatypes import fhir_datetime
 from ingestion.hl7v2.results import Converted, Hl7Header, Hl7Rejected
-from ingestion.models import (
-    FeedMessage,
-    MessageKind,
-    MessageStatus,
-)
+from ingestion.models import FeedMessage, MessageKind, MessageStatus
 from ingestion.progress import RECEIPT_COUNTS, Outcome, Progress
-from ingestion.receiving import (
-    media_of,
-)
-from sharedrecord.services import (
-    organisation_feed_seen,
-)
+from ingestion.receiving import media_of
+from sharedrecord.services import organisation_feed_seen
 
 logger = logging.getLogger(__name__)
 

@@ -7,16 +7,9 @@ from django.utils import timezone
 
 from ingestion.fhir.profile import NHS_NUMBER_SYSTEM
 from ingestion.fhir.redaction import redact_person
-from ingestion.models import (
-    FeedMessage,
-    MatchQueueItem,
-    MessageKind,
-    MessageStatus,
-)
+from ingestion.models import FeedMessage, MatchQueueItem, MessageKind, MessageStatus
 from ingestion.progress import RECEIPT_COUNTS
-from ingestion.receiving import (
-    media_of,
-)
+from ingestion.receiving import media_of
 
 
 def personal_data_purge(nhs_number: str) -> dict[str, int]:

@@ -23,11 +23,7 @@ from audit.services import audit_event_record
 from ingestion.credentials import feed_actor
 from ingestion.fhir.envelope import read_envelope
 from ingestion.fhir.results import Envelope, FeedRejected
-from ingestion.models import (
-    FeedCredential,
-    FeedMessage,
-    MessageKind,
-)
+from ingestion.models import FeedCredential, FeedMessage, MessageKind
 from sharedrecord.models import Organisation
 
 logger = logging.getLogger(__name__)

@@ -10,15 +10,9 @@ from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.services import AuditActor, audit_event_record
-from ingestion.models import (
-    FeedMessage,
-    MessageStatus,
-)
+from ingestion.models import FeedMessage, MessageStatus
 from ingestion.processing import MESSAGE_LOCK_NAMESPACE
-from ingestion.receiving import (
-    enqueue,
-    enqueue_after_commit,
-)
+from ingestion.receiving import enqueue, enqueue_after_commit
 
 
 def feed_messages_sweep(*, older_than: datetime.timedelta) -> int:
