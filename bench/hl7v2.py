@@ -225,9 +225,9 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from ingestion import hl7v2
+    from ingestion.credentials import feed_credential_issue
     from ingestion.demo import synthetic_nhs_number
-    from ingestion.services import feed_credential_issue
+    from ingestion.hl7v2 import convert as hl7v2
     from sharedrecord.models import Organisation, Patient
 
     Patient.objects.all().delete()

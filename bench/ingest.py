@@ -175,7 +175,8 @@ def run_batch(
 def stage_shares(token_org: Any, credential: Any, payloads: list[bytes]) -> dict[str, float]:
     """Process sample messages in this process under a CPU-time profiler."""
     from ingestion.models import MessageKind
-    from ingestion.services import feed_message_process, feed_message_receive
+    from ingestion.processing import feed_message_process
+    from ingestion.receiving import feed_message_receive
 
     profiler = cProfile.Profile(time.process_time)
     for n, payload in enumerate(payloads):
@@ -222,7 +223,7 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from ingestion.services import feed_credential_issue
+    from ingestion.credentials import feed_credential_issue
     from sharedrecord.models import Entry, Organisation
 
     Entry.objects.all().delete()

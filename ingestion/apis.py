@@ -20,18 +20,19 @@ from rest_framework.views import APIView
 
 from audit.outcomes import FHIR_JSON, operation_outcome
 from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
-from ingestion.fhir import FeedRejected
-from ingestion.hl7v2 import Hl7Problem
-from ingestion.hl7v2 import ack as hl7_ack
+from ingestion.failures import failure_issue
+from ingestion.fhir.results import FeedRejected
+from ingestion.hl7_receiving import hl7_message_receive
+from ingestion.hl7v2.ack import ack as hl7_ack
+from ingestion.hl7v2.results import Hl7Problem
 from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageStatus
 from ingestion.outcomes import issue, outcome_response
-from ingestion.services import (
+from ingestion.receiving import (
     IdempotencyConflict,
-    failure_issue,
+    feed_agreement_check,
     feed_envelope_read,
     feed_message_receive,
     feed_message_refuse,
-    hl7_message_receive,
 )
 
 JSON_TYPES = {"application/fhir+json", "application/json"}
@@ -182,13 +183,7 @@ class FeedFhirApi(FeedApi):
         self, request: Request, credential: FeedCredential, content_type: str, kind: MessageKind
     ) -> FeedMessage:
         """Check the message and store it; every refusal is a FeedRejected with its status."""
-        if not credential.organisation.agreement_active():
-            raise FeedRejected(
-                "agreement-inactive",
-                "Your organisation has no active data sharing agreement.",
-                status=403,
-                path="",
-            )
+        feed_agreement_check(organisation=credential.organisation)
         if content_type not in JSON_TYPES | XML_TYPES:
             raise FeedRejected(
                 "unsupported-media-type",

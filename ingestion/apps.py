@@ -9,7 +9,7 @@ class IngestionConfig(AppConfig):
     def ready(self) -> None:
         # The opt-out purge must also reach what ingestion holds; optout may not
         # import ingestion, so ingestion hands it the function.
-        from ingestion.services import personal_data_purge
+        from ingestion.purge import personal_data_purge
         from optout.services import optout_purger_register
 
         optout_purger_register(personal_data_purge)

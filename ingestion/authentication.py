@@ -11,8 +11,8 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from ingestion.credentials import feed_credential_authenticate
 from ingestion.models import FeedCredential
-from ingestion.services import feed_credential_authenticate
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,13 @@ from math import inf
 
 from django.db import close_old_connections
 
-from ingestion import hl7v2
+from ingestion.credentials import feed_credential_authenticate
+from ingestion.hl7_receiving import hl7_message_receive
+from ingestion.hl7v2.ack import ack as hl7_ack
+from ingestion.hl7v2.er7 import decode, read_header
+from ingestion.hl7v2.results import Hl7Header, Hl7Problem, Hl7Rejected
 from ingestion.models import FeedCredential, MessageKind
-from ingestion.services import (
-    feed_credential_authenticate,
-    feed_message_refuse,
-    hl7_message_receive,
-)
+from ingestion.receiving import feed_message_refuse
 
 START, END = b"\x0b", b"\x1c\x0d"
 _VT, _FS, _CR = 0x0B, 0x1C, 0x0D
@@ -190,24 +190,24 @@ class FeedHandler:
 
     def __call__(self, item: Frame) -> bytes | None:
         if item.problem == UNTERMINATED:
-            problem = hl7v2.Hl7Problem(
+            problem = Hl7Problem(
                 "", 0, 0, "100", "The frame has no end block (<FS><CR>) before the next start "
                 "block (<VT>); the message was not taken. Send it again, framed."
             )  # fmt: skip
             return self._refuse(item.payload, problem)
         if item.problem == TOO_LARGE:
-            problem = hl7v2.Hl7Problem(
+            problem = Hl7Problem(
                 "", 0, 0, "207", f"The message is larger than {self.max_bytes} bytes; "
                 "it was not taken."
             )  # fmt: skip
             return self._refuse(item.payload, problem)
         current = feed_credential_authenticate(token=self.token)  # revocation applies at once
         if current is None:
-            problem = hl7v2.Hl7Problem("", 0, 0, "207", "The feed credential was revoked.")
+            problem = Hl7Problem("", 0, 0, "207", "The feed credential was revoked.")
             return self._refuse(item.payload, problem)
         return hl7_message_receive(credential=current, payload=item.payload).ack
 
-    def _refuse(self, payload: bytes, problem: hl7v2.Hl7Problem) -> bytes | None:
+    def _refuse(self, payload: bytes, problem: Hl7Problem) -> bytes | None:
         header = _header(payload)
         feed_message_refuse(
             credential=self.credential,
@@ -220,10 +220,10 @@ class FeedHandler:
             logger.warning("mllp: refused a frame without a readable MSH: %s", problem.message)
             return None
         logger.info("mllp: refused a message: %s", problem.message)
-        return hl7v2.ack(header=header, code="AR", problems=[problem], text=problem.message)
+        return hl7_ack(header=header, code="AR", problems=[problem], text=problem.message)
 
 
-def _header(payload: bytes) -> hl7v2.Hl7Header | None:
+def _header(payload: bytes) -> Hl7Header | None:
     """The MSH of a message (or of the head of a broken one), if it can be read at all.
 
     Control characters are left out: echoed into the AR, a <VT> or <FS> would
@@ -232,8 +232,8 @@ def _header(payload: bytes) -> hl7v2.Hl7Header | None:
     first = payload.removeprefix(b"\xef\xbb\xbf").split(b"\r", 1)[0].split(b"\n", 1)[0]
     first = _CONTROL.sub(b"", first)
     try:
-        return hl7v2.read_header(hl7v2.decode(first))
-    except hl7v2.Hl7Rejected as rejected:  # an unsupported type still has a readable MSH
+        return read_header(decode(first))
+    except Hl7Rejected as rejected:  # an unsupported type still has a readable MSH
         return rejected.header
 
 

@@ -29,7 +29,8 @@ def ping() -> str:
 )
 def feed_message_process_task(self: Task, message_id: int) -> str:  # type: ignore[type-arg]
     """Process one message; a failed attempt is recorded by the service and retried here."""
-    from ingestion.services import RETRYING, feed_message_process, feed_message_retry_delay
+    from ingestion.failures import RETRYING, feed_message_retry_delay
+    from ingestion.processing import feed_message_process
 
     status = feed_message_process(message_id=message_id)
     if status == RETRYING:
@@ -41,7 +42,7 @@ def feed_message_process_task(self: Task, message_id: int) -> str:  # type: igno
 def feed_messages_sweep_task() -> int:
     from django.conf import settings
 
-    from ingestion.services import feed_messages_sweep
+    from ingestion.recovery import feed_messages_sweep
 
     return feed_messages_sweep(
         older_than=datetime.timedelta(seconds=settings.FEED_STUCK_AFTER_SECONDS)

@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ingestion.credentials import feed_credential_issue
 from ingestion.demo import PEOPLE, BundleBuilder, DemoPerson, gp_summary, synthetic_nhs_number
 from ingestion.models import FeedCredential
-from ingestion.services import feed_credential_issue
 from sharedrecord.models import Organisation, OrganisationKind, Patient
 
 BASE_DIR = Path(__file__).resolve().parent.parent

@@ -10,7 +10,8 @@ from guardian.shortcuts import assign_perm
 from playwright.sync_api import Page, expect
 
 from ingestion.models import MessageKind
-from ingestion.services import feed_message_process, feed_message_receive
+from ingestion.processing import feed_message_process
+from ingestion.receiving import feed_message_receive
 from optout.models import OptOut, OptOutStatus
 from sharedrecord.models import Organisation, Patient, StaffRole, User
 from tests.browser.conftest import BASE_DIR, serious_accessibility_violations

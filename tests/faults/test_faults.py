@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from ingestion.services import MESSAGE_LOCK_NAMESPACE
+from ingestion.processing import MESSAGE_LOCK_NAMESPACE
 from tests.factories import gp_bundle, hl7_message, next_nhs_number
 from tests.faults.conftest import ODS, Stack
 

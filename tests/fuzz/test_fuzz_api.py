@@ -50,7 +50,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from ingestion.services import feed_credential_issue
+from ingestion.credentials import feed_credential_issue
 from sharedrecord.fhir_apis import PatientEverythingApi, PatientSearchApi, TypeSearchApi
 from sharedrecord.models import Organisation, Patient, StaffRole, User
 from sharedrecord.smart import READABLE_TYPES, SEARCHABLE_TYPES

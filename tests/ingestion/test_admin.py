@@ -6,8 +6,8 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditEvent
+from ingestion.credentials import feed_credential_authenticate
 from ingestion.models import FeedCredential
-from ingestion.services import feed_credential_authenticate
 from sharedrecord.models import StaffRole, User
 from tests.factories import make_organisation
 

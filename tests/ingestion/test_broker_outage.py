@@ -21,7 +21,7 @@ from django.test import Client
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from ingestion.models import FeedMessage, MessageStatus
-from ingestion.services import feed_messages_sweep
+from ingestion.recovery import feed_messages_sweep
 from sharedrecord.celery import app as celery_app
 from tests.factories import (
     hl7_message,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ingestion.fhir import SUPPORTED
+from ingestion.fhir.profile import SUPPORTED
 from ingestion.models import FeedMessage, MatchQueueItem
 from sharedrecord.models import Entry, Organisation, Patient
 from tests.factories import (

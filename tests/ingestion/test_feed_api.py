@@ -9,8 +9,8 @@ from django.test import Client
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from audit.models import AuditAction, AuditEvent
+from ingestion.credentials import feed_credential_revoke
 from ingestion.models import FeedMessage, MessageStatus
-from ingestion.services import feed_credential_revoke
 from tests.factories import gp_bundle, make_credential, make_organisation, next_nhs_number
 from tests.ingestion.conftest import FeedClient
 

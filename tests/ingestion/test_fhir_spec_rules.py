@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from ingestion.fhir import EntryIssue, ParsedBundle, parse_bundle, validate_resource
+from ingestion.fhir.bundle import parse_bundle
+from ingestion.fhir.results import EntryIssue, ParsedBundle
+from ingestion.fhir.validation import validate_resource
 
 XHTML = "http://www.w3.org/1999/xhtml"
 NHS = "https://fhir.nhs.uk/Id/nhs-number"

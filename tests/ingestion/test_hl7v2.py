@@ -9,9 +9,10 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
-from ingestion import hl7v2
+from ingestion.hl7v2.convert import convert
+from ingestion.hl7v2.results import Merge
 from ingestion.models import FeedMessage, MatchQueueItem
-from ingestion.services import feed_message_process
+from ingestion.processing import feed_message_process
 from sharedrecord.models import Entry, Organisation, Patient
 from tests.factories import (
     HL7_DIRS,
@@ -521,11 +522,11 @@ def _a40(*pairs: tuple[str, str, str]) -> str:
 
 def test_an_a40_with_two_pairs_converts_to_one_merge_per_pair() -> None:
     old1, new1, old2, new2 = (next_nhs_number() for _ in range(4))
-    converted = hl7v2.convert(_a40((old1, new1, "V"), (old2, new2, "W")).encode())
+    converted = convert(_a40((old1, new1, "V"), (old2, new2, "W")).encode())
     assert converted.ack_code == "AA", converted.problems
     assert converted.merges == [
-        hl7v2.Merge(old1, "pt-MV9", new1, "pt-MV1"),
-        hl7v2.Merge(old2, "pt-MW9", new2, "pt-MW1"),
+        Merge(old1, "pt-MV9", new1, "pt-MV1"),
+        Merge(old2, "pt-MW9", new2, "pt-MW1"),
     ]
     patients = [e["resource"] for e in converted.bundle["entry"]]
     assert [(p["resourceType"], p["id"]) for p in patients] == [
@@ -539,15 +540,15 @@ def test_each_a40_pair_is_checked_on_its_own() -> None:
     old1, new1, new2 = next_nhs_number(), next_nhs_number(), next_nhs_number()
     text = _a40((old1, new1, "V"), ("9990015008", new2, "W"))  # an invalid prior NHS number
     text += f"PID|3||{next_nhs_number()}^^^NHS^NH~MX1^^^ZAC01^MR||OTHER^PERSON||1950|M\r"
-    converted = hl7v2.convert(text.encode())
+    converted = convert(text.encode())
     assert converted.ack_code == "AE"
     assert [(p.location, p.code) for p in converted.problems] == [
         ("MRG^2^1", "102"), ("MRG^3^0", "100"),
     ]  # fmt: skip
     # The second pair still moves the sender's own record of the person; the third has no MRG.
     assert converted.merges == [
-        hl7v2.Merge(old1, "pt-MV9", new1, "pt-MV1"),
-        hl7v2.Merge("", "pt-MW9", new2, "pt-MW1"),
+        Merge(old1, "pt-MV9", new1, "pt-MV1"),
+        Merge("", "pt-MW9", new2, "pt-MW1"),
     ]
 
 

@@ -26,9 +26,9 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from audit.models import AuditAction, AuditEvent
+from ingestion.credentials import feed_credential_revoke
 from ingestion.mllp import START, Frame, FrameReader, frame
 from ingestion.models import FeedCredential, FeedMessage
-from ingestion.services import feed_credential_revoke
 from tests.factories import (
     BASE_DIR,
     hl7_message,

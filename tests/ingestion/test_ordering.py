@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from ingestion.fhir import content_hash
+from ingestion.fhir.fields import content_hash
 from ingestion.models import FeedMessage, MessageStatus
-from ingestion.services import feed_message_process
+from ingestion.processing import feed_message_process
 from sharedrecord.models import Entry, Organisation, Patient, SourceKey
 from sharedrecord.services import EntryData, UpsertResult, entries_upsert, entry_remove
 from tests.factories import (

@@ -12,7 +12,8 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 from audit.models import AuditAction, AuditEvent
 from ingestion.models import FeedMessage, MessageStatus
-from ingestion.services import feed_message_process, json_depth
+from ingestion.processing import feed_message_process
+from ingestion.receiving import json_depth
 from tests.factories import (
     hl7_message,
     make_credential,

@@ -10,7 +10,7 @@ import pytest
 
 from audit.models import AuditAction, AuditEvent
 from ingestion.models import FeedMessage, MatchQueueItem, MessageStatus
-from ingestion.services import feed_message_process
+from ingestion.processing import feed_message_process
 from sharedrecord.models import Entry, Patient
 from sharedrecord.services import patient_demographics_refresh
 from tests.factories import (

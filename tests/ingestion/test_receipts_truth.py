@@ -20,7 +20,8 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 from audit.models import AuditAction, AuditEvent
 from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageStatus
-from ingestion.services import feed_message_process, personal_data_purge
+from ingestion.processing import feed_message_process
+from ingestion.purge import personal_data_purge
 from sharedrecord.celery import app as celery_app
 from sharedrecord.models import StaffRole, User
 from tests.factories import make_credential, make_organisation, next_nhs_number, small_bundle

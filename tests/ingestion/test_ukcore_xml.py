@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from ingestion.fhir import SUPPORTED
+from ingestion.fhir.profile import SUPPORTED
 from sharedrecord.models import Entry, Patient
 from tests.factories import EXTERNAL
 from tests.ingestion.test_processing import codes, send

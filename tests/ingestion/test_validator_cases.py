@@ -14,7 +14,9 @@ from typing import Literal
 
 import pytest
 
-from ingestion.fhir import FeedRejected, parse_bundle, validate_resource
+from ingestion.fhir.bundle import parse_bundle
+from ingestion.fhir.results import FeedRejected
+from ingestion.fhir.validation import validate_resource
 from tests.factories import BASE_DIR, EXTERNAL
 
 CASES = EXTERNAL / "fhir-test-cases-validator"

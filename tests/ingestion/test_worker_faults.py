@@ -16,7 +16,9 @@ from django.conf import settings
 from django.db import connection
 
 from ingestion.models import FeedMessage, MessageKind, MessageStatus
-from ingestion.services import MESSAGE_LOCK_NAMESPACE, feed_message_receive, feed_messages_sweep
+from ingestion.processing import MESSAGE_LOCK_NAMESPACE
+from ingestion.receiving import feed_message_receive
+from ingestion.recovery import feed_messages_sweep
 from sharedrecord.celery import app as celery_app
 from sharedrecord.models import Entry, Organisation
 from tests.factories import EXTERNAL, make_credential, next_nhs_number, with_nhs_number

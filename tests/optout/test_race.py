@@ -9,7 +9,7 @@ import time
 import pytest
 
 from ingestion.models import FeedMessage, MatchQueueItem, MessageKind, MessageStatus
-from ingestion.services import feed_message_receive
+from ingestion.receiving import feed_message_receive
 from optout.models import OptOutRoute
 from optout.services import optout_register, practice_of
 from sharedrecord.models import Entry, Patient, SourceKey

@@ -9,7 +9,8 @@ import pytest
 
 from audit.models import AuditAction, AuditEvent
 from ingestion.models import FeedMessage, MatchQueueItem, MessageKind
-from ingestion.services import feed_message_process, feed_message_receive
+from ingestion.processing import feed_message_process
+from ingestion.receiving import feed_message_receive
 from optout.models import OptOut, OptOutChange, OptOutRoute, OptOutStatus
 from optout.services import optout_register, optout_withdraw, practice_of
 from sharedrecord.exceptions import PermissionDenied

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from ingestion.fhir import content_hash
+from ingestion.fhir.fields import content_hash
 from sharedrecord.models import Entry, Organisation, Patient, SourceKey
 from sharedrecord.services import EntryData, UpsertResult, entries_upsert
 from tests.factories import make_organisation, make_patient

@@ -24,7 +24,7 @@ import pytest
 from django.test import Client
 from lxml import etree
 
-from ingestion.fhir import EFFECTIVE_PATHS, SUPPORTED
+from ingestion.fhir.profile import EFFECTIVE_PATHS, SUPPORTED
 from ingestion.models import MessageKind
 from sharedrecord.models import Entry, Patient, RecordSection
 from sharedrecord.presentation.types import TYPES

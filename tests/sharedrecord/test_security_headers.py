@@ -8,7 +8,7 @@ import re
 import pytest
 from django.test import Client
 
-from ingestion.services import feed_credential_issue
+from ingestion.credentials import feed_credential_issue
 from sharedrecord.models import Organisation, User
 from sharedrecord.services import organisation_grant_optout_management
 from tests.fhirapi import fhir_get, staff_token

@@ -13,7 +13,7 @@ from django.db import connection
 from django.test import Client
 
 from ingestion.demo import PEOPLE, BundleBuilder
-from ingestion.fhir import codes_of
+from ingestion.fhir.fields import codes_of
 from sharedrecord.access import policy_table
 from sharedrecord.models import Entry, Patient
 from tests.factories import make_credential, next_nhs_number

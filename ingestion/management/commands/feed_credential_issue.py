@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ingestion.services import feed_credential_issue
+from ingestion.credentials import feed_credential_issue
 from sharedrecord.models import Organisation
 
 

@@ -12,8 +12,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from ingestion.credentials import feed_credential_authenticate
 from ingestion.mllp import FeedHandler, Limits, MllpServer
-from ingestion.services import feed_credential_authenticate
 
 logger = logging.getLogger(__name__)
 DEFAULTS = Limits(max_bytes=0)

@@ -9,10 +9,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from ingestion.credentials import feed_credential_issue
 from ingestion.demo import demo_feeds
-from ingestion.fhir import read_envelope
+from ingestion.fhir.envelope import read_envelope
 from ingestion.models import FeedCredential, MessageKind
-from ingestion.services import feed_credential_issue, feed_message_receive
+from ingestion.receiving import feed_message_receive
 from sharedrecord import demo
 from sharedrecord.models import Organisation
 from sharedrecord.services import (

@@ -1,0 +1,128 @@
+"""Validating one resource: the fhir.resources model (R4B), then the rules it does not enforce.
+
+The only code that imports fhir.resources, pinned to its R4B package (the nearest
+to R4 and UK Core).
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Any, Literal
+
+from fhir.resources.R4B import get_fhir_model_class
+from lxml import etree
+from pydantic import ValidationError
+
+from ingestion.fhir.entries import RawEntry
+from ingestion.fhir.envelope import json_document, local_name, safe_xml
+from ingestion.fhir.profile import XHTML_NS
+from ingestion.fhir.results import EntryError, EntryIssue, FeedRejected
+from ingestion.fhir.rules import extra_rules
+
+
+def _path(loc: tuple[Any, ...], resource_type: str) -> str:
+    out = resource_type
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _xml_rules(element: etree._Element, resource_type: str) -> None:
+    """XML-only rules: every element has a value or children (ele-1), and no stray text."""
+
+    def walk(node: etree._Element, path: str) -> None:
+        for child in node:
+            if not isinstance(child.tag, str):  # a comment or processing instruction
+                if (child.tail or "").strip():
+                    raise EntryError(
+                        "xml-text", "FHIR XML elements hold no text, only values.", (path,)
+                    )
+                continue
+            if etree.QName(child).namespace == XHTML_NS:
+                continue
+            here = f"{path}.{local_name(child.tag)}"
+            if (child.text or "").strip() or (child.tail or "").strip():
+                raise EntryError(
+                    "xml-text", "FHIR XML elements hold no text, only values.", (here,)
+                )
+            has_children = any(isinstance(c.tag, str) for c in child)
+            if child.get("value") is None and not has_children and local_name(child.tag) != "div":
+                raise EntryError(
+                    "empty-value",
+                    "An element has neither a value nor children (ele-1).",
+                    (here,),
+                )
+            walk(child, here)
+
+    if (element.text or "").strip():
+        raise EntryError(
+            "xml-text", "FHIR XML elements hold no text, only values.", (resource_type,)
+        )
+    walk(element, resource_type)
+
+
+def validate(raw: RawEntry) -> dict[str, Any]:
+    """Validate with the fhir.resources model; return the resource as FHIR JSON."""
+    model = get_fhir_model_class(raw.resource_type)
+    if raw.xml is not None:
+        _xml_rules(raw.xml, raw.resource_type)
+    try:
+        if raw.xml is not None:
+            instance = model.model_validate_xml(etree.tostring(_without_comments(raw.xml)))
+        else:
+            instance = model.model_validate(raw.resource)
+    except ValidationError as exc:
+        paths = tuple(
+            dict.fromkeys(
+                _path(tuple(p for p in err["loc"] if p != "__root__"), raw.resource_type)
+                for err in exc.errors()
+            )
+        )
+        raise EntryError(
+            "invalid-resource", "The resource does not conform to FHIR R4.", paths
+        ) from None
+    except (ValueError, TypeError, KeyError, etree.LxmlError):
+        raise EntryError("invalid-resource", "The resource could not be read as FHIR R4.") from None
+    return dict(instance.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+def _without_comments(element: etree._Element) -> etree._Element:
+    """A copy without the comments and processing instructions outside the narrative.
+
+    fhir.resources cannot read XML holding them. Inside the narrative they are
+    kept: the narrative rules allow comments there and refuse instructions.
+    The text after each one is only whitespace (_xml_rules checked).
+    """
+    copy = deepcopy(element)
+    for node in list(copy.iter(etree.Comment, etree.ProcessingInstruction)):
+        parent = node.getparent()
+        if parent is not None and etree.QName(parent).namespace != XHTML_NS:
+            parent.remove(node)
+    return copy
+
+
+def validate_resource(data: bytes, media: Literal["json", "xml"]) -> tuple[EntryIssue, ...]:
+    """Check one standalone resource with the same rules the feed applies to each entry.
+
+    Returns the problems found (empty when valid). Unreadable input raises FeedRejected.
+    """
+    if media == "xml":
+        element = safe_xml(data)
+        raw = RawEntry(0, "", "", "", local_name(element.tag), None, element)
+    else:
+        document = json_document(data)
+        if not isinstance(document, dict):
+            raise FeedRejected("not-a-resource", "The document is not a FHIR resource.")
+        raw = RawEntry(0, "", "", "", str(document.get("resourceType", "")), document, None)
+    try:
+        get_fhir_model_class(raw.resource_type)
+    except KeyError:
+        return (EntryIssue(0, "unknown-type", "Not a FHIR R4 resource type.", ("resourceType",)),)
+    try:
+        resource = validate(raw)
+        extra_rules(
+            resource, raw.resource_type, raw.resource if raw.resource is not None else resource
+        )
+    except EntryError as err:
+        return (EntryIssue(0, err.code, err.message, err.paths),)
+    return ()
