@@ -52,6 +52,16 @@ from optout.models import OptOutRoute
 from optout.selectors import optout_blocks
 from optout.services import optout_holding_move, optout_register
 from sharedrecord.access import registered_gp_named
+from sharedrecord.demographics import patient_demographics_refresh
+from sharedrecord.entries import (
+    EntryData,
+    UpsertResult,
+    entries_upsert,
+    entry_remove,
+    patient_create,
+    patient_entries_merge,
+    patient_lock,
+)
 from sharedrecord.exceptions import PermissionDenied
 from sharedrecord.matching import (
     Demographics,
@@ -61,17 +71,7 @@ from sharedrecord.matching import (
     patient_match,
 )
 from sharedrecord.models import Organisation, OrganisationKind, SourceKey
-from sharedrecord.services import (
-    EntryData,
-    UpsertResult,
-    entries_upsert,
-    entry_remove,
-    organisation_feed_seen,
-    patient_create,
-    patient_demographics_refresh,
-    patient_entries_merge,
-    patient_lock,
-)
+from sharedrecord.organisations import organisation_feed_seen
 
 logger = logging.getLogger(__name__)
 INGESTION = "ingestion"

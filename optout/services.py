@@ -26,6 +26,7 @@ from audit.services import AuditActor, AuditContext, AuditSubject, audit_event_r
 from optout.models import PROGRAMME_ROUTES, OptOut, OptOutChange, OptOutRoute, OptOutStatus
 from optout.selectors import PersonIdentity, Registration, optout_registration_of
 from sharedrecord.auditing import actor_for
+from sharedrecord.entries import patient_lock, patient_purge
 from sharedrecord.exceptions import PermissionDenied
 from sharedrecord.matching import nhs_number_is_valid, nhs_number_normalise
 from sharedrecord.models import Organisation, OrganisationKind, User
@@ -34,7 +35,6 @@ from sharedrecord.selectors import (
     optout_practice_for,
     optout_practice_may_record,
 )
-from sharedrecord.services import patient_lock, patient_purge
 
 # Apps that hold personal data outside the record (ingestion's queue and raw
 # messages) register a purger here at start-up; optout cannot import them.

@@ -40,11 +40,10 @@ from sharedrecord.access import (
 )
 from sharedrecord.auditing import actor_for
 from sharedrecord.exceptions import PatientNotFound
-from sharedrecord.models import BasisKind, Entry, OverrideReason, Patient, User
-from sharedrecord.services import (
+from sharedrecord.models import BasisKind, Entry, OverrideReason, Patient, User, is_uuid
+from sharedrecord.search import (
     SearchResult,
     audit_subject_of,
-    is_uuid,
     patient_or_denied,
     patient_search,
     patient_search_by_demographics,

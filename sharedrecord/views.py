@@ -27,6 +27,7 @@ from audit.models import AuditAction, AuditOutcome
 from audit.services import AuditActor, audit_event_record, audit_unreviewed_count
 from sharedrecord.access import policy_table, viewer_may_search
 from sharedrecord.auditing import actor_for, context_for, governance_viewer_for
+from sharedrecord.basis import BasisChoice, access_basis_options, access_basis_record
 from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable
 from sharedrecord.models import (
     CLINICAL_ROLES,
@@ -40,17 +41,9 @@ from sharedrecord.models import (
 )
 from sharedrecord.oauth import api_tokens_revoke_for
 from sharedrecord.presenting import document_text
+from sharedrecord.record import document_view, record_view
+from sharedrecord.search import SEARCH_RESULT_CAP, patient_search, patient_search_by_demographics
 from sharedrecord.selectors import optout_objections_office_for, optout_practice_for
-from sharedrecord.services import (
-    SEARCH_RESULT_CAP,
-    BasisChoice,
-    access_basis_options,
-    access_basis_record,
-    document_view,
-    patient_search,
-    patient_search_by_demographics,
-    record_view,
-)
 
 # ------------------------------------------------------------------ sign-in and session
 

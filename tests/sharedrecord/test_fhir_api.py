@@ -16,7 +16,7 @@ from audit.models import AuditEvent
 from ingestion.demo import PEOPLE, acute_attendance
 from sharedrecord import demo
 from sharedrecord.models import CLINICAL_ROLES, Entry, RecordSection, User
-from sharedrecord.services import organisation_upsert, staff_user_upsert
+from sharedrecord.organisations import organisation_upsert, staff_user_upsert
 from tests.factories import make_credential
 from tests.fhirapi import body, entry_ids, fhir_get, partner_token, staff_token
 from tests.optout.test_registry import feed

@@ -14,9 +14,9 @@ from ingestion.fhir import read_envelope
 from ingestion.models import FeedCredential, MessageKind
 from ingestion.services import feed_credential_issue, feed_message_receive
 from sharedrecord import demo
+from sharedrecord.clients import api_client_register
 from sharedrecord.models import Organisation
-from sharedrecord.services import (
-    api_client_register,
+from sharedrecord.organisations import (
     organisation_grant_optout_management,
     organisation_upsert,
     staff_user_upsert,
