@@ -18,8 +18,15 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.services import AuditContext, audit_event_record
 from sharedrecord.access import (
+    BASIS_WORDS_MIN,
     Relationship,
     access_basis_current,
+    basis_is_self_claimed,
+    basis_kind_allowed,
+    basis_needs_review,
+    claimed_role_acceptable,
+    justification_acceptable,
+    override_reason_acceptable,
     relationships_of,
     session_key_hash,
 )
@@ -27,7 +34,6 @@ from sharedrecord.auditing import actor_for
 from sharedrecord.models import (
     AccessBasis,
     BasisKind,
-    OverrideReason,
     Patient,
     User,
 )
@@ -86,12 +92,13 @@ def access_basis_record(
 ) -> AccessBasis:
     """Record why this viewer reads this person's record now; it lasts for this session.
 
-    - Direct care (implied consent model) or the person's permission now
-      (explicit model), whichever the deployment chose; the other is refused.
-    - Without a relationship in the feeds, the viewer must describe theirs:
-      it is kept as self-claimed and goes to the privacy officer's review.
-    - Emergency access needs an HL7 v3 override reason and words; it lasts
-      BREAK_GLASS_HOURS and goes to review too.
+    The rules are access.py's (the basis for reading): a kind it allows
+    (basis_kind_allowed); without a relationship in the feeds, the viewer's
+    described role, kept as self-claimed (basis_is_self_claimed,
+    claimed_role_acceptable); for emergency access, an HL7 v3 override reason
+    and words (override_reason_acceptable, justification_acceptable), lasting
+    BREAK_GLASS_HOURS. What basis_needs_review flags goes to the privacy
+    officer's review (audit detail `review`).
     Raises ValidationError naming the field. Side effects: one AccessBasis row
     and one audit event (access-basis or break-glass), committed together.
     """
@@ -102,21 +109,22 @@ def access_basis_record(
     )
     relationships = relationships_of(viewer=viewer, patient=patient)
     errors: dict[str, str] = {}
-    expected = BasisKind.DIRECT_CARE if settings.CONSENT_MODEL == "implied" else BasisKind.CONSENT
-    if kind not in (expected, BasisKind.BREAK_GLASS):
+    if not basis_kind_allowed(kind):
         errors["kind"] = "Choose the basis for viewing this record."
     claimed = claimed_relationship.strip()[:500]
     reason_text = reason_text.strip()[:500]
-    self_claimed = kind != BasisKind.BREAK_GLASS and not relationships
-    if self_claimed and len(claimed) < 10:
+    self_claimed = basis_is_self_claimed(kind=kind, relationships=relationships)
+    if self_claimed and not claimed_role_acceptable(claimed):
         errors["claimed_relationship"] = (
-            "Describe your role in this person's care (at least 10 characters)"
+            f"Describe your role in this person's care (at least {BASIS_WORDS_MIN} characters)"
         )
     if kind == BasisKind.BREAK_GLASS:
-        if reason_code not in OverrideReason.values:
+        if not override_reason_acceptable(reason_code):
             errors["reason_code"] = "Choose why consent cannot be obtained"
-        if len(reason_text) < 10:
-            errors["reason_text"] = "Explain why you need emergency access (at least 10 characters)"
+        if not justification_acceptable(reason_text):
+            errors["reason_text"] = (
+                f"Explain why you need emergency access (at least {BASIS_WORDS_MIN} characters)"
+            )
     if errors:
         raise ValidationError(errors)
     now = timezone.now()
@@ -154,7 +162,7 @@ def access_basis_record(
                 "reason_code": basis.reason_code,
                 "reason_text": basis.reason_text,
                 "expires_at": basis.expires_at.isoformat(),
-                "review": self_claimed or kind == BasisKind.BREAK_GLASS,
+                "review": basis_needs_review(kind=kind, relationships=relationships),
             },
             context=context,
         )

@@ -25,7 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from audit.models import AuditAction, AuditOutcome
 from audit.services import AuditActor, audit_event_record, audit_unreviewed_count
-from sharedrecord.access import policy_table, viewer_may_search
+from sharedrecord.access import basis_kind_routine, policy_table, viewer_may_search
 from sharedrecord.auditing import actor_for, context_for, governance_viewer_for
 from sharedrecord.basis import BasisChoice, access_basis_options, access_basis_record
 from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable
@@ -275,7 +275,7 @@ def access_basis_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBas
         return _not_found(request)
     errors: dict[str, str] = {}
     if request.method == "POST":
-        kind = BasisKind.DIRECT_CARE if choice.consent_model == "implied" else BasisKind.CONSENT
+        kind = basis_kind_routine()
         if request.POST.get("confirm") != "yes":
             errors["confirm"] = (
                 "Confirm that you are directly involved in this person's care"
