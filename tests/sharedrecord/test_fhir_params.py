@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from audit.models import AuditEvent
 from sharedrecord.apis import bad_request, not_found
-from sharedrecord.fhirparams import (
+from sharedrecord.fhirapi.params import (
     DateParam,
     SearchParamError,
     Token,
