@@ -46,7 +46,7 @@ NO_OWN_ENTRY = "There is no opt-out recorded by your practice for this NHS numbe
 # Who records a change that the registration authority caused (no person did).
 REGISTRATION_SYSTEM = "registration-authority"
 # The detail that puts an opt-out change on the programme's review queue.
-REVIEW_REGISTRATION_UNKNOWN = {"review": True, "review_reason": "registration-unknown"}
+REVIEW_REGISTRATION_UNKNOWN = {"needs_review": True, "review_reason": "registration-unknown"}
 
 
 def optout_purger_register(purger: Purger) -> None:

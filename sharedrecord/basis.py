@@ -98,7 +98,7 @@ def access_basis_record(
     claimed_role_acceptable); for emergency access, an HL7 v3 override reason
     and words (override_reason_acceptable, justification_acceptable), lasting
     BREAK_GLASS_HOURS. What basis_needs_review flags goes to the privacy
-    officer's review (audit detail `review`).
+    officer's review (audit detail `needs_review`).
     Raises ValidationError naming the field. Side effects: one AccessBasis row
     and one audit event (access-basis or break-glass), committed together.
     """
@@ -162,7 +162,7 @@ def access_basis_record(
                 "reason_code": basis.reason_code,
                 "reason_text": basis.reason_text,
                 "expires_at": basis.expires_at.isoformat(),
-                "review": basis_needs_review(kind=kind, relationships=relationships),
+                "needs_review": basis_needs_review(kind=kind, relationships=relationships),
             },
             context=context,
         )

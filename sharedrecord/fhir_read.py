@@ -145,7 +145,7 @@ def api_event_detail(
     """The audit detail of an API read: client, interaction, purpose (and any emergency reason).
 
     With `relationships` (a read of a person's record), it also says whether
-    it was emergency access and whether it goes to review (`review`).
+    it was emergency access and whether it goes to review (needs_review).
     """
     detail: dict[str, Any] = {
         "via": "fhir-api",
@@ -160,7 +160,7 @@ def api_event_detail(
     detail.update(more)
     if relationships is not None:
         detail["break_glass"] = basis.kind == BasisKind.BREAK_GLASS
-        detail["review"] = basis_needs_review(kind=basis.kind, relationships=relationships)
+        detail["needs_review"] = basis_needs_review(kind=basis.kind, relationships=relationships)
     return detail
 
 

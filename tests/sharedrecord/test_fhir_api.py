@@ -249,7 +249,7 @@ def test_sensitive_entries_are_withheld_with_a_warning_and_unlocked_by_emergency
     assert str(restricted.public_id) in entry_ids(emergency)
     event = AuditEvent.objects.filter(action="api-read", actor_name=nurse.username).latest("id")
     assert event.purpose == "ETREAT"
-    assert event.detail["review"] is True
+    assert event.detail["needs_review"] is True
     assert event.detail["reason_code"] == "OVRER"
     assert str(restricted.public_id) in event.detail["entries"]
     # The entry's own read is withheld alike: a 404, as for an entry that does not exist.

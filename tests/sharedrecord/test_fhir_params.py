@@ -151,7 +151,7 @@ def test_a_patient_read_with_no_relationship_is_flagged_for_review(
         token = staff_token(client, user)
         assert fhir_get(client, token, path).status_code == 200
         event = AuditEvent.objects.filter(action="api-read", actor_name=user.username).latest("id")
-        assert event.detail["review"] is flagged, user.username
+        assert event.detail["needs_review"] is flagged, user.username
         assert event.detail["break_glass"] is False
     # Like $everything, whose review flag the same relationship decides.
     token = staff_token(client, unrelated_clinician)
@@ -159,7 +159,7 @@ def test_a_patient_read_with_no_relationship_is_flagged_for_review(
     everything = AuditEvent.objects.filter(
         action="api-read", actor_name=unrelated_clinician.username
     ).latest("id")
-    assert everything.detail["review"] is True
+    assert everything.detail["needs_review"] is True
 
 
 def test_an_address_no_route_takes_answers_in_its_protocols_shape(rf: Any) -> None:
