@@ -232,7 +232,7 @@ class Patient(models.Model):
     # "1989-03-03" or a date-time with its offset): its precision is kept.
     deceased_at = models.CharField(max_length=40, blank=True)
     # Set only by the registration authority or the practice's own feed
-    # (services.registration_asserted); every rule that hangs off it reads this.
+    # (access.registration_asserted); every rule that hangs off it reads this.
     registered_gp_ods = models.CharField(max_length=12, blank=True)
     demographics_source_ods = models.CharField(max_length=12, blank=True)
     # Fields (name, birth-date, gender, address) on which another source
