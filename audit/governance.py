@@ -172,7 +172,10 @@ def access_review_record(
     audit_verify compares with the row.
     """
     found = audit_event_in_scopes(scopes=viewer.scopes, event_id=event_id)
-    if found is None or not found[0].detail.get("review"):
+    # Rows written before the flag was renamed carry it as a boolean "review".
+    if found is None or not (
+        found[0].detail.get("needs_review") or found[0].detail.get("review") is True
+    ):
         raise ReviewRefused("There is no access awaiting review with that number.")
     event, scope = found
     if AccessReview.objects.filter(event_id=event_id, outcome__in=CLOSING_OUTCOMES).exists():

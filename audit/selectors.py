@@ -328,7 +328,8 @@ def audit_review_queue(*, scope: GovernanceScope) -> QuerySet[AuditEvent]:
     """
     return (
         scope.events()
-        .filter(detail__review=True)
+        # Rows written before the flag was renamed carry it as a boolean "review".
+        .filter(Q(detail__needs_review=True) | Q(detail__review=True))
         .exclude(Exists(_closed()))
         .order_by("occurred_at", "id")
     )

@@ -132,6 +132,18 @@ DROP INDEX audit_event_actor_org_idx;
 DROP INDEX audit_event_review_idx;
 """
 
+# The review queue's flag was renamed from "review" to "needs_review" (migration
+# 0005); rows written before keep the old key, so the queue asks for either and
+# each has its own partial index, made on every monthly partition.
+NEEDS_REVIEW_INDEX = """
+CREATE INDEX audit_event_needs_review_idx ON audit_event (occurred_at)
+    WHERE (detail -> 'needs_review') = 'true'::jsonb;
+"""
+
+DROP_NEEDS_REVIEW_INDEX = """
+DROP INDEX audit_event_needs_review_idx;
+"""
+
 # The record holders' index (migration 0003). "Registered here OR contributed
 # here" cannot be read newest-first from the trail's own indexes, so a record
 # holder with few events made PostgreSQL scan the whole trail backwards. This

@@ -68,13 +68,9 @@ def main() -> None:
     from view import _entries  # bench/view.py: the same synthetic long record
 
     from ingestion.demo import synthetic_nhs_number
+    from sharedrecord.clients import api_client_register
+    from sharedrecord.entries import entries_upsert, patient_create, patient_lock
     from sharedrecord.models import Organisation, Patient
-    from sharedrecord.services import (
-        api_client_register,
-        entries_upsert,
-        patient_create,
-        patient_lock,
-    )
 
     call_command("migrate", verbosity=0)
     gp_org, _ = Organisation.objects.get_or_create(

@@ -34,7 +34,7 @@ RUNS = 10
 
 
 def _entries(n: int, serial: int) -> list[Any]:
-    from sharedrecord.services import EntryData
+    from sharedrecord.entries import EntryData
 
     now = datetime.datetime.now(datetime.UTC)
     kinds = [
@@ -123,13 +123,9 @@ def main() -> None:
     from django.db import transaction
 
     from ingestion.demo import synthetic_nhs_number
+    from sharedrecord.basis import access_basis_record
+    from sharedrecord.entries import entries_upsert, patient_create, patient_lock
     from sharedrecord.models import BasisKind, Entry, Organisation, Patient, User
-    from sharedrecord.services import (
-        access_basis_record,
-        entries_upsert,
-        patient_create,
-        patient_lock,
-    )
 
     gp_org, _ = Organisation.objects.get_or_create(
         ods_code="Z81001",

@@ -20,6 +20,15 @@ from optout.models import OptOutRoute
 from optout.selectors import optout_blocks
 from optout.services import optout_holding_move, optout_register
 from sharedrecord.access import registered_gp_named
+from sharedrecord.demographics import patient_demographics_refresh
+from sharedrecord.entries import (
+    UpsertResult,
+    entries_upsert,
+    entry_remove,
+    patient_create,
+    patient_entries_merge,
+    patient_lock,
+)
 from sharedrecord.exceptions import PermissionDenied
 from sharedrecord.matching import (
     Demographics,
@@ -29,15 +38,6 @@ from sharedrecord.matching import (
     patient_match,
 )
 from sharedrecord.models import Organisation, OrganisationKind, SourceKey
-from sharedrecord.services import (
-    UpsertResult,
-    entries_upsert,
-    entry_remove,
-    patient_create,
-    patient_demographics_refresh,
-    patient_entries_merge,
-    patient_lock,
-)
 
 
 @dataclass

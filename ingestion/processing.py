@@ -24,7 +24,7 @@ from ingestion.hl7v2.results import Converted, Hl7Header, Hl7Rejected
 from ingestion.models import FeedMessage, MessageKind, MessageStatus
 from ingestion.progress import RECEIPT_COUNTS, Outcome, Progress
 from ingestion.receiving import media_of
-from sharedrecord.services import organisation_feed_seen
+from sharedrecord.organisations import organisation_feed_seen
 
 logger = logging.getLogger(__name__)
 

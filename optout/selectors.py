@@ -21,7 +21,7 @@ def optout_blocks(*, nhs_number: str) -> bool:
     """True when this NHS number has an active opt-out, so nothing may be stored for it.
 
     Any practice's active entry counts. Call it inside the upsert transaction
-    after taking the person's lock (sharedrecord.services.patient_lock): the
+    after taking the person's lock (sharedrecord.entries.patient_lock): the
     opt-out takes the same lock, so a concurrent opt-out always wins.
     """
     return OptOut.objects.active().filter(nhs_number=nhs_number).exists()

@@ -1,7 +1,7 @@
 """Writes to the opt-out registry. An opt-out removes the whole record in the same transaction.
 
 Opt-out wins every race: each change takes the person's lock
-(sharedrecord.services.patient_lock), the same one the ingestion upsert
+(sharedrecord.entries.patient_lock), the same one the ingestion upsert
 takes before it asks the gate, so whichever commits first, the other sees it.
 
 Each practice holds its own entry for a person; the person is opted out while
@@ -31,10 +31,10 @@ from sharedrecord.access import (
     optout_practice_may_record,
 )
 from sharedrecord.auditing import actor_for
+from sharedrecord.entries import patient_lock, patient_purge
 from sharedrecord.exceptions import PermissionDenied
 from sharedrecord.matching import nhs_number_is_valid, nhs_number_normalise
 from sharedrecord.models import Organisation, OrganisationKind, User
-from sharedrecord.services import patient_lock, patient_purge
 
 # Apps that hold personal data outside the record (ingestion's queue and raw
 # messages) register a purger here at start-up; optout cannot import them.
@@ -46,7 +46,7 @@ NO_OWN_ENTRY = "There is no opt-out recorded by your practice for this NHS numbe
 # Who records a change that the registration authority caused (no person did).
 REGISTRATION_SYSTEM = "registration-authority"
 # The detail that puts an opt-out change on the programme's review queue.
-REVIEW_REGISTRATION_UNKNOWN = {"review": True, "review_reason": "registration-unknown"}
+REVIEW_REGISTRATION_UNKNOWN = {"needs_review": True, "review_reason": "registration-unknown"}
 
 
 def optout_purger_register(purger: Purger) -> None:

@@ -17,15 +17,19 @@ below and each tested:
    reason or diagnosis belongs to problems) are removed for roles that do
    not see that section.
 6. Reading needs a recorded basis for this user, person and session
-   (access_basis_current); the feeds' relationships are shown beside it.
-   The organisation's own active care (care plan, alert, problem, care
-   team) counts as a relationship; so does being the registered practice
-   (the authoritative value, see registration_asserted below).
+   (access_basis_current), or on the API a purpose of use sent with each
+   request; the feeds' relationships are shown beside it. The organisation's
+   own active care (care plan, alert, problem, care team) counts as a
+   relationship; so does being the registered practice (the authoritative
+   value, see registration_asserted).
+7. Which basis kinds may be chosen, what each needs and what goes to review
+   are "the basis for reading" below, one function per rule, for pages and
+   API alike; basis_is_self_claimed says where and why the two differ.
 
 Every other "who may" lives here too, one function per rule:
-7. Who may read the audit trail, and which part of it
+8. Who may read the audit trail, and which part of it
    (governance_viewer_for, registered with the audit app at start-up).
-8. Who may record opt-outs for a practice (optout_practice_for), for which
+9. Who may record opt-outs for a practice (optout_practice_for), for which
    people (optout_practice_may_record), and who records objections for the
    programme (optout_objections_office_for).
 """
@@ -59,6 +63,7 @@ from sharedrecord.models import (
     Entry,
     Organisation,
     OrganisationKind,
+    OverrideReason,
     Patient,
     RecordSection,
     StaffRole,
@@ -445,6 +450,92 @@ def access_basis_current(*, viewer: User, patient: Patient, session_key: str) ->
         current.filter(kind=BasisKind.BREAK_GLASS).order_by("-created_at").first()
         or current.order_by("-created_at").first()
     )
+
+
+# ------------------------------------------------------------------ the basis for reading
+#
+# Who may read a record on which basis, for pages and API alike. The forms
+# (basis.py) and the API's headers (fhir_read.api_basis_parse) only read
+# their input and ask these rules; the messages are theirs.
+
+# Characters of words a basis needs: a described role, an emergency justification.
+BASIS_WORDS_MIN = 10
+# The API's purposes of use (HL7 v3 PurposeOfUse) and what each means.
+API_PURPOSES = {"TREAT": "treatment", "ETREAT": "emergency treatment (break glass)"}
+
+
+def basis_kind_routine() -> BasisKind:
+    """The everyday basis the deployment chose (settings.CONSENT_MODEL).
+
+    Direct care under the implied consent model, the person's permission now
+    under the explicit one.
+    """
+    if settings.CONSENT_MODEL == "implied":
+        return BasisKind.DIRECT_CARE
+    return BasisKind.CONSENT
+
+
+def basis_kind_allowed(kind: str) -> bool:
+    """The routine kind or emergency access; the other consent model's kind is refused."""
+    routine = kind == basis_kind_routine()
+    emergency = kind == BasisKind.BREAK_GLASS
+    return routine or emergency
+
+
+def basis_is_self_claimed(*, kind: str, relationships: Collection[object]) -> bool:
+    """A routine basis with no relationship in the feeds rests on the viewer's own word.
+
+    The record pages then ask the viewer to describe their role in the
+    person's care (claimed_role_acceptable) and keep it; the API does not.
+    That is the one difference between pages and API in what a basis needs,
+    and it is deliberate: the API has no session and no person at a form (a
+    partner system reads as a service account; every request sends its
+    purpose in a header, for that request alone), so there is nowhere to ask
+    for or keep a description. Both send such a read to review
+    (basis_needs_review), and neither lets a self-claimed relationship unlock
+    a restricted item (view_policy_for). It follows that a page's basis is
+    recorded once for the session, with the relationships the feeds showed
+    then, while an API request is judged against the feeds' relationships now.
+    """
+    emergency = kind == BasisKind.BREAK_GLASS
+    return not emergency and not relationships
+
+
+def basis_needs_review(*, kind: str, relationships: Collection[object]) -> bool:
+    """Emergency access, and any read with no relationship in the feeds, go to review.
+
+    The privacy officer's review queue (audit) holds every such basis or read.
+    """
+    emergency = kind == BasisKind.BREAK_GLASS
+    feeds_show_none = not relationships
+    return emergency or feeds_show_none
+
+
+def claimed_role_acceptable(text: str) -> bool:
+    """A self-claimed role is described in at least BASIS_WORDS_MIN characters."""
+    return len(text.strip()) >= BASIS_WORDS_MIN
+
+
+def override_reason_acceptable(code: str) -> bool:
+    """Emergency access names an HL7 v3 override reason (OVRER, OVRPJ, ...)."""
+    return code in OverrideReason.values
+
+
+def justification_acceptable(text: str) -> bool:
+    """Emergency access says why, in at least BASIS_WORDS_MIN characters."""
+    return len(text.strip()) >= BASIS_WORDS_MIN
+
+
+def api_purpose_acceptable(purpose: str) -> bool:
+    """An API read names its purpose of use: TREAT, or ETREAT for emergency access."""
+    return purpose in API_PURPOSES
+
+
+def basis_kind_for_purpose(purpose: str) -> BasisKind:
+    """The basis an API purpose of use reads under: ETREAT is emergency access."""
+    if purpose == "ETREAT":
+        return BasisKind.BREAK_GLASS
+    return basis_kind_routine()
 
 
 # ------------------------------------------------------------------ what a viewer sees

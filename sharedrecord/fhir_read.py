@@ -1,56 +1,47 @@
-"""Audited reads for the FHIR R4 read API: the same access policy as the record pages.
+"""Audited reads for the FHIR R4 read API: who calls and why, and the person they read.
 
-Every function here hands personal data to a caller, so each writes one
-audit event (STYLE.md section 4) before anything is returned: the person
-read, every entry id returned, the caller's client and purpose of use. If
-the audit write fails, nothing is returned.
-
-Resources leave as text from PostgreSQL (PITFALLS: turning JSONB back into
-text is most of the cost of reading a big record); only their `id` and
-`meta` are changed, in SQL, and nothing here parses them.
+The caller (ApiCaller), the basis each request sends (ApiBasis, checked by
+access.py's rules), the person found or read, and the audit detail every API
+read carries. The entries of a record are fhir_entries.py's. Every function
+here that hands personal data to a caller writes one audit event (STYLE.md
+section 4) before anything is returned; if the audit write fails, nothing is
+returned.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
-import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
-from django.core import signing
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
-from django.db.models import Q
-from django.utils import timezone
 
-from audit.models import ActorType, AuditAction, AuditOutcome
+from audit.models import ActorType, AuditAction
 from audit.trail import AuditActor, AuditContext, audit_event_record
 from sharedrecord.access import (
+    BASIS_WORDS_MIN,
     ODS_SYSTEM,
-    REDACTION_ALSO_DROPS,
     Relationship,
     ViewPolicy,
-    entries_visible,
+    api_purpose_acceptable,
+    basis_kind_for_purpose,
+    basis_needs_review,
+    justification_acceptable,
+    override_reason_acceptable,
     relationships_of,
     view_policy_for,
 )
 from sharedrecord.auditing import actor_for
-from sharedrecord.exceptions import PatientNotFound
-from sharedrecord.models import BasisKind, Entry, OverrideReason, Patient, User
-from sharedrecord.services import (
+from sharedrecord.fhirapi.params import NHS_NUMBER_SYSTEM
+from sharedrecord.models import BasisKind, OverrideReason, Patient, User
+from sharedrecord.search import (
     SearchResult,
     audit_subject_of,
-    is_uuid,
     patient_or_denied,
     patient_search,
     patient_search_by_demographics,
 )
 
-NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 # meta.source names the sending organisation by its ODS ORD address, then its system.
 ORD_URL = "https://directory.spineservices.nhs.uk/ORD/2-0-0/organisations/"
 
@@ -86,9 +77,6 @@ class ApiCaller:
         )
 
 
-PURPOSES = {"TREAT": "treatment", "ETREAT": "emergency treatment (break glass)"}
-
-
 @dataclass(frozen=True)
 class ApiBasis:
     """The basis for a read, sent with each request (there is no session to keep it in)."""
@@ -99,40 +87,66 @@ class ApiBasis:
 
     @property
     def kind(self) -> str:
-        if self.purpose == "ETREAT":
-            return BasisKind.BREAK_GLASS
-        return BasisKind.DIRECT_CARE if settings.CONSENT_MODEL == "implied" else BasisKind.CONSENT
+        return basis_kind_for_purpose(self.purpose)
 
 
 def api_basis_parse(*, purpose: str, reason_code: str, reason_text: str) -> ApiBasis:
     """Check the X-Purpose-Of-Use and X-Break-Glass-* headers; ValidationError names what is wrong.
 
-    Emergency access (ETREAT) needs an override reason code and words, as the
-    break-glass page does.
+    The rules are access.py's (the basis for reading): an acceptable purpose
+    of use and, for emergency access (ETREAT), an override reason code and
+    words, as the break-glass page asks.
     """
     purpose = purpose.strip().upper()
-    if purpose not in PURPOSES:
+    if not api_purpose_acceptable(purpose):
         raise ValidationError(
             "Send the X-Purpose-Of-Use header: TREAT, or ETREAT for emergency access."
         )
-    if purpose == "TREAT":
+    if basis_kind_for_purpose(purpose) != BasisKind.BREAK_GLASS:
         return ApiBasis(purpose)
     reason_code = reason_code.strip().upper()
     reason_text = reason_text.strip()[:500]
-    if reason_code not in OverrideReason.values:
+    if not override_reason_acceptable(reason_code):
         raise ValidationError(
             "Emergency access needs X-Break-Glass-Reason: one of "
             + ", ".join(OverrideReason.values)
             + "."
         )
-    if len(reason_text) < 10:
+    if not justification_acceptable(reason_text):
         raise ValidationError(
-            "Emergency access needs X-Break-Glass-Justification: why (at least 10 characters)."
+            "Emergency access needs X-Break-Glass-Justification: why (at least "
+            f"{BASIS_WORDS_MIN} characters)."
         )
     return ApiBasis(purpose, reason_code, reason_text)
 
 
-def _detail(caller: ApiCaller, basis: ApiBasis, interaction: str, **more: Any) -> dict[str, Any]:
+def api_policy(
+    *, caller: ApiCaller, basis: ApiBasis, patient: Patient
+) -> tuple[ViewPolicy, list[Relationship]]:
+    """What this caller may see of this person under this request's basis, and why.
+
+    The relationships are the feeds' now (there is no recorded basis to keep
+    them); restricted items need one, as on the pages.
+    """
+    relationships = relationships_of(viewer=caller.user, patient=patient)
+    policy = view_policy_for(
+        viewer=caller.user, basis_kind=basis.kind, relationships={r.kind for r in relationships}
+    )
+    return policy, relationships
+
+
+def api_event_detail(
+    caller: ApiCaller,
+    basis: ApiBasis,
+    interaction: str,
+    relationships: list[Relationship] | None = None,
+    **more: Any,
+) -> dict[str, Any]:
+    """The audit detail of an API read: client, interaction, purpose (and any emergency reason).
+
+    With `relationships` (a read of a person's record), it also says whether
+    it was emergency access and whether it goes to review (needs_review).
+    """
     detail: dict[str, Any] = {
         "via": "fhir-api",
         "client": caller.client_name,
@@ -143,7 +157,11 @@ def _detail(caller: ApiCaller, basis: ApiBasis, interaction: str, **more: Any) -
     if basis.purpose == "ETREAT":
         detail["reason_code"] = basis.reason_code
         detail["reason_text"] = basis.reason_text
-    return {**detail, **more}
+    detail.update(more)
+    if relationships is not None:
+        detail["break_glass"] = basis.kind == BasisKind.BREAK_GLASS
+        detail["needs_review"] = basis_needs_review(kind=basis.kind, relationships=relationships)
+    return detail
 
 
 # ------------------------------------------------------------------ finding a person
@@ -165,7 +183,7 @@ def api_patient_search(
     The pages' own search services do the finding and write the audit event
     (naming the people found), with the API's client and purpose added.
     """
-    detail = _detail(caller, basis, "search-type")
+    detail = api_event_detail(caller, basis, "search-type")
     if nhs_number:
         found = patient_search(
             viewer=caller.user,
@@ -271,324 +289,7 @@ def api_patient_read(
         actor=caller.actor(),
         subject=audit_subject_of(patient),
         purpose=basis.purpose,
-        detail=_detail(
-            caller,
-            basis,
-            "read",
-            type="Patient",
-            entries=[],
-            break_glass=basis.purpose == "ETREAT",
-            review=basis.purpose == "ETREAT" or not relationships,
-        ),
+        detail=api_event_detail(caller, basis, "read", relationships, type="Patient", entries=[]),
         context=context,
     )
     return patient
-
-
-# ------------------------------------------------------------------ the entries of a record
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where the next page starts, in arrival order, within the first page's snapshot."""
-
-    as_of: datetime.datetime
-    received_at: datetime.datetime
-    public_id: uuid.UUID
-    total: int
-    withheld: bool
-    query: str  # a hash of the search it belongs to: a cursor is not reused for another
-
-    def token(self) -> str:
-        return signing.dumps(
-            [
-                self.as_of.isoformat(),
-                self.received_at.isoformat(),
-                str(self.public_id),
-                self.total,
-                self.withheld,
-                self.query,
-            ],
-            salt=CURSOR_SALT,
-            compress=True,
-        )
-
-
-CURSOR_SALT = "sharedrecord.fhir.cursor"
-
-
-def cursor_read(token: str, *, query: str) -> Cursor:
-    """The cursor a next link carries; ValidationError if it was altered or is another search's."""
-    try:
-        as_of, received_at, public_id, total, withheld, for_query = signing.loads(
-            token, salt=CURSOR_SALT
-        )
-        cursor = Cursor(
-            datetime.datetime.fromisoformat(as_of),
-            datetime.datetime.fromisoformat(received_at),
-            uuid.UUID(public_id),
-            int(total),
-            bool(withheld),
-            str(for_query),
-        )
-    except (signing.BadSignature, ValueError, TypeError) as exc:
-        raise ValidationError("The _cursor parameter is not one this server gave out.") from exc
-    if cursor.query != query:
-        raise ValidationError("The _cursor parameter belongs to another search.")
-    return cursor
-
-
-def query_key(params: Iterable[tuple[str, str]]) -> str:
-    """A short hash of a search's parameters (less the cursor and page size)."""
-    kept = sorted((k, v) for k, v in params if k not in ("_cursor", "_count"))
-    return hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Row:
-    """One entry of a page: its text is the stored resource with our id and meta."""
-
-    public_id: uuid.UUID
-    resource_type: str
-    updated_at: datetime.datetime
-    source_ods: str
-    source_name: str
-    source_system: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Page:
-    patient: Patient
-    rows: list[Row]
-    total: int
-    withheld: bool  # entries of the asked-for types were withheld for sensitivity
-    next_cursor: Cursor | None
-
-
-# The stored resource with our id and provenance in meta, turned to text by PostgreSQL.
-# Its subject (or patient) reference is pointed at the person's id here, so a
-# client can follow it; the source's own reference names the source's id.
-# Elements the caller's policy withholds (access.ViewPolicy.withheld_elements,
-# passed as {type: [element, ...]}) are removed, with the narrative and contained
-# resources that may repeat them (access.REDACTION_ALSO_DROPS), and the resource
-# then carries the REDACTED security label, so nobody reads it as complete.
-RESOURCE_TEXT_SQL = """
-SELECT e.public_id, (
-    (e.resource - w.dropped) || jsonb_build_object(
-        'id', e.public_id::text,
-        'meta', coalesce(e.resource -> 'meta', '{}'::jsonb) || jsonb_build_object(
-            'source', %(ord)s || o.ods_code
-                || CASE WHEN e.source_system = '' THEN ''
-                        ELSE '#' || replace(e.source_system, ' ', '%%20') END,
-            'lastUpdated', to_char(e.updated_at AT TIME ZONE 'UTC',
-                                   'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-        ) || CASE WHEN e.resource ?| w.elements THEN jsonb_build_object(
-            'security',
-            coalesce(e.resource #> '{meta,security}', '[]'::jsonb) || %(redacted)s::jsonb)
-            ELSE '{}'::jsonb END
-    )
-    || CASE WHEN jsonb_typeof(e.resource -> 'subject') = 'object' THEN jsonb_build_object(
-        'subject', (e.resource -> 'subject') - 'reference'
-                   || jsonb_build_object('reference', 'Patient/' || %(person)s)) ELSE '{}' END
-    || CASE WHEN jsonb_typeof(e.resource -> 'patient') = 'object' THEN jsonb_build_object(
-        'patient', (e.resource -> 'patient') - 'reference'
-                   || jsonb_build_object('reference', 'Patient/' || %(person)s)) ELSE '{}' END
-)::text
-FROM sharedrecord_entry e JOIN sharedrecord_organisation o ON o.id = e.source_org_id
-CROSS JOIN LATERAL (
-    SELECT ARRAY(SELECT jsonb_array_elements_text(%(withheld)s::jsonb -> e.resource_type))
-        AS elements
-) v
-CROSS JOIN LATERAL (
-    SELECT v.elements,
-           CASE WHEN e.resource ?| v.elements THEN v.elements || %(also)s::text[]
-                ELSE v.elements END AS dropped
-) w
-WHERE e.patient_id = %(patient)s AND e.id = ANY(%(ids)s)
-"""
-REDACTED_LABEL = [
-    {
-        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-        "code": "REDACTED",
-        "display": "redacted",
-    }
-]
-
-
-def _texts(patient: Patient, ids: list[int], policy: ViewPolicy) -> dict[uuid.UUID, str]:
-    if not ids:
-        return {}
-    withheld = {kind: sorted(names) for kind, names in policy.withheld_elements.items()}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            RESOURCE_TEXT_SQL,
-            {
-                "ord": ORD_URL,
-                "redacted": json.dumps(REDACTED_LABEL),
-                "person": str(patient.public_id),
-                "withheld": json.dumps(withheld),
-                "also": sorted(REDACTION_ALSO_DROPS),
-                "patient": patient.pk,
-                "ids": ids,
-            },
-        )
-        return {public_id: text for public_id, text in cursor.fetchall()}
-
-
-def api_entries_page(
-    *,
-    caller: ApiCaller,
-    basis: ApiBasis,
-    patient_id: str,
-    types: frozenset[str],
-    where: Q,
-    count: int,
-    cursor: Cursor | None,
-    query: str,
-    interaction: str,
-    context: AuditContext | None = None,
-) -> Page:
-    """One page of the person's entries of these types that this caller may see; audited.
-
-    Stable paging: entries come in arrival order (received_at, then public
-    id) up to the first page's snapshot time, so an entry that arrives while
-    a client pages is left for its next `_since` read, and an updated entry
-    keeps its place: no duplicates, no gaps. The total and the "withheld"
-    flag are the first page's, carried in the cursor.
-    Raises PatientNotFound (after an audited denial) for a person the caller
-    may not see. Side effects: one audit event (api-read) listing every
-    entry returned, flagged for review for emergency access or when the
-    feeds show no relationship between the caller's organisation and the
-    person.
-    """
-    actor = caller.actor()
-    patient = patient_or_denied(
-        viewer=caller.user,
-        patient_id=patient_id,
-        context=context,
-        asked=f"api-{interaction}",
-        actor=actor,
-    )
-    relationships = relationships_of(viewer=caller.user, patient=patient)
-    policy = view_policy_for(
-        viewer=caller.user, basis_kind=basis.kind, relationships={r.kind for r in relationships}
-    )
-    visible = entries_visible(patient=patient, policy=policy)
-    wanted = Q(resource_type__in=sorted(types)) & where
-    as_of = cursor.as_of if cursor else timezone.now()
-    matching = visible.entries.filter(wanted, received_at__lte=as_of)
-    if cursor is None:
-        total = matching.count()
-        # Anything withheld, overall: never which type or section it is in.
-        withheld = visible.hidden.exists()
-    else:
-        total, withheld = cursor.total, cursor.withheld
-        matching = matching.filter(
-            Q(received_at__gt=cursor.received_at)
-            | Q(received_at=cursor.received_at, public_id__gt=cursor.public_id)
-        )
-    keys = list(
-        matching.order_by("received_at", "public_id").values_list(
-            "id", "public_id", "received_at", "resource_type", "updated_at",
-            "source_org__ods_code", "source_org__name", "source_system",
-        )[: count + 1]
-    )  # fmt: skip
-    more = len(keys) > count
-    keys = keys[:count]
-    next_cursor = None
-    if more and keys:  # _count=0 asks for the total alone: no page follows
-        last = keys[-1]
-        next_cursor = Cursor(as_of, last[2], last[1], total, withheld, query)
-    with transaction.atomic():
-        audit_event_record(
-            action=AuditAction.API_READ,
-            actor=actor,
-            subject=audit_subject_of(patient),
-            purpose=basis.purpose,
-            detail=_detail(
-                caller,
-                basis,
-                interaction,
-                entries=[str(k[1]) for k in keys],
-                withheld=withheld,
-                break_glass=basis.purpose == "ETREAT",
-                review=basis.purpose == "ETREAT" or not relationships,
-            ),
-            source_ods={k[5] for k in keys},
-            context=context,
-        )
-    texts = _texts(patient, [k[0] for k in keys], policy)
-    rows = [Row(k[1], k[3], k[4], k[5], k[6], k[7], texts[k[1]]) for k in keys if k[1] in texts]
-    return Page(patient, rows, total, withheld, next_cursor)
-
-
-def api_entry_read(
-    *,
-    caller: ApiCaller,
-    basis: ApiBasis,
-    resource_type: str,
-    entry_id: str,
-    context: AuditContext | None = None,
-) -> Row:
-    """One entry by id, if this caller may see it; PatientNotFound alike otherwise.
-
-    Side effects: one audit event (api-read), or an audited denial that names
-    only the asked-for id.
-    """
-    actor = caller.actor()
-    entry = (
-        Entry.objects.filter(public_id=entry_id, resource_type=resource_type)
-        .select_related("patient")
-        .first()
-        if is_uuid(entry_id)
-        else None
-    )
-    shown = None
-    relationships: list[Relationship] = []
-    policy = view_policy_for(viewer=caller.user, basis_kind=None, relationships=())
-    if entry is not None and caller.user.is_active:
-        relationships = relationships_of(viewer=caller.user, patient=entry.patient)
-        policy = view_policy_for(
-            viewer=caller.user,
-            basis_kind=basis.kind,
-            relationships={r.kind for r in relationships},
-        )
-        shown = (
-            entries_visible(patient=entry.patient, policy=policy)
-            .entries.filter(pk=entry.pk)
-            .values_list("source_org__ods_code", "source_org__name")
-            .first()
-        )
-    if entry is None or shown is None:
-        audit_event_record(
-            action=AuditAction.ACCESS_DENIED,
-            actor=actor,
-            outcome=AuditOutcome.DENIED,
-            detail={"asked": "api-read", "entry": str(entry_id)[:40], "reason": "not-visible"},
-            context=context,
-        )
-        raise PatientNotFound(f"No {resource_type} with this id is available to you.")
-    with transaction.atomic():
-        audit_event_record(
-            action=AuditAction.API_READ,
-            actor=actor,
-            subject=audit_subject_of(entry.patient),
-            purpose=basis.purpose,
-            detail=_detail(
-                caller,
-                basis,
-                "read",
-                type=resource_type,
-                entries=[str(entry.public_id)],
-                break_glass=basis.purpose == "ETREAT",
-                review=basis.purpose == "ETREAT" or not relationships,
-            ),
-            source_ods=[shown[0]],
-            context=context,
-        )
-    text = _texts(entry.patient, [entry.pk], policy)[entry.public_id]
-    return Row(
-        entry.public_id, resource_type, entry.updated_at, shown[0], shown[1],
-        entry.source_system, text,
-    )  # fmt: skip

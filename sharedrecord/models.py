@@ -469,3 +469,12 @@ class ApiAuthorization(models.Model):
 
     def __str__(self) -> str:
         return f"API authorization {self.public_id}"
+
+
+def is_uuid(value: str) -> bool:
+    """True for a well-formed UUID (public ids); anything else cannot name a row."""
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True

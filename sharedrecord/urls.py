@@ -62,7 +62,7 @@ urlpatterns = [
     path("api/v1/optouts/", include("ingestion.optin_urls", namespace="optins")),
     path("api/v1/optouts/", include("optout.urls", namespace="optouts")),
     path("api/v1/audit/", include("audit.urls", namespace="audit-api")),
-    path("fhir/R4/", include("sharedrecord.fhir_urls", namespace="fhir")),
+    path("fhir/R4/", include("sharedrecord.fhirapi.urls", namespace="fhir")),
     # OAuth2 for the read API: only what a client needs. No device flow, and no
     # application-management pages (manage.py api_client_register registers them).
     path("o/", include((OAUTH2_ROUTES, "oauth2_provider"), namespace="oauth2_provider")),

@@ -27,6 +27,7 @@ from audit.governance import audit_unreviewed_count
 from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditActor, audit_event_record
 from sharedrecord.access import (
+    basis_kind_routine,
     governance_viewer_for,
     optout_objections_office_for,
     optout_practice_for,
@@ -34,6 +35,7 @@ from sharedrecord.access import (
     viewer_may_search,
 )
 from sharedrecord.auditing import actor_for, context_for
+from sharedrecord.basis import BasisChoice, access_basis_options, access_basis_record
 from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable
 from sharedrecord.models import (
     CLINICAL_ROLES,
@@ -47,16 +49,8 @@ from sharedrecord.models import (
 )
 from sharedrecord.oauth.consent import api_tokens_revoke_for
 from sharedrecord.presenting import document_text
-from sharedrecord.services import (
-    SEARCH_RESULT_CAP,
-    BasisChoice,
-    access_basis_options,
-    access_basis_record,
-    document_view,
-    patient_search,
-    patient_search_by_demographics,
-    record_view,
-)
+from sharedrecord.record import document_view, record_view
+from sharedrecord.search import SEARCH_RESULT_CAP, patient_search, patient_search_by_demographics
 
 # ------------------------------------------------------------------ sign-in and session
 
@@ -288,7 +282,7 @@ def access_basis_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBas
         return _not_found(request)
     errors: dict[str, str] = {}
     if request.method == "POST":
-        kind = BasisKind.DIRECT_CARE if choice.consent_model == "implied" else BasisKind.CONSENT
+        kind = basis_kind_routine()
         if request.POST.get("confirm") != "yes":
             errors["confirm"] = (
                 "Confirm that you are directly involved in this person's care"

@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlparse
 
 from django.test import Client
 
+from sharedrecord.clients import api_client_register
 from sharedrecord.models import Organisation, User
-from sharedrecord.services import api_client_register
 
 REDIRECT = "https://ehr.example/callback"
 TREAT = {"HTTP_X_PURPOSE_OF_USE": "TREAT"}

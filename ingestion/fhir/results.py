@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sharedrecord.services import EntryData
+from sharedrecord.entries import EntryData
 
 
 class FeedRejected(Exception):

@@ -1,7 +1,7 @@
 """The OAuth2 server behind the FHIR read API: only what SMART advertises, tokens that end.
 
 django-oauth-toolkit (DOT) and oauthlib speak the protocol; this package narrows
-them to what `.well-known/smart-configuration` advertises (fhir_apis.py) and
+them to what `.well-known/smart-configuration` advertises (fhirapi/capability.py) and
 ties a member of staff's tokens to the consent that made them:
 
 1. The server (SmartServer, SmartValidator): the authorization code grant for

@@ -96,7 +96,7 @@ class Scene:
         return self.patient.nhs_number
 
     def flagged(self) -> list[AuditEvent]:
-        return [e for e in events_for(self.nhs_number) if e.detail.get("review")]
+        return [e for e in events_for(self.nhs_number) if e.detail.get("needs_review")]
 
 
 @pytest.fixture

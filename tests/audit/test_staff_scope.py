@@ -380,7 +380,7 @@ def test_a_break_glass_by_our_gp_through_the_real_pages_is_ours_to_see_and_revie
     by_gp = AuditEvent.objects.filter(actor_name=gp.username)
     about = newest_first(by_gp.filter(nhs_number=patient.nhs_number))
     assert {AuditAction.BREAK_GLASS, AuditAction.RECORD_VIEW} <= {e.action for e in by_gp}
-    (flagged,) = by_gp.filter(detail__review=True)
+    (flagged,) = by_gp.filter(detail__needs_review=True)
 
     api = client_for(officer(ours, "gp-practice"))
     assert api_ids(api, scope="staff", nhs_number=patient.nhs_number) == about

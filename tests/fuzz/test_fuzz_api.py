@@ -51,7 +51,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from ingestion.credentials import feed_credential_issue
-from sharedrecord.fhir_apis import PatientEverythingApi, PatientSearchApi, TypeSearchApi
+from sharedrecord.fhirapi.views import PatientEverythingApi, PatientSearchApi, TypeSearchApi
 from sharedrecord.models import Organisation, Patient, StaffRole, User
 from sharedrecord.smart import READABLE_TYPES, SEARCHABLE_TYPES
 from tests.factories import next_nhs_number, small_bundle

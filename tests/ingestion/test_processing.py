@@ -11,8 +11,8 @@ import pytest
 from audit.models import AuditAction, AuditEvent
 from ingestion.models import FeedMessage, MatchQueueItem, MessageStatus
 from ingestion.processing import feed_message_process
+from sharedrecord.demographics import patient_demographics_refresh
 from sharedrecord.models import Entry, Patient
-from sharedrecord.services import patient_demographics_refresh
 from tests.factories import (
     gp_bundle,
     make_credential,

@@ -13,8 +13,8 @@ from audit.models import AuditAction, AuditEvent
 from optout.models import OptOut, OptOutRoute, OptOutStatus
 from optout.selectors import optout_blocks
 from optout.services import optout_holding_move, optout_register, optout_withdraw
+from sharedrecord.entries import patient_lock
 from sharedrecord.models import Organisation, User
-from sharedrecord.services import patient_lock
 from tests.factories import make_organisation, next_nhs_number
 
 pytestmark = pytest.mark.django_db

@@ -145,7 +145,7 @@ def test_an_objection_by_phone_is_checked_then_recorded_for_the_registered_pract
         action=AuditAction.OPTOUT_CHANGE, nhs_number=patient.nhs_number
     )
     assert (event.actor_id, event.patient_gp_ods) == (objections_officer.public_id, "Z81001")
-    assert "review" not in event.detail
+    assert "needs_review" not in event.detail
 
     # The practice sees it on its own list and history, and may opt the person back in.
     own = signed_in(practice_gp)
@@ -186,7 +186,7 @@ def test_with_unknown_registration_the_officer_names_the_practice_and_it_is_flag
     (event,) = AuditEvent.objects.filter(
         action=AuditAction.OPTOUT_CHANGE, nhs_number=patient.nhs_number
     )
-    assert event.detail["review"] is True
+    assert event.detail["needs_review"] is True
     assert event.detail["review_reason"] == "registration-unknown"
 
 

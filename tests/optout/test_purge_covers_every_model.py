@@ -16,8 +16,8 @@ from django.db.models import Model, Q, QuerySet
 from ingestion.models import FeedMessage, MatchQueueItem
 from optout.models import OptOutRoute
 from optout.services import optout_register, practice_of
+from sharedrecord.basis import access_basis_record
 from sharedrecord.models import AccessBasis, BasisKind, Entry, Patient, SourceKey
-from sharedrecord.services import access_basis_record
 from tests.factories import make_credential, next_nhs_number, small_bundle
 from tests.optout.test_registry import feed
 

@@ -224,7 +224,7 @@ def test_an_opt_out_with_unknown_registration_goes_to_the_programmes_review(
     for number in (unregistered.nhs_number, unknown):
         page.post("/optouts/record", {"nhs_number": number, "step": "confirm"})
         (event,) = change_events(number)
-        assert event.detail["review"] is True
+        assert event.detail["needs_review"] is True
         assert event.detail["review_reason"] == "registration-unknown"
     queued = audit_review_queue(scope=GovernanceScope()).filter(
         nhs_number__in=[unregistered.nhs_number, unknown]
@@ -240,7 +240,7 @@ def test_an_opt_out_for_the_practices_own_patient_is_not_flagged(
         "/optouts/record", {"nhs_number": patient.nhs_number, "step": "confirm"}
     )
     (event,) = change_events(patient.nhs_number)
-    assert "review" not in event.detail
+    assert "needs_review" not in event.detail
     assert not Patient.objects.filter(pk=patient.pk).exists()
 
 

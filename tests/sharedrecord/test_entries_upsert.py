@@ -7,8 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from ingestion.fhir.fields import content_hash
+from sharedrecord.entries import EntryData, UpsertResult, entries_upsert
 from sharedrecord.models import Entry, Organisation, Patient, SourceKey
-from sharedrecord.services import EntryData, UpsertResult, entries_upsert
 from tests.factories import make_organisation, make_patient
 
 pytestmark = pytest.mark.django_db

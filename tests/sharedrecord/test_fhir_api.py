@@ -16,7 +16,7 @@ from audit.models import AuditEvent
 from ingestion.demo import PEOPLE, acute_attendance
 from sharedrecord import demo
 from sharedrecord.models import CLINICAL_ROLES, Entry, RecordSection, User
-from sharedrecord.services import organisation_upsert, staff_user_upsert
+from sharedrecord.organisations import organisation_upsert, staff_user_upsert
 from tests.factories import make_credential
 from tests.fhirapi import body, entry_ids, fhir_get, partner_token, staff_token
 from tests.optout.test_registry import feed
@@ -249,7 +249,7 @@ def test_sensitive_entries_are_withheld_with_a_warning_and_unlocked_by_emergency
     assert str(restricted.public_id) in entry_ids(emergency)
     event = AuditEvent.objects.filter(action="api-read", actor_name=nurse.username).latest("id")
     assert event.purpose == "ETREAT"
-    assert event.detail["review"] is True
+    assert event.detail["needs_review"] is True
     assert event.detail["reason_code"] == "OVRER"
     assert str(restricted.public_id) in event.detail["entries"]
     # The entry's own read is withheld alike: a 404, as for an entry that does not exist.

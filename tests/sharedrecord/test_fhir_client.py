@@ -9,7 +9,7 @@ import requests
 from fhirpy import SyncFHIRClient
 
 from audit.models import AuditEvent
-from sharedrecord.services import api_client_register
+from sharedrecord.clients import api_client_register
 from tests.sharedrecord.conftest import fed_person, partner
 
 pytestmark = pytest.mark.django_db(transaction=True)

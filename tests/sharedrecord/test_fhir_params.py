@@ -1,7 +1,7 @@
 """The FHIR search-parameter grammar: every odd value is a precise 400, never a 500.
 
 The first half calls the read API over HTTP with the values the outside review
-sent; the second half tests the pure grammar (sharedrecord/fhirparams.py).
+sent; the second half tests the pure grammar (sharedrecord/fhirapi/params.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from audit.models import AuditEvent
 from sharedrecord.apis import bad_request, not_found
-from sharedrecord.fhirparams import (
+from sharedrecord.fhirapi.params import (
     DateParam,
     SearchParamError,
     Token,
@@ -151,7 +151,7 @@ def test_a_patient_read_with_no_relationship_is_flagged_for_review(
         token = staff_token(client, user)
         assert fhir_get(client, token, path).status_code == 200
         event = AuditEvent.objects.filter(action="api-read", actor_name=user.username).latest("id")
-        assert event.detail["review"] is flagged, user.username
+        assert event.detail["needs_review"] is flagged, user.username
         assert event.detail["break_glass"] is False
     # Like $everything, whose review flag the same relationship decides.
     token = staff_token(client, unrelated_clinician)
@@ -159,7 +159,7 @@ def test_a_patient_read_with_no_relationship_is_flagged_for_review(
     everything = AuditEvent.objects.filter(
         action="api-read", actor_name=unrelated_clinician.username
     ).latest("id")
-    assert everything.detail["review"] is True
+    assert everything.detail["needs_review"] is True
 
 
 def test_an_address_no_route_takes_answers_in_its_protocols_shape(rf: Any) -> None:

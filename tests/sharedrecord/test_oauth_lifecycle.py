@@ -21,8 +21,8 @@ from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from audit.models import AuditEvent
+from sharedrecord.clients import ApiClientIssued, api_client_register
 from sharedrecord.models import User
-from sharedrecord.services import ApiClientIssued, api_client_register
 from tests.fhirapi import REDIRECT
 from tests.fhirapi import TREAT as _TREAT
 from tests.sharedrecord.conftest import partner

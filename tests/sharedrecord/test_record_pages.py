@@ -93,7 +93,7 @@ def test_a_claimed_relationship_needs_words_and_is_flagged_for_review(
     (event,) = _events(unrelated_clinician, AuditAction.ACCESS_BASIS)
     assert event.patient_id == record.public_id
     assert event.detail["self_claimed"] is True
-    assert event.detail["review"] is True
+    assert event.detail["needs_review"] is True
     assert event.purpose == "TREAT"
 
 
@@ -192,7 +192,7 @@ def test_break_glass_unlocks_restricted_items_for_four_hours_and_is_flagged(
     assert basis.kind == BasisKind.BREAK_GLASS
     assert basis.expires_at - basis.created_at == datetime.timedelta(hours=4)
     (glass,) = _events(treating_clinician, AuditAction.BREAK_GLASS)
-    assert (glass.purpose, glass.detail["reason_code"], glass.detail["review"]) == (
+    assert (glass.purpose, glass.detail["reason_code"], glass.detail["needs_review"]) == (
         "ETREAT", "OVRER", True,
     )  # fmt: skip
     assert glass.detail["reason_text"] == "Unconscious in resus, no family present"

@@ -10,7 +10,7 @@ from django.test import Client
 
 from ingestion.credentials import feed_credential_issue
 from sharedrecord.models import Organisation, User
-from sharedrecord.services import organisation_grant_optout_management
+from sharedrecord.organisations import organisation_grant_optout_management
 from tests.fhirapi import fhir_get, staff_token
 from tests.sharedrecord.conftest import confirm_basis, fed_person, signed_in
 

@@ -21,7 +21,7 @@ from ingestion.demo import PEOPLE, BundleBuilder
 from optout.models import OptOutRoute
 from optout.services import optout_register
 from sharedrecord.models import AccessBasis, Entry, Organisation, OrganisationKind, Patient, User
-from sharedrecord.services import organisation_grant_optout_management
+from sharedrecord.organisations import organisation_grant_optout_management
 from tests.factories import make_credential, next_nhs_number
 from tests.fhirapi import fhir_get, staff_token
 from tests.optout.test_registry import feed

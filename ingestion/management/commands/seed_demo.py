@@ -15,9 +15,9 @@ from ingestion.fhir.envelope import read_envelope
 from ingestion.models import FeedCredential, MessageKind
 from ingestion.receiving import feed_message_receive
 from sharedrecord import demo
+from sharedrecord.clients import api_client_register
 from sharedrecord.models import Organisation
-from sharedrecord.services import (
-    api_client_register,
+from sharedrecord.organisations import (
     organisation_grant_optout_management,
     organisation_upsert,
     staff_user_upsert,

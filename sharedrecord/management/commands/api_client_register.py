@@ -7,8 +7,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from sharedrecord.clients import GRANTS, api_client_register
 from sharedrecord.models import CLINICAL_ROLES, Organisation
-from sharedrecord.services import GRANTS, api_client_register
 
 
 class Command(BaseCommand):

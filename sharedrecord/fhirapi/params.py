@@ -4,7 +4,7 @@ Pure (STYLE.md section 7, "parse at the edge"): no ORM, no settings, no
 network. Each parser takes the request's (name, value) pairs and returns a
 frozen dataclass, or raises SearchParamError naming the parameter and the rule
 it broke, never the value (a value may be an NHS number, a name or a date of
-birth). The views build their queries from the typed values only.
+birth). The reads build their queries from the typed values only (fhir_entries.py).
 
 What every value must be, before its own grammar is checked:
 - at most MAX_VALUE_LENGTH characters, with no control characters (PostgreSQL
@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import re
 import unicodedata
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -420,3 +421,14 @@ def unknown_names(pairs: Iterable[tuple[str, str]], known: Iterable[str]) -> lis
 
 
 PARAM_NAME = re.compile(r"_?[A-Za-z][A-Za-z\-.:]{0,63}")
+
+
+def parse_public_id(value: str) -> str | None:
+    """A public id (a UUID) in its canonical form, or None if the value cannot be one."""
+    # uuid.UUID() reads any Unicode digit as hex: only an ASCII id can name a row.
+    if not value.isascii():
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None

@@ -1,27 +1,23 @@
 """The FHIR R4 read API over HTTP: OAuth2 bearer tokens in, searchset Bundles out.
 
 HTTP only (STYLE.md section 6): each view checks the token's scopes, parses
-the request's parameters into typed values (fhirparams.py, the search
-grammar), builds its query from those values alone, calls one audited read in
-fhir_read.py, and writes the Bundle. Every error is an OperationOutcome with
-the status FHIR asks for, naming the parameter at fault (`expression`
-"http.<name>") and never repeating its value. Nothing is written: every other
-method answers 405.
+the request's parameters into typed values (params.py, the search grammar),
+passes those values to one audited read (fhir_read.py, fhir_entries.py, which
+turn them into queries), and writes the response (bundles.py). Every error is
+an OperationOutcome with the status FHIR asks for, naming the parameter at
+fault (`expression` "http.<name>") and never repeating its value. Nothing is
+written: every other method answers 405.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, TypeVar, cast
-from urllib.parse import urlencode
+from collections.abc import Iterator
+from typing import Any, ClassVar, cast
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, ValidationError
-from django.db.models import Q
-from django.http import Http404, HttpResponse, QueryDict, StreamingHttpResponse
+from django.http import Http404, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
@@ -34,37 +30,46 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from sharedrecord.access import ODS_SYSTEM, viewer_may_search
+from audit.outcomes import FHIR_JSON, outcome_http_response
+from sharedrecord.access import viewer_may_search
 from sharedrecord.auditing import context_for
 from sharedrecord.exceptions import InvalidParameter, PatientNotFound
+from sharedrecord.fhir_entries import (
+    Cursor,
+    api_entries_page,
+    api_entry_read,
+    cursor_read,
+    query_key,
+)
 from sharedrecord.fhir_read import (
     ApiBasis,
     ApiCaller,
-    Cursor,
-    Page,
-    Row,
     api_basis_parse,
-    api_entries_page,
-    api_entry_read,
     api_patient_read,
     api_patient_search,
-    cursor_read,
     patient_resource,
-    query_key,
 )
-from sharedrecord.fhirparams import (
-    DateParam,
-    Token,
+from sharedrecord.fhirapi.bundles import (
+    bundle,
+    json_response,
+    link,
+    page_response,
+    patient_entry,
+    prepend,
+    too_many_entry,
+)
+from sharedrecord.fhirapi.capability import capability_statement, smart_configuration
+from sharedrecord.fhirapi.params import (
     parse_everything,
     parse_id,
     parse_patient_search,
+    parse_public_id,
     parse_type_search,
     unknown_names,
 )
 from sharedrecord.models import User
 from sharedrecord.smart import READABLE_TYPES, SEARCHABLE_TYPES, types_allowed
 
-FHIR_JSON = "application/fhir+json"
 JSON_FORMATS = frozenset({"json", "application/json", FHIR_JSON, "application/json+fhir"})
 
 
@@ -85,20 +90,8 @@ class FhirError(Exception):
         self.parameter = parameter
 
 
-def outcome(severity: str, code: str, message: str, parameter: str = "") -> dict[str, Any]:
-    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": message}
-    if parameter:
-        # FHIR names an HTTP parameter in an issue's expression as "http." + its name.
-        issue["expression"] = [f"http.{parameter}"]
-    return {"resourceType": "OperationOutcome", "issue": [issue]}
-
-
-def _json_response(body: dict[str, Any], status: int = 200) -> HttpResponse:
-    return HttpResponse(json.dumps(body), status=status, content_type=FHIR_JSON)
-
-
 def _error(status: int, code: str, message: str, parameter: str = "") -> HttpResponse:
-    response = _json_response(outcome("error", code, message, parameter), status)
+    response = outcome_http_response(status, code=code, text=message, parameter=parameter)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="fhir", error="invalid_token"'
     return response
@@ -119,10 +112,6 @@ class FhirBearerAuthentication(OAuth2Authentication):  # type: ignore[misc]
         if user is None or not user.is_active:
             raise exceptions.AuthenticationFailed("This application has no active account.")
         return user, token
-
-
-def _instant(value: datetime.datetime) -> str:
-    return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 class FhirApi(APIView):
@@ -241,159 +230,6 @@ def _cursor(token: str, query: str) -> Cursor | None:
         raise FhirError(400, "value", " ".join(exc.messages), "_cursor") from exc
 
 
-# ------------------------------------------------------------------ queries from typed values
-
-
-def _date_filter(field: str, values: tuple[DateParam, ...]) -> Q:
-    """Each value narrows the search (repeat the parameter for a range: ge...&le...)."""
-    where = Q()
-    for value in values:
-        start, end = value.start, value.end
-        where &= {
-            "eq": Q(**{f"{field}__gte": start, f"{field}__lt": end}),
-            "ne": ~Q(**{f"{field}__gte": start, f"{field}__lt": end}),
-            "gt": Q(**{f"{field}__gte": end}),
-            "sa": Q(**{f"{field}__gte": end}),
-            "ge": Q(**{f"{field}__gte": start}),
-            "lt": Q(**{f"{field}__lt": start}),
-            "eb": Q(**{f"{field}__lt": start}),
-            "le": Q(**{f"{field}__lt": end}),
-        }[value.prefix]
-    return where
-
-
-T = TypeVar("T")
-
-
-def _any_of(values: tuple[tuple[T, ...], ...], one: Callable[[T], Q]) -> Q:
-    """Repeated parameters AND together; the values inside one OR together."""
-    where = Q()
-    for alternatives in values:
-        either = Q()
-        for value in alternatives:
-            either |= one(value)
-        where &= either
-    return where
-
-
-def _code(token: Token) -> Q:
-    where = Q(code_system=token.system) if token.system else Q()
-    return where & Q(code=token.code) if token.code else where
-
-
-def _category(token: Token) -> Q:
-    coding = {"system": token.system} if token.system else {}
-    if token.code:
-        coding["code"] = token.code
-    # CodeableConcept categories (most types) and AllergyIntolerance's plain codes.
-    where = Q(resource__category__contains=[{"coding": [coding]}])
-    if token.code:
-        where |= Q(resource__category__contains=[token.code])
-    return where
-
-
-# ------------------------------------------------------------------ Bundles
-
-
-def _entry_json(base: str, row: Row) -> str:
-    return (
-        f'{{"fullUrl":"{base}/{row.resource_type}/{row.public_id}",'
-        f'"resource":{row.text},"search":{{"mode":"match"}}}}'
-    )
-
-
-def _provenance(base: str, row: Row) -> str:
-    who = row.source_name + (f" ({row.source_system})" if row.source_system else "")
-    resource = {
-        "resourceType": "Provenance",
-        "id": f"{row.public_id}-source",
-        "target": [{"reference": f"{row.resource_type}/{row.public_id}"}],
-        "recorded": _instant(row.updated_at),
-        "agent": [
-            {
-                "type": {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                            "code": "author",
-                        }
-                    ]
-                },
-                "who": {
-                    "identifier": {"system": ODS_SYSTEM, "value": row.source_ods},
-                    "display": who,
-                },
-            }
-        ],
-    }
-    return json.dumps(
-        {
-            "fullUrl": f"{base}/Provenance/{row.public_id}-source",
-            "resource": resource,
-            "search": {"mode": "include"},
-        }
-    )
-
-
-def _link(base: str, path: str, params: list[tuple[str, str]]) -> str:
-    return f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
-
-
-def _bundle(
-    *, total: int, links: list[tuple[str, str]], entries: list[str]
-) -> StreamingHttpResponse:
-    """A searchset Bundle streamed entry by entry; the entries are already JSON text."""
-    head = {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "meta": {"lastUpdated": _instant(timezone.now())},
-        "type": "searchset",
-        "total": total,
-        "link": [{"relation": relation, "url": url} for relation, url in links],
-    }
-
-    def chunks() -> Iterator[str]:
-        text = json.dumps(head)
-        if not entries:
-            yield text
-            return
-        yield text[:-1] + ',"entry":['
-        for i, entry in enumerate(entries):
-            yield ("," if i else "") + entry
-        yield "]}"
-
-    return StreamingHttpResponse(chunks(), content_type=FHIR_JSON)
-
-
-def _withheld_entry() -> str:
-    return json.dumps(
-        {
-            "resource": outcome(
-                "warning",
-                "suppressed",
-                "Some items were withheld under the sharing agreement's sensitivity rules.",
-            ),
-            "search": {"mode": "outcome"},
-        }
-    )
-
-
-def _page_response(
-    base: str, path: str, params: list[tuple[str, str]], page: Page,
-    revinclude: bool = False,
-) -> StreamingHttpResponse:  # fmt: skip
-    entries = [_entry_json(base, row) for row in page.rows]
-    if revinclude:
-        entries += [_provenance(base, row) for row in page.rows]
-    if page.withheld:
-        entries.append(_withheld_entry())
-    kept = [(k, v) for k, v in params if k != "_cursor"]
-    links = [("self", _link(base, path, params))]
-    if page.next_cursor is not None:
-        links.append(("next", _link(base, path, [*kept, ("_cursor", page.next_cursor.token())])))
-    return _bundle(total=page.total, links=links, entries=entries)
-
-
 # ------------------------------------------------------------------ the routes
 
 
@@ -405,7 +241,7 @@ class CapabilityStatementApi(FhirApi):
 
     @extend_schema(exclude=True)
     def get(self, request: Request) -> HttpResponseBase:
-        return _json_response(capability_statement(self.base(request)))
+        return json_response(capability_statement(self.base(request)))
 
 
 class SmartConfigurationApi(FhirApi):
@@ -417,23 +253,7 @@ class SmartConfigurationApi(FhirApi):
     @extend_schema(exclude=True)
     def get(self, request: Request) -> HttpResponseBase:
         root = request.build_absolute_uri("/").rstrip("/")
-        return HttpResponse(
-            json.dumps(
-                {
-                    "authorization_endpoint": f"{root}/o/authorize/",
-                    "token_endpoint": f"{root}/o/token/",
-                    "revocation_endpoint": f"{root}/o/revoke_token/",
-                    "introspection_endpoint": f"{root}/o/introspect/",
-                    "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-                    "grant_types_supported": ["authorization_code", "client_credentials"],
-                    "scopes_supported": sorted(settings.OAUTH2_PROVIDER["SCOPES"]),
-                    "response_types_supported": ["code"],
-                    "code_challenge_methods_supported": ["S256"],
-                    "capabilities": ["client-confidential-symmetric", "permission-user"],
-                }
-            ),
-            content_type="application/json",
-        )
+        return HttpResponse(json.dumps(smart_configuration(root)), content_type="application/json")
 
 
 class PatientSearchApi(FhirApi):
@@ -449,7 +269,7 @@ class PatientSearchApi(FhirApi):
         search = parse_patient_search(params, tz=timezone.get_current_timezone())
         if search.other_system:
             # Only NHS numbers identify people here: nobody has another identifier.
-            return _bundle(total=0, links=[("self", self._self(request, params))], entries=[])
+            return bundle(total=0, links=[("self", self._self(request, params))], entries=[])
         found = api_patient_search(
             caller=caller,
             basis=basis,
@@ -461,31 +281,10 @@ class PatientSearchApi(FhirApi):
             context=context_for(request),
         )
         base = self.base(request)
-        entries = [
-            json.dumps(
-                {
-                    "fullUrl": f"{base}/Patient/{p.public_id}",
-                    "resource": patient_resource(p),
-                    "search": {"mode": "match"},
-                }
-            )
-            for p in found.patients
-        ]
+        entries = [patient_entry(base, p) for p in found.patients]
         if found.too_many:
-            entries.append(
-                json.dumps(
-                    {
-                        "resource": outcome(
-                            "warning",
-                            "too-costly",
-                            "More people match than can be shown: add gender or "
-                            "address-postalcode, or search by NHS number.",
-                        ),
-                        "search": {"mode": "outcome"},
-                    }
-                )
-            )
-        return _bundle(
+            entries.append(too_many_entry())
+        return bundle(
             total=len(found.patients), links=[("self", self._self(request, params))],
             entries=entries,
         )  # fmt: skip
@@ -493,7 +292,7 @@ class PatientSearchApi(FhirApi):
     def _self(self, request: Request, params: list[tuple[str, str]]) -> str:
         # The NHS number is not echoed back in links (links end up in logs).
         kept = [(k, v) for k, v in params if k not in ("identifier", "family", "birthdate")]
-        return _link(self.base(request), "Patient", kept)
+        return link(self.base(request), "Patient", kept)
 
 
 class PatientPostSearchApi(PatientSearchApi):
@@ -511,20 +310,17 @@ class PatientReadApi(FhirApi):
         basis = self.basis(request)
         self.search_params(request)
         patient = api_patient_read(
-            caller=caller, basis=basis, patient_id=_uuid_or_404(patient_id),
+            caller=caller, basis=basis, patient_id=_public_id_or_404(patient_id),
             context=context_for(request),
         )  # fmt: skip
-        return _json_response(patient_resource(patient))
+        return json_response(patient_resource(patient))
 
 
-def _uuid_or_404(value: str) -> str:
-    # uuid.UUID() reads any Unicode digit as hex: only an ASCII id can name a row.
-    if not value.isascii():
+def _public_id_or_404(value: str) -> str:
+    found = parse_public_id(value)
+    if found is None:
         raise Http404
-    try:
-        return str(uuid.UUID(value))
-    except ValueError as exc:
-        raise Http404 from exc
+    return found
 
 
 class PatientEverythingApi(FhirApi):
@@ -541,40 +337,23 @@ class PatientEverythingApi(FhirApi):
             params, page_size=_page_size(), page_max=_page_max(), readable=READABLE_TYPES
         )
         types = caller.types if search.types is None else caller.types & search.types
-        where = Q() if search.since is None else Q(updated_at__gte=search.since)
         query = query_key(params)
         cursor = _cursor(search.cursor, query)
-        identifier = _uuid_or_404(patient_id)
+        identifier = _public_id_or_404(patient_id)
         page = api_entries_page(
-            caller=caller, basis=basis, patient_id=identifier, types=types, where=where,
+            caller=caller, basis=basis, patient_id=identifier, types=types, since=search.since,
             count=search.count, cursor=cursor, query=query, interaction="everything",
             context=context_for(request),
         )  # fmt: skip
         base = self.base(request)
-        response = _page_response(base, f"Patient/{identifier}/$everything", params, page)
+        response = page_response(base, f"Patient/{identifier}/$everything", params, page)
         if cursor is None and "Patient" in types:
             # The person comes first, on the first page (FHIR: the Patient is in $everything).
-            person = json.dumps(
-                {
-                    "fullUrl": f"{base}/Patient/{identifier}",
-                    "resource": patient_resource(page.patient),
-                    "search": {"mode": "match"},
-                }
-            )
-            response.streaming_content = _prepend(
+            person = patient_entry(base, page.patient)
+            response.streaming_content = prepend(
                 cast(Iterator[bytes], response.streaming_content), person
             )
         return response
-
-
-def _prepend(chunks: Iterator[bytes], entry: str) -> Iterator[bytes]:
-    """Put one more entry at the start of a streamed Bundle's entry array."""
-    head = next(chunks).decode()
-    if head.endswith('"entry":['):
-        yield (head + entry + ",").encode()
-    else:
-        yield (head[:-1] + ',"entry":[' + entry + "]}").encode()
-    yield from chunks
 
 
 class TypeSearchApi(FhirApi):
@@ -596,27 +375,20 @@ class TypeSearchApi(FhirApi):
             params, page_size=_page_size(), page_max=_page_max(),
             tz=timezone.get_current_timezone(),
         )  # fmt: skip
-        where = (
-            _date_filter("effective_at", search.date)
-            & _date_filter("updated_at", search.last_updated)
-            & _any_of(search.code, _code)
-            & _any_of(search.status, lambda s: Q(status=s))
-            & _any_of(search.category, _category)
-        )
         query = query_key(params)
         cursor = _cursor(search.cursor, query)
         try:
             page = api_entries_page(
-                caller=caller, basis=basis, patient_id=_uuid_or_404(search.patient),
-                types=frozenset({resource_type}), where=where, count=search.count,
+                caller=caller, basis=basis, patient_id=_public_id_or_404(search.patient),
+                types=frozenset({resource_type}), search=search, count=search.count,
                 cursor=cursor, query=query, interaction="search-type",
                 context=context_for(request),
             )  # fmt: skip
         except (PatientNotFound, Http404):
             # A person the caller may not see answers like nobody: an empty search.
-            links = [("self", _link(self.base(request), resource_type, params))]
-            return _bundle(total=0, links=links, entries=[])
-        return _page_response(
+            links = [("self", link(self.base(request), resource_type, params))]
+            return bundle(total=0, links=links, entries=[])
+        return page_response(
             self.base(request), resource_type, params, page,
             revinclude=search.revinclude_provenance,
         )  # fmt: skip
@@ -638,83 +410,3 @@ class EntryReadApi(FhirApi):
             context=context_for(request),
         )  # fmt: skip
         return HttpResponse(row.text, content_type=FHIR_JSON)
-
-
-def capability_statement(base: str) -> dict[str, Any]:
-    """What the server does, and nothing it does not (read and search only)."""
-    type_params = [
-        ("patient", "reference", "The person (required)"),
-        ("date", "date", "The clinical date (eq, ne, gt, ge, lt, le, sa, eb)"),
-        ("category", "token", "Category code, optionally system|code"),
-        ("code", "token", "Code, optionally system|code"),
-        ("status", "token", "Status"),
-        ("_lastUpdated", "date", "When the record last changed"),
-        ("_count", "number", f"Page size, at most {settings.FHIR_PAGE_MAX}"),
-    ]
-    resources: list[dict[str, Any]] = [
-        {
-            "type": "Patient",
-            "interaction": [{"code": "read"}, {"code": "search-type"}],
-            "searchParam": [
-                {
-                    "name": "identifier",
-                    "type": "token",
-                    "documentation": "https://fhir.nhs.uk/Id/nhs-number|<NHS number>",
-                },
-                {"name": "family", "type": "string", "documentation": "With birthdate"},
-                {"name": "birthdate", "type": "date", "documentation": "With family"},
-                {"name": "gender", "type": "token"},
-                {"name": "address-postalcode", "type": "string"},
-            ],
-            "operation": [
-                {
-                    "name": "everything",
-                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                }
-            ],
-        }
-    ]
-    for resource_type in SEARCHABLE_TYPES:
-        resources.append(
-            {
-                "type": resource_type,
-                "interaction": [{"code": "read"}, {"code": "search-type"}],
-                "searchRevInclude": ["Provenance:target"],
-                "searchParam": [
-                    {"name": n, "type": t, "documentation": d} for n, t, d in type_params
-                ],
-            }
-        )
-    return {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": timezone.localdate().isoformat(),
-        "kind": "instance",
-        "fhirVersion": "4.0.1",
-        "format": ["json"],
-        "implementation": {"description": "Shared care record: read API", "url": base},
-        "rest": [
-            {
-                "mode": "server",
-                "documentation": (
-                    "Read-only. Send X-Purpose-Of-Use: TREAT (or ETREAT with "
-                    "X-Break-Glass-Reason and X-Break-Glass-Justification) with every read."
-                ),
-                "security": {
-                    "cors": False,
-                    "service": [
-                        {
-                            "coding": [
-                                {
-                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-                                    "code": "SMART-on-FHIR",
-                                }
-                            ]
-                        }
-                    ],
-                    "description": "OAuth2 bearer tokens with SMART v1 scopes.",
-                },
-                "resource": resources,
-            }
-        ],
-    }

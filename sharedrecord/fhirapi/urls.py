@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from sharedrecord.fhir_apis import (
+from sharedrecord.fhirapi.views import (
     CapabilityStatementApi,
     EntryReadApi,
     PatientEverythingApi,

@@ -1,0 +1,176 @@
+"""What the FHIR read API writes: searchset Bundles streamed entry by entry, OperationOutcomes.
+
+Entries arrive as JSON text (fhir_entries.Row.text, made by PostgreSQL) and are
+streamed as they are; nothing here parses a stored resource.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+from django.http import HttpResponse, StreamingHttpResponse
+from django.utils import timezone
+
+from audit.outcomes import FHIR_JSON, operation_outcome, outcome_issue
+from sharedrecord.access import ODS_SYSTEM
+from sharedrecord.fhir_entries import Page, Row
+from sharedrecord.fhir_read import patient_resource
+from sharedrecord.models import Patient
+
+
+def json_response(body: dict[str, Any], status: int = 200) -> HttpResponse:
+    return HttpResponse(json.dumps(body), status=status, content_type=FHIR_JSON)
+
+
+def instant(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def link(base: str, path: str, params: list[tuple[str, str]]) -> str:
+    return f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
+
+
+def _entry_json(base: str, row: Row) -> str:
+    return (
+        f'{{"fullUrl":"{base}/{row.resource_type}/{row.public_id}",'
+        f'"resource":{row.text},"search":{{"mode":"match"}}}}'
+    )
+
+
+def _provenance(base: str, row: Row) -> str:
+    who = row.source_name + (f" ({row.source_system})" if row.source_system else "")
+    resource = {
+        "resourceType": "Provenance",
+        "id": f"{row.public_id}-source",
+        "target": [{"reference": f"{row.resource_type}/{row.public_id}"}],
+        "recorded": instant(row.updated_at),
+        "agent": [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                            "code": "author",
+                        }
+                    ]
+                },
+                "who": {
+                    "identifier": {"system": ODS_SYSTEM, "value": row.source_ods},
+                    "display": who,
+                },
+            }
+        ],
+    }
+    return json.dumps(
+        {
+            "fullUrl": f"{base}/Provenance/{row.public_id}-source",
+            "resource": resource,
+            "search": {"mode": "include"},
+        }
+    )
+
+
+def bundle(
+    *, total: int, links: list[tuple[str, str]], entries: list[str]
+) -> StreamingHttpResponse:
+    """A searchset Bundle streamed entry by entry; the entries are already JSON text."""
+    head = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": instant(timezone.now())},
+        "type": "searchset",
+        "total": total,
+        "link": [{"relation": relation, "url": url} for relation, url in links],
+    }
+
+    def chunks() -> Iterator[str]:
+        text = json.dumps(head)
+        if not entries:
+            yield text
+            return
+        yield text[:-1] + ',"entry":['
+        for i, entry in enumerate(entries):
+            yield ("," if i else "") + entry
+        yield "]}"
+
+    return StreamingHttpResponse(chunks(), content_type=FHIR_JSON)
+
+
+def patient_entry(base: str, patient: Patient) -> str:
+    """The person as a match of a search (or the first entry of $everything)."""
+    return json.dumps(
+        {
+            "fullUrl": f"{base}/Patient/{patient.public_id}",
+            "resource": patient_resource(patient),
+            "search": {"mode": "match"},
+        }
+    )
+
+
+def too_many_entry() -> str:
+    """The warning a patient search gives when more people match than it may show."""
+    return json.dumps(
+        {
+            "resource": operation_outcome(
+                [
+                    outcome_issue(
+                        severity="warning",
+                        code="too-costly",
+                        text="More people match than can be shown: add gender or "
+                        "address-postalcode, or search by NHS number.",
+                    )
+                ]
+            ),
+            "search": {"mode": "outcome"},
+        }
+    )
+
+
+def _withheld_entry() -> str:
+    return json.dumps(
+        {
+            "resource": operation_outcome(
+                [
+                    outcome_issue(
+                        severity="warning",
+                        code="suppressed",
+                        text="Some items were withheld under the sharing agreement's "
+                        "sensitivity rules.",
+                    )
+                ]
+            ),
+            "search": {"mode": "outcome"},
+        }
+    )
+
+
+def page_response(
+    base: str, path: str, params: list[tuple[str, str]], page: Page,
+    revinclude: bool = False,
+) -> StreamingHttpResponse:  # fmt: skip
+    """One page of entries as a Bundle, with a next link carrying the cursor if more follow."""
+    entries = [_entry_json(base, row) for row in page.rows]
+    if revinclude:
+        entries += [_provenance(base, row) for row in page.rows]
+    if page.withheld:
+        entries.append(_withheld_entry())
+    kept = [(k, v) for k, v in params if k != "_cursor"]
+    links = [("self", link(base, path, params))]
+    if page.next_cursor is not None:
+        links.append(("next", link(base, path, [*kept, ("_cursor", page.next_cursor.token())])))
+    return bundle(total=page.total, links=links, entries=entries)
+
+
+def prepend(chunks: Iterator[bytes], entry: str) -> Iterator[bytes]:
+    """Put one more entry at the start of a streamed Bundle's entry array."""
+    head = next(chunks).decode()
+    if head.endswith('"entry":['):
+        yield (head + entry + ",").encode()
+    else:
+        yield (head[:-1] + ',"entry":[' + entry + "]}").encode()
+    yield from chunks

@@ -1,0 +1,406 @@
+"""Showing a record to a member of staff: its summary, one section, one document.
+
+Each view is an audited read (STYLE.md section 4) of what access.py lets the
+viewer see: CombinedRecord and Summary are what the record pages render.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Count, Max, Q, QuerySet
+from django.utils import timezone
+
+from audit.models import AuditAction, AuditOutcome
+from audit.trail import AuditContext, audit_event_record
+from sharedrecord.access import (
+    ViewPolicy,
+    access_basis_current,
+    entries_visible,
+    entry_is_sensitive,
+    view_policy,
+)
+from sharedrecord.auditing import actor_for
+from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable
+from sharedrecord.models import (
+    AccessBasis,
+    Entry,
+    Organisation,
+    Patient,
+    RecordSection,
+    User,
+    is_uuid,
+)
+from sharedrecord.presentation.entries import (
+    ACTIVE_CLINICAL,
+    CURRENT_MEDICATION,
+    NO_KNOWN_ALLERGIES,
+    NO_KNOWN_ALLERGY_CODES,
+    NOT_A_PROBLEM,
+    UPCOMING_APPOINTMENT,
+    ShownEntry,
+    entry_shown,
+    linked_references,
+    reference_id,
+)
+from sharedrecord.presentation.trends import Trend, trends_of
+from sharedrecord.presenting import Attachment, attachment_of
+from sharedrecord.search import audit_subject_of, patient_or_denied
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """One connected organisation, for the "where this record comes from" panel."""
+
+    name: str
+    ods_code: str
+    kind: str
+    last_feed_at: datetime.datetime | None
+    items_for_person: int
+    latest_for_person: datetime.datetime | None
+
+
+@dataclass
+class Summary:
+    alerts: list[ShownEntry]
+    allergies: list[ShownEntry]
+    no_known_allergies: list[ShownEntry]
+    medications: list[ShownEntry]
+    problems: list[ShownEntry]
+    encounters: list[ShownEntry]
+    results: list[ShownEntry]
+    appointments: list[ShownEntry]
+    care_plans: list[ShownEntry]
+
+    @property
+    def no_known_statements(self) -> list[tuple[str, str, ShownEntry]]:
+        """(what the code says, what it leaves open, the item) for each "no known …" entry."""
+        return [(*NO_KNOWN_ALLERGIES[item.code], item) for item in self.no_known_allergies]
+
+    def blocks(self) -> list[tuple[str, str, list[ShownEntry], str]]:
+        """(section, heading, items, what to say when empty), in the page's order."""
+        return [
+            ("alerts", "Alerts and flags", self.alerts, "No alerts recorded."),
+            ("allergies", "Allergies and adverse reactions", self.allergies, ""),
+            ("medications", "Current medications", self.medications,
+             "No current medications shared."),
+            ("problems", "Active problems", self.problems, "No active problems shared."),
+            ("encounters", "Recent encounters", self.encounters, "No encounters shared."),
+            ("results", "Recent results", self.results, "No results shared."),
+            ("appointments", "Upcoming appointments", self.appointments,
+             "No upcoming appointments shared."),
+            ("care-plans", 'Care plans and "about me"', self.care_plans,
+             "No care plans shared."),
+        ]  # fmt: skip
+
+
+@dataclass
+class CombinedRecord:
+    """What one viewer may see of one person's record, now; built by record_view."""
+
+    patient: Patient
+    basis: AccessBasis
+    policy: ViewPolicy
+    registered_gp: Organisation | None
+    sources: list[SourceRow]
+    withheld: int
+    hidden_sections: list[str]
+    section: str | None = None
+    summary: Summary | None = None
+    items: list[ShownEntry] | None = None
+    total_in_section: int = 0
+    trends: list[Trend] | None = None
+
+
+SECTION_PAGE_LIMIT = 500
+SUMMARY_RECENT = 5
+
+
+def _one_shown(
+    entry: Entry,
+    policy: ViewPolicy,
+    now: datetime.datetime,
+    linked: dict[str, ShownEntry] | None = None,
+) -> ShownEntry:
+    return entry_shown(
+        public_id=str(entry.public_id),
+        resource_type=entry.resource_type,
+        section=entry.section,
+        resource=policy.redact(entry.resource_type, entry.resource),
+        effective_at=entry.effective_at,
+        status=entry.status,
+        code=entry.code,
+        source_name=entry.source_org.name,
+        source_ods=entry.source_org.ods_code,
+        updated_at=entry.updated_at,
+        sensitive=entry_is_sensitive(entry),
+        now=now,
+        linked=linked,
+    )
+
+
+def _linked_results(
+    entries: list[Entry], policy: ViewPolicy, visible: QuerySet[Entry], now: datetime.datetime
+) -> dict[int, dict[str, ShownEntry]]:
+    """For each report (or panel), the results it links to that this viewer may see.
+
+    One query for the whole page: a report's references name its sender's own
+    results (by source id), looked up among the viewer's visible entries only,
+    so a withheld result never shows through the report that names it.
+    """
+    wanted: dict[int, list[tuple[str, tuple[int, str]]]] = {}
+    for entry in entries:
+        for reference in linked_references(entry.resource_type, entry.resource):
+            kind, source_id = reference_id(reference)
+            if kind in ("", "Observation") and source_id:
+                key = (entry.source_org_id, source_id)
+                wanted.setdefault(entry.pk, []).append((reference, key))
+    if not wanted:
+        return {}
+    keys = {key for refs in wanted.values() for _, key in refs}
+    found = {
+        (e.source_org_id, e.source_id): _one_shown(e, policy, now)
+        for e in visible.filter(
+            resource_type="Observation",
+            source_org_id__in={org for org, _ in keys},
+            source_id__in={source_id for _, source_id in keys},
+        )
+    }
+    return {
+        pk: {reference: found[key] for reference, key in refs if key in found}
+        for pk, refs in wanted.items()
+    }
+
+
+def _shown(
+    entries: Any, policy: ViewPolicy, visible: QuerySet[Entry] | None = None
+) -> list[ShownEntry]:
+    """Entries as the page shows them, without the elements the policy withholds.
+
+    With `visible` (what the viewer may see), a report's row shows the results
+    it links to.
+    """
+    now = timezone.now()
+    rows = list(entries)
+    linked = _linked_results(rows, policy, visible, now) if visible is not None else {}
+    return [_one_shown(e, policy, now, linked.get(e.pk)) for e in rows]
+
+
+def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
+    """What the summary lists as current: each filter says what "current" means.
+
+    An alert whose period has ended, a problem whose diagnosis was refuted and
+    a medicine or plan that is complete are not current; they stay in their
+    sections, with their qualifiers.
+    """
+    now = timezone.now()
+    newest = ("-effective_at", "-id")
+
+    def part(
+        section: RecordSection, where: Q, order: tuple[str, ...] = newest, limit: int | None = None
+    ) -> list[ShownEntry]:
+        if not policy.may_see_section(section):
+            return []
+        query = visible.filter(where, section=section).exclude(status="entered-in-error")
+        return _shown(query.order_by(*order)[:limit], policy, visible)
+
+    allergies = part(RecordSection.ALLERGIES, Q())
+    return Summary(
+        alerts=[a for a in part(RecordSection.ALERTS, Q(status="active")) if a.current],
+        allergies=[a for a in allergies if a.code not in NO_KNOWN_ALLERGY_CODES],
+        no_known_allergies=[a for a in allergies if a.code in NO_KNOWN_ALLERGY_CODES],
+        medications=part(RecordSection.MEDICATIONS, Q(status__in=CURRENT_MEDICATION)),
+        problems=[
+            p
+            for p in part(RecordSection.PROBLEMS, Q(status__in=ACTIVE_CLINICAL))
+            if p.verification not in NOT_A_PROBLEM
+        ],
+        encounters=part(RecordSection.ENCOUNTERS, Q(effective_at__lte=now), limit=SUMMARY_RECENT),
+        results=part(
+            RecordSection.RESULTS,
+            Q(resource_type__in=("Observation", "DiagnosticReport")),
+            limit=SUMMARY_RECENT,
+        ),
+        appointments=part(
+            RecordSection.APPOINTMENTS,
+            Q(effective_at__gte=now, status__in=UPCOMING_APPOINTMENT),
+            order=("effective_at", "id"),
+            limit=SUMMARY_RECENT,
+        ),
+        care_plans=part(RecordSection.CARE_PLANS, Q(status="active")),
+    )
+
+
+def _audited(shown: list[ShownEntry]) -> list[str]:
+    """Every entry whose content a page shows: its rows, and the results shown on them."""
+    return list(dict.fromkeys(i for item in shown for i in (item.public_id, *item.linked_entries)))
+
+
+def _sources(visible: QuerySet[Entry]) -> list[SourceRow]:
+    """Every connected organisation, with what it holds for the person that the viewer may see.
+
+    Counted from the viewer's visible clinical entries only: an
+    organisation's withheld items are never counted against it (they are
+    counted once, overall, in CombinedRecord.withheld), and its copy of the
+    person's demographics is not an item (it would tell that the
+    organisation knows the person, whatever the viewer may see of its care).
+    """
+    connected = Organisation.objects.with_active_agreement().order_by("kind", "name")
+    mine = {
+        row["source_org"]: row
+        for row in visible.exclude(section=RecordSection.DEMOGRAPHICS)
+        .order_by()
+        .values("source_org")
+        .annotate(n=Count("id"), latest=Max("updated_at"))
+    }
+    return [
+        SourceRow(
+            name=org.name,
+            ods_code=org.ods_code,
+            kind=org.get_kind_display(),
+            last_feed_at=org.last_feed_at,
+            items_for_person=mine.get(org.pk, {}).get("n", 0),
+            latest_for_person=mine.get(org.pk, {}).get("latest"),
+        )
+        for org in connected
+    ]
+
+
+def record_view(
+    *,
+    viewer: User,
+    patient_id: str,
+    session_key: str,
+    section: str | None = None,
+    context: AuditContext | None = None,
+) -> CombinedRecord:
+    """The record (its summary, or one section) as this viewer may see it; an audited read.
+
+    Fails closed: without a current basis it raises AccessBasisRequired and
+    shows nothing; a section outside the viewer's role raises
+    SectionNotAvailable (audited as a denial); if the audit write fails,
+    the error propagates and nothing is returned.
+    Side effects: one audit event listing the entries shown and the count
+    withheld.
+    """
+    patient = patient_or_denied(
+        viewer=viewer, patient_id=patient_id, context=context, asked="record"
+    )
+    basis = access_basis_current(viewer=viewer, patient=patient, session_key=session_key)
+    if basis is None:
+        raise AccessBasisRequired("Record why you are viewing this record first.")
+    policy = view_policy(viewer=viewer, basis=basis)
+    if section is not None and not policy.may_see_section(section):
+        audit_event_record(
+            action=AuditAction.ACCESS_DENIED,
+            actor=actor_for(viewer),
+            outcome=AuditOutcome.DENIED,
+            subject=audit_subject_of(patient),
+            detail={"asked": "section", "section": section, "reason": "role"},
+            context=context,
+        )
+        raise SectionNotAvailable("Your role does not include this part of the record.")
+    with transaction.atomic():
+        everything = entries_visible(patient=patient, policy=policy)
+        # One section's entries are everything's in that section (the policy's
+        # other rules do not depend on the sections asked for).
+        visible = everything.entries.filter(section=section) if section else everything.entries
+        record = CombinedRecord(
+            patient=patient,
+            basis=basis,
+            policy=policy,
+            registered_gp=Organisation.objects.filter(ods_code=patient.registered_gp_ods).first()
+            if patient.registered_gp_ods
+            else None,
+            sources=_sources(everything.entries),
+            withheld=everything.withheld,
+            hidden_sections=[
+                label for value, label in RecordSection.choices if value not in policy.sections
+            ],
+            section=section,
+        )
+        if section is None:
+            record.summary = _summary(visible, policy)
+            shown = [item for part in vars(record.summary).values() for item in part]
+        else:
+            ordered = visible.order_by("-effective_at", "-id")
+            record.total_in_section = ordered.count()
+            record.items = _shown(ordered[:SECTION_PAGE_LIMIT], policy, visible)
+            if section == RecordSection.RESULTS:
+                record.trends = trends_of(record.items)
+            shown = record.items
+        audit_event_record(
+            action=AuditAction.SECTION_VIEW if section else AuditAction.RECORD_VIEW,
+            actor=actor_for(viewer),
+            subject=audit_subject_of(patient),
+            purpose="ETREAT" if policy.break_glass else "TREAT",
+            detail={
+                "basis": str(basis.public_id),
+                "section": section or "summary",
+                "entries": _audited(shown),
+                "withheld": everything.withheld,
+                "break_glass": policy.break_glass,
+            },
+            source_ods={item.source_ods for item in shown},
+            context=context,
+        )
+    return record
+
+
+@dataclass(frozen=True)
+class DocumentShown:
+    patient: Patient
+    entry: ShownEntry
+    attachment: Attachment | None
+
+
+def document_view(
+    *,
+    viewer: User,
+    patient_id: str,
+    entry_id: str,
+    session_key: str,
+    context: AuditContext | None = None,
+) -> DocumentShown:
+    """One document of the record, opened; the same policy as the documents section.
+
+    Raises PatientNotFound alike for a document that does not exist and one
+    the viewer may not see. Side effects: one audit event (document-view).
+    """
+    patient = patient_or_denied(
+        viewer=viewer, patient_id=patient_id, context=context, asked="document"
+    )
+    basis = access_basis_current(viewer=viewer, patient=patient, session_key=session_key)
+    if basis is None:
+        raise AccessBasisRequired("Record why you are viewing this record first.")
+    policy = view_policy(viewer=viewer, basis=basis)
+    visible = entries_visible(
+        patient=patient, policy=policy, sections=frozenset({RecordSection.DOCUMENTS.value})
+    )
+    entry = visible.entries.filter(public_id=entry_id).first() if is_uuid(entry_id) else None
+    if entry is None:
+        audit_event_record(
+            action=AuditAction.ACCESS_DENIED,
+            actor=actor_for(viewer),
+            outcome=AuditOutcome.DENIED,
+            subject=audit_subject_of(patient),
+            detail={"asked": "document", "entry": str(entry_id)[:40], "reason": "not-visible"},
+            context=context,
+        )
+        raise PatientNotFound("No such document is available to you.")
+    with transaction.atomic():
+        audit_event_record(
+            action=AuditAction.DOCUMENT_VIEW,
+            actor=actor_for(viewer),
+            subject=audit_subject_of(patient),
+            purpose="ETREAT" if policy.break_glass else "TREAT",
+            detail={"basis": str(basis.public_id), "entries": [str(entry.public_id)]},
+            source_ods=[entry.source_org.ods_code],
+            context=context,
+        )
+    return DocumentShown(
+        patient, _one_shown(entry, policy, timezone.now()), attachment_of(entry.resource)
+    )
