@@ -18,6 +18,7 @@ from ingestion.receiving import (
     feed_message_receive,
     feed_message_refuse,
 )
+from sharedrecord.access import organisation_may_send_feeds
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def hl7_message_receive(*, credential: FeedCredential, payload: bytes) -> Hl7Ans
     organisation = credential.organisation
     text = decode(payload)
     try:
-        if not organisation.agreement_active():
+        if not organisation_may_send_feeds(organisation):
             raise Hl7Rejected(
                 Hl7Problem(
                     "MSH", 1, 4, "207", "Your organisation has no active data sharing agreement."

@@ -24,6 +24,7 @@ from ingestion.hl7v2.results import Converted, Hl7Header, Hl7Rejected
 from ingestion.models import FeedMessage, MessageKind, MessageStatus
 from ingestion.progress import RECEIPT_COUNTS, Outcome, Progress
 from ingestion.receiving import media_of
+from sharedrecord.access import organisation_may_send_feeds
 from sharedrecord.organisations import organisation_feed_seen
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def _process_claimed(message_id: int, progress: Progress) -> str:
         )
     converted = None
     try:
-        if not organisation.agreement_active():
+        if not organisation_may_send_feeds(organisation):
             raise FeedRejected(
                 "agreement-inactive",
                 "The organisation has no active data sharing agreement.",

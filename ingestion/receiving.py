@@ -24,6 +24,7 @@ from ingestion.credentials import feed_actor
 from ingestion.fhir.envelope import read_envelope
 from ingestion.fhir.results import Envelope, FeedRejected
 from ingestion.models import FeedCredential, FeedMessage, MessageKind
+from sharedrecord.access import organisation_may_send_feeds
 from sharedrecord.models import Organisation
 
 logger = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def feed_agreement_check(*, organisation: Organisation) -> None:
     Raises FeedRejected (403, agreement-inactive); nothing is stored or audited here
     (the caller refuses the message). No side effects.
     """
-    if not organisation.agreement_active():
+    if not organisation_may_send_feeds(organisation):
         raise FeedRejected(
             "agreement-inactive",
             "Your organisation has no active data sharing agreement.",

@@ -32,6 +32,7 @@ Every other "who may" lives here too, one function per rule:
 9. Who may record opt-outs for a practice (optout_practice_for), for which
    people (optout_practice_may_record), and who records objections for the
    programme (optout_objections_office_for).
+10. Whose feeds may be taken (organisation_may_send_feeds).
 """
 
 from __future__ import annotations
@@ -684,6 +685,19 @@ def entry_is_sensitive(entry: Entry) -> bool:
         or labels & rules.very_restricted_labels
         or rules.sensitive_codes.intersection(entry.codes)
     )
+
+
+# ------------------------------------------------------------------ who may send feeds
+
+
+def organisation_may_send_feeds(organisation: Organisation) -> bool:
+    """Whether an organisation's feeds may be taken: its data sharing agreement covers today.
+
+    Asked at receipt (each door answers in its own protocol: a FHIR 403
+    OperationOutcome, an HL7 AR) and again by the worker, because an
+    agreement can end between a message's receipt and its processing.
+    """
+    return organisation.agreement_active()
 
 
 # ------------------------------------------------------------------ who may read the audit trail
