@@ -12,16 +12,13 @@ from typing import Any
 
 from audit.models import AuditAction
 from audit.trail import AuditActor, AuditSubject, audit_event_record
-from sharedrecord.access import (
-    may_assert_registration,
-    policy_table,
-    registration_asserted,
-)
+from sharedrecord.access import may_assert_registration, registration_asserted
 from sharedrecord.models import (
     Entry,
     Organisation,
     Patient,
 )
+from sharedrecord.policy import policy_table
 
 
 def _first(items: Any) -> dict[str, Any]:

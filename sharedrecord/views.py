@@ -31,7 +31,6 @@ from sharedrecord.access import (
     governance_viewer_for,
     optout_objections_office_for,
     optout_practice_for,
-    policy_table,
     viewer_may_search,
 )
 from sharedrecord.auditing import actor_for, context_for
@@ -48,6 +47,7 @@ from sharedrecord.models import (
     User,
 )
 from sharedrecord.oauth.consent import api_tokens_revoke_for
+from sharedrecord.policy import policy_table
 from sharedrecord.presenting import document_text
 from sharedrecord.record import document_view, record_view
 from sharedrecord.search import SEARCH_RESULT_CAP, patient_search, patient_search_by_demographics

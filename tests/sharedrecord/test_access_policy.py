@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from sharedrecord.access import policy_table, policy_table_load
+from sharedrecord.policy import policy_table, policy_table_load
 from sharedrecord.presenting import html_sanitise
 
 pytestmark = pytest.mark.django_db

@@ -14,8 +14,8 @@ from django.test import Client
 
 from ingestion.demo import PEOPLE, BundleBuilder
 from ingestion.fhir.fields import codes_of
-from sharedrecord.access import policy_table
 from sharedrecord.models import Entry, Patient
+from sharedrecord.policy import policy_table
 from tests.factories import make_credential, next_nhs_number
 from tests.fhirapi import fhir_get, staff_token
 from tests.optout.test_registry import feed
