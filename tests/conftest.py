@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,34 @@ from tests.services import CeleryWorker, database_url
 # same Redis never takes a test's task (and the reverse).
 TEST_QUEUE = f"test-{uuid.uuid4().hex[:12]}"
 celery_app.conf.task_default_queue = TEST_QUEUE
+
+# ------------------------------------------------------------------ the slow step (STYLE.md 13)
+# `make test` runs `-m "not slow"` and `make test-slow` runs `-m slow`, so every test is in
+# exactly one of the two. Marking by kind, folder and fixture (not by hand) means a new
+# end-to-end or browser test lands in the slow step without anyone remembering to mark it.
+SLOW_MARKERS = {"e2e", "browser", "fuzz", "faults"}
+SLOW_FOLDERS = {"browser", "fuzz", "faults"}
+# A real worker process or a real HTTP server: seconds of start-up and committed data.
+SLOW_FIXTURES = {"celery_worker", "live_server"}
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def is_slow(item: pytest.Item) -> bool:
+    """Whether a collected test belongs to the slow step."""
+    if any(item.get_closest_marker(name) for name in SLOW_MARKERS | {"slow"}):
+        return True
+    folder = item.path.resolve().relative_to(TESTS_DIR).parts[0]
+    if folder in SLOW_FOLDERS:
+        return True
+    return bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+# tryfirst: the marks must be on before pytest's own `-m` selection runs.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if is_slow(item) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
