@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import transaction
 
 from sharedrecord.celery import app as celery_app
 from tests.services import CeleryWorker, database_url
@@ -45,6 +46,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if is_slow(item) and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+
+
+# ------------------------------------------------------------------ data built once per module
+@pytest.fixture(scope="module")
+def module_transaction(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """One transaction around a whole module, rolled back when the module ends.
+
+    Module-scoped fixtures that depend on this build their data once, inside it;
+    each test then runs in its own savepoint (pytest-django's `db`), so what a
+    test changes is undone before the next, and what the module built is undone
+    before the next module: nothing is committed, so the append-only audit
+    trail never carries one module's events into another's assertions. Only for
+    modules whose tests are not transactional (a flush or a live server would
+    not see, or would wipe, the uncommitted data).
+    """
+    with django_db_blocker.unblock():
+        atomic = transaction.atomic()
+        # As under Django's TestCase: a durable block in the code under test nests in it.
+        atomic._from_testcase = True  # type: ignore[attr-defined]
+        atomic.__enter__()
+    try:
+        yield
+    finally:
+        with django_db_blocker.unblock():
+            transaction.set_rollback(True)
+            atomic.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
 from sharedrecord.models import AccessBasis, BasisKind, Organisation, Patient
-from tests.sharedrecord.conftest import (
-    confirm_basis,
-    fed_person,
-    main_html,
-    shown_entries,
-    signed_in,
-)
+from tests.factories import confirm_basis, fed_person, main_html, shown_entries, signed_in
 
 pytestmark = pytest.mark.django_db
 PERSONAS = ["registered_gp", "treating_clinician", "unrelated_clinician"]
@@ -446,9 +440,7 @@ def test_two_people_do_not_leak_into_each_other(client: Client, registered_gp) -
 def test_script_in_a_fed_html_document_is_inert(client: Client, registered_gp) -> None:
     import base64
 
-    from tests.factories import make_credential
-    from tests.optout.test_registry import feed
-    from tests.sharedrecord.conftest import partner
+    from tests.factories import feed, make_credential, partner
 
     person = fed_person("script")
     letter = (
