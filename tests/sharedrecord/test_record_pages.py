@@ -425,16 +425,29 @@ def test_the_roles_page_shows_the_configured_table(client: Client, registered_gp
 
 
 def test_two_people_do_not_leak_into_each_other(client: Client, registered_gp) -> None:
+    from sharedrecord.models import Entry
+
     first, second = fed_person("one"), fed_person("two")
+
+    def entries_of(patient: Patient) -> set[str]:
+        return {
+            str(e)
+            for e in Entry.objects.filter(patient=patient).values_list("public_id", flat=True)
+        }
+
     signed_in(client, registered_gp)
     confirm_basis(client, first)
     one = shown_entries(client.get(f"/record/{first.public_id}/"))
-    from sharedrecord.models import Entry
-
-    assert one <= {
-        str(e) for e in Entry.objects.filter(patient=first).values_list("public_id", flat=True)
-    }
+    # The page shows the person's own items (an empty page would leak nothing)...
+    assert len(one) >= 10
+    assert one <= entries_of(first)
+    # ...and a basis for one person is no basis for the other.
     assert client.get(f"/record/{second.public_id}/").status_code == 302
+    confirm_basis(client, second)
+    two = shown_entries(client.get(f"/record/{second.public_id}/"))
+    assert len(two) >= 10
+    assert two <= entries_of(second)
+    assert one.isdisjoint(two)
 
 
 def test_script_in_a_fed_html_document_is_inert(client: Client, registered_gp) -> None:
