@@ -27,7 +27,10 @@ from ingestion.demo import (
 )
 from ingestion.models import FeedCredential, FeedMessage, MessageKind
 from ingestion.services import feed_credential_issue, feed_message_process, feed_message_receive
+from optout.models import OptOut, OptOutRoute
+from optout.services import optout_register
 from sharedrecord.models import Organisation, OrganisationKind, Patient, User
+from sharedrecord.services import organisation_grant_optout_management
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 EXTERNAL = BASE_DIR.parent / "shared" / "fixtures" / "external"
@@ -227,7 +230,21 @@ def fed_person(key: str = "rec") -> Patient:
     return Patient.objects.get(nhs_number=someone.nhs_number)
 
 
+def make_optout(nhs_number: str, practice: Organisation) -> OptOut:
+    """The practice's active opt-out for the person (recorded by the system, as a feed would)."""
+    return optout_register(
+        nhs_number=nhs_number, practice=practice, route=OptOutRoute.PRACTICE_REQUEST,
+        recorded_by_system="test",
+    ).optout  # fmt: skip
+
+
 # ------------------------------------------------------------------ staff on the pages
+
+
+def grant_optout_management(user: User) -> None:
+    """Let the member of a GP practice manage the practice's opt-outs."""
+    assert user.organisation is not None
+    organisation_grant_optout_management(user=user, organisation=user.organisation)
 
 
 # The programme's own governance team: reads the whole trail (settings.GOVERNANCE_ODS_CODES).
