@@ -33,7 +33,8 @@ from sharedrecord.models import Organisation, OrganisationKind, Patient, User
 from sharedrecord.services import organisation_grant_optout_management
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-EXTERNAL = BASE_DIR.parent / "shared" / "fixtures" / "external"
+# Third-party public fixtures, vendored with their licences (tests/fixtures/external/README.md).
+EXTERNAL = BASE_DIR / "tests" / "fixtures" / "external"
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 _serial = itertools.count(500)
 
