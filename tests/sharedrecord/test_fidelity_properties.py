@@ -43,6 +43,9 @@ PURE = settings(max_examples=60, deadline=None)
 THROUGH_PAGES = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+# Each example goes through the feed, the pages and the API: minutes per test on
+# the 2-core machine, so they run in the slow step (the pure renderers stay fast).
+SLOW = pytest.mark.slow
 
 # ------------------------------------------------------------------ generators
 
@@ -207,6 +210,7 @@ CONDITION_VERIFICATION = st.sampled_from(
 )
 
 
+@SLOW
 @THROUGH_PAGES
 @given(
     conditions=st.lists(
@@ -241,6 +245,7 @@ def test_conditions(client: Client, registered_gp, token: str, conditions: list)
     check(client, registered_gp, token, "problems", items)
 
 
+@SLOW
 @THROUGH_PAGES
 @given(
     allergies=st.lists(
@@ -293,6 +298,7 @@ MEDICATION_STATUS = st.sampled_from(
 )  # fmt: skip
 
 
+@SLOW
 @THROUGH_PAGES
 @given(
     medicines=st.lists(
@@ -392,6 +398,7 @@ OBSERVATION_STATUS = st.sampled_from(
 )
 
 
+@SLOW
 @THROUGH_PAGES
 @given(
     results=st.lists(
@@ -418,6 +425,7 @@ def test_results(client: Client, registered_gp, token: str, results: list) -> No
     check(client, registered_gp, token, "results", items)
 
 
+@SLOW
 @THROUGH_PAGES
 @given(
     encounters=st.lists(
@@ -449,6 +457,7 @@ def test_encounters(client: Client, registered_gp, token: str, encounters: list)
     check(client, registered_gp, token, "encounters", items)
 
 
+@SLOW
 @THROUGH_PAGES
 @given(
     flags=st.lists(
@@ -482,6 +491,7 @@ def test_alerts(client: Client, registered_gp, token: str, flags: list) -> None:
     check(client, registered_gp, token, "alerts", items)
 
 
+@SLOW
 @THROUGH_PAGES
 @given(
     status=st.sampled_from(["completed", "not-done"]),
@@ -528,6 +538,7 @@ REQUIRED: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+@SLOW
 @THROUGH_PAGES
 @given(
     picks=st.lists(
