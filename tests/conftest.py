@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import transaction
+from django.test.utils import override_settings
 
 from sharedrecord.celery import app as celery_app
 from tests.services import CeleryWorker, database_url
@@ -46,6 +47,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if is_slow(item) and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """Hash the tests' passwords with a cheap Argon2 (tests/hashers.py); same algorithm."""
+    hashers = [
+        "tests.hashers.FastArgon2PasswordHasher" if name.endswith(".Argon2PasswordHasher") else name
+        for name in settings.PASSWORD_HASHERS
+    ]
+    assert hashers != settings.PASSWORD_HASHERS, "the settings no longer use Argon2 first"
+    with override_settings(PASSWORD_HASHERS=hashers):
+        yield
 
 
 # ------------------------------------------------------------------ data built once per module
