@@ -9,7 +9,7 @@ SERVICES := $(PY) -m sharedrecord.localservices
 
 ASSETS := node_modules/.installed
 
-.PHONY: run test venv assets browser lint format typecheck migrations-check lock bench clean
+.PHONY: run test test-slow venv assets browser lint format typecheck migrations-check lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,10 +35,15 @@ browser:
 run: venv assets
 	$(SERVICES) run
 
-## make test: the whole suite against real PostgreSQL, Redis, Celery and chromium
-test: venv assets browser
+## make test: the fast suite (under 3 minutes) against real PostgreSQL, Redis and Celery
+test: venv assets
 	$(SERVICES) exec --redis-db 15 -- $(PY) manage.py collectstatic --no-input -v0
-	$(SERVICES) exec --redis-db 15 -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(SERVICES) exec --redis-db 15 -- $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+## make test-slow: end-to-end (real worker, real HTTP), browser, fuzz and fault tests
+test-slow: venv assets browser
+	$(SERVICES) exec --redis-db 15 -- $(PY) manage.py collectstatic --no-input -v0
+	$(SERVICES) exec --redis-db 15 -- $(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

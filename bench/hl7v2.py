@@ -227,7 +227,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
     from ingestion.credentials import feed_credential_issue
     from ingestion.demo import synthetic_nhs_number
-    from ingestion.hl7v2 import convert as hl7v2
+    from ingestion.hl7v2.convert import convert
     from sharedrecord.models import Organisation, Patient
 
     Patient.objects.all().delete()
@@ -253,7 +253,7 @@ def main() -> None:
         serials = range(200_000, 200_000 + MESSAGES)
         mllp_messages = [message(n, run, next(numbers)) for n in serials]
         fhir_bundles = [
-            json.dumps(hl7v2.convert(message(n, run, next(numbers))).bundle).encode()
+            json.dumps(convert(message(n, run, next(numbers))).bundle).encode()
             for n in range(400_000, 400_000 + MESSAGES)
         ]
         phase("warm-up", warm, mllp_send(mllp_port))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import transaction
+from django.test.utils import override_settings
 
 from sharedrecord.celery import app as celery_app
 from tests.services import CeleryWorker, database_url
@@ -16,6 +19,72 @@ from tests.services import CeleryWorker, database_url
 # same Redis never takes a test's task (and the reverse).
 TEST_QUEUE = f"test-{uuid.uuid4().hex[:12]}"
 celery_app.conf.task_default_queue = TEST_QUEUE
+
+# ------------------------------------------------------------------ the slow step (STYLE.md 13)
+# `make test` runs `-m "not slow"` and `make test-slow` runs `-m slow`, so every test is in
+# exactly one of the two. Marking by kind, folder and fixture (not by hand) means a new
+# end-to-end or browser test lands in the slow step without anyone remembering to mark it.
+SLOW_MARKERS = {"e2e", "browser", "fuzz", "faults"}
+SLOW_FOLDERS = {"browser", "fuzz", "faults"}
+# A real worker process or a real HTTP server: seconds of start-up and committed data.
+SLOW_FIXTURES = {"celery_worker", "live_server"}
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def is_slow(item: pytest.Item) -> bool:
+    """Whether a collected test belongs to the slow step."""
+    if any(item.get_closest_marker(name) for name in SLOW_MARKERS | {"slow"}):
+        return True
+    folder = item.path.resolve().relative_to(TESTS_DIR).parts[0]
+    if folder in SLOW_FOLDERS:
+        return True
+    return bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+# tryfirst: the marks must be on before pytest's own `-m` selection runs.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if is_slow(item) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """Hash the tests' passwords with a cheap Argon2 (tests/hashers.py); same algorithm."""
+    hashers = [
+        "tests.hashers.FastArgon2PasswordHasher" if name.endswith(".Argon2PasswordHasher") else name
+        for name in settings.PASSWORD_HASHERS
+    ]
+    assert hashers != settings.PASSWORD_HASHERS, "the settings no longer use Argon2 first"
+    with override_settings(PASSWORD_HASHERS=hashers):
+        yield
+
+
+# ------------------------------------------------------------------ data built once per module
+@pytest.fixture(scope="module")
+def module_transaction(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """One transaction around a whole module, rolled back when the module ends.
+
+    Module-scoped fixtures that depend on this build their data once, inside it;
+    each test then runs in its own savepoint (pytest-django's `db`), so what a
+    test changes is undone before the next, and what the module built is undone
+    before the next module: nothing is committed, so the append-only audit
+    trail never carries one module's events into another's assertions. Only for
+    modules whose tests are not transactional (a flush or a live server would
+    not see, or would wipe, the uncommitted data).
+    """
+    with django_db_blocker.unblock():
+        atomic = transaction.atomic()
+        # As under Django's TestCase: a durable block in the code under test nests in it.
+        atomic._from_testcase = True  # type: ignore[attr-defined]
+        atomic.__enter__()
+    try:
+        yield
+    finally:
+        with django_db_blocker.unblock():
+            transaction.set_rollback(True)
+            atomic.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")

@@ -7,16 +7,36 @@ import dataclasses
 import datetime
 import itertools
 import json
+import re
+import uuid
 from pathlib import Path
 from typing import Any
 
+from django.test import Client
+
 from ingestion.credentials import feed_credential_issue
-from ingestion.demo import PEOPLE, BundleBuilder, DemoPerson, gp_summary, synthetic_nhs_number
-from ingestion.models import FeedCredential
-from sharedrecord.models import Organisation, OrganisationKind, Patient
+from ingestion.demo import (
+    PEOPLE,
+    BundleBuilder,
+    DemoPerson,
+    acute_attendance,
+    community_care,
+    gp_summary,
+    mental_health,
+    social_care,
+    synthetic_nhs_number,
+)
+from ingestion.models import FeedCredential, FeedMessage, MessageKind
+from ingestion.processing import feed_message_process
+from ingestion.receiving import feed_message_receive
+from optout.models import OptOut, OptOutRoute
+from optout.services import optout_register
+from sharedrecord.models import Organisation, OrganisationKind, Patient, User
+from sharedrecord.organisations import organisation_grant_optout_management
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-EXTERNAL = BASE_DIR.parent / "shared" / "fixtures" / "external"
+# Third-party public fixtures, vendored with their licences (tests/fixtures/external/README.md).
+EXTERNAL = BASE_DIR / "tests" / "fixtures" / "external"
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 _serial = itertools.count(500)
 
@@ -151,3 +171,131 @@ def hl7_with_control_id(payload: bytes, control_id: str) -> bytes:
     fields = first.split("|")
     fields[9] = control_id
     return ("|".join(fields) + "\r" + rest).encode()
+
+
+# ------------------------------------------------------------------ feeding the pipeline
+
+
+def feed_kind(
+    credential: Any, kind: MessageKind, payload: bytes, *, process: bool = True
+) -> FeedMessage:
+    """Receive a message of any kind as the HTTP edge would, then process it here."""
+    received = feed_message_receive(
+        credential=credential, kind=kind, payload=payload, idempotency_key="", entry_count=1
+    )
+    if process:
+        feed_message_process(message_id=received.message.pk)
+    return FeedMessage.objects.get(pk=received.message.pk)
+
+
+def feed(credential: Any, bundle: dict[str, Any], *, process: bool = True) -> FeedMessage:
+    """Receive and process one FHIR JSON bundle, as the HTTP edge and the worker would."""
+    return feed_kind(
+        credential, MessageKind.FHIR_JSON, json.dumps(bundle).encode(), process=process
+    )
+
+
+PARTNERS = {
+    "Z81001": ("Riverside Medical Practice", "gp-practice"),
+    "ZAC01": ("Borough General Hospital", "acute"),
+    "ZCM01": ("Borough Community Health", "community"),
+    "ZSC01": ("Borough Adult Social Care", "social-care"),
+    # The trust that feeds the person's mental health care. The
+    # unrelated_clinician persona works at another trust (ZMH01), with no
+    # relationship: an organisation's own active care is a relationship.
+    "ZMH02": ("Borough Mental Health", "mental-health"),
+}
+
+
+def partner(ods: str) -> Organisation:
+    """One of the borough's feeding partners (created on first use)."""
+    name, kind = PARTNERS[ods]
+    organisation, _ = Organisation.objects.get_or_create(
+        ods_code=ods, defaults={"name": name, "kind": kind, "dsa_start": "2025-01-01"}
+    )
+    return organisation
+
+
+def fed_person(key: str = "rec") -> Patient:
+    """A synthetic person with a GP summary, an A&E visit, community and social care, and
+    a restricted mental health diagnosis: every partner's feed, through the real pipeline."""
+    someone = dataclasses.replace(PEOPLE[0], key=key, nhs_number_sent=next_nhs_number())
+    for ods, bundle in (
+        ("Z81001", gp_summary(someone)),
+        ("ZAC01", acute_attendance(someone)),
+        ("ZCM01", community_care(someone)),
+        ("ZSC01", social_care(someone)),
+        ("ZMH02", mental_health(someone)),
+    ):
+        credential, _ = make_credential(partner(ods))
+        message = feed(credential, bundle)
+        assert message.status == "done", message.issues
+    return Patient.objects.get(nhs_number=someone.nhs_number)
+
+
+def make_optout(nhs_number: str, practice: Organisation) -> OptOut:
+    """The practice's active opt-out for the person (recorded by the system, as a feed would)."""
+    return optout_register(
+        nhs_number=nhs_number, practice=practice, route=OptOutRoute.PRACTICE_REQUEST,
+        recorded_by_system="test",
+    ).optout  # fmt: skip
+
+
+# ------------------------------------------------------------------ staff on the pages
+
+
+def grant_optout_management(user: User) -> None:
+    """Let the member of a GP practice manage the practice's opt-outs."""
+    assert user.organisation is not None
+    organisation_grant_optout_management(user=user, organisation=user.organisation)
+
+
+# The programme's own governance team: reads the whole trail (settings.GOVERNANCE_ODS_CODES).
+PROGRAMME_ODS = "ZSR01"
+
+
+def make_staff(ods: str, kind: str, role: str) -> User:
+    """A member of staff with a unique username at the organisation (created on first use)."""
+    organisation, _ = Organisation.objects.get_or_create(
+        ods_code=ods, defaults={"name": f"Org {ods}", "kind": kind, "dsa_start": "2025-01-01"}
+    )
+    return User.objects.create_user(
+        f"{role}.{uuid.uuid4().hex[:8]}", password="persona-password-123",
+        organisation=organisation, role=role,
+    )  # fmt: skip
+
+
+def make_officer(ods: str = PROGRAMME_ODS, kind: str = "other") -> User:
+    """A privacy officer: the programme's (whole trail) unless another organisation is given."""
+    return make_staff(ods, kind, "privacy-officer")
+
+
+def signed_in(client: Client, user: User) -> Client:
+    """The given test client, signed in as the user."""
+    client.force_login(user)
+    return client
+
+
+def client_for(user: User) -> Client:
+    """A new browser session with the user signed in."""
+    return signed_in(Client(), user)
+
+
+def confirm_basis(client: Client, patient: Patient, claim: str = "") -> Any:
+    """Confirm direct care for the person (with a self-declared role if claim is given)."""
+    return client.post(
+        f"/access/{patient.public_id}/",
+        {"confirm": "yes", "claimed_relationship": claim},
+    )
+
+
+def main_html(response: Any) -> str:
+    """The page's <main> element: what the page says, without the navigation around it."""
+    found = re.search(r"<main.*?</main>", response.content.decode(), flags=re.DOTALL)
+    assert found is not None, response.content[:500]
+    return found.group(0)
+
+
+def shown_entries(response: Any) -> set[str]:
+    """The public ids of the record entries a page shows."""
+    return set(re.findall(r'data-entry="([0-9a-f-]{36})"', response.content.decode()))

@@ -21,8 +21,7 @@ from audit.balp import audit_event_as_fhir
 from audit.models import AuditAction, AuditEvent, AuditOutcome
 from audit.trail import AuditActor, AuditSubject, audit_event_record
 from sharedrecord.models import Organisation, User
-from tests.factories import next_nhs_number
-from tests.sharedrecord.conftest import fed_person, main_html, signed_in
+from tests.factories import fed_person, main_html, next_nhs_number, signed_in
 
 pytestmark = pytest.mark.django_db
 

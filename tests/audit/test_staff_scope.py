@@ -23,9 +23,10 @@ from audit.models import AccessReview, ActorType, AuditAction, AuditEvent
 from audit.selectors import AuditQuery, GovernanceScope, audit_events_page
 from audit.trail import AuditActor, AuditSubject, audit_event_record
 from sharedrecord.access import governance_viewer_for
-from tests.audit.test_governance import PROGRAMME, client_for, officer, staff
-from tests.factories import next_nhs_number
-from tests.sharedrecord.conftest import fed_person, main_html
+from tests.factories import PROGRAMME_ODS as PROGRAMME
+from tests.factories import client_for, fed_person, main_html, next_nhs_number
+from tests.factories import make_officer as officer
+from tests.factories import make_staff as staff
 
 pytestmark = pytest.mark.django_db
 

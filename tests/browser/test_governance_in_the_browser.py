@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 from audit.models import AccessReview, AuditAction, AuditEvent
 from sharedrecord.models import Organisation, User
 from tests.browser.conftest import BASE_DIR, serious_accessibility_violations
-from tests.sharedrecord.conftest import fed_person, partner
+from tests.factories import fed_person, partner
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 PASSWORD = "a-long-browser-test-password"

@@ -54,11 +54,9 @@ from ingestion.credentials import feed_credential_issue
 from sharedrecord.fhirapi.views import PatientEverythingApi, PatientSearchApi, TypeSearchApi
 from sharedrecord.models import Organisation, Patient, StaffRole, User
 from sharedrecord.smart import READABLE_TYPES, SEARCHABLE_TYPES
-from tests.factories import next_nhs_number, small_bundle
+from tests.factories import fed_person, feed, next_nhs_number, partner, small_bundle
 from tests.fhirapi import partner_token
 from tests.fuzz.conftest import summary_record
-from tests.optout.test_registry import feed
-from tests.sharedrecord.conftest import fed_person, partner
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.django_db(transaction=True)]
 

@@ -13,8 +13,7 @@ from django.test import Client
 from audit.models import AuditAction, AuditEvent
 from optout.models import OptOut, OptOutStatus
 from sharedrecord.models import User
-from tests.factories import make_credential, next_nhs_number, small_bundle
-from tests.optout.test_registry import feed
+from tests.factories import feed, make_credential, next_nhs_number, small_bundle
 
 pytestmark = pytest.mark.django_db
 

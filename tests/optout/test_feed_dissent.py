@@ -10,8 +10,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from audit.models import AuditEvent
 from optout.models import OptOut, OptOutStatus
 from sharedrecord.models import Entry, Patient
-from tests.factories import make_credential, make_organisation, next_nhs_number, small_bundle
-from tests.optout.test_registry import feed
+from tests.factories import feed, make_credential, make_organisation, next_nhs_number, small_bundle
 
 pytestmark = pytest.mark.django_db
 DISSENT = ("https://sharedrecord.nhs.invalid/CodeSystem/test", "dissent-shared-record")

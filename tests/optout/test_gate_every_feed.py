@@ -16,8 +16,7 @@ from ingestion.models import MessageKind
 from optout.models import OptOutRoute
 from optout.services import optout_register
 from sharedrecord.models import Entry, Patient
-from tests.factories import hl7_message, make_credential, next_nhs_number, small_bundle
-from tests.optout.test_registry import feed_kind
+from tests.factories import feed_kind, hl7_message, make_credential, next_nhs_number, small_bundle
 
 pytestmark = pytest.mark.django_db
 

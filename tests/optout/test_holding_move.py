@@ -7,7 +7,6 @@ import datetime
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
 from optout.models import OptOut, OptOutRoute, OptOutStatus
@@ -15,7 +14,7 @@ from optout.selectors import optout_blocks
 from optout.services import optout_holding_move, optout_register, optout_withdraw
 from sharedrecord.entries import patient_lock
 from sharedrecord.models import Organisation, User
-from tests.factories import make_organisation, next_nhs_number
+from tests.factories import client_for, make_organisation, next_nhs_number
 
 pytestmark = pytest.mark.django_db
 
@@ -56,12 +55,6 @@ def move(
         )  # fmt: skip
 
 
-def signed_in(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def moves(number: str) -> list[AuditEvent]:
     return list(
         AuditEvent.objects.filter(
@@ -97,14 +90,14 @@ def test_an_active_opt_out_moves_to_the_new_practice_with_its_history(
     assert event.actor_type == "system"
 
     # The new practice sees it as its own, without the old practice's note or code.
-    new = signed_in(other_practice_gp)
+    new = client_for(other_practice_gp)
     detail = new.get(f"/optouts/{entry.public_id}").content.decode()
     assert "Moved here when the person registered with your practice" in detail
     assert "Old practice&#x27;s own words" not in detail
     api = new.get(f"/api/v1/optouts/{entry.public_id}").json()
     assert [h["practice"] for h in api["history"]] == ["Z81002"]
     # The old practice no longer holds it.
-    old = signed_in(practice_gp)
+    old = client_for(practice_gp)
     assert old.get(f"/optouts/{entry.public_id}").status_code == 404
     assert old.get("/api/v1/optouts/").json()["results"] == []
 
@@ -115,7 +108,7 @@ def test_the_new_practice_may_opt_the_person_back_in(
     number = next_nhs_number()
     opt_out(practice, number)
     move(number, other_practice)
-    response = signed_in(other_practice_gp).post(
+    response = client_for(other_practice_gp).post(
         "/api/v1/optouts/withdraw", {"nhs_number": number}, content_type="application/json"
     )
     assert response.status_code == 200

@@ -18,18 +18,11 @@ from django.test import Client
 from optout.models import OptOut, OptOutStatus
 from optout.selectors import optout_blocks
 from sharedrecord.models import Organisation, Patient, User
-from tests.factories import make_credential, next_nhs_number, small_bundle
-from tests.optout.test_registry import feed
+from tests.factories import client_for, feed, make_credential, next_nhs_number, small_bundle
 
 pytestmark = pytest.mark.django_db
 
 SECRET_NOTE = "Told reception on Tuesday, ask for Dr Marsh"
-
-
-def signed_in(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def register(client: Client, number: str, note: str = "") -> Any:
@@ -59,8 +52,8 @@ def test_recording_for_someone_opted_out_elsewhere_answers_like_anyone_else(
     practice: Organisation, practice_gp: User, other_practice: Organisation, other_practice_gp: User
 ) -> None:
     number, fresh = next_nhs_number(), next_nhs_number()
-    assert register(signed_in(practice_gp), number, SECRET_NOTE).status_code == 201
-    other = signed_in(other_practice_gp)
+    assert register(client_for(practice_gp), number, SECRET_NOTE).status_code == 201
+    other = client_for(other_practice_gp)
 
     elsewhere = register(other, number)
     never = register(other, fresh)
@@ -78,8 +71,8 @@ def test_recording_it_again_is_still_idempotent_for_the_second_practice(
     practice_gp: User, other_practice_gp: User
 ) -> None:
     number = next_nhs_number()
-    register(signed_in(practice_gp), number)
-    other = signed_in(other_practice_gp)
+    register(client_for(practice_gp), number)
+    other = client_for(other_practice_gp)
     first = register(other, number)
     again = register(other, number)
     assert (first.status_code, again.status_code) == (201, 200)
@@ -90,8 +83,8 @@ def test_the_record_page_for_someone_opted_out_elsewhere_reveals_nothing(
     practice_gp: User, other_practice_gp: User
 ) -> None:
     number = next_nhs_number()
-    register(signed_in(practice_gp), number, SECRET_NOTE)
-    page = signed_in(other_practice_gp)
+    register(client_for(practice_gp), number, SECRET_NOTE)
+    page = client_for(other_practice_gp)
     done = page.post("/optouts/record", {"nhs_number": number, "step": "confirm"}, follow=True)
     body = done.content.decode()
     assert done.status_code == 200
@@ -105,11 +98,11 @@ def test_opting_back_in_answers_the_same_whatever_other_practices_hold(
     practice_gp: User, other_practice_gp: User
 ) -> None:
     held_elsewhere, opted_in_elsewhere = next_nhs_number(), next_nhs_number()
-    holder = signed_in(practice_gp)
+    holder = client_for(practice_gp)
     register(holder, held_elsewhere, SECRET_NOTE)
     register(holder, opted_in_elsewhere)
     withdraw(holder, opted_in_elsewhere)
-    other = signed_in(other_practice_gp)
+    other = client_for(other_practice_gp)
     never = next_nhs_number()
 
     answers = [withdraw(other, n) for n in (held_elsewhere, opted_in_elsewhere, never)]
@@ -126,7 +119,7 @@ def test_the_person_stays_opted_out_while_any_practice_holds_an_entry(
     practice: Organisation, practice_gp: User, other_practice_gp: User
 ) -> None:
     number = next_nhs_number()
-    first, second = signed_in(practice_gp), signed_in(other_practice_gp)
+    first, second = client_for(practice_gp), client_for(other_practice_gp)
     register(first, number)
     register(second, number)
 
@@ -144,7 +137,7 @@ def test_lists_details_and_exports_show_only_the_callers_own_entry(
     practice_gp: User, other_practice_gp: User
 ) -> None:
     number = next_nhs_number()
-    first, second = signed_in(practice_gp), signed_in(other_practice_gp)
+    first, second = client_for(practice_gp), client_for(other_practice_gp)
     register(first, number, SECRET_NOTE)
     own = register(second, number, "their own words").json()
 
@@ -172,7 +165,7 @@ def test_the_opted_in_feed_waits_until_no_entry_is_active_and_counts_every_entry
     credential, token = make_credential(practice)
     number = next_nhs_number()
     feed(credential, small_bundle(number))
-    first, second = signed_in(practice_gp), signed_in(other_practice_gp)
+    first, second = client_for(practice_gp), client_for(other_practice_gp)
     register(first, number)  # this one removed the practice's data
     register(second, number)  # nothing left to remove
     url = "/api/v1/optouts/opted-in?since=2020-01-01T00:00:00Z"

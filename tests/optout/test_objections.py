@@ -12,16 +12,10 @@ from audit.models import AuditAction, AuditEvent
 from optout.models import OptOut, OptOutRoute, OptOutStatus
 from sharedrecord.access import optout_objections_office_for
 from sharedrecord.models import Organisation, Patient, StaffRole, User
-from tests.factories import make_organisation, make_patient, next_nhs_number
+from tests.factories import client_for, make_organisation, make_patient, next_nhs_number
 from tests.optout.conftest import staff
 
 pytestmark = pytest.mark.django_db
-
-
-def signed_in(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def person(registered_gp_ods: str = "") -> Patient:
@@ -72,7 +66,7 @@ def test_everyone_else_gets_403_from_the_objection_pages_and_api(
 ) -> None:
     patient = person("Z81001")
     for user in (practice_gp, hospital_clinician):
-        client = signed_in(user)
+        client = client_for(user)
         assert client.get("/optouts/objections/").status_code == 403
         assert objection_page(client, "confirm", nhs_number=patient.nhs_number).status_code == 403
         api = objection_api(client, nhs_number=patient.nhs_number)
@@ -88,7 +82,7 @@ def test_everyone_else_gets_403_from_the_objection_pages_and_api(
 def test_the_programme_team_cannot_list_view_or_export_a_practices_registry(
     objections_officer: User, practice: Organisation
 ) -> None:
-    client = signed_in(objections_officer)
+    client = client_for(objections_officer)
     patient = person(practice.ods_code)
     objection_api(client, nhs_number=patient.nhs_number)
     entry = OptOut.objects.get(nhs_number=patient.nhs_number)
@@ -114,7 +108,7 @@ def test_an_objection_by_phone_is_checked_then_recorded_for_the_registered_pract
     objections_officer: User, practice: Organisation, practice_gp: User
 ) -> None:
     patient = person(practice.ods_code)
-    page = signed_in(objections_officer)
+    page = client_for(objections_officer)
     form = page.get("/optouts/objections/")
     assert form.status_code == 200
     assert "Record an objection" in form.content.decode()
@@ -148,7 +142,7 @@ def test_an_objection_by_phone_is_checked_then_recorded_for_the_registered_pract
     assert "needs_review" not in event.detail
 
     # The practice sees it on its own list and history, and may opt the person back in.
-    own = signed_in(practice_gp)
+    own = client_for(practice_gp)
     assert patient.nhs_number[:3] in own.get("/optouts/").content.decode()
     detail = own.get(f"/optouts/{entry.public_id}").content.decode()
     assert "Objection taken by the programme team by phone" in detail
@@ -162,7 +156,7 @@ def test_with_unknown_registration_the_officer_names_the_practice_and_it_is_flag
     objections_officer: User, practice: Organisation
 ) -> None:
     patient = person()
-    page = signed_in(objections_officer)
+    page = client_for(objections_officer)
     unnamed = objection_page(page, "check", nhs_number=patient.nhs_number).content.decode()
     assert "Enter the ODS code of the person&#x27;s GP practice" in unnamed
     assert "Record objection" not in unnamed
@@ -195,7 +189,7 @@ def test_a_named_practice_other_than_the_registered_one_is_refused(
 ) -> None:
     patient = person(practice.ods_code)
     body = objection_page(
-        signed_in(objections_officer), "confirm", nhs_number=patient.nhs_number,
+        client_for(objections_officer), "confirm", nhs_number=patient.nhs_number,
         practice=other_practice.ods_code,
     ).content.decode()  # fmt: skip
     assert "registered with a different practice" in body
@@ -206,7 +200,7 @@ def test_a_named_practice_other_than_the_registered_one_is_refused(
 def test_changing_the_details_keeps_what_was_typed(objections_officer: User) -> None:
     number = next_nhs_number()
     back = objection_page(
-        signed_in(objections_officer), "change", nhs_number=number, note="Sent an e-mail",
+        client_for(objections_officer), "change", nhs_number=number, note="Sent an e-mail",
         practice="Z81001", received="email",
     ).content.decode()  # fmt: skip
     assert f'value="{number}"' in back
@@ -222,7 +216,7 @@ def test_the_api_checks_and_records_an_objection(
     objections_officer: User, practice: Organisation
 ) -> None:
     patient = person(practice.ods_code)
-    client = signed_in(objections_officer)
+    client = client_for(objections_officer)
     check = objection_api(client, "/check", nhs_number=patient.nhs_number)
     assert check.status_code == 200
     assert check.json() == {
@@ -262,7 +256,7 @@ def test_the_api_asks_for_the_practice_when_registration_is_unknown(
     objections_officer: User, practice: Organisation
 ) -> None:
     number = next_nhs_number()
-    client = signed_in(objections_officer)
+    client = client_for(objections_officer)
     missing = objection_api(client, nhs_number=number)
     assert missing.status_code == 400
     assert missing.json()["error"]["fields"] == {
@@ -278,7 +272,7 @@ def test_the_api_asks_for_the_practice_when_registration_is_unknown(
 
 
 def test_the_api_refuses_a_bad_route_or_number(objections_officer: User) -> None:
-    client = signed_in(objections_officer)
+    client = client_for(objections_officer)
     assert objection_api(client, nhs_number=next_nhs_number(), received="fax").status_code == 400
     bad = objection_api(client, nhs_number="9912003890", practice="Z81001")
     assert bad.status_code == 400

@@ -8,15 +8,9 @@ from django.test import Client
 from audit.models import AuditEvent
 from optout.models import OptOut, OptOutStatus
 from sharedrecord.models import Patient
-from tests.factories import make_credential, next_nhs_number, small_bundle
-from tests.optout.test_registry import feed
+from tests.factories import feed, make_credential, next_nhs_number, signed_in, small_bundle
 
 pytestmark = pytest.mark.django_db
-
-
-def signed_in(client: Client, user) -> Client:
-    client.force_login(user)
-    return client
 
 
 def test_recording_needs_a_confirm_step_that_says_what_will_happen(

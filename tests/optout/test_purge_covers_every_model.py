@@ -18,8 +18,7 @@ from optout.models import OptOutRoute
 from optout.services import optout_register, practice_of
 from sharedrecord.basis import access_basis_record
 from sharedrecord.models import AccessBasis, BasisKind, Entry, Patient, SourceKey
-from tests.factories import make_credential, next_nhs_number, small_bundle
-from tests.optout.test_registry import feed
+from tests.factories import feed, make_credential, next_nhs_number, small_bundle
 
 pytestmark = pytest.mark.django_db
 

@@ -17,15 +17,9 @@ from optout.services import optout_register
 from sharedrecord.access import optout_practice_may_record
 from sharedrecord.exceptions import PermissionDenied
 from sharedrecord.models import Organisation, Patient, User
-from tests.factories import make_patient, next_nhs_number
+from tests.factories import client_for, make_patient, next_nhs_number
 
 pytestmark = pytest.mark.django_db
-
-
-def signed_in(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def person(registered_gp_ods: str = "") -> Patient:
@@ -75,7 +69,7 @@ def test_someone_registered_elsewhere_is_refused_without_saying_where(
             route=OptOutRoute.PRACTICE_REQUEST, recorded_by=practice_gp,
         )  # fmt: skip
     assert refused.value.message == "This person is not registered with your practice."
-    api = signed_in(practice_gp).post(
+    api = client_for(practice_gp).post(
         "/api/v1/optouts/register", {"nhs_number": patient.nhs_number},
         content_type="application/json",
     )  # fmt: skip
@@ -92,13 +86,13 @@ def test_the_check_step_refuses_someone_registered_elsewhere_and_shows_nobody(
     practice_gp: User, other_practice: Organisation
 ) -> None:
     patient = person(registered_gp_ods=other_practice.ods_code)
-    response = check_page(signed_in(practice_gp), patient.nhs_number)
+    response = check_page(client_for(practice_gp), patient.nhs_number)
     body = response.content.decode()
     assert "This person is not registered with your practice." in body
     for shown in ("Ellison", "14 March 1941", "Mill Lane", other_practice.ods_code, "Hillview"):
         assert shown not in body
     assert "Record opt-out" not in body  # no confirm button
-    api = signed_in(practice_gp).post(
+    api = client_for(practice_gp).post(
         "/api/v1/optouts/check", {"nhs_number": patient.nhs_number},
         content_type="application/json",
     )  # fmt: skip
@@ -113,7 +107,7 @@ def test_the_check_step_shows_who_the_number_matches_and_is_audited(
     practice_gp: User,
 ) -> None:
     patient = person()
-    response = check_page(signed_in(practice_gp), patient.nhs_number, "Phoned in")
+    response = check_page(client_for(practice_gp), patient.nhs_number, "Phoned in")
     body = response.content.decode()
     assert response.status_code == 200
     for shown in ("Margaret Rose Ellison", "14 March 1941", "4 Mill Lane, Borough Town", "ZZ1 1AA"):
@@ -132,7 +126,7 @@ def test_the_check_step_also_shows_the_practices_own_patient(
     practice: Organisation, practice_gp: User
 ) -> None:
     patient = person(registered_gp_ods=practice.ods_code)
-    body = check_page(signed_in(practice_gp), patient.nhs_number).content.decode()
+    body = check_page(client_for(practice_gp), patient.nhs_number).content.decode()
     assert "Margaret Rose Ellison" in body
     assert "Record opt-out" in body
 
@@ -141,7 +135,7 @@ def test_the_check_step_says_plainly_when_the_number_matches_no_record(
     practice_gp: User,
 ) -> None:
     number = next_nhs_number()
-    body = check_page(signed_in(practice_gp), number).content.decode()
+    body = check_page(client_for(practice_gp), number).content.decode()
     assert "This NHS number matches no record held in the shared care record" in body
     assert "Record opt-out" in body
     (event,) = AuditEvent.objects.filter(
@@ -156,7 +150,7 @@ def test_the_check_step_says_plainly_when_the_number_matches_no_record(
 
 def test_changing_the_details_keeps_the_number_and_the_note(practice_gp: User) -> None:
     number = next_nhs_number()
-    page = signed_in(practice_gp)
+    page = client_for(practice_gp)
     check = check_page(page, number, "Asked at the desk").content.decode()
     assert 'name="step" value="change"' in check
     back = page.post(
@@ -170,7 +164,7 @@ def test_changing_the_details_keeps_the_number_and_the_note(practice_gp: User) -
 
 def test_the_api_check_returns_the_identity_and_is_audited(practice_gp: User) -> None:
     patient = person()
-    client = signed_in(practice_gp)
+    client = client_for(practice_gp)
     response = client.post(
         "/api/v1/optouts/check", {"nhs_number": patient.nhs_number},
         content_type="application/json",
@@ -202,7 +196,7 @@ def test_the_api_check_refuses_staff_who_may_not_record(
 ) -> None:
     patient = person()
     for user in (hospital_clinician, practice_clerk_without_permission):
-        response = signed_in(user).post(
+        response = client_for(user).post(
             "/api/v1/optouts/check", {"nhs_number": patient.nhs_number},
             content_type="application/json",
         )  # fmt: skip
@@ -220,7 +214,7 @@ def test_an_opt_out_with_unknown_registration_goes_to_the_programmes_review(
     practice_gp: User,
 ) -> None:
     unregistered, unknown = person(), next_nhs_number()
-    page = signed_in(practice_gp)
+    page = client_for(practice_gp)
     for number in (unregistered.nhs_number, unknown):
         page.post("/optouts/record", {"nhs_number": number, "step": "confirm"})
         (event,) = change_events(number)
@@ -236,7 +230,7 @@ def test_an_opt_out_for_the_practices_own_patient_is_not_flagged(
     practice: Organisation, practice_gp: User
 ) -> None:
     patient = person(registered_gp_ods=practice.ods_code)
-    signed_in(practice_gp).post(
+    client_for(practice_gp).post(
         "/optouts/record", {"nhs_number": patient.nhs_number, "step": "confirm"}
     )
     (event,) = change_events(patient.nhs_number)
@@ -248,12 +242,12 @@ def test_the_programmes_privacy_officer_sees_it_in_the_review_queue(
     practice_gp: User, programme: Organisation
 ) -> None:
     number = next_nhs_number()
-    signed_in(practice_gp).post("/optouts/record", {"nhs_number": number, "step": "confirm"})
+    client_for(practice_gp).post("/optouts/record", {"nhs_number": number, "step": "confirm"})
     (event,) = change_events(number)
     officer = User.objects.create_user(
         "privacy.programme", password="a-long-test-password", organisation=programme,
         role="privacy-officer",
     )  # fmt: skip
-    queue = signed_in(officer).get("/governance/reviews")
+    queue = client_for(officer).get("/governance/reviews")
     assert queue.status_code == 200
     assert f"/governance/events/{event.id}" in queue.content.decode()

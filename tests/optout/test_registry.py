@@ -8,34 +8,15 @@ from typing import Any
 import pytest
 
 from audit.models import AuditAction, AuditEvent
-from ingestion.models import FeedMessage, MatchQueueItem, MessageKind
+from ingestion.models import MatchQueueItem
 from ingestion.processing import feed_message_process
-from ingestion.receiving import feed_message_receive
 from optout.models import OptOut, OptOutChange, OptOutRoute, OptOutStatus
 from optout.services import optout_register, optout_withdraw, practice_of
 from sharedrecord.exceptions import PermissionDenied
 from sharedrecord.models import Entry, Patient, SourceKey, User
-from tests.factories import make_credential, next_nhs_number, small_bundle
+from tests.factories import feed, make_credential, next_nhs_number, small_bundle
 
 pytestmark = pytest.mark.django_db
-
-
-def feed_kind(
-    credential: Any, kind: MessageKind, payload: bytes, *, process: bool = True
-) -> FeedMessage:
-    """Receive a message of any kind as the HTTP edge would, then process it here."""
-    received = feed_message_receive(
-        credential=credential, kind=kind, payload=payload, idempotency_key="", entry_count=1
-    )
-    if process:
-        feed_message_process(message_id=received.message.pk)
-    return FeedMessage.objects.get(pk=received.message.pk)
-
-
-def feed(credential: Any, bundle: dict[str, Any], *, process: bool = True) -> FeedMessage:
-    return feed_kind(
-        credential, MessageKind.FHIR_JSON, json.dumps(bundle).encode(), process=process
-    )
 
 
 def opt_out(user: User, number: str) -> Any:

@@ -18,10 +18,16 @@ from django.test import Client
 
 from ingestion.demo import PEOPLE, BundleBuilder
 from sharedrecord.models import Entry, Patient, User
-from tests.factories import make_credential, next_nhs_number
+from tests.factories import (
+    confirm_basis,
+    feed,
+    main_html,
+    make_credential,
+    next_nhs_number,
+    partner,
+    signed_in,
+)
 from tests.fhirapi import fhir_get
-from tests.optout.test_registry import feed
-from tests.sharedrecord.conftest import confirm_basis, main_html, partner, signed_in
 
 # Where each type names its person (as ingestion reads it).
 SUBJECT = {

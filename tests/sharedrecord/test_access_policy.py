@@ -61,7 +61,7 @@ def test_a_mistake_in_the_table_stops_the_process(
 def test_a_deployment_can_narrow_what_a_role_sees(
     client, registered_gp, settings, tmp_path
 ) -> None:
-    from tests.sharedrecord.conftest import confirm_basis, fed_person, main_html, signed_in
+    from tests.factories import confirm_basis, fed_person, main_html, signed_in
 
     settings.ACCESS_POLICY_FILE = _table(
         tmp_path,

@@ -15,12 +15,10 @@ from fhir.resources.R4B import get_fhir_model_class
 from audit.models import AuditEvent
 from ingestion.demo import PEOPLE, acute_attendance
 from sharedrecord import demo
-from sharedrecord.models import CLINICAL_ROLES, Entry, RecordSection, User
+from sharedrecord.models import CLINICAL_ROLES, Entry, Patient, RecordSection, User
 from sharedrecord.organisations import organisation_upsert, staff_user_upsert
-from tests.factories import make_credential
+from tests.factories import confirm_basis, feed, make_credential, partner, shown_entries
 from tests.fhirapi import body, entry_ids, fhir_get, partner_token, staff_token
-from tests.optout.test_registry import feed
-from tests.sharedrecord.conftest import confirm_basis, fed_person, partner, shown_entries
 from tests.urlwalk import walk
 
 pytestmark = pytest.mark.django_db
@@ -69,10 +67,10 @@ CLINICAL_DEMO_USERS = [spec for spec in demo.USERS if spec.role in CLINICAL_ROLE
 
 @pytest.mark.parametrize("spec", CLINICAL_DEMO_USERS, ids=lambda s: s.username)
 def test_the_api_shows_each_demo_role_exactly_what_the_record_pages_show(
-    client: Client, spec: demo.DemoUser
+    client: Client, spec: demo.DemoUser, record: Patient
 ) -> None:
     user = demo_user(spec)
-    patient = fed_person()
+    patient = record
     client.force_login(user)
     assert (
         confirm_basis(client, patient, claim="I am caring for this person today").status_code == 302
@@ -89,9 +87,9 @@ def test_the_api_shows_each_demo_role_exactly_what_the_record_pages_show(
 
 
 def test_paging_everything_has_no_duplicates_or_gaps_while_a_feed_arrives(
-    client: Client, registered_gp
+    client: Client, registered_gp, record: Patient
 ) -> None:
-    patient = fed_person()
+    patient = record
     token = staff_token(client, registered_gp)
     before = everything_ids(client, token, patient)
     path = f"Patient/{patient.public_id}/$everything"
@@ -122,8 +120,8 @@ def test_paging_everything_has_no_duplicates_or_gaps_while_a_feed_arrives(
     assert set(entry_ids(since)) - {str(patient.public_id)} >= after_feed - before
 
 
-def test_type_search_filters_and_provenance(client: Client, registered_gp) -> None:
-    patient = fed_person()
+def test_type_search_filters_and_provenance(client: Client, registered_gp, record: Patient) -> None:
+    patient = record
     token = staff_token(client, registered_gp)
     pid = str(patient.public_id)
 
@@ -172,8 +170,10 @@ def test_type_search_filters_and_provenance(client: Client, registered_gp) -> No
     }
 
 
-def test_a_read_returns_the_stored_resource_with_provenance(client: Client, registered_gp) -> None:
-    patient = fed_person()
+def test_a_read_returns_the_stored_resource_with_provenance(
+    client: Client, registered_gp, record: Patient
+) -> None:
+    patient = record
     token = staff_token(client, registered_gp)
     entry = one(Entry.objects.filter(patient=patient, resource_type="Condition"))
     response = fhir_get(client, token, f"Condition/{entry.public_id}")
@@ -193,9 +193,9 @@ def test_a_read_returns_the_stored_resource_with_provenance(client: Client, regi
 
 
 def test_patient_search_by_nhs_number_and_by_demographics(
-    client: Client, treating_clinician
+    client: Client, treating_clinician, record: Patient
 ) -> None:
-    patient = fed_person()
+    patient = record
     token = staff_token(client, treating_clinician)
     by_number = fhir_get(client, token, "Patient", {"identifier": f"{NHS}|{patient.nhs_number}"})
     parse_all(by_number.json_body)
@@ -226,8 +226,9 @@ def test_patient_search_by_nhs_number_and_by_demographics(
 
 def test_sensitive_entries_are_withheld_with_a_warning_and_unlocked_by_emergency_access(
     client: Client,
+    record: Patient,
 ) -> None:
-    patient = fed_person()
+    patient = record
     nurse = User.objects.create_user(
         "persona.nurse", organisation=partner("ZAC01"), role="nurse", password="x-password-123"
     )
@@ -256,8 +257,10 @@ def test_sensitive_entries_are_withheld_with_a_warning_and_unlocked_by_emergency
     assert fhir_get(client, token, f"Condition/{restricted.public_id}").status_code == 404
 
 
-def test_scopes_are_checked_before_any_query(client: Client, registered_gp) -> None:
-    patient = fed_person()
+def test_scopes_are_checked_before_any_query(
+    client: Client, registered_gp, record: Patient
+) -> None:
+    patient = record
     token = staff_token(client, registered_gp, scope="user/Observation.read")
     only = fhir_get(client, token, f"Patient/{patient.public_id}/$everything").json_body
     types = {e["resource"]["resourceType"] for e in only["entry"] if e["search"]["mode"] == "match"}
@@ -274,8 +277,9 @@ def test_scopes_are_checked_before_any_query(client: Client, registered_gp) -> N
 
 def test_a_partner_system_reads_as_its_organisation_and_is_audited_as_itself(
     client: Client,
+    record: Patient,
 ) -> None:
-    patient = fed_person()
+    patient = record
     hospital = partner("ZAC01")
     token = partner_token(client, hospital, name="Borough General EPR")
     found = fhir_get(client, token, "Patient", {"identifier": f"{NHS}|{patient.nhs_number}"})
@@ -298,9 +302,9 @@ def test_a_partner_system_reads_as_its_organisation_and_is_audited_as_itself(
 
 
 def test_nobody_learns_whether_a_person_or_entry_exists(
-    client: Client, unrelated_clinician
+    client: Client, unrelated_clinician, record: Patient
 ) -> None:
-    patient = fed_person()
+    patient = record
     social = User.objects.create_user(
         "persona.sw2", organisation=partner("ZSC01"), role="social-worker", password="x-pass-1234"
     )
@@ -322,8 +326,10 @@ def test_nobody_learns_whether_a_person_or_entry_exists(
     assert denied.count() == 5
 
 
-def test_errors_are_operation_outcomes_with_the_right_status(client: Client, registered_gp) -> None:
-    patient = fed_person()
+def test_errors_are_operation_outcomes_with_the_right_status(
+    client: Client, registered_gp, record: Patient
+) -> None:
+    patient = record
     token = staff_token(client, registered_gp)
     pid = str(patient.public_id)
     anonymous = client.get(f"/fhir/R4/Patient/{pid}")
@@ -394,9 +400,9 @@ PUBLIC_FHIR_ROUTES = {"metadata", "smart-configuration"}
 
 
 def test_every_api_route_needs_a_token_and_audits_what_it_returns(
-    client: Client, registered_gp
+    client: Client, registered_gp, record: Patient
 ) -> None:
-    patient = fed_person()
+    patient = record
     token = staff_token(client, registered_gp)
     entry = one(Entry.objects.filter(patient=patient, resource_type="Observation"))
     pid = str(patient.public_id)

@@ -10,7 +10,7 @@ from fhirpy import SyncFHIRClient
 
 from audit.models import AuditEvent
 from sharedrecord.clients import api_client_register
-from tests.sharedrecord.conftest import fed_person, partner
+from tests.factories import fed_person, partner
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

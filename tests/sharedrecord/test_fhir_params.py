@@ -31,8 +31,8 @@ from sharedrecord.fhirapi.params import (
     parse_type_search,
     unknown_names,
 )
+from sharedrecord.models import Patient
 from tests.fhirapi import fhir_get, staff_token
-from tests.sharedrecord.conftest import fed_person
 
 NOBODY = "8f1c7f64-3b0e-4a8e-9a55-0d2f4b1c2a10"
 EVERYTHING = f"Patient/{NOBODY}/$everything"
@@ -143,9 +143,9 @@ def test_control_characters_huge_numbers_and_repeats_are_a_400(
 
 @pytest.mark.django_db
 def test_a_patient_read_with_no_relationship_is_flagged_for_review(
-    client: Client, registered_gp: Any, unrelated_clinician: Any
+    client: Client, registered_gp: Any, unrelated_clinician: Any, record: Patient
 ) -> None:
-    patient = fed_person()
+    patient = record
     path = f"Patient/{patient.public_id}"
     for user, flagged in ((unrelated_clinician, True), (registered_gp, False)):
         token = staff_token(client, user)

@@ -28,9 +28,14 @@ from ingestion.fhir.profile import EFFECTIVE_PATHS, SUPPORTED
 from ingestion.models import MessageKind
 from sharedrecord.models import Entry, Patient, RecordSection
 from sharedrecord.presentation.types import TYPES
-from tests.factories import EXTERNAL, make_credential, next_nhs_number, with_nhs_number
-from tests.optout.test_registry import feed_kind
-from tests.sharedrecord.conftest import partner
+from tests.factories import (
+    EXTERNAL,
+    feed_kind,
+    make_credential,
+    next_nhs_number,
+    partner,
+    with_nhs_number,
+)
 from tests.sharedrecord.fidelity import date_oracle, page, qualifier_for, send
 
 pytestmark = pytest.mark.django_db

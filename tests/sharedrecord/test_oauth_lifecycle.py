@@ -23,9 +23,9 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from audit.models import AuditEvent
 from sharedrecord.clients import ApiClientIssued, api_client_register
 from sharedrecord.models import User
+from tests.factories import client_for, partner
 from tests.fhirapi import REDIRECT
 from tests.fhirapi import TREAT as _TREAT
-from tests.sharedrecord.conftest import partner
 
 pytestmark = pytest.mark.django_db
 
@@ -57,13 +57,6 @@ def partner_app(name: str = "Partner EPR") -> ApiClientIssued:
         organisation=partner("ZAC01"),
         role="clinical-practitioner",
     )
-
-
-def signed_in(user: User) -> Client:
-    """A browser with the member of staff signed in (its own session)."""
-    browser = Client()
-    browser.force_login(user)
-    return browser
 
 
 def authorize_query(
@@ -139,7 +132,7 @@ class Chain:
 
 
 def staff_chain(client: Client, user: User, scope: str = "user/*.read") -> Chain:
-    browser = signed_in(user)
+    browser = client_for(user)
     app = staff_app()
     verifier, challenge = pkce()
     answer = exchange(client, app, consent(browser, app, challenge, scope), verifier)
@@ -327,7 +320,7 @@ def test_every_oauth_event_is_audited_with_a_person_or_the_client_never_the_toke
 def test_a_reused_code_is_refused_and_revokes_what_its_first_use_issued(
     client: Client, registered_gp: User
 ) -> None:
-    browser = signed_in(registered_gp)
+    browser = client_for(registered_gp)
     app = staff_app()
     verifier, challenge = pkce()
     code = consent(browser, app, challenge)
@@ -347,7 +340,7 @@ def test_a_reused_code_is_refused_and_revokes_what_its_first_use_issued(
 def test_the_token_request_must_repeat_the_redirect_uri(
     client: Client, registered_gp: User
 ) -> None:
-    browser = signed_in(registered_gp)
+    browser = client_for(registered_gp)
     app = staff_app()
     verifier, challenge = pkce()
     code = consent(browser, app, challenge)
@@ -422,7 +415,7 @@ def test_the_server_refuses_grants_and_response_types_it_does_not_advertise(
         answer = token_post(client, system, {"grant_type": grant, "username": "x", "password": "y"})
         assert answer.status_code == 400, (grant, answer.content)
         assert answer.json()["error"] in ("unsupported_grant_type", "unauthorized_client")
-    browser = signed_in(registered_gp)
+    browser = client_for(registered_gp)
     app = staff_app()
     _, challenge = pkce()
     for response_type in ("token", "none", "code token"):
@@ -440,7 +433,7 @@ def test_the_server_refuses_grants_and_response_types_it_does_not_advertise(
 def test_approval_prompt_auto_still_shows_the_consent_page(
     client: Client, registered_gp: User
 ) -> None:
-    browser = signed_in(registered_gp)
+    browser = client_for(registered_gp)
     app = staff_app()
     verifier, challenge = pkce()
     assert exchange(client, app, consent(browser, app, challenge), verifier).status_code == 200
@@ -469,7 +462,7 @@ def test_approval_prompt_auto_still_shows_the_consent_page(
 def test_a_bad_pkce_challenge_is_refused_before_the_consent_page(
     registered_gp: User, challenge: str, method: str
 ) -> None:
-    browser = signed_in(registered_gp)
+    browser = client_for(registered_gp)
     app = staff_app()
     query = authorize_query(app, challenge)
     query["code_challenge_method"] = method
@@ -484,7 +477,7 @@ def test_a_bad_pkce_challenge_is_refused_before_the_consent_page(
 def test_a_verifier_outside_43_to_128_characters_is_refused(
     client: Client, registered_gp: User
 ) -> None:
-    browser = signed_in(registered_gp)
+    browser = client_for(registered_gp)
     app = staff_app()
     for verifier in ("short-verifier", "x" * 129):
         _, challenge = pkce(verifier)
@@ -500,7 +493,7 @@ def test_a_verifier_outside_43_to_128_characters_is_refused(
 def test_a_staff_application_cannot_be_granted_system_scopes(
     client: Client, registered_gp: User
 ) -> None:
-    browser = signed_in(registered_gp)
+    browser = client_for(registered_gp)
     app = staff_app()
     _, challenge = pkce()
     for scope in ("system/*.read", "user/*.read system/Observation.read"):
@@ -563,7 +556,7 @@ def test_introspection_answers_only_the_tokens_own_client_or_a_resource_server(
 def test_odd_input_to_the_oauth_endpoints_is_a_4xx_never_a_5xx(
     client: Client, registered_gp: User
 ) -> None:
-    browser = signed_in(registered_gp)
+    browser = client_for(registered_gp)
     app = staff_app()
     system = partner_app()
     _, challenge = pkce()

@@ -12,13 +12,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
 from sharedrecord.models import AccessBasis, BasisKind, Organisation, Patient
-from tests.sharedrecord.conftest import (
-    confirm_basis,
-    fed_person,
-    main_html,
-    shown_entries,
-    signed_in,
-)
+from tests.factories import confirm_basis, fed_person, main_html, shown_entries, signed_in
 
 pytestmark = pytest.mark.django_db
 PERSONAS = ["registered_gp", "treating_clinician", "unrelated_clinician"]
@@ -431,24 +425,35 @@ def test_the_roles_page_shows_the_configured_table(client: Client, registered_gp
 
 
 def test_two_people_do_not_leak_into_each_other(client: Client, registered_gp) -> None:
+    from sharedrecord.models import Entry
+
     first, second = fed_person("one"), fed_person("two")
+
+    def entries_of(patient: Patient) -> set[str]:
+        return {
+            str(e)
+            for e in Entry.objects.filter(patient=patient).values_list("public_id", flat=True)
+        }
+
     signed_in(client, registered_gp)
     confirm_basis(client, first)
     one = shown_entries(client.get(f"/record/{first.public_id}/"))
-    from sharedrecord.models import Entry
-
-    assert one <= {
-        str(e) for e in Entry.objects.filter(patient=first).values_list("public_id", flat=True)
-    }
+    # The page shows the person's own items (an empty page would leak nothing)...
+    assert len(one) >= 10
+    assert one <= entries_of(first)
+    # ...and a basis for one person is no basis for the other.
     assert client.get(f"/record/{second.public_id}/").status_code == 302
+    confirm_basis(client, second)
+    two = shown_entries(client.get(f"/record/{second.public_id}/"))
+    assert len(two) >= 10
+    assert two <= entries_of(second)
+    assert one.isdisjoint(two)
 
 
 def test_script_in_a_fed_html_document_is_inert(client: Client, registered_gp) -> None:
     import base64
 
-    from tests.factories import make_credential
-    from tests.optout.test_registry import feed
-    from tests.sharedrecord.conftest import partner
+    from tests.factories import feed, make_credential, partner
 
     person = fed_person("script")
     letter = (

@@ -11,8 +11,7 @@ from audit.models import AuditAction, AuditEvent
 from optout.models import OptOutRoute
 from optout.services import optout_register
 from sharedrecord.models import Organisation, StaffRole, User
-from tests.factories import make_credential, next_nhs_number, small_bundle
-from tests.optout.test_registry import feed
+from tests.factories import feed, make_credential, next_nhs_number, small_bundle
 
 pytestmark = pytest.mark.django_db
 PERSONAS = ["registered_gp", "treating_clinician", "unrelated_clinician"]

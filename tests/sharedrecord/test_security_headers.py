@@ -9,10 +9,10 @@ import pytest
 from django.test import Client
 
 from ingestion.credentials import feed_credential_issue
-from sharedrecord.models import Organisation, User
+from sharedrecord.models import Organisation, Patient, User
 from sharedrecord.organisations import organisation_grant_optout_management
+from tests.factories import confirm_basis, signed_in
 from tests.fhirapi import fhir_get, staff_token
-from tests.sharedrecord.conftest import confirm_basis, fed_person, signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -26,8 +26,9 @@ def _policy(response) -> dict[str, str]:
     }
 
 
-def test_every_page_refuses_inline_script_and_framing(client: Client, registered_gp) -> None:
-    record = fed_person()
+def test_every_page_refuses_inline_script_and_framing(
+    client: Client, registered_gp, record: Patient
+) -> None:
     signed_in(client, registered_gp)
     confirm_basis(client, record)
     for path in ("/", f"/record/{record.public_id}/", "/help/roles", "/admin/login/"):
@@ -43,7 +44,7 @@ def test_every_page_refuses_inline_script_and_framing(client: Client, registered
 
 
 def test_answers_that_may_carry_personal_data_are_never_stored(
-    client: Client, registered_gp
+    client: Client, registered_gp, record: Patient
 ) -> None:
     practice = registered_gp.organisation
     organisation_grant_optout_management(user=registered_gp, organisation=practice)
@@ -51,7 +52,6 @@ def test_answers_that_may_carry_personal_data_are_never_stored(
         "privacy.headers", password="persona-password-123", organisation=practice,
         role="privacy-officer",
     )  # fmt: skip
-    record = fed_person()
     token = staff_token(client, registered_gp)
     api = fhir_get(client, token, f"Patient/{record.public_id}")
     assert "no-store" in api["Cache-Control"]

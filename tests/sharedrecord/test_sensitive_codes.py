@@ -16,10 +16,16 @@ from ingestion.demo import PEOPLE, BundleBuilder
 from ingestion.fhir.fields import codes_of
 from sharedrecord.models import Entry, Patient
 from sharedrecord.policy import policy_table
-from tests.factories import make_credential, next_nhs_number
+from tests.factories import (
+    confirm_basis,
+    feed,
+    main_html,
+    make_credential,
+    next_nhs_number,
+    partner,
+    signed_in,
+)
 from tests.fhirapi import fhir_get, staff_token
-from tests.optout.test_registry import feed
-from tests.sharedrecord.conftest import confirm_basis, main_html, partner, signed_in
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
-from tests.sharedrecord.conftest import main_html
+from tests.factories import main_html
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "persona-password-123"

@@ -22,16 +22,16 @@ from optout.models import OptOutRoute
 from optout.services import optout_register
 from sharedrecord.models import AccessBasis, Entry, Organisation, OrganisationKind, Patient, User
 from sharedrecord.organisations import organisation_grant_optout_management
-from tests.factories import make_credential, next_nhs_number
-from tests.fhirapi import fhir_get, staff_token
-from tests.optout.test_registry import feed
-from tests.sharedrecord.conftest import (
+from tests.factories import (
     confirm_basis,
-    fed_person,
+    feed,
     main_html,
+    make_credential,
+    next_nhs_number,
     shown_entries,
     signed_in,
 )
+from tests.fhirapi import fhir_get, staff_token
 
 pytestmark = pytest.mark.django_db
 
@@ -294,9 +294,8 @@ def test_only_the_authority_or_the_practice_itself_ever_moves_the_registration(
 
 
 def test_the_sources_panel_counts_only_what_the_viewer_may_see(
-    client: Client, social_worker
+    client: Client, social_worker, record: Patient
 ) -> None:
-    record = fed_person()
     signed_in(client, social_worker)
     confirm_basis(client, record, claim=SOCIAL_WORK)
     page = main_html(client.get(f"/record/{record.public_id}/"))
@@ -317,9 +316,8 @@ def test_the_sources_panel_counts_only_what_the_viewer_may_see(
 
 
 def test_an_encounters_reason_is_not_shown_to_roles_without_problems(
-    client: Client, social_worker
+    client: Client, social_worker, record: Patient
 ) -> None:
-    record = fed_person()
     signed_in(client, social_worker)
     confirm_basis(client, record, claim=SOCIAL_WORK)
     page = main_html(client.get(f"/record/{record.public_id}/encounters"))
@@ -339,9 +337,8 @@ def test_an_encounters_reason_is_not_shown_to_roles_without_problems(
 
 
 def test_a_gp_elsewhere_who_describes_a_relationship_does_not_see_restricted_diagnoses(
-    client: Client, registered_gp
+    client: Client, registered_gp, record: Patient
 ) -> None:
-    record = fed_person()
     other_gp = staff("gp.hill", "Z81002", "gp")
     signed_in(client, other_gp)
     confirm_basis(client, record, claim="Temporary resident seen in clinic today")
@@ -361,9 +358,8 @@ def test_a_gp_elsewhere_who_describes_a_relationship_does_not_see_restricted_dia
 
 
 def test_a_source_whose_care_is_all_withheld_is_not_revealed_by_its_copy_of_demographics(
-    client: Client, social_worker, registered_gp
+    client: Client, social_worker, registered_gp, record: Patient
 ) -> None:
-    record = fed_person()
     mental_health = Organisation.objects.get(ods_code="ZMH02")
     theirs = Entry.objects.get(patient=record, source_org=mental_health, resource_type="Patient")
     signed_in(client, social_worker)
