@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from audit.models import AuditAction
-from audit.trail import AuditContext, audit_event_record
+from audit.trail import AuditContext, AuditSubject, audit_event_record
 from optout.models import OptOut, OptOutChange
 from optout.selectors import optout_history_for, optouts_for_practice
 from sharedrecord.auditing import actor_for
@@ -69,7 +69,8 @@ def optout_entry_view(
     """One of the practice's own entries with the changes recorded for it, or None.
 
     None alike for an entry that does not exist and one another practice
-    holds. Side effects: one OPTOUT_VIEW event naming the entry, when shown.
+    holds. Side effects: one OPTOUT_VIEW event naming the entry and the person
+    (their NHS number, so a search of the trail by number finds the view).
     """
     entry = OptOut.objects.filter(public_id=optout_id, practice=practice).first()
     if entry is None:
@@ -77,6 +78,7 @@ def optout_entry_view(
     audit_event_record(
         action=AuditAction.OPTOUT_VIEW,
         actor=actor_for(viewer),
+        subject=AuditSubject(nhs_number=entry.nhs_number, gp_ods=practice.ods_code),
         detail={"optout": str(entry.public_id)},
         context=context,
     )

@@ -92,6 +92,7 @@ class Scene:
     officer: Client
     admin: Client
     optout: str
+    optout_number: str
     parked: MatchQueueItem
     document: str
     event: int
@@ -118,7 +119,7 @@ def scene(record: Patient, registered_gp: User, settings: Any, django_user_model
     event = AuditEvent.objects.filter(patient_id=record.public_id).order_by("-id")[0]
     return Scene(
         record=record, gp=gp, practice=gp, officer=client_for(make_officer()),
-        admin=client_for(root), optout=str(optout.public_id),
+        admin=client_for(root), optout=str(optout.public_id), optout_number=number,
         parked=parked, document=str(document.public_id), event=event.id,
     )  # fmt: skip
 
@@ -156,10 +157,10 @@ PERSONAL: dict[str, Callable[[Scene], list[Visit]]] = {
         (s.gp, f"/record/{s.record.public_id}/documents/{s.document}", s.record.nhs_number)
     ],
     "/optouts/": lambda s: [(s.practice, "/optouts/", "")],
-    # These two show one person's NHS number, but their OPTOUT_VIEW event names only
-    # the opt-out's id, not the person (reported): so only "an event" is asked of them.
-    f"/optouts/{UUID}": lambda s: [(s.practice, f"/optouts/{s.optout}", "")],
-    f"/optouts/{UUID}/opt-in": lambda s: [(s.practice, f"/optouts/{s.optout}/opt-in", "")],
+    f"/optouts/{UUID}": lambda s: [(s.practice, f"/optouts/{s.optout}", s.optout_number)],
+    f"/optouts/{UUID}/opt-in": lambda s: [
+        (s.practice, f"/optouts/{s.optout}/opt-in", s.optout_number)
+    ],
     "/governance/events": _governance("/governance/events"),
     "/governance/events.csv": _governance("/governance/events.csv"),
     "/governance/subject-access": _governance("/governance/subject-access"),
