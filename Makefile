@@ -36,9 +36,12 @@ run: venv assets
 	$(SERVICES) run
 
 ## make test: the fast suite (under 3 minutes) against real PostgreSQL, Redis and Celery
+# One pytest process per core by default, each on its own test database; a test
+# module stays on one process (its module-built record is shared by its tests).
+TEST_WORKERS ?= 2
 test: venv assets
 	$(SERVICES) exec --redis-db 15 -- $(PY) manage.py collectstatic --no-input -v0
-	$(SERVICES) exec --redis-db 15 -- $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(SERVICES) exec --redis-db 15 -- $(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## make test-slow: end-to-end (real worker, real HTTP), browser, fuzz and fault tests
 test-slow: venv assets browser
