@@ -34,7 +34,7 @@ RUNS = 10
 
 
 def _entries(n: int, serial: int) -> list[Any]:
-    from sharedrecord.entries import EntryData
+    from sharedrecord.entrydata import EntryData
 
     now = datetime.datetime.now(datetime.UTC)
     kinds = [

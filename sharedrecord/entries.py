@@ -1,8 +1,9 @@
 """The write path of the combined record: one person's entries from each source.
 
-Everything that creates, changes or removes a Patient or Entry row, under the
-person's lock (patient_lock): the upsert, a source's removal of one resource,
-the purge when a person opts out, and the merge of two people (HL7 A40).
+Every write of Entry rows, and the creation, purge and merge of Patient rows,
+under the person's lock (patient_lock): the upsert, a source's removal of one
+resource, the purge when a person opts out, and the merge of two people (HL7
+A40). A person's shown demographics are recomputed by sharedrecord.demographics.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ import datetime
 import enum
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from django.db import connection
 from django.utils import timezone
 
 from sharedrecord.demographics import patient_demographics_refresh
+from sharedrecord.entrydata import EntryData
 from sharedrecord.models import (
     Entry,
     Organisation,
@@ -30,26 +31,6 @@ class UpsertResult(enum.StrEnum):
     UPDATED = "updated"
     UNCHANGED = "unchanged"
     STALE = "stale"
-
-
-@dataclass(frozen=True)
-class EntryData:
-    """One validated source resource and its typed columns (from ingestion's parser)."""
-
-    resource_type: str
-    source_id: str
-    section: str
-    resource: dict[str, Any]
-    content_hash: str
-    version_id: str = ""
-    source_updated_at: datetime.datetime | None = None
-    effective_at: datetime.datetime | None = None
-    status: str = ""
-    code_system: str = ""
-    code: str = ""
-    code_display: str = ""
-    sensitivity: tuple[str, ...] = ()
-    codes: tuple[str, ...] = ()
 
 
 def patient_lock(*, nhs_number: str) -> None:

@@ -26,7 +26,7 @@ from ingestion.fhir.profile import EFFECTIVE_PATHS, ENVELOPE_TYPES, NHS_NUMBER_S
 from ingestion.fhir.results import EntryError, EntryIssue, ParsedBundle, ParsedEntry, PatientLink
 from ingestion.fhir.rules import ID_PATTERN, extra_rules, walk
 from ingestion.fhir.validation import validate
-from sharedrecord.entries import EntryData
+from sharedrecord.entrydata import EntryData
 
 
 @dataclass

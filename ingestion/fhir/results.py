@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sharedrecord.entries import EntryData
+from sharedrecord.entrydata import EntryData
 
 
 class FeedRejected(Exception):

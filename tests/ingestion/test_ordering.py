@@ -16,7 +16,8 @@ from django.test import Client
 from ingestion.fhir.fields import content_hash
 from ingestion.models import FeedMessage, MessageStatus
 from ingestion.processing import feed_message_process
-from sharedrecord.entries import EntryData, UpsertResult, entries_upsert, entry_remove
+from sharedrecord.entries import UpsertResult, entries_upsert, entry_remove
+from sharedrecord.entrydata import EntryData
 from sharedrecord.models import Entry, Organisation, Patient, SourceKey
 from tests.factories import (
     hl7_message,

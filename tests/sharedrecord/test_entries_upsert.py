@@ -7,7 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from ingestion.fhir.fields import content_hash
-from sharedrecord.entries import EntryData, UpsertResult, entries_upsert
+from sharedrecord.entries import UpsertResult, entries_upsert
+from sharedrecord.entrydata import EntryData
 from sharedrecord.models import Entry, Organisation, Patient, SourceKey
 from tests.factories import make_organisation, make_patient
 
