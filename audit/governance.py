@@ -172,10 +172,7 @@ def access_review_record(
     audit_verify compares with the row.
     """
     found = audit_event_in_scopes(scopes=viewer.scopes, event_id=event_id)
-    # Rows written before the flag was renamed carry it as a boolean "review".
-    if found is None or not (
-        found[0].detail.get("needs_review") or found[0].detail.get("review") is True
-    ):
+    if found is None or not found[0].flagged_for_review:
         raise ReviewRefused("There is no access awaiting review with that number.")
     event, scope = found
     if AccessReview.objects.filter(event_id=event_id, outcome__in=CLOSING_OUTCOMES).exists():

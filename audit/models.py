@@ -95,6 +95,16 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.action} by {self.actor_name}"
 
+    @property
+    def flagged_for_review(self) -> bool:
+        """Whether the access was flagged for a privacy officer's review (FLAGGED_FOR_REVIEW)."""
+        return self.detail.get("needs_review") is True or self.detail.get("review") is True
+
+
+# The same rule as AuditEvent.flagged_for_review, for queries. Rows written before
+# the flag was renamed carry it as "review": true (each key has a partial index).
+FLAGGED_FOR_REVIEW = models.Q(detail__needs_review=True) | models.Q(detail__review=True)
+
 
 class AuditEventHolder(models.Model):
     """One organisation with a stake in one event: the record holders' index.

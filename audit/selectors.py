@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from audit.models import (
     CLOSING_OUTCOMES,
+    FLAGGED_FOR_REVIEW,
     AccessReview,
     AuditAction,
     AuditEvent,
@@ -328,8 +329,7 @@ def audit_review_queue(*, scope: GovernanceScope) -> QuerySet[AuditEvent]:
     """
     return (
         scope.events()
-        # Rows written before the flag was renamed carry it as a boolean "review".
-        .filter(Q(detail__needs_review=True) | Q(detail__review=True))
+        .filter(FLAGGED_FOR_REVIEW)
         .exclude(Exists(_closed()))
         .order_by("occurred_at", "id")
     )

@@ -245,9 +245,7 @@ def governance_event_page(request: HttpRequest, event_id: int) -> HttpResponse:
     event, reviews = shown
     closed = any(r.outcome in CLOSING_OUTCOMES for r in reviews)
     context = {"event": event, "reviews": reviews, "form": form, "error": error,
-               # Rows written before the flag was renamed carry it as a boolean "review".
-               "reviewable": bool(event.detail.get("needs_review")
-                                  or event.detail.get("review") is True) and not closed,
+               "reviewable": event.flagged_for_review and not closed,
                "reviews_url": _reviews_url(viewer)}  # fmt: skip
     status = 400 if request.method == "POST" else 200
     return render(request, "audit/event.html", context, status=status)

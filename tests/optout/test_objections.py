@@ -140,6 +140,7 @@ def test_an_objection_by_phone_is_checked_then_recorded_for_the_registered_pract
     )
     assert (event.actor_id, event.patient_gp_ods) == (objections_officer.public_id, "Z81001")
     assert "needs_review" not in event.detail
+    assert "review" not in event.detail
 
     # The practice sees it on its own list and history, and may opt the person back in.
     own = client_for(practice_gp)

@@ -235,6 +235,7 @@ def test_an_opt_out_for_the_practices_own_patient_is_not_flagged(
     )
     (event,) = change_events(patient.nhs_number)
     assert "needs_review" not in event.detail
+    assert "review" not in event.detail
     assert not Patient.objects.filter(pk=patient.pk).exists()
 
 
