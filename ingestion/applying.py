@@ -19,7 +19,7 @@ from ingestion.progress import Outcome, Progress
 from optout.models import OptOutRoute
 from optout.selectors import optout_blocks
 from optout.services import optout_holding_move, optout_register
-from sharedrecord.access import registered_gp_named
+from sharedrecord.access import may_assert_registration, may_record_dissent, registered_gp_named
 from sharedrecord.demographics import patient_demographics_refresh
 from sharedrecord.entries import (
     UpsertResult,
@@ -189,7 +189,7 @@ def _register_dissent(message: FeedMessage, person: _Person, outcome: Outcome) -
     and the gate blocks this message's entries for the person.
     """
     organisation = message.organisation
-    if organisation.kind != OrganisationKind.GP_PRACTICE or not _dissent_coded(person):
+    if not may_record_dissent(organisation) or not _dissent_coded(person):
         return
     try:
         optout_register(
@@ -218,7 +218,7 @@ def _move_optout_holding(organisation: Organisation, person: _Person) -> None:
     of their opt-out moves to the practice the authority names, which may
     then record an opt-in. The caller holds the person's lock.
     """
-    if organisation.kind != OrganisationKind.REGISTRATION_AUTHORITY:
+    if not may_assert_registration(organisation):
         return
     named = {
         registered_gp_named(entry.resource)

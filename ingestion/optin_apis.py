@@ -15,12 +15,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.models import AuditAction
-from audit.trail import AuditActor, audit_event_record
+from audit.context import context_for
 from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
+from ingestion.credentials import feed_actor
 from ingestion.models import FeedCredential
-from optout.selectors import optins_since
-from sharedrecord.auditing import context_for
+from optout.viewing import optins_for_partner
 
 
 class OptInsSinceApi(APIView):
@@ -39,12 +38,10 @@ class OptInsSinceApi(APIView):
     def get(self, request: Request) -> Response:
         since = serializers.DateTimeField().to_internal_value(request.query_params.get("since", ""))
         credential = cast(FeedCredential, request.auth)
-        ods = credential.organisation.ods_code
-        numbers = [o.nhs_number for o in optins_since(since=since) if ods in o.source_ods]
-        audit_event_record(
-            action=AuditAction.OPTOUT_VIEW,
-            actor=AuditActor.system(credential.system, org_ods=ods, id=credential.public_id),
-            detail={"opted_in_since": since.isoformat(), "listed": len(numbers)},
+        numbers = optins_for_partner(
+            partner_ods=credential.organisation.ods_code,
+            since=since,
+            actor=feed_actor(credential),
             context=context_for(request),
         )
         return Response({"since": since.isoformat(), "nhs_numbers": numbers})

@@ -1,4 +1,4 @@
-"""What a practice is shown of its own opt-out registry: every read audited, pages and API alike.
+"""What the opt-out registry shows, to a practice or a partner system: every read audited.
 
 The queries are optout.selectors'; each function here runs one, writes the
 OPTOUT_VIEW (or OPTOUT_EXPORT) event in the same transaction, and returns
@@ -8,6 +8,7 @@ audited the same way whichever door it came through.
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from audit.models import AuditAction
-from audit.trail import AuditContext, AuditSubject, audit_event_record
+from audit.trail import AuditActor, AuditContext, AuditSubject, audit_event_record
 from optout.models import OptOut, OptOutChange
-from optout.selectors import optout_history_for, optouts_for_practice
+from optout.selectors import optins_since, optout_history_for, optouts_for_practice
+from sharedrecord.access import optin_shown_to_partner
 from sharedrecord.auditing import actor_for
 from sharedrecord.models import Organisation, User
 
@@ -102,3 +104,27 @@ def optout_export(
         context=context,
     )
     return entries.iterator(chunk_size=2000)
+
+
+@transaction.atomic
+def optins_for_partner(
+    *, partner_ods: str, since: datetime.datetime, actor: AuditActor, context: AuditContext
+) -> list[str]:
+    """NHS numbers of people who opted back in since a time and whose data the partner had sent.
+
+    The partner re-sends their records. Who is listed is
+    access.optin_shown_to_partner's rule. Side effects: one OPTOUT_VIEW event
+    with how many were listed (never who).
+    """
+    numbers = [
+        optin.nhs_number
+        for optin in optins_since(since=since)
+        if optin_shown_to_partner(partner_ods=partner_ods, removed_from=optin.source_ods)
+    ]
+    audit_event_record(
+        action=AuditAction.OPTOUT_VIEW,
+        actor=actor,
+        detail={"opted_in_since": since.isoformat(), "listed": len(numbers)},
+        context=context,
+    )
+    return numbers

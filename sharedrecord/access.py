@@ -88,6 +88,14 @@ def may_assert_registration(organisation: Organisation) -> bool:
     return organisation.kind == OrganisationKind.REGISTRATION_AUTHORITY
 
 
+def may_record_dissent(organisation: Organisation) -> bool:
+    """True for a GP practice: a dissent code in its own feed records its opt-out.
+
+    Whether the person is its to opt out is optout_practice_may_record's.
+    """
+    return organisation.kind == OrganisationKind.GP_PRACTICE
+
+
 def _authority_order(entry: Entry) -> tuple[datetime.datetime, datetime.datetime, int]:
     # Within one authority its own clock orders its statements; ours breaks ties.
     floor = datetime.datetime.min.replace(tzinfo=datetime.UTC)
@@ -95,7 +103,7 @@ def _authority_order(entry: Entry) -> tuple[datetime.datetime, datetime.datetime
 
 
 def registration_asserted(*, sources: list[Entry], current: str) -> str:
-    """The registered GP practice, from the sources allowed to assert it (DESIGN: authorities).
+    """The registered GP practice, from the sources allowed to assert it (architecture.md rule 6).
 
     1. A registration authority decides when it has sent a Patient resource
        for the person: its newest one's generalPractitioner, even when that
@@ -608,3 +616,12 @@ def optout_objections_office_for(user: User) -> Organisation | None:
     if organisation.ods_code not in settings.GOVERNANCE_ODS_CODES:
         return None
     return organisation
+
+
+def optin_shown_to_partner(*, partner_ods: str, removed_from: Collection[str]) -> bool:
+    """Whether a partner system learns that someone opted back in: only if its data was removed.
+
+    `removed_from` is every organisation whose data the opt-out removed; a
+    partner that never sent anything about the person learns nothing of them.
+    """
+    return partner_ods in removed_from
