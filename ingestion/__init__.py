@@ -1,1 +1,1 @@
-"""Feed endpoints, inbound messages, parsers, matching, the upsert and Celery tasks."""
+"""Feeds in: endpoints, inbound messages and receipts, parsers, processing, Celery tasks."""

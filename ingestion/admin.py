@@ -8,12 +8,13 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
+from audit.context import context_for
 from audit.models import AuditAction
 from audit.trail import AuditSubject, audit_event_record
 from ingestion.credentials import feed_credential_issue, feed_credential_revoke
 from ingestion.models import FeedCredential, FeedMessage, MatchQueueItem
 from ingestion.recovery import feed_message_replay
-from sharedrecord.auditing import actor_for, context_for
+from sharedrecord.auditing import actor_for
 from sharedrecord.matching import nhs_number_is_valid
 
 

@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.context import context_for
 from audit.csvstream import csv_lines
 from optout.models import RECEIVED_ROUTES, OptOut, OptOutChange, OptOutRoute, OptOutStatus
 from optout.services import (
@@ -26,7 +27,6 @@ from optout.services import (
     practice_of,
 )
 from optout.viewing import optout_entry_view, optout_export, optout_list_view
-from sharedrecord.auditing import context_for
 from sharedrecord.exceptions import PatientNotFound, PermissionDenied
 from sharedrecord.models import Organisation, User
 

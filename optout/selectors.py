@@ -110,7 +110,7 @@ class Registration:
 def optout_registration_of(*, nhs_number: str) -> Registration:
     """The person's registered practice and identity as the record holds them (not audited).
 
-    Callers decide what may be shown (sharedrecord.selectors'
+    Callers decide what may be shown (sharedrecord.access'
     optout_practice_may_record) and audit what they show.
     """
     patient = Patient.objects.filter(nhs_number=nhs_number).first()

@@ -16,6 +16,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
+from audit.context import context_for
 from optout.models import RECEIVED_ROUTES, OptOut, OptOutRoute
 from optout.services import (
     objections_office_of,
@@ -28,7 +29,6 @@ from optout.services import (
     practice_of,
 )
 from optout.viewing import OptOutShown, optout_entry_view, optout_list_view
-from sharedrecord.auditing import context_for
 from sharedrecord.exceptions import PermissionDenied
 from sharedrecord.matching import nhs_number_is_valid, nhs_number_normalise
 from sharedrecord.models import Organisation, User

@@ -20,9 +20,10 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from guardian.admin import GuardedModelAdmin
 
+from audit.context import context_for
 from audit.models import AuditAction
 from audit.trail import audit_event_record
-from sharedrecord.auditing import actor_for, context_for
+from sharedrecord.auditing import actor_for
 from sharedrecord.models import Organisation, User
 from sharedrecord.oauth.consent import api_tokens_revoke_for
 from sharedrecord.views import SignInView, SignOutView

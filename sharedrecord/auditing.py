@@ -2,17 +2,14 @@
 
 The audit app imports none of ours, so callers translate here and then call
 audit.trail.audit_event_record themselves, inside their own transaction.
-The request context (request id, client address) is audit.context's.
+The request context (request id, client address) comes from audit.context.
 """
 
 from __future__ import annotations
 
-from audit.context import client_address, context_for
 from audit.models import ActorType
 from audit.trail import AuditActor
 from sharedrecord.models import User
-
-__all__ = ["actor_for", "client_address", "context_for"]
 
 
 def actor_for(user: User) -> AuditActor:

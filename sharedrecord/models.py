@@ -1,4 +1,4 @@
-"""Organisations that share data, and the staff who use the record."""
+"""The combined record's tables: organisations, staff, people, entries, bases, consents."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class OrganisationKind(models.TextChoices):
     SOCIAL_CARE = "social-care", "Adult social care (local authority)"
     PHARMACY = "pharmacy", "Community pharmacy"
     # A PDS-like demographics service: the authority on a person's registered
-    # GP practice (DESIGN: facts have authorities). It sends Patient resources
+    # GP practice (docs/architecture.md rule 6: facts have authorities). It sends Patient resources
     # and holds no clinical record.
     REGISTRATION_AUTHORITY = "registration-authority", "Registration authority (demographics)"
     OTHER = "other", "Other"

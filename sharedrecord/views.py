@@ -23,6 +23,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from audit.context import context_for
 from audit.governance import audit_unreviewed_count
 from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditActor, audit_event_record
@@ -33,7 +34,7 @@ from sharedrecord.access import (
     optout_practice_for,
     viewer_may_search,
 )
-from sharedrecord.auditing import actor_for, context_for
+from sharedrecord.auditing import actor_for
 from sharedrecord.basis import BasisChoice, access_basis_options, access_basis_record
 from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable
 from sharedrecord.models import (

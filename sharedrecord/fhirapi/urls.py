@@ -1,4 +1,4 @@
-"""Routes of the FHIR R4 read API, under /fhir/R4/ (DESIGN.md "Public interfaces")."""
+"""Routes of the FHIR R4 read API, under /fhir/R4/ (docs/architecture.md, "Public interfaces")."""
 
 from django.urls import path
 

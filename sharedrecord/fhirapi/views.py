@@ -2,8 +2,8 @@
 
 HTTP only (STYLE.md section 6): each view checks the token's scopes, parses
 the request's parameters into typed values (params.py, the search grammar),
-passes those values to one audited read (fhir_read.py, fhir_entries.py, which
-turn them into queries), and writes the response (bundles.py). Every error is
+passes those values to one audited read (search.py, fhir_read.py,
+fhir_entries.py, which turn them into queries), and writes the response (bundles.py). Every error is
 an OperationOutcome with the status FHIR asks for, naming the parameter at
 fault (`expression` "http.<name>") and never repeating its value. Nothing is
 written: every other method answers 405.
@@ -30,9 +30,9 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from audit.context import context_for
 from audit.outcomes import FHIR_JSON, outcome_http_response
 from sharedrecord.access import viewer_may_search
-from sharedrecord.auditing import context_for
 from sharedrecord.exceptions import InvalidParameter, PatientNotFound
 from sharedrecord.fhir_entries import (
     Cursor,

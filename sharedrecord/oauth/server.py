@@ -35,7 +35,8 @@ from oauthlib.oauth2.rfc6749.grant_types.authorization_code import (  # type: ig
 )
 from oauthlib.oauth2.rfc6749.tokens import BearerToken  # type: ignore[import-untyped]
 
-from sharedrecord.auditing import actor_for, context_for
+from audit.context import context_for
+from sharedrecord.auditing import actor_for
 from sharedrecord.models import ApiAuthorization, ApiAuthorizationEnd
 from sharedrecord.oauth.consent import (
     CLIENT_ADDRESS_KEY,

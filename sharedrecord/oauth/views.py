@@ -31,9 +31,10 @@ from oauth2_provider.views import (
 from oauthlib.common import Request as OAuthRequest  # type: ignore[import-untyped]
 from oauthlib.oauth2.rfc6749 import errors  # type: ignore[import-untyped]
 
+from audit.context import context_for
 from audit.models import AuditOutcome
 from audit.trail import AuditActor, AuditContext
-from sharedrecord.auditing import actor_for, context_for
+from sharedrecord.auditing import actor_for
 from sharedrecord.models import User
 from sharedrecord.oauth.consent import (
     authorization_chain_usable,

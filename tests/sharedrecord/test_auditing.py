@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.test import RequestFactory
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from sharedrecord.auditing import context_for
+from audit.context import context_for
 
 
 def _request(forwarded_for: str):

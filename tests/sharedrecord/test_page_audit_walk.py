@@ -1,8 +1,8 @@
 """Every page that shows personal data writes an audit event (STYLE.md sections 3 and 4).
 
-The walker classifies every page route (everything outside the APIs, which
-tests/sharedrecord/test_fhir_api.py and tests/audit walk) as showing personal
-data or not. A new page route fails until it is classified here; each route
+The walker classifies every page route (everything outside the APIs; the FHIR
+read API has its own walk in tests/sharedrecord/test_fhir_api.py) as showing
+personal data or not. A new page route fails until it is classified here; each route
 that shows personal data is opened with real data and must write at least one
 audit event about that person.
 """
