@@ -10,8 +10,9 @@ import json
 import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from django.http import StreamingHttpResponse
 from django.test import Client
 
 from ingestion.credentials import feed_credential_issue
@@ -299,3 +300,60 @@ def main_html(response: Any) -> str:
 def shown_entries(response: Any) -> set[str]:
     """The public ids of the record entries a page shows."""
     return set(re.findall(r'data-entry="([0-9a-f-]{36})"', response.content.decode()))
+
+
+# ------------------------------------------------------------------ the opt-out API
+
+
+def optout_api_register(client: Client, number: str, note: str = "") -> Any:
+    """POST /api/v1/optouts/register as the signed-in client."""
+    return client.post(
+        "/api/v1/optouts/register",
+        {"nhs_number": number, "note": note},
+        content_type="application/json",
+    )
+
+
+def optout_api_withdraw(client: Client, number: str) -> Any:
+    """POST /api/v1/optouts/withdraw as the signed-in client."""
+    return client.post(
+        "/api/v1/optouts/withdraw", {"nhs_number": number}, content_type="application/json"
+    )
+
+
+def streamed(response: object) -> str:
+    """The whole body of a streamed response (CSV exports), as text."""
+    return b"".join(cast(StreamingHttpResponse, response).streaming_content).decode()  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ hostile input
+
+
+def deeply_nested_json(depth: int) -> str:
+    """A Bundle whose first Patient carries an extension nested `depth` JSON levels deep."""
+    bundle = small_bundle(next_nhs_number())
+    bundle["entry"][0]["resource"]["extension"] = "__deep__"
+    marker = '"__deep__"'
+    head, tail = json.dumps(bundle).split(marker)
+    # Bundle, entry, the entry and its resource are 4 levels; the innermost array and
+    # object 2 more; each pair around them is an array holding an object.
+    pairs = max(0, (depth - 6) // 2)
+    inner = '{"url": "http://example.org/x", "valueString": "x"}'
+    deep = '[{"url": "http://example.org/x", "extension": ' * pairs + "[" + inner + "]"
+    deep += "}]" * pairs
+    return head + deep + tail
+
+
+def deeply_nested_xml(depth: int) -> str:
+    """A Bundle in XML whose Patient nests extensions so the deepest element is at `depth`."""
+    # Bundle, entry, resource, Patient and the innermost valueString are 5 levels.
+    levels = depth - 5
+    extensions = '<extension url="http://example.org/x">' * levels
+    extensions += '<valueString value="x"/>' + "</extension>" * levels
+    return (
+        '<Bundle xmlns="http://hl7.org/fhir"><id value="deep"/><type value="collection"/>'
+        '<entry><fullUrl value="urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0"/><resource>'
+        f'<Patient><id value="p1"/>{extensions}<identifier>'
+        '<system value="https://fhir.nhs.uk/Id/nhs-number"/>'
+        f'<value value="{next_nhs_number()}"/></identifier></Patient></resource></entry></Bundle>'
+    )

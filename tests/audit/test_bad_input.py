@@ -23,14 +23,9 @@ from audit.trail import AuditActor, AuditSubject, audit_event_record
 from sharedrecord.models import Organisation, User
 from tests.factories import fed_person, main_html, next_nhs_number, signed_in
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("programme")]
 
 PROGRAMME = "ZSR01"
-
-
-@pytest.fixture(autouse=True)
-def _programme(settings: Any) -> None:
-    settings.GOVERNANCE_ODS_CODES = [PROGRAMME]
 
 
 @pytest.fixture

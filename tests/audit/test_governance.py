@@ -33,12 +33,7 @@ from tests.factories import (
 from tests.factories import make_officer as officer
 from tests.factories import make_staff as staff
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _programme(settings: Any) -> None:
-    settings.GOVERNANCE_ODS_CODES = [PROGRAMME]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("programme")]
 
 
 def events_for(nhs_number: str) -> list[AuditEvent]:

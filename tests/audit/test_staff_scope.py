@@ -23,19 +23,13 @@ from audit.models import AccessReview, ActorType, AuditAction, AuditEvent
 from audit.selectors import AuditQuery, GovernanceScope, audit_events_page
 from audit.trail import AuditActor, AuditSubject, audit_event_record
 from sharedrecord.access import governance_viewer_for
-from tests.factories import PROGRAMME_ODS as PROGRAMME
 from tests.factories import client_for, fed_person, main_html, next_nhs_number
 from tests.factories import make_officer as officer
 from tests.factories import make_staff as staff
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("programme")]
 
 ELSEWHERE = "Z81002"  # a practice none of these tests' officers belongs to
-
-
-@pytest.fixture(autouse=True)
-def _programme(settings: Any) -> None:
-    settings.GOVERNANCE_ODS_CODES = [PROGRAMME]
 
 
 def new_ods() -> str:

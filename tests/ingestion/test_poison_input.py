@@ -15,6 +15,8 @@ from ingestion.models import FeedMessage, MessageStatus
 from ingestion.processing import feed_message_process
 from ingestion.receiving import json_depth
 from tests.factories import (
+    deeply_nested_json,
+    deeply_nested_xml,
     hl7_message,
     make_credential,
     make_organisation,
@@ -40,21 +42,6 @@ def _code(issue: dict[str, Any]) -> str:
 
 def _rejections() -> list[dict[str, Any]]:
     return [e.detail for e in AuditEvent.objects.filter(action=AuditAction.FEED_REJECTED)]
-
-
-def _nested(depth: int) -> str:
-    """A Bundle whose first Patient carries an extension nested `depth` JSON levels deep."""
-    bundle = small_bundle(next_nhs_number())
-    bundle["entry"][0]["resource"]["extension"] = "__deep__"
-    marker = '"__deep__"'
-    head, tail = json.dumps(bundle).split(marker)
-    # Bundle, entry, the entry and its resource are 4 levels; the innermost array and
-    # object 2 more; each pair around them is an array holding an object.
-    pairs = max(0, (depth - 6) // 2)
-    inner = '{"url": "http://example.org/x", "valueString": "x"}'
-    deep = '[{"url": "http://example.org/x", "extension": ' * pairs + "[" + inner + "]"
-    deep += "}]" * pairs
-    return head + deep + tail
 
 
 # ---------------------------------------------------------------- FHIR: characters
@@ -115,7 +102,7 @@ def test_tab_carriage_return_and_line_feed_are_allowed_and_processed(
 def test_json_nested_too_deep_is_refused_at_receipt(
     partner: FeedClient, settings: SettingsWrapper, depth: int
 ) -> None:
-    response = partner.post(_nested(depth))
+    response = partner.post(deeply_nested_json(depth))
     assert response.status_code == 400, response.content[:300]
     issue = _issue(response)
     assert _code(issue) == "too-deep"
@@ -134,7 +121,7 @@ def test_brackets_inside_strings_do_not_count_as_nesting(partner: FeedClient) ->
 def test_a_message_nested_to_the_limit_is_accepted_and_the_worker_finishes_it(
     partner: FeedClient, settings: SettingsWrapper
 ) -> None:
-    deepest = _nested(settings.FEED_MAX_DEPTH)
+    deepest = deeply_nested_json(settings.FEED_MAX_DEPTH)
     assert json_depth(deepest) == settings.FEED_MAX_DEPTH
     response = partner.post(deepest)
     assert response.status_code == 202, response.content[:300]
@@ -142,24 +129,9 @@ def test_a_message_nested_to_the_limit_is_accepted_and_the_worker_finishes_it(
     assert feed_message_process(message_id=message.pk) == MessageStatus.DONE
 
 
-def _nested_xml(depth: int) -> str:
-    """A Bundle in XML whose Patient nests extensions so the deepest element is at `depth`."""
-    # Bundle, entry, resource, Patient and the innermost valueString are 5 levels.
-    levels = depth - 5
-    extensions = '<extension url="http://example.org/x">' * levels
-    extensions += '<valueString value="x"/>' + "</extension>" * levels
-    return (
-        '<Bundle xmlns="http://hl7.org/fhir"><id value="deep"/><type value="collection"/>'
-        '<entry><fullUrl value="urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0"/><resource>'
-        f'<Patient><id value="p1"/>{extensions}<identifier>'
-        '<system value="https://fhir.nhs.uk/Id/nhs-number"/>'
-        f'<value value="{next_nhs_number()}"/></identifier></Patient></resource></entry></Bundle>'
-    )
-
-
 @pytest.mark.parametrize("depth", [120, 250])
 def test_xml_nested_too_deep_is_refused_at_receipt(partner: FeedClient, depth: int) -> None:
-    response = partner.post(_nested_xml(depth), content_type="application/fhir+xml")
+    response = partner.post(deeply_nested_xml(depth), content_type="application/fhir+xml")
     assert response.status_code == 400, response.content[:300]
     assert _code(_issue(response)) == "too-deep"
     assert not FeedMessage.objects.exists()
@@ -169,12 +141,12 @@ def test_xml_nested_to_the_limit_is_accepted_and_the_worker_finishes_it(
     partner: FeedClient, settings: SettingsWrapper
 ) -> None:
     response = partner.post(
-        _nested_xml(settings.FEED_MAX_DEPTH), content_type="application/fhir+xml"
+        deeply_nested_xml(settings.FEED_MAX_DEPTH), content_type="application/fhir+xml"
     )
     assert response.status_code == 202, response.content[:300]
     assert (
         partner.post(
-            _nested_xml(settings.FEED_MAX_DEPTH + 1).replace("deep", "deeper", 1),
+            deeply_nested_xml(settings.FEED_MAX_DEPTH + 1).replace("deep", "deeper", 1),
             content_type="application/fhir+xml",
         ).status_code
         == 400

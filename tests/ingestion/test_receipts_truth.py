@@ -24,8 +24,14 @@ from ingestion.processing import feed_message_process
 from ingestion.purge import personal_data_purge
 from sharedrecord.celery import app as celery_app
 from sharedrecord.models import StaffRole, User
-from tests.factories import make_credential, make_organisation, next_nhs_number, small_bundle
-from tests.ingestion.test_poison_input import _nested, _nested_xml
+from tests.factories import (
+    deeply_nested_json,
+    deeply_nested_xml,
+    make_credential,
+    make_organisation,
+    next_nhs_number,
+    small_bundle,
+)
 from tests.services import CeleryWorker, database_url
 
 MARKER = "Poisonous"
@@ -117,7 +123,7 @@ def test_a_failure_while_parsing_is_traced_to_the_entry_that_breaks_the_validato
     credential, token = feed
     settings.FEED_MAX_ATTEMPTS = 1
     # Nested far deeper than the edge now allows: stored before it refused such input.
-    payload = _nested(600) if kind == MessageKind.FHIR_JSON else _nested_xml(200)
+    payload = deeply_nested_json(600) if kind == MessageKind.FHIR_JSON else deeply_nested_xml(200)
     message = _store(credential, payload.encode(), kind=kind)
     assert feed_message_process(message_id=message.pk) == MessageStatus.FAILED
     receipt = _receipt(client, token, message)

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import cast
 
 import pytest
-from django.http import StreamingHttpResponse
 from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
 from optout.models import OptOut, OptOutStatus
 from sharedrecord.models import User
-from tests.factories import feed, make_credential, next_nhs_number, small_bundle
+from tests.factories import (
+    feed,
+    make_credential,
+    next_nhs_number,
+    optout_api_register,
+    optout_api_withdraw,
+    small_bundle,
+    streamed,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -22,16 +28,6 @@ def as_user(client: Client, user: User | None) -> Client:
     if user is not None:
         client.force_login(user)
     return client
-
-
-def streamed(response: object) -> str:
-    return b"".join(cast(StreamingHttpResponse, response).streaming_content).decode()  # type: ignore[arg-type]
-
-
-def register(client: Client, number: str):
-    return client.post(
-        "/api/v1/optouts/register", {"nhs_number": number}, content_type="application/json"
-    )
 
 
 def test_the_export_does_not_hand_a_spreadsheet_a_formula(client: Client, practice_gp) -> None:
@@ -47,19 +43,15 @@ def test_the_export_does_not_hand_a_spreadsheet_a_formula(client: Client, practi
     assert row[4] == "'" + note
 
 
-def withdraw(client: Client, number: str):
-    return client.post(
-        "/api/v1/optouts/withdraw", {"nhs_number": number}, content_type="application/json"
-    )
-
-
 def test_own_practice_records_an_opt_out_and_sees_it(client: Client, practice_gp) -> None:
     number = next_nhs_number()
-    response = register(as_user(client, practice_gp), f"{number[:3]} {number[3:6]} {number[6:]}")
+    response = optout_api_register(
+        as_user(client, practice_gp), f"{number[:3]} {number[3:6]} {number[6:]}"
+    )
     assert response.status_code == 201
     assert response.json()["status"] == "opted-out"
     assert response.json()["nhs_number"] == number
-    assert register(client, number).status_code == 200  # again: unchanged
+    assert optout_api_register(client, number).status_code == 200  # again: unchanged
     listed = client.get("/api/v1/optouts/", {"search": number[:6]})
     assert [r["nhs_number"] for r in listed.json()["results"]] == [number]
     detail = client.get(f"/api/v1/optouts/{response.json()['id']}")
@@ -89,14 +81,14 @@ def test_everyone_else_gets_403_for_every_operation(
     client: Client, request: pytest.FixtureRequest, practice_gp, persona: str | None
 ) -> None:
     number = next_nhs_number()
-    assert register(as_user(Client(), practice_gp), number).status_code == 201
+    assert optout_api_register(as_user(Client(), practice_gp), number).status_code == 201
     user = request.getfixturevalue(persona) if persona else None
     caller = as_user(client, user)
     expected = 403  # DRF answers a caller with no session 403 not_authenticated
     entry = OptOut.objects.get(nhs_number=number)
     responses = {
-        "register": register(caller, next_nhs_number()),
-        "withdraw": withdraw(caller, number),
+        "register": optout_api_register(caller, next_nhs_number()),
+        "withdraw": optout_api_withdraw(caller, number),
         "list": caller.get("/api/v1/optouts/"),
         "detail": caller.get(f"/api/v1/optouts/{entry.public_id}"),
         "export": caller.get("/api/v1/optouts/export.csv"),
@@ -117,25 +109,25 @@ def test_another_practice_sees_only_its_own_entries_and_cannot_opt_others_in(
     client: Client, practice_gp, other_practice_gp
 ) -> None:
     number = next_nhs_number()
-    register(as_user(Client(), practice_gp), number)
+    optout_api_register(as_user(Client(), practice_gp), number)
     entry = OptOut.objects.get(nhs_number=number)
     other = as_user(client, other_practice_gp)
     # The same 400 as for a number nobody opted out (it was 403: a leak of the other entry).
-    refused = withdraw(other, number)
+    refused = optout_api_withdraw(other, number)
     assert refused.status_code == 400
-    assert refused.json() == withdraw(other, next_nhs_number()).json()
+    assert refused.json() == optout_api_withdraw(other, next_nhs_number()).json()
     assert other.get("/api/v1/optouts/").json()["results"] == []
     assert other.get(f"/api/v1/optouts/{entry.public_id}").status_code == 404
     export = streamed(other.get("/api/v1/optouts/export.csv"))
     assert number not in export
     own = next_nhs_number()
-    assert register(other, own).status_code == 201
+    assert optout_api_register(other, own).status_code == 201
 
 
 def test_the_holding_practice_opts_a_person_back_in(client: Client, practice_gp) -> None:
     number = next_nhs_number()
-    register(as_user(client, practice_gp), number)
-    response = withdraw(client, number)
+    optout_api_register(as_user(client, practice_gp), number)
+    response = optout_api_withdraw(client, number)
     assert response.status_code == 200
     assert response.json()["status"] == "opted-in"
 
@@ -143,7 +135,7 @@ def test_the_holding_practice_opts_a_person_back_in(client: Client, practice_gp)
 def test_bad_nhs_numbers_get_a_clear_error_without_echoing_them(
     client: Client, practice_gp
 ) -> None:
-    response = register(as_user(client, practice_gp), "9912003890")
+    response = optout_api_register(as_user(client, practice_gp), "9912003890")
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {
         "nhs_number": ["Enter a valid 10-digit NHS number."]
@@ -158,8 +150,8 @@ def test_partner_systems_learn_who_opted_back_in_and_needs_a_resend(
     number = next_nhs_number()
     feed(credential, small_bundle(number))
     gp = as_user(Client(), practice_gp)
-    register(gp, number)
-    withdraw(gp, number)
+    optout_api_register(gp, number)
+    optout_api_withdraw(gp, number)
     _, stranger_token = make_credential()
     url = "/api/v1/optouts/opted-in?since=2020-01-01T00:00:00Z"
     mine = client.get(url, headers={"Authorization": f"Bearer {token}"})

@@ -9,38 +9,28 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from django.http import StreamingHttpResponse
 from django.test import Client
 
 from optout.models import OptOut, OptOutStatus
 from optout.selectors import optout_blocks
 from sharedrecord.models import Organisation, Patient, User
-from tests.factories import client_for, feed, make_credential, next_nhs_number, small_bundle
+from tests.factories import (
+    client_for,
+    feed,
+    make_credential,
+    next_nhs_number,
+    optout_api_register,
+    optout_api_withdraw,
+    small_bundle,
+    streamed,
+)
 
 pytestmark = pytest.mark.django_db
 
 SECRET_NOTE = "Told reception on Tuesday, ask for Dr Marsh"
-
-
-def register(client: Client, number: str, note: str = "") -> Any:
-    return client.post(
-        "/api/v1/optouts/register",
-        {"nhs_number": number, "note": note},
-        content_type="application/json",
-    )
-
-
-def withdraw(client: Client, number: str) -> Any:
-    return client.post(
-        "/api/v1/optouts/withdraw", {"nhs_number": number}, content_type="application/json"
-    )
-
-
-def streamed(response: object) -> str:
-    return b"".join(cast(StreamingHttpResponse, response).streaming_content).decode()  # type: ignore[arg-type]
 
 
 def shape(body: dict[str, Any]) -> dict[str, Any]:
@@ -52,11 +42,11 @@ def test_recording_for_someone_opted_out_elsewhere_answers_like_anyone_else(
     practice: Organisation, practice_gp: User, other_practice: Organisation, other_practice_gp: User
 ) -> None:
     number, fresh = next_nhs_number(), next_nhs_number()
-    assert register(client_for(practice_gp), number, SECRET_NOTE).status_code == 201
+    assert optout_api_register(client_for(practice_gp), number, SECRET_NOTE).status_code == 201
     other = client_for(other_practice_gp)
 
-    elsewhere = register(other, number)
-    never = register(other, fresh)
+    elsewhere = optout_api_register(other, number)
+    never = optout_api_register(other, fresh)
 
     assert (elsewhere.status_code, never.status_code) == (201, 201)
     assert shape(elsewhere.json()) == shape(never.json())
@@ -71,10 +61,10 @@ def test_recording_it_again_is_still_idempotent_for_the_second_practice(
     practice_gp: User, other_practice_gp: User
 ) -> None:
     number = next_nhs_number()
-    register(client_for(practice_gp), number)
+    optout_api_register(client_for(practice_gp), number)
     other = client_for(other_practice_gp)
-    first = register(other, number)
-    again = register(other, number)
+    first = optout_api_register(other, number)
+    again = optout_api_register(other, number)
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["id"] == again.json()["id"]
 
@@ -83,7 +73,7 @@ def test_the_record_page_for_someone_opted_out_elsewhere_reveals_nothing(
     practice_gp: User, other_practice_gp: User
 ) -> None:
     number = next_nhs_number()
-    register(client_for(practice_gp), number, SECRET_NOTE)
+    optout_api_register(client_for(practice_gp), number, SECRET_NOTE)
     page = client_for(other_practice_gp)
     done = page.post("/optouts/record", {"nhs_number": number, "step": "confirm"}, follow=True)
     body = done.content.decode()
@@ -99,13 +89,13 @@ def test_opting_back_in_answers_the_same_whatever_other_practices_hold(
 ) -> None:
     held_elsewhere, opted_in_elsewhere = next_nhs_number(), next_nhs_number()
     holder = client_for(practice_gp)
-    register(holder, held_elsewhere, SECRET_NOTE)
-    register(holder, opted_in_elsewhere)
-    withdraw(holder, opted_in_elsewhere)
+    optout_api_register(holder, held_elsewhere, SECRET_NOTE)
+    optout_api_register(holder, opted_in_elsewhere)
+    optout_api_withdraw(holder, opted_in_elsewhere)
     other = client_for(other_practice_gp)
     never = next_nhs_number()
 
-    answers = [withdraw(other, n) for n in (held_elsewhere, opted_in_elsewhere, never)]
+    answers = [optout_api_withdraw(other, n) for n in (held_elsewhere, opted_in_elsewhere, never)]
 
     assert [a.status_code for a in answers] == [400, 400, 400]
     assert answers[0].json() == answers[1].json() == answers[2].json()
@@ -120,15 +110,15 @@ def test_the_person_stays_opted_out_while_any_practice_holds_an_entry(
 ) -> None:
     number = next_nhs_number()
     first, second = client_for(practice_gp), client_for(other_practice_gp)
-    register(first, number)
-    register(second, number)
+    optout_api_register(first, number)
+    optout_api_register(second, number)
 
-    assert withdraw(first, number).json()["status"] == "opted-in"
+    assert optout_api_withdraw(first, number).json()["status"] == "opted-in"
     assert optout_blocks(nhs_number=number)
     credential, _ = make_credential(practice)
     assert feed(credential, small_bundle(number)).counts["blocked"] == 2
 
-    assert withdraw(second, number).json()["status"] == "opted-in"
+    assert optout_api_withdraw(second, number).json()["status"] == "opted-in"
     assert not optout_blocks(nhs_number=number)
     assert feed(credential, small_bundle(number, key="again")).counts["created"] == 2
 
@@ -138,8 +128,8 @@ def test_lists_details_and_exports_show_only_the_callers_own_entry(
 ) -> None:
     number = next_nhs_number()
     first, second = client_for(practice_gp), client_for(other_practice_gp)
-    register(first, number, SECRET_NOTE)
-    own = register(second, number, "their own words").json()
+    optout_api_register(first, number, SECRET_NOTE)
+    own = optout_api_register(second, number, "their own words").json()
 
     listed = second.get("/api/v1/optouts/").json()["results"]
     assert [(r["id"], r["note"]) for r in listed] == [(own["id"], "their own words")]
@@ -166,16 +156,16 @@ def test_the_opted_in_feed_waits_until_no_entry_is_active_and_counts_every_entry
     number = next_nhs_number()
     feed(credential, small_bundle(number))
     first, second = client_for(practice_gp), client_for(other_practice_gp)
-    register(first, number)  # this one removed the practice's data
-    register(second, number)  # nothing left to remove
+    optout_api_register(first, number)  # this one removed the practice's data
+    optout_api_register(second, number)  # nothing left to remove
     url = "/api/v1/optouts/opted-in?since=2020-01-01T00:00:00Z"
     headers = {"Authorization": f"Bearer {token}"}
 
-    withdraw(first, number)
+    optout_api_withdraw(first, number)
     assert client.get(url, headers=headers).json()["nhs_numbers"] == []  # still opted out
-    withdraw(second, number)  # the last entry: it removed nothing, but the first one did
+    optout_api_withdraw(second, number)  # the last entry: it removed nothing, but the first one did
     assert client.get(url, headers=headers).json()["nhs_numbers"] == [number]
 
-    withdraw(second, number)  # again: nothing changes, listed once
+    optout_api_withdraw(second, number)  # again: nothing changes, listed once
     assert client.get(url, headers=headers).json()["nhs_numbers"] == [number]
     assert not Patient.objects.filter(nhs_number=number).exists()

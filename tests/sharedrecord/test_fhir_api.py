@@ -65,6 +65,9 @@ def demo_user(spec: demo.DemoUser) -> User:
 CLINICAL_DEMO_USERS = [spec for spec in demo.USERS if spec.role in CLINICAL_ROLES]
 
 
+# Every demo role through the whole demo borough, pages and API side by side: about
+# 7 s a role on the 2-core machine, so it runs in the slow step.
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", CLINICAL_DEMO_USERS, ids=lambda s: s.username)
 def test_the_api_shows_each_demo_role_exactly_what_the_record_pages_show(
     client: Client, spec: demo.DemoUser, record: Patient
