@@ -187,4 +187,5 @@ def _categories(sensitivity: dict[str, Any]) -> tuple[SensitiveCategory, ...]:
 
 
 def policy_table() -> PolicyTable:
+    """The deployment's policy table (ACCESS_POLICY_FILE), loaded once per path."""
     return policy_table_load(Path(settings.ACCESS_POLICY_FILE))

@@ -117,6 +117,7 @@ def patient_search_by_demographics(
 
 
 def audit_subject_of(patient: Patient) -> AuditSubject:
+    """The person as the audit trail names them: public id, NHS number, registered practice."""
     return AuditSubject(
         patient_id=patient.public_id,
         nhs_number=patient.nhs_number,

@@ -164,6 +164,7 @@ REQUIRED_CONCEPTS: dict[str, dict[str, tuple[str, frozenset[str]]]] = {
 
 
 def binding_rules(resource: dict[str, Any], resource_type: str) -> None:
+    """Refuse a coded field whose value is outside its required binding (EntryError, by path)."""
     for field_name, allowed in REQUIRED_CODES.get(resource_type, {}).items():
         value = resource.get(field_name)
         if value is not None and value not in allowed:

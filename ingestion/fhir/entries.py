@@ -26,6 +26,7 @@ class RawEntry:
 
 
 def raw_entries(data: bytes, media: Literal["json", "xml"]) -> Iterator[RawEntry]:
+    """Each entry of a Bundle as sent (fullUrl, request, resource), JSON or XML, in order."""
     if media == "xml":
         root = safe_xml(data)
         for index, entry in enumerate(root.findall(f"{{{FHIR_NS}}}entry")):

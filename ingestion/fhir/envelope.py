@@ -12,6 +12,7 @@ from ingestion.fhir.results import Envelope, FeedRejected
 
 
 def safe_xml(data: bytes) -> etree._Element:
+    """Parse XML with no entities, DTDs or network, or refuse it (FeedRejected)."""
     parser = etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
     )
@@ -25,6 +26,7 @@ def safe_xml(data: bytes) -> etree._Element:
 
 
 def local_name(tag: Any) -> str:
+    """An element's name without its namespace ("" for comments and instructions)."""
     return etree.QName(tag).localname if isinstance(tag, str) else ""
 
 
@@ -70,6 +72,7 @@ def read_envelope(data: bytes, media: Literal["json", "xml"], *, max_entries: in
 
 
 def json_document(data: bytes) -> Any:
+    """Parse JSON sent as UTF-8 (a byte-order mark allowed), or refuse it (FeedRejected)."""
     try:
         return json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:

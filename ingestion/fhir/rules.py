@@ -22,6 +22,7 @@ _ACTIVE_CONTENT = re.compile(
 
 
 def walk(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """Every value in a resource with its path, depth first, the resource itself first."""
     yield path, value
     if isinstance(value, dict):
         for key, child in value.items():

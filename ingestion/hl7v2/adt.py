@@ -69,6 +69,7 @@ def _nhs_numbers(m: Message, pid: Any, seq: int = 1) -> tuple[str, list[dict[str
 
 
 def patient(m: Message, pid: Any, pd1: Any | None, seq: int = 1) -> tuple[dict[str, Any], str, str]:
+    """The Patient from a PID (and PD1) segment; also its NHS number and local id."""
     nhs, others, local = _nhs_numbers(m, pid, seq)
     resource_id = fhir_id("pt", local) if local else fhir_id("pt-nhs", nhs or m.header.control_id)
     identifiers = [{"system": NHS_NUMBER_SYSTEM, "value": nhs}] if nhs else []
@@ -134,6 +135,7 @@ def patient(m: Message, pid: Any, pd1: Any | None, seq: int = 1) -> tuple[dict[s
 
 
 def encounter(m: Message, patient_ref: str, patient_id: str) -> dict[str, Any] | None:
+    """The Encounter from PV1 (and the event), or None with a problem when PV1 is missing."""
     found = m.first("PV1")
     if found is None:
         m.problem("PV1", 1, 0, "100", "The event needs a PV1 segment; no encounter was stored.")

@@ -63,6 +63,7 @@ def fhir_id(*parts: str) -> str:
 
 
 def coded_concept(m: Message, value: str) -> dict[str, Any] | None:
+    """A CodeableConcept from a CE/CWE value (its alternate code when the first is empty)."""
     parts = m.comps(value) + [""] * 6
     code, display, system = parts[:3]
     if not code and not display:
@@ -111,6 +112,7 @@ def numeric(m: Message, obx: Any, seq: int) -> dict[str, Any] | None:
 
 
 def numeric_range(text: str) -> dict[str, Any] | None:
+    """A FHIR Range from reference-range text such as "3.5-5.0", or None."""
     text = text.strip()
     if not text:
         return None

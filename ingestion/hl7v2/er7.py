@@ -68,6 +68,7 @@ def decode(payload: bytes) -> str:
 def reject(
     code: str, message: str, segment: str = "MSH", fld: int = 0, header: Hl7Header | None = None
 ) -> Hl7Rejected:
+    """The error that refuses a whole message, naming one problem."""
     return Hl7Rejected(Hl7Problem(segment, 1 if segment else 0, fld, code, message), header)
 
 

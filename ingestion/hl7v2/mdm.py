@@ -23,6 +23,7 @@ DOCUMENT_TYPES = {
 
 
 def document(m: Message, patient_ref: str) -> dict[str, Any] | None:
+    """The DocumentReference from TXA and its OBX text, or None with a problem."""
     found = m.first("TXA")
     if found is None:
         m.problem("TXA", 1, 0, "100", "MDM^T02 needs a TXA segment; no document was stored.")

@@ -9,6 +9,7 @@ from ingestion.hl7v2.er7 import Message
 
 
 def appointment(m: Message, patient_ref: str) -> dict[str, Any] | None:
+    """The Appointment from SCH (and TQ1, AIS), or None with a problem when SCH is missing."""
     found = m.first("SCH")
     if found is None:
         m.problem("SCH", 1, 0, "100", "SIU needs an SCH segment; no appointment was stored.")

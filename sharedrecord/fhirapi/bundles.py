@@ -24,14 +24,17 @@ from sharedrecord.models import Patient
 
 
 def json_response(body: dict[str, Any], status: int = 200) -> HttpResponse:
+    """A FHIR JSON response with this body."""
     return HttpResponse(json.dumps(body), status=status, content_type=FHIR_JSON)
 
 
 def instant(value: datetime.datetime) -> str:
+    """A datetime as a FHIR instant in UTC ("...Z")."""
     return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 def link(base: str, path: str, params: list[tuple[str, str]]) -> str:
+    """An absolute URL of the read API with these query parameters."""
     return f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
 
 
