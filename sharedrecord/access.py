@@ -148,12 +148,21 @@ def registration_asserted(*, sources: list[Entry], current: str) -> str:
 # ------------------------------------------------------------------ finding a person
 
 
+def role_may_read_records(role: str) -> bool:
+    """Whether a role reads records at all: the clinical and care roles (CLINICAL_ROLES).
+
+    Partner systems' service accounts need one too; the other roles (privacy,
+    opt-out and objections officers) never read a record.
+    """
+    return role in CLINICAL_ROLES
+
+
 def viewer_may_search(viewer: User) -> bool:
     """Staff in a clinical or care role, of an organisation whose agreement is active."""
     organisation = viewer.organisation
     return (
         viewer.is_active
-        and viewer.role in CLINICAL_ROLES
+        and role_may_read_records(viewer.role)
         and organisation is not None
         and organisation.agreement_active()
     )

@@ -16,8 +16,8 @@ from django.utils.text import slugify
 
 from audit.models import AuditAction
 from audit.trail import AuditActor, audit_event_record
+from sharedrecord.access import role_may_read_records
 from sharedrecord.models import (
-    CLINICAL_ROLES,
     Organisation,
     StaffRole,
     User,
@@ -72,7 +72,7 @@ def api_client_register(
         application = application_model(client_id=client_id) if client_id else application_model()
     account = None
     if grant == "client-credentials":
-        if organisation is None or role not in CLINICAL_ROLES:
+        if organisation is None or not role_may_read_records(role):
             raise ValidationError(
                 {"role": "A partner system needs an organisation and a clinical or care role."}
             )

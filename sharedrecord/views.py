@@ -32,13 +32,13 @@ from sharedrecord.access import (
     governance_viewer_for,
     optout_objections_office_for,
     optout_practice_for,
+    role_may_read_records,
     viewer_may_search,
 )
 from sharedrecord.auditing import actor_for
 from sharedrecord.basis import BasisChoice, access_basis_options, access_basis_record
 from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable
 from sharedrecord.models import (
-    CLINICAL_ROLES,
     BasisKind,
     Organisation,
     OrganisationKind,
@@ -445,7 +445,7 @@ def roles_help_page(request: HttpRequest) -> HttpResponse:
     table = policy_table()
     grid = []
     for role, role_label in StaffRole.choices:
-        if role not in CLINICAL_ROLES:
+        if not role_may_read_records(role):
             continue
         groups: dict[frozenset[str], list[str]] = {}
         for kind, kind_label in OrganisationKind.choices:
@@ -471,7 +471,9 @@ def roles_help_page(request: HttpRequest) -> HttpResponse:
         "rules": table.sensitivity,
         "categories": [c.label for c in table.sensitivity.categories],
         "section_fields": section_fields,
-        "other_roles": [label for value, label in StaffRole.choices if value not in CLINICAL_ROLES],
+        "other_roles": [
+            label for value, label in StaffRole.choices if not role_may_read_records(value)
+        ],
         "consent_model": settings.CONSENT_MODEL,
         "basis_hours": settings.ACCESS_BASIS_HOURS,
         "break_glass_hours": settings.BREAK_GLASS_HOURS,
