@@ -84,6 +84,20 @@ def test_passwords_are_stored_with_argon2(registered_gp) -> None:
     assert registered_gp.password.startswith("argon2$")
 
 
+def test_the_deployed_settings_hash_with_argon2_at_its_full_cost() -> None:
+    # The tests hash with a cheap Argon2 (tests/hashers.py); the settings a
+    # deployment loads must still put Django's own, at its full cost, first.
+    from django.contrib.auth.hashers import Argon2PasswordHasher
+    from django.utils.module_loading import import_string
+
+    from sharedrecord import settings as deployed
+
+    first = import_string(deployed.PASSWORD_HASHERS[0])
+    assert first is Argon2PasswordHasher
+    encoded = first().encode("synthetic-password", "salt" * 4)
+    assert encoded.startswith("argon2$argon2id$v=19$m=102400,t=2,p=8$"), encoded[:40]
+
+
 def test_the_session_ends_after_the_idle_timeout_and_every_page_says_when(
     client: Client, registered_gp, settings
 ) -> None:
