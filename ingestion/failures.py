@@ -37,7 +37,7 @@ class FeedProcessingInterrupted(Exception):
     """
 
 
-def attempt_failed(message_id: int, progress: Progress, exc: Exception) -> str:
+def attempt_failed(*, message_id: int, progress: Progress, exc: Exception) -> str:
     """Record a failed attempt: where it failed, and the exception's class, never its text.
 
     PostgreSQL's error text quotes the values it refused, so neither the
@@ -60,7 +60,7 @@ def attempt_failed(message_id: int, progress: Progress, exc: Exception) -> str:
             entries, expression = _failure_where(message, progress)
             failure = {"stage": stage, "entries": entries, "expression": expression,
                        "error": error}  # fmt: skip
-            return record_failure(message, failure)
+            return record_failure(message=message, failure=failure)
     except Exception:
         # Not logger.exception: the traceback would carry the exception's text.
         logger.error(
@@ -75,7 +75,7 @@ def attempt_failed(message_id: int, progress: Progress, exc: Exception) -> str:
         ) from None
 
 
-def record_failure(message: FeedMessage, failure: dict[str, Any]) -> str:
+def record_failure(*, message: FeedMessage, failure: dict[str, Any]) -> str:
     """Save a failed attempt on the message: another attempt later, or FAILED after the last."""
     now = timezone.now()
     attempt, maximum = message.attempts, settings.FEED_MAX_ATTEMPTS

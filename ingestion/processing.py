@@ -71,7 +71,7 @@ def feed_message_process(*, message_id: int) -> str:
                 )
             return _process_claimed(message_id, progress)
     except Exception as exc:  # recorded on the message and logged by class: never lost
-        return attempt_failed(message_id, progress, exc)
+        return attempt_failed(message_id=message_id, progress=progress, exc=exc)
 
 
 MESSAGE_LOCK_NAMESPACE = 7402
@@ -88,7 +88,8 @@ def _process_claimed(message_id: int, progress: Progress) -> str:
     if message.attempts > settings.FEED_MAX_ATTEMPTS:
         # Every earlier attempt ended with its worker gone (a failure is recorded otherwise).
         return record_failure(
-            message, {"stage": "worker-lost", "entries": [], "expression": [], "error": ""}
+            message=message,
+            failure={"stage": "worker-lost", "entries": [], "expression": [], "error": ""},
         )
     converted = None
     try:

@@ -240,7 +240,7 @@ def feed_message_receive(
                     },
                     source_ods=[organisation.ods_code],
                 )
-                transaction.on_commit(lambda: enqueue_after_commit(message))
+                transaction.on_commit(lambda: enqueue_after_commit(message=message))
             return Received(message, duplicate=False)
         except IntegrityError:
             # A concurrent delivery of the same message won the insert.
@@ -250,7 +250,7 @@ def feed_message_receive(
     return Received(existing, duplicate=True)
 
 
-def enqueue(message_pk: int) -> None:
+def enqueue(*, message_pk: int) -> None:
     """Queue processing with Celery's usual publish retries (the sweep and other workers)."""
     from ingestion.tasks import feed_message_process_task
 
@@ -260,7 +260,7 @@ def enqueue(message_pk: int) -> None:
 BROKER_ERRORS = (KombuError, RedisError, OSError)
 
 
-def enqueue_after_commit(message: FeedMessage) -> None:
+def enqueue_after_commit(*, message: FeedMessage) -> None:
     """Queue a just-committed message without making its sender wait for the broker.
 
     The message is already stored, so the sender's receipt is true whatever

@@ -47,7 +47,7 @@ def feed_messages_sweep(*, older_than: datetime.timedelta) -> int:
         .values_list("pk", flat=True)
     )
     for pk in waiting:
-        enqueue(pk)
+        enqueue(message_pk=pk)
     return len(waiting)
 
 
@@ -81,5 +81,5 @@ def feed_message_replay(*, message: FeedMessage, actor: AuditActor) -> bool:
         },
         source_ods=[message.organisation.ods_code],
     )
-    transaction.on_commit(lambda: enqueue_after_commit(message))
+    transaction.on_commit(lambda: enqueue_after_commit(message=message))
     return True

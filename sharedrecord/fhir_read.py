@@ -136,6 +136,7 @@ def api_policy(
 
 
 def api_event_detail(
+    *,
     caller: ApiCaller,
     basis: ApiBasis,
     interaction: str,
@@ -183,7 +184,7 @@ def api_patient_search(
     The pages' own search services do the finding and write the audit event
     (naming the people found), with the API's client and purpose added.
     """
-    detail = api_event_detail(caller, basis, "search-type")
+    detail = api_event_detail(caller=caller, basis=basis, interaction="search-type")
     if nhs_number:
         found = patient_search(
             viewer=caller.user,
@@ -289,7 +290,14 @@ def api_patient_read(
         actor=caller.actor(),
         subject=audit_subject_of(patient),
         purpose=basis.purpose,
-        detail=api_event_detail(caller, basis, "read", relationships, type="Patient", entries=[]),
+        detail=api_event_detail(
+            caller=caller,
+            basis=basis,
+            interaction="read",
+            relationships=relationships,
+            type="Patient",
+            entries=[],
+        ),
         context=context,
     )
     return patient

@@ -42,8 +42,8 @@ EVENTS: dict[str, tuple[AuditAction, AuditOutcome]] = {
 
 
 def oauth_event_audit(
-    event: str,
     *,
+    event: str,
     actor: AuditActor,
     client_id: str,
     context: AuditContext,
@@ -130,8 +130,8 @@ def api_authorization_start(
     authorization.full_clean()
     authorization.save()
     oauth_event_audit(
-        "consent-given", actor=actor_for(user), client_id=application.client_id, context=context,
-        scopes=scopes, authorization=str(authorization.public_id),
+        event="consent-given", actor=actor_for(user), client_id=application.client_id,
+        context=context, scopes=scopes, authorization=str(authorization.public_id),
     )  # fmt: skip
     return authorization
 
@@ -152,7 +152,7 @@ def _end_reason(authorization: ApiAuthorization, user: User) -> str:
 
 
 def authorization_end(
-    authorization: ApiAuthorization, *, reason: str, context: AuditContext
+    *, authorization: ApiAuthorization, reason: str, context: AuditContext
 ) -> bool:
     """End an authorization and revoke every token of its chain; False if it had ended already.
 
@@ -167,7 +167,7 @@ def authorization_end(
         RefreshToken.revoke_family(authorization.token_family)
         if ended:
             oauth_event_audit(
-                "token-revoked", actor=actor_for(authorization.user),
+                event="token-revoked", actor=actor_for(authorization.user),
                 client_id=authorization.application.client_id, context=context, reason=reason,
                 authorization=str(authorization.public_id),
             )  # fmt: skip
@@ -185,7 +185,7 @@ def authorization_chain_usable(
         return False
     reason = _end_reason(authorization, user)
     if reason:
-        authorization_end(authorization, reason=reason, context=context)
+        authorization_end(authorization=authorization, reason=reason, context=context)
         return False
     return True
 
@@ -214,4 +214,4 @@ def api_tokens_revoke_for(
     if session_key:
         live = live.filter(session_id=session_key)
     context = context or AuditContext()
-    return sum(authorization_end(one, reason=reason, context=context) for one in live)
+    return sum(authorization_end(authorization=one, reason=reason, context=context) for one in live)

@@ -146,7 +146,7 @@ class SmartValidator(OAuth2Validator):  # type: ignore[misc]
         if grant is None:
             if authorization is not None and authorization.token_family is not None:
                 authorization_end(
-                    authorization,
+                    authorization=authorization,
                     reason=ApiAuthorizationEnd.CODE_REUSED,
                     context=oauth_request_context(request),
                 )
@@ -170,7 +170,7 @@ class SmartValidator(OAuth2Validator):  # type: ignore[misc]
         context = oauth_request_context(request)
         if request.grant_type == "client_credentials":
             oauth_event_audit(
-                "token-issued", actor=client_actor(client), client_id=client.client_id,
+                event="token-issued", actor=client_actor(client), client_id=client.client_id,
                 context=context, grant="client_credentials", scopes=scopes,
             )  # fmt: skip
             return
@@ -192,7 +192,7 @@ class SmartValidator(OAuth2Validator):  # type: ignore[misc]
             authorization = ApiAuthorization.objects.get(token_family=family)
             event = "token-refreshed"
         oauth_event_audit(
-            event, actor=actor_for(request.user), client_id=client.client_id, context=context,
+            event=event, actor=actor_for(request.user), client_id=client.client_id, context=context,
             grant=request.grant_type, scopes=scopes, authorization=str(authorization.public_id),
         )  # fmt: skip
 
@@ -255,12 +255,15 @@ class SmartValidator(OAuth2Validator):  # type: ignore[misc]
         )
         context = oauth_request_context(request)
         if authorization is not None:
-            authorization_end(authorization, reason=ApiAuthorizationEnd.REVOKED, context=context)
+            authorization_end(
+                authorization=authorization, reason=ApiAuthorizationEnd.REVOKED, context=context
+            )
             return
         user = access.user if access is not None else refresh.user
         super().revoke_token(token, token_type_hint, request, *args, **kwargs)
         oauth_event_audit(
-            "token-revoked", actor=actor_for(user) if user is not None else client_actor(client),
+            event="token-revoked",
+            actor=actor_for(user) if user is not None else client_actor(client),
             client_id=client.client_id, context=context, reason=ApiAuthorizationEnd.REVOKED,
         )  # fmt: skip
 

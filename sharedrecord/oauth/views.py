@@ -74,7 +74,7 @@ def _refused(request: HttpRequest, error: str) -> None:
     actor = client_actor(application) if application is not None else AuditActor.anonymous()
     grant = request.POST.get("grant_type", "")[:60]
     oauth_event_audit(
-        "refused", actor=actor, client_id=client_id, context=context_for(request),
+        event="refused", actor=actor, client_id=client_id, context=context_for(request),
         error=error[:60], grant=grant if grant.isprintable() else "",
     )  # fmt: skip
 
@@ -139,10 +139,10 @@ class SmartAuthorizationView(AuthorizationView):  # type: ignore[misc]
             client_id = client_id[:100] if client_id.isprintable() else ""
         with transaction.atomic():
             if declined and code == "access_denied":
-                oauth_event_audit("consent-refused", actor=actor, client_id=client_id,
+                oauth_event_audit(event="consent-refused", actor=actor, client_id=client_id,
                        context=context_for(request))  # fmt: skip
             else:
-                oauth_event_audit("refused", actor=actor, client_id=client_id,
+                oauth_event_audit(event="refused", actor=actor, client_id=client_id,
                                   context=context_for(request), error=code[:60])  # fmt: skip
         response: HttpResponse = super().error_response(error, application, **kwargs)
         return response
@@ -233,7 +233,7 @@ class SmartIntrospectTokenView(IntrospectTokenView):  # type: ignore[misc]
             {"token_client_id": access.application.client_id} if permitted else {}
         )
         oauth_event_audit(
-            "token-introspected", actor=client_actor(client), client_id=client.client_id,
+            event="token-introspected", actor=client_actor(client), client_id=client.client_id,
             context=context, outcome=AuditOutcome.SUCCESS if permitted else AuditOutcome.DENIED,
             active=active, **whose,
         )  # fmt: skip
