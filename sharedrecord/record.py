@@ -269,6 +269,20 @@ def _sources(visible: QuerySet[Entry]) -> list[SourceRow]:
     ]
 
 
+def _patient_and_policy(
+    *, viewer: User, patient_id: str, session_key: str, context: AuditContext | None, asked: str
+) -> tuple[Patient, AccessBasis, ViewPolicy]:
+    """The person (or an audited denial), the viewer's recorded basis and the policy under it.
+
+    Raises AccessBasisRequired when this session has recorded no basis for the person.
+    """
+    patient = patient_or_denied(viewer=viewer, patient_id=patient_id, context=context, asked=asked)
+    basis = access_basis_current(viewer=viewer, patient=patient, session_key=session_key)
+    if basis is None:
+        raise AccessBasisRequired("Record why you are viewing this record first.")
+    return patient, basis, view_policy(viewer=viewer, basis=basis)
+
+
 def record_view(
     *,
     viewer: User,
@@ -286,13 +300,10 @@ def record_view(
     Side effects: one audit event listing the entries shown and the count
     withheld.
     """
-    patient = patient_or_denied(
-        viewer=viewer, patient_id=patient_id, context=context, asked="record"
-    )
-    basis = access_basis_current(viewer=viewer, patient=patient, session_key=session_key)
-    if basis is None:
-        raise AccessBasisRequired("Record why you are viewing this record first.")
-    policy = view_policy(viewer=viewer, basis=basis)
+    patient, basis, policy = _patient_and_policy(
+        viewer=viewer, patient_id=patient_id, session_key=session_key, context=context,
+        asked="record",
+    )  # fmt: skip
     if section is not None and not policy.may_see_section(section):
         audit_event_record(
             action=AuditAction.ACCESS_DENIED,
@@ -370,13 +381,10 @@ def document_view(
     Raises PatientNotFound alike for a document that does not exist and one
     the viewer may not see. Side effects: one audit event (document-view).
     """
-    patient = patient_or_denied(
-        viewer=viewer, patient_id=patient_id, context=context, asked="document"
-    )
-    basis = access_basis_current(viewer=viewer, patient=patient, session_key=session_key)
-    if basis is None:
-        raise AccessBasisRequired("Record why you are viewing this record first.")
-    policy = view_policy(viewer=viewer, basis=basis)
+    patient, basis, policy = _patient_and_policy(
+        viewer=viewer, patient_id=patient_id, session_key=session_key, context=context,
+        asked="document",
+    )  # fmt: skip
     visible = entries_visible(
         patient=patient, policy=policy, sections=frozenset({RecordSection.DOCUMENTS.value})
     )

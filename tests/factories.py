@@ -8,6 +8,9 @@ import datetime
 import itertools
 import json
 import re
+import socket
+import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any, cast
@@ -357,3 +360,19 @@ def deeply_nested_xml(depth: int) -> str:
         '<system value="https://fhir.nhs.uk/Id/nhs-number"/>'
         f'<value value="{next_nhs_number()}"/></identifier></Patient></resource></entry></Bundle>'
     )
+
+
+# ------------------------------------------------------------------ processes under test
+
+
+def wait_until_listening(proc: subprocess.Popen[bytes], port: int, name: str) -> None:
+    """Wait (up to 30 s) until a started process accepts TCP on 127.0.0.1:port."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert proc.poll() is None, f"{name} exited"
+            assert time.monotonic() < deadline, f"{name} did not start"
+            time.sleep(0.2)

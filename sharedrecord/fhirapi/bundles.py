@@ -115,40 +115,24 @@ def patient_entry(base: str, patient: Patient) -> str:
     )
 
 
+def _warning_entry(code: str, text: str) -> str:
+    """A searchset entry (mode "outcome") holding one warning issue."""
+    issue = outcome_issue(severity="warning", code=code, text=text)
+    return json.dumps({"resource": operation_outcome([issue]), "search": {"mode": "outcome"}})
+
+
 def too_many_entry() -> str:
     """The warning a patient search gives when more people match than it may show."""
-    return json.dumps(
-        {
-            "resource": operation_outcome(
-                [
-                    outcome_issue(
-                        severity="warning",
-                        code="too-costly",
-                        text="More people match than can be shown: add gender or "
-                        "address-postalcode, or search by NHS number.",
-                    )
-                ]
-            ),
-            "search": {"mode": "outcome"},
-        }
+    return _warning_entry(
+        "too-costly",
+        "More people match than can be shown: add gender or address-postalcode, "
+        "or search by NHS number.",
     )
 
 
 def _withheld_entry() -> str:
-    return json.dumps(
-        {
-            "resource": operation_outcome(
-                [
-                    outcome_issue(
-                        severity="warning",
-                        code="suppressed",
-                        text="Some items were withheld under the sharing agreement's "
-                        "sensitivity rules.",
-                    )
-                ]
-            ),
-            "search": {"mode": "outcome"},
-        }
+    return _warning_entry(
+        "suppressed", "Some items were withheld under the sharing agreement's sensitivity rules."
     )
 
 

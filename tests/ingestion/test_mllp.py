@@ -30,6 +30,7 @@ from tests.factories import (
     make_credential,
     make_organisation,
     next_nhs_number,
+    wait_until_listening,
 )
 from tests.ingestion.test_hl7v2 import SUPPORTED, UNSUPPORTED
 from tests.services import CeleryWorker, database_url, free_port
@@ -49,15 +50,7 @@ def listener(celery_worker: CeleryWorker) -> Iterator[int]:
         [sys.executable, "manage.py", "mllp_listen", "--port", str(port)],
         env=env, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, "mllp_listen exited"
-            assert time.monotonic() < deadline, "mllp_listen did not start"
-            time.sleep(0.2)
+    wait_until_listening(proc, port, "mllp_listen")
     yield port
     proc.terminate()
     proc.wait(timeout=10)

@@ -35,6 +35,7 @@ from tests.factories import (
     make_credential,
     make_organisation,
     next_nhs_number,
+    wait_until_listening,
 )
 from tests.services import database_url, free_port
 
@@ -132,15 +133,7 @@ def listening(token: str, *args: str, env: dict[str, str] | None = None) -> Iter
             env=environ, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "mllp_listen exited; see .data/test-mllp-hardening.log"
-                assert time.monotonic() < deadline, "mllp_listen did not start"
-                time.sleep(0.2)
+        wait_until_listening(proc, port, "mllp_listen (see .data/test-mllp-hardening.log)")
         yield Listener(proc, port)
     finally:
         if proc.poll() is None:
