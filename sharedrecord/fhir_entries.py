@@ -25,12 +25,14 @@ from typing import TypeVar
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q, QuerySet
+from django.db.models.fields.tuple_lookups import Tuple, TupleGreaterThan
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditContext, audit_event_record
 from sharedrecord.access import (
+    ODS_SYSTEM,
     REDACTION_ALSO_DROPS,
     Relationship,
     ViewPolicy,
@@ -170,9 +172,164 @@ def query_key(params: Iterable[tuple[str, str]]) -> str:
     return hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16]
 
 
+# The stored resource with our id and provenance in meta, turned to text by PostgreSQL.
+# Its subject (or patient) reference is pointed at the person's id here, so a
+# client can follow it; the source's own reference names the source's id.
+# Elements the caller's policy withholds (access.ViewPolicy.withheld_elements,
+# passed as {type: [element, ...]}) are removed, with the narrative and contained
+# resources that may repeat them (access.REDACTION_ALSO_DROPS), and the resource
+# then carries the REDACTED security label, so nobody reads it as complete.
+# What we set is built as one small object and laid over the stored resource
+# once: each `||` onto the whole resource copies it, which is most of the cost.
+RESOURCE_SQL = """(
+    {resource} || (jsonb_build_object(
+        'id', e.public_id::text,
+        'meta', coalesce(e.resource -> 'meta', '{{}}'::jsonb) || jsonb_build_object(
+            'source', %s || o.ods_code
+                || CASE WHEN e.source_system = '' THEN ''
+                        ELSE '#' || replace(e.source_system, ' ', '%%20') END,
+            'lastUpdated', to_char(e.updated_at AT TIME ZONE 'UTC',
+                                   'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+        ) {security}
+    )
+    || CASE WHEN jsonb_typeof(e.resource -> 'subject') = 'object' THEN jsonb_build_object(
+        'subject', (e.resource -> 'subject') - 'reference'
+                   || jsonb_build_object('reference', 'Patient/' || %s)) ELSE '{{}}' END
+    || CASE WHEN jsonb_typeof(e.resource -> 'patient') = 'object' THEN jsonb_build_object(
+        'patient', (e.resource -> 'patient') - 'reference'
+                   || jsonb_build_object('reference', 'Patient/' || %s)) ELSE '{{}}' END)
+)::text"""
+REDACTED_SECURITY_SQL = """|| CASE WHEN e.resource ?| w.elements THEN jsonb_build_object(
+            'security',
+            coalesce(e.resource #> '{meta,security}', '[]'::jsonb) || %s::jsonb)
+            ELSE '{}'::jsonb END"""
+
+# The entry's source; and, for a policy that withholds elements, the ones
+# withheld from each entry (parameters: withheld, also).
+SOURCE_JOIN_SQL = "JOIN sharedrecord_organisation o ON o.id = e.source_org_id"
+REDACTION_JOIN_SQL = """
+CROSS JOIN LATERAL (
+    SELECT ARRAY(SELECT jsonb_array_elements_text(%s::jsonb -> e.resource_type)) AS elements
+) v
+CROSS JOIN LATERAL (
+    SELECT v.elements,
+           CASE WHEN e.resource ?| v.elements THEN v.elements || %s::text[]
+                ELSE v.elements END AS dropped
+) w
+"""
+
+REDACTED_LABEL = [
+    {
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+        "code": "REDACTED",
+        "display": "redacted",
+    }
+]
+PROVENANCE_AUTHOR = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+            "code": "author",
+        }
+    ]
+}
+
+
+@dataclass(frozen=True)
+class _ResourceSql:
+    """The served resource's expression and its joins, for one person and policy."""
+
+    expression: str
+    expression_params: list[object]
+    joins: str
+    join_params: list[object]
+
+
+def _resource_sql(patient: Patient, policy: ViewPolicy) -> _ResourceSql:
+    person = str(patient.public_id)
+    if not policy.withheld_elements:
+        return _ResourceSql(
+            RESOURCE_SQL.format(resource="e.resource", security=""),
+            [ORD_URL, person, person],
+            SOURCE_JOIN_SQL,
+            [],
+        )
+    withheld = {kind: sorted(names) for kind, names in policy.withheld_elements.items()}
+    return _ResourceSql(
+        RESOURCE_SQL.format(resource="(e.resource - w.dropped)", security=REDACTED_SECURITY_SQL),
+        [ORD_URL, json.dumps(REDACTED_LABEL), person, person],
+        SOURCE_JOIN_SQL + REDACTION_JOIN_SQL,
+        [json.dumps(withheld), sorted(REDACTION_ALSO_DROPS)],
+    )
+
+
+def _texts(patient: Patient, ids: list[int], policy: ViewPolicy) -> dict[uuid.UUID, str]:
+    if not ids:
+        return {}
+    resource = _resource_sql(patient, policy)
+    sql = (
+        f"SELECT e.public_id, {resource.expression} FROM sharedrecord_entry e {resource.joins}"  # noqa: S608 (constants)
+        " WHERE e.patient_id = %s AND e.id = ANY(%s)"
+    )
+    params = [*resource.expression_params, *resource.join_params, patient.pk, ids]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {public_id: text for public_id, text in cursor.fetchall()}
+
+
+# One page, in one statement: the keyset read (the caller's query, with the
+# policy in its WHERE clause, served in order from entry_api_paging), then,
+# for the page's rows, their Bundle entries joined into one text, the ids the
+# audit event names, the sources, and where the next page starts. Nothing is
+# parsed or built in Python per entry, so a page costs little more than
+# PostgreSQL's own turning of the rows into text.
+PAGE_SQL = """
+WITH k AS ({keys}),
+numbered AS (
+    SELECT k.id, row_number() OVER (ORDER BY k.received_at, k.public_id) AS n FROM k
+),
+shown AS (
+    SELECT n.n, e.public_id, e.received_at, e.resource_type, e.updated_at,
+           o.ods_code, o.name AS org_name, e.source_system,
+           {resource} AS text
+    FROM numbered n JOIN sharedrecord_entry e ON e.id = n.id {joins}
+    WHERE n.n <= %s
+)
+SELECT
+    (SELECT count(*) FROM numbered) AS fetched,
+    count(*) AS shown,
+    coalesce(string_agg(
+        '{{"fullUrl":' || to_json(%s || '/' || s.resource_type || '/' || s.public_id::text)::text
+        || ',"resource":' || s.text || ',"search":{{"mode":"match"}}}}',
+        ',' ORDER BY s.n), '') AS entries,
+    CASE WHEN %s THEN coalesce(string_agg(jsonb_build_object(
+        'fullUrl', %s || '/Provenance/' || s.public_id::text || '-source',
+        'resource', jsonb_build_object(
+            'resourceType', 'Provenance',
+            'id', s.public_id::text || '-source',
+            'target', jsonb_build_array(jsonb_build_object(
+                'reference', s.resource_type || '/' || s.public_id::text)),
+            'recorded', to_char(s.updated_at AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            'agent', jsonb_build_array(jsonb_build_object(
+                'type', %s::jsonb,
+                'who', jsonb_build_object(
+                    'identifier', jsonb_build_object('system', %s, 'value', s.ods_code),
+                    'display', s.org_name || CASE WHEN s.source_system = '' THEN ''
+                                                  ELSE ' (' || s.source_system || ')' END)))),
+        'search', jsonb_build_object('mode', 'include'))::text, ',' ORDER BY s.n), '')
+        ELSE '' END AS provenance,
+    coalesce(array_agg(s.public_id::text ORDER BY s.n), '{{}}') AS ids,
+    coalesce(array_agg(DISTINCT s.ods_code), '{{}}') AS sources,
+    (array_agg(s.received_at ORDER BY s.n DESC))[1] AS last_received,
+    (array_agg(s.public_id ORDER BY s.n DESC))[1] AS last_id
+FROM shown s
+"""
+
+
 @dataclass(frozen=True)
 class Row:
-    """One entry of a page: its text is the stored resource with our id and meta."""
+    """One entry read by id: its text is the stored resource with our id and meta."""
 
     public_id: uuid.UUID
     resource_type: str
@@ -185,81 +342,57 @@ class Row:
 
 @dataclass(frozen=True)
 class Page:
+    """One page of a search, its entries already Bundle entry JSON made by PostgreSQL."""
+
     patient: Patient
-    rows: list[Row]
+    entries: str  # the page's Bundle entries (mode "match"), comma-separated JSON
+    provenance: str  # their Provenance entries (mode "include"), if asked for
+    shown: int  # how many entries the page holds
     total: int
     withheld: bool  # entries of the asked-for types were withheld for sensitivity
     next_cursor: Cursor | None
 
 
-# The stored resource with our id and provenance in meta, turned to text by PostgreSQL.
-# Its subject (or patient) reference is pointed at the person's id here, so a
-# client can follow it; the source's own reference names the source's id.
-# Elements the caller's policy withholds (access.ViewPolicy.withheld_elements,
-# passed as {type: [element, ...]}) are removed, with the narrative and contained
-# resources that may repeat them (access.REDACTION_ALSO_DROPS), and the resource
-# then carries the REDACTED security label, so nobody reads it as complete.
-RESOURCE_TEXT_SQL = """
-SELECT e.public_id, (
-    (e.resource - w.dropped) || jsonb_build_object(
-        'id', e.public_id::text,
-        'meta', coalesce(e.resource -> 'meta', '{}'::jsonb) || jsonb_build_object(
-            'source', %(ord)s || o.ods_code
-                || CASE WHEN e.source_system = '' THEN ''
-                        ELSE '#' || replace(e.source_system, ' ', '%%20') END,
-            'lastUpdated', to_char(e.updated_at AT TIME ZONE 'UTC',
-                                   'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-        ) || CASE WHEN e.resource ?| w.elements THEN jsonb_build_object(
-            'security',
-            coalesce(e.resource #> '{meta,security}', '[]'::jsonb) || %(redacted)s::jsonb)
-            ELSE '{}'::jsonb END
-    )
-    || CASE WHEN jsonb_typeof(e.resource -> 'subject') = 'object' THEN jsonb_build_object(
-        'subject', (e.resource -> 'subject') - 'reference'
-                   || jsonb_build_object('reference', 'Patient/' || %(person)s)) ELSE '{}' END
-    || CASE WHEN jsonb_typeof(e.resource -> 'patient') = 'object' THEN jsonb_build_object(
-        'patient', (e.resource -> 'patient') - 'reference'
-                   || jsonb_build_object('reference', 'Patient/' || %(person)s)) ELSE '{}' END
-)::text
-FROM sharedrecord_entry e JOIN sharedrecord_organisation o ON o.id = e.source_org_id
-CROSS JOIN LATERAL (
-    SELECT ARRAY(SELECT jsonb_array_elements_text(%(withheld)s::jsonb -> e.resource_type))
-        AS elements
-) v
-CROSS JOIN LATERAL (
-    SELECT v.elements,
-           CASE WHEN e.resource ?| v.elements THEN v.elements || %(also)s::text[]
-                ELSE v.elements END AS dropped
-) w
-WHERE e.patient_id = %(patient)s AND e.id = ANY(%(ids)s)
-"""
-REDACTED_LABEL = [
-    {
-        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-        "code": "REDACTED",
-        "display": "redacted",
-    }
-]
+@dataclass(frozen=True)
+class _PageRead:
+    more: bool
+    shown: int
+    entries: str
+    provenance: str
+    ids: list[str]
+    sources: list[str]
+    last: tuple[datetime.datetime, uuid.UUID] | None
 
 
-def _texts(patient: Patient, ids: list[int], policy: ViewPolicy) -> dict[uuid.UUID, str]:
-    if not ids:
-        return {}
-    withheld = {kind: sorted(names) for kind, names in policy.withheld_elements.items()}
+def _page_read(
+    *,
+    keys: QuerySet[Entry],
+    count: int,
+    patient: Patient,
+    policy: ViewPolicy,
+    base: str,
+    provenance: bool,
+) -> _PageRead:
+    """The page (at most `count` entries of `keys`, which holds one more if more follow)."""
+    keys_sql, keys_params = keys.query.sql_with_params()
+    resource = _resource_sql(patient, policy)
+    sql = PAGE_SQL.format(keys=keys_sql, resource=resource.expression, joins=resource.joins)
+    params = [
+        *keys_params,
+        *resource.expression_params,
+        *resource.join_params,
+        count,
+        base,
+        provenance,
+        base,
+        json.dumps(PROVENANCE_AUTHOR),
+        ODS_SYSTEM,
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(
-            RESOURCE_TEXT_SQL,
-            {
-                "ord": ORD_URL,
-                "redacted": json.dumps(REDACTED_LABEL),
-                "person": str(patient.public_id),
-                "withheld": json.dumps(withheld),
-                "also": sorted(REDACTION_ALSO_DROPS),
-                "patient": patient.pk,
-                "ids": ids,
-            },
-        )
-        return {public_id: text for public_id, text in cursor.fetchall()}
+        cursor.execute(sql, params)
+        fetched, shown, entries, prov, ids, sources, last_received, last_id = cursor.fetchone()
+    last = (last_received, last_id) if last_id is not None else None
+    return _PageRead(fetched > count, shown, entries, prov, ids, sources, last)
 
 
 def api_entries_page(
@@ -272,25 +405,30 @@ def api_entries_page(
     cursor: Cursor | None,
     query: str,
     interaction: str,
+    base: str,
     search: TypeSearch | None = None,
     since: datetime.datetime | None = None,
+    provenance: bool = False,
     context: AuditContext | None = None,
 ) -> Page:
     """One page of the person's entries of these types that this caller may see; audited.
 
     `search` (a type search's filters) and `since` ($everything's _since)
-    narrow it (entries_matching).
+    narrow it (entries_matching). The entries come as Bundle entry JSON
+    whose fullUrl starts with `base`; with `provenance`, each has its
+    source's Provenance too (`_revinclude=Provenance:target`).
 
     Stable paging: entries come in arrival order (received_at, then public
     id) up to the first page's snapshot time, so an entry that arrives while
     a client pages is left for its next `_since` read, and an updated entry
     keeps its place: no duplicates, no gaps. The total and the "withheld"
-    flag are the first page's, carried in the cursor.
+    flag are the first page's, carried in the cursor; a first page that holds
+    everything counts itself, so only a record longer than a page is counted.
     Raises PatientNotFound (after an audited denial) for a person the caller
     may not see. Side effects: one audit event (api-read) listing every
     entry returned, flagged for review for emergency access or when the
     feeds show no relationship between the caller's organisation and the
-    person.
+    person; it commits before the page is returned.
     """
     actor = caller.actor()
     patient = patient_or_denied(
@@ -305,28 +443,27 @@ def api_entries_page(
     wanted = Q(resource_type__in=sorted(types)) & entries_matching(search=search, since=since)
     as_of = cursor.as_of if cursor else timezone.now()
     matching = visible.entries.filter(wanted, received_at__lte=as_of)
-    if cursor is None:
-        total = matching.count()
+    if cursor is not None:
+        # (received_at, public_id) > the cursor's, as one row comparison the
+        # index serves in order (an OR of the two makes PostgreSQL sort).
+        after = TupleGreaterThan(
+            Tuple(F("received_at"), F("public_id")), (cursor.received_at, cursor.public_id)
+        )
+        matching = matching.filter(after)
+    keys = matching.select_related(None).order_by("received_at", "public_id")
+    read = _page_read(
+        keys=keys.values("id", "received_at", "public_id")[: count + 1],
+        count=count, patient=patient, policy=policy, base=base, provenance=provenance,
+    )  # fmt: skip
+    if cursor is not None:
+        total, withheld = cursor.total, cursor.withheld
+    else:
+        total = matching.count() if read.more or count == 0 else read.shown
         # Anything withheld, overall: never which type or section it is in.
         withheld = visible.hidden.exists()
-    else:
-        total, withheld = cursor.total, cursor.withheld
-        matching = matching.filter(
-            Q(received_at__gt=cursor.received_at)
-            | Q(received_at=cursor.received_at, public_id__gt=cursor.public_id)
-        )
-    keys = list(
-        matching.order_by("received_at", "public_id").values_list(
-            "id", "public_id", "received_at", "resource_type", "updated_at",
-            "source_org__ods_code", "source_org__name", "source_system",
-        )[: count + 1]
-    )  # fmt: skip
-    more = len(keys) > count
-    keys = keys[:count]
     next_cursor = None
-    if more and keys:  # _count=0 asks for the total alone: no page follows
-        last = keys[-1]
-        next_cursor = Cursor(as_of, last[2], last[1], total, withheld, query)
+    if read.more and read.last is not None:  # _count=0 asks for the total alone
+        next_cursor = Cursor(as_of, read.last[0], read.last[1], total, withheld, query)
     with transaction.atomic():
         audit_event_record(
             action=AuditAction.API_READ,
@@ -338,15 +475,13 @@ def api_entries_page(
                 basis=basis,
                 interaction=interaction,
                 relationships=relationships,
-                entries=[str(k[1]) for k in keys],
+                entries=read.ids,
                 withheld=withheld,
             ),
-            source_ods={k[5] for k in keys},
+            source_ods=read.sources,
             context=context,
         )
-    texts = _texts(patient, [k[0] for k in keys], policy)
-    rows = [Row(k[1], k[3], k[4], k[5], k[6], k[7], texts[k[1]]) for k in keys if k[1] in texts]
-    return Page(patient, rows, total, withheld, next_cursor)
+    return Page(patient, read.entries, read.provenance, read.shown, total, withheld, next_cursor)
 
 
 def _entry_visible(

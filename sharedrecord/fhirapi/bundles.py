@@ -1,7 +1,7 @@
 """What the FHIR read API writes: searchset Bundles streamed entry by entry, OperationOutcomes.
 
-Entries arrive as JSON text (fhir_entries.Row.text, made by PostgreSQL) and are
-streamed as they are; nothing here parses a stored resource.
+A page's entries arrive as Bundle entry JSON text (fhir_entries.Page, made by
+PostgreSQL) and are streamed as they are; nothing here parses a stored resource.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from audit.outcomes import FHIR_JSON, operation_outcome, outcome_issue
-from sharedrecord.access import ODS_SYSTEM
-from sharedrecord.fhir_entries import Page, Row
+from sharedrecord.fhir_entries import Page
 from sharedrecord.fhir_read import patient_resource
 from sharedrecord.models import Patient
 
@@ -36,46 +35,6 @@ def instant(value: datetime.datetime) -> str:
 def link(base: str, path: str, params: list[tuple[str, str]]) -> str:
     """An absolute URL of the read API with these query parameters."""
     return f"{base}/{path}" + (f"?{urlencode(params)}" if params else "")
-
-
-def _entry_json(base: str, row: Row) -> str:
-    return (
-        f'{{"fullUrl":"{base}/{row.resource_type}/{row.public_id}",'
-        f'"resource":{row.text},"search":{{"mode":"match"}}}}'
-    )
-
-
-def _provenance(base: str, row: Row) -> str:
-    who = row.source_name + (f" ({row.source_system})" if row.source_system else "")
-    resource = {
-        "resourceType": "Provenance",
-        "id": f"{row.public_id}-source",
-        "target": [{"reference": f"{row.resource_type}/{row.public_id}"}],
-        "recorded": instant(row.updated_at),
-        "agent": [
-            {
-                "type": {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                            "code": "author",
-                        }
-                    ]
-                },
-                "who": {
-                    "identifier": {"system": ODS_SYSTEM, "value": row.source_ods},
-                    "display": who,
-                },
-            }
-        ],
-    }
-    return json.dumps(
-        {
-            "fullUrl": f"{base}/Provenance/{row.public_id}-source",
-            "resource": resource,
-            "search": {"mode": "include"},
-        }
-    )
 
 
 def bundle(
@@ -137,13 +96,10 @@ def _withheld_entry() -> str:
 
 
 def page_response(
-    base: str, path: str, params: list[tuple[str, str]], page: Page,
-    revinclude: bool = False,
-) -> StreamingHttpResponse:  # fmt: skip
+    base: str, path: str, params: list[tuple[str, str]], page: Page
+) -> StreamingHttpResponse:
     """One page of entries as a Bundle, with a next link carrying the cursor if more follow."""
-    entries = [_entry_json(base, row) for row in page.rows]
-    if revinclude:
-        entries += [_provenance(base, row) for row in page.rows]
+    entries = [text for text in (page.entries, page.provenance) if text]
     if page.withheld:
         entries.append(_withheld_entry())
     kept = [(k, v) for k, v in params if k != "_cursor"]

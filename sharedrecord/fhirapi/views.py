@@ -340,12 +340,12 @@ class PatientEverythingApi(FhirApi):
         query = query_key(params)
         cursor = _cursor(search.cursor, query)
         identifier = _public_id_or_404(patient_id)
+        base = self.base(request)
         page = api_entries_page(
             caller=caller, basis=basis, patient_id=identifier, types=types, since=search.since,
             count=search.count, cursor=cursor, query=query, interaction="everything",
-            context=context_for(request),
+            base=base, context=context_for(request),
         )  # fmt: skip
-        base = self.base(request)
         response = page_response(base, f"Patient/{identifier}/$everything", params, page)
         if cursor is None and "Patient" in types:
             # The person comes first, on the first page (FHIR: the Patient is in $everything).
@@ -382,16 +382,14 @@ class TypeSearchApi(FhirApi):
                 caller=caller, basis=basis, patient_id=_public_id_or_404(search.patient),
                 types=frozenset({resource_type}), search=search, count=search.count,
                 cursor=cursor, query=query, interaction="search-type",
+                base=self.base(request), provenance=search.revinclude_provenance,
                 context=context_for(request),
             )  # fmt: skip
         except (PatientNotFound, Http404):
             # A person the caller may not see answers like nobody: an empty search.
             links = [("self", link(self.base(request), resource_type, params))]
             return bundle(total=0, links=links, entries=[])
-        return page_response(
-            self.base(request), resource_type, params, page,
-            revinclude=search.revinclude_provenance,
-        )  # fmt: skip
+        return page_response(self.base(request), resource_type, params, page)
 
 
 class EntryReadApi(FhirApi):
