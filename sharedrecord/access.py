@@ -479,6 +479,8 @@ def _very_restricted() -> Q:
 class VisibleEntries:
     entries: QuerySet[Entry]
     hidden: QuerySet[Entry]  # in the asked-for sections, withheld for sensitivity
+    in_scope: QuerySet[Entry]  # both, and the demographics left out: one scan can count all
+    hidden_where: Q  # which of in_scope are hidden
 
     @functools.cached_property
     def withheld(self) -> int:
@@ -523,6 +525,8 @@ def entries_visible(
     return VisibleEntries(
         entries=in_scope.exclude(hidden).exclude(knows_only).select_related("source_org"),
         hidden=in_scope.filter(hidden),
+        in_scope=in_scope,
+        hidden_where=hidden,
     )
 
 

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet, Value
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditContext, audit_event_record
 from sharedrecord.access import (
     ViewPolicy,
+    VisibleEntries,
     access_basis_current,
     entries_visible,
     entry_is_sensitive,
@@ -189,49 +190,91 @@ def _shown(
     return [_one_shown(e, policy, now, linked.get(e.pk)) for e in rows]
 
 
-def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
+@dataclass(frozen=True)
+class _Part:
+    """One list of the summary: which entries it holds, in what order, how many."""
+
+    name: str
+    section: RecordSection
+    where: Q
+    order: tuple[str, ...] = ("-effective_at", "-id")
+    limit: int | None = None
+
+
+def _summary_parts(now: datetime.datetime) -> list[_Part]:
     """What the summary lists as current: each filter says what "current" means.
 
     An alert whose period has ended, a problem whose diagnosis was refuted and
     a medicine or plan that is complete are not current; they stay in their
     sections, with their qualifiers.
     """
+    return [
+        _Part("alerts", RecordSection.ALERTS, Q(status="active")),
+        _Part("allergies", RecordSection.ALLERGIES, Q()),
+        _Part("medications", RecordSection.MEDICATIONS, Q(status__in=CURRENT_MEDICATION)),
+        _Part("problems", RecordSection.PROBLEMS, Q(status__in=ACTIVE_CLINICAL)),
+        _Part(
+            "encounters", RecordSection.ENCOUNTERS, Q(effective_at__lte=now),
+            limit=SUMMARY_RECENT,
+        ),
+        _Part(
+            "results", RecordSection.RESULTS,
+            Q(resource_type__in=("Observation", "DiagnosticReport")), limit=SUMMARY_RECENT,
+        ),
+        _Part(
+            "appointments", RecordSection.APPOINTMENTS,
+            Q(effective_at__gte=now, status__in=UPCOMING_APPOINTMENT),
+            order=("effective_at", "id"), limit=SUMMARY_RECENT,
+        ),
+        _Part("care_plans", RecordSection.CARE_PLANS, Q(status="active")),
+    ]  # fmt: skip
+
+
+def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
+    """The summary's lists, read in two queries whatever the record's size.
+
+    The first names each list's entries (one ordered, limited subquery per
+    list, served by the entry_section index); the second reads them.
+    """
     now = timezone.now()
-    newest = ("-effective_at", "-id")
-
-    def part(
-        section: RecordSection, where: Q, order: tuple[str, ...] = newest, limit: int | None = None
-    ) -> list[ShownEntry]:
-        if not policy.may_see_section(section):
-            return []
-        query = visible.filter(where, section=section).exclude(status="entered-in-error")
-        return _shown(query.order_by(*order)[:limit], policy, visible)
-
-    allergies = part(RecordSection.ALLERGIES, Q())
+    parts = [p for p in _summary_parts(now) if policy.may_see_section(p.section)]
+    current = visible.exclude(status="entered-in-error")
+    named = [
+        current.filter(part.where, section=part.section)
+        .order_by(*part.order)
+        .annotate(part=Value(part.name))
+        .values_list("id", "part")[: part.limit]
+        for part in parts
+    ]
+    chosen: dict[int, str] = {}
+    if named:
+        chosen = dict(named[0].union(*named[1:], all=True)) if len(named) > 1 else dict(named[0])
+    entries = list(visible.filter(pk__in=list(chosen)))
+    shown = dict(zip((e.pk for e in entries), _shown(entries, policy, visible), strict=True))
+    lists: dict[str, list[ShownEntry]] = {part.name: [] for part in _summary_parts(now)}
+    for part in parts:
+        mine = [e for e in entries if chosen[e.pk] == part.name]
+        for field in reversed(part.order):  # stable sorts, last key first
+            key = field.lstrip("-")
+            mine.sort(key=lambda e, k=key: _sort_key(getattr(e, k)), reverse=field[0] == "-")
+        lists[part.name] = [shown[e.pk] for e in mine]
+    allergies = lists["allergies"]
     return Summary(
-        alerts=[a for a in part(RecordSection.ALERTS, Q(status="active")) if a.current],
+        alerts=[a for a in lists["alerts"] if a.current],
         allergies=[a for a in allergies if a.code not in NO_KNOWN_ALLERGY_CODES],
         no_known_allergies=[a for a in allergies if a.code in NO_KNOWN_ALLERGY_CODES],
-        medications=part(RecordSection.MEDICATIONS, Q(status__in=CURRENT_MEDICATION)),
-        problems=[
-            p
-            for p in part(RecordSection.PROBLEMS, Q(status__in=ACTIVE_CLINICAL))
-            if p.verification not in NOT_A_PROBLEM
-        ],
-        encounters=part(RecordSection.ENCOUNTERS, Q(effective_at__lte=now), limit=SUMMARY_RECENT),
-        results=part(
-            RecordSection.RESULTS,
-            Q(resource_type__in=("Observation", "DiagnosticReport")),
-            limit=SUMMARY_RECENT,
-        ),
-        appointments=part(
-            RecordSection.APPOINTMENTS,
-            Q(effective_at__gte=now, status__in=UPCOMING_APPOINTMENT),
-            order=("effective_at", "id"),
-            limit=SUMMARY_RECENT,
-        ),
-        care_plans=part(RecordSection.CARE_PLANS, Q(status="active")),
+        medications=lists["medications"],
+        problems=[p for p in lists["problems"] if p.verification not in NOT_A_PROBLEM],
+        encounters=lists["encounters"],
+        results=lists["results"],
+        appointments=lists["appointments"],
+        care_plans=lists["care_plans"],
     )
+
+
+def _sort_key(value: Any) -> tuple[bool, Any]:
+    """Sorts as PostgreSQL orders (NULL above every value): a missing date last going up."""
+    return (True, 0) if value is None else (False, value)
 
 
 def _audited(shown: list[ShownEntry]) -> list[str]:
@@ -239,24 +282,30 @@ def _audited(shown: list[ShownEntry]) -> list[str]:
     return list(dict.fromkeys(i for item in shown for i in (item.public_id, *item.linked_entries)))
 
 
-def _sources(visible: QuerySet[Entry]) -> list[SourceRow]:
-    """Every connected organisation, with what it holds for the person that the viewer may see.
+def _sources(visible: VisibleEntries) -> tuple[list[SourceRow], int]:
+    """Each connected organisation with what the viewer may see of it; and how many are withheld.
 
     Counted from the viewer's visible clinical entries only: an
     organisation's withheld items are never counted against it (they are
-    counted once, overall, in CombinedRecord.withheld), and its copy of the
-    person's demographics is not an item (it would tell that the
-    organisation knows the person, whatever the viewer may see of its care).
+    counted once, overall), and its copy of the person's demographics is not
+    an item (it would tell that the organisation knows the person, whatever
+    the viewer may see of its care). One scan of the person's entries counts
+    both.
     """
     connected = Organisation.objects.with_active_agreement().order_by("kind", "name")
-    mine = {
-        row["source_org"]: row
-        for row in visible.exclude(section=RecordSection.DEMOGRAPHICS)
-        .order_by()
+    hidden = visible.hidden_where
+    shown = ~hidden & ~Q(section=RecordSection.DEMOGRAPHICS)
+    counts = (
+        visible.in_scope.order_by()
         .values("source_org")
-        .annotate(n=Count("id"), latest=Max("updated_at"))
-    }
-    return [
+        .annotate(
+            n=Count("id", filter=shown),
+            latest=Max("updated_at", filter=shown),
+            withheld=Count("id", filter=hidden),
+        )
+    )
+    mine = {row["source_org"]: row for row in counts}
+    rows = [
         SourceRow(
             name=org.name,
             ods_code=org.ods_code,
@@ -267,6 +316,7 @@ def _sources(visible: QuerySet[Entry]) -> list[SourceRow]:
         )
         for org in connected
     ]
+    return rows, sum(row["withheld"] for row in mine.values())
 
 
 def _patient_and_policy(
@@ -319,6 +369,7 @@ def record_view(
         # One section's entries are everything's in that section (the policy's
         # other rules do not depend on the sections asked for).
         visible = everything.entries.filter(section=section) if section else everything.entries
+        sources, withheld = _sources(everything)
         record = CombinedRecord(
             patient=patient,
             basis=basis,
@@ -326,8 +377,8 @@ def record_view(
             registered_gp=Organisation.objects.filter(ods_code=patient.registered_gp_ods).first()
             if patient.registered_gp_ods
             else None,
-            sources=_sources(everything.entries),
-            withheld=everything.withheld,
+            sources=sources,
+            withheld=withheld,
             hidden_sections=[
                 label for value, label in RecordSection.choices if value not in policy.sections
             ],
@@ -352,7 +403,7 @@ def record_view(
                 "basis": str(basis.public_id),
                 "section": section or "summary",
                 "entries": _audited(shown),
-                "withheld": everything.withheld,
+                "withheld": withheld,
                 "break_glass": policy.break_glass,
             },
             source_ods={item.source_ods for item in shown},
