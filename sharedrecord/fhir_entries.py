@@ -299,8 +299,8 @@ SELECT
     (SELECT count(*) FROM numbered) AS fetched,
     count(*) AS shown,
     coalesce(string_agg(
-        '{{"fullUrl":' || to_json(%s || '/' || s.resource_type || '/' || s.public_id::text)::text
-        || ',"resource":' || s.text || ',"search":{{"mode":"match"}}}}',
+        '{{"fullUrl":"' || %s || '/' || s.resource_type || '/' || s.public_id::text
+        || '","resource":' || s.text || ',"search":{{"mode":"match"}}}}',
         ',' ORDER BY s.n), '') AS entries,
     CASE WHEN %s THEN coalesce(string_agg(jsonb_build_object(
         'fullUrl', %s || '/Provenance/' || s.public_id::text || '-source',
@@ -382,7 +382,7 @@ def _page_read(
         *resource.expression_params,
         *resource.join_params,
         count,
-        base,
+        json.dumps(base)[1:-1],  # JSON-escaped once, not per entry
         provenance,
         base,
         json.dumps(PROVENANCE_AUTHOR),
