@@ -305,6 +305,12 @@ class SourceKey(models.Model):
         return f"{self.resource_type}/{self.source_id}"
 
 
+# The types access.relationships_of reads (a test keeps the two lists the same).
+RELATIONSHIP_INDEX_TYPES = [
+    "Appointment", "CarePlan", "CareTeam", "Condition", "Encounter", "Flag", "ServiceRequest",
+]  # fmt: skip
+
+
 class Entry(models.Model):
     """One source resource in the combined record: the FHIR R4 JSON plus typed columns."""
 
@@ -345,6 +351,16 @@ class Entry(models.Model):
             models.Index(fields=["patient", "updated_at", "id"], name="entry_paging"),
             # The FHIR API's stable paging: arrival order, then id (fhir_read.py).
             models.Index(fields=["patient", "received_at", "public_id"], name="entry_api_paging"),
+            # The relationships the feeds show (access.relationships_of, asked on
+            # every read): an organisation's own entries of those types, newest
+            # last, answered from the index alone. Results are most of a record
+            # and are not in it.
+            models.Index(
+                fields=["patient", "source_org", "resource_type", "effective_at"],
+                include=["status", "updated_at"],
+                condition=models.Q(resource_type__in=RELATIONSHIP_INDEX_TYPES),
+                name="entry_relationship",
+            ),
         ]
         verbose_name_plural = "entries"
 

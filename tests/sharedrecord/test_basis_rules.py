@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from sharedrecord.access import (
+    ACTIVE_CARE_TYPES,
     BASIS_WORDS_MIN,
+    RELATIONSHIP_TYPES,
     api_purpose_acceptable,
     basis_is_self_claimed,
     basis_kind_allowed,
@@ -18,7 +20,7 @@ from sharedrecord.access import (
     justification_acceptable,
     override_reason_acceptable,
 )
-from sharedrecord.models import BasisKind
+from sharedrecord.models import RELATIONSHIP_INDEX_TYPES, BasisKind
 
 RELATED = ["registered"]
 
@@ -76,3 +78,8 @@ def test_an_api_purpose_is_treat_or_etreat_and_etreat_is_emergency_access() -> N
     assert not api_purpose_acceptable("HPAYMT")
     assert basis_kind_for_purpose("ETREAT") == BasisKind.BREAK_GLASS
     assert basis_kind_for_purpose("TREAT") == basis_kind_routine()
+
+
+def test_the_relationship_index_holds_every_type_the_relationships_are_read_from() -> None:
+    # A type missing from the partial index would be read from the heap on every read.
+    assert sorted(RELATIONSHIP_INDEX_TYPES) == sorted({*RELATIONSHIP_TYPES, *ACTIVE_CARE_TYPES})
