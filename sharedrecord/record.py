@@ -114,9 +114,21 @@ class CombinedRecord:
     items: list[ShownEntry] | None = None
     total_in_section: int = 0
     trends: list[Trend] | None = None
+    page: int = 1  # of a section, newest first
+    pages: int = 1
+
+    @property
+    def first_shown(self) -> int:
+        """The position of the page's first item in the section (1 for the newest)."""
+        return (self.page - 1) * SECTION_PAGE_SIZE + 1
+
+    @property
+    def last_shown(self) -> int:
+        """The position of the page's last item in the section."""
+        return self.first_shown + len(self.items or []) - 1
 
 
-SECTION_PAGE_LIMIT = 500
+SECTION_PAGE_SIZE = 100
 SUMMARY_RECENT = 5
 
 
@@ -339,9 +351,13 @@ def record_view(
     patient_id: str,
     session_key: str,
     section: str | None = None,
+    page: int = 1,
     context: AuditContext | None = None,
 ) -> CombinedRecord:
-    """The record (its summary, or one section) as this viewer may see it; an audited read.
+    """The record (its summary, or one page of a section) as this viewer may see it; audited.
+
+    A section comes SECTION_PAGE_SIZE items a page, newest first; a page past
+    the last shows nothing (the caller says so).
 
     Fails closed: without a current basis it raises AccessBasisRequired and
     shows nothing; a section outside the viewer's role raises
@@ -390,7 +406,10 @@ def record_view(
         else:
             ordered = visible.order_by("-effective_at", "-id")
             record.total_in_section = ordered.count()
-            record.items = _shown(ordered[:SECTION_PAGE_LIMIT], policy, visible)
+            record.page = page
+            record.pages = max(1, -(-record.total_in_section // SECTION_PAGE_SIZE))
+            start = (page - 1) * SECTION_PAGE_SIZE
+            record.items = _shown(ordered[start : start + SECTION_PAGE_SIZE], policy, visible)
             if section == RecordSection.RESULTS:
                 record.trends = trends_of(record.items)
             shown = record.items

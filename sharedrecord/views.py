@@ -342,15 +342,25 @@ def break_glass_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase
 # ------------------------------------------------------------------ the record (GET only)
 
 
+def _page_number(request: HttpRequest) -> int | None:
+    """The `page` a section was asked for (1 if none); None if it is not a page number."""
+    raw = request.GET.get("page", "1")
+    return int(raw) if raw.isdigit() and 0 < len(raw) <= 6 and int(raw) >= 1 else None
+
+
 def _record_response(
     request: HttpRequest, patient_id: UUID, section: str | None
 ) -> HttpResponseBase:
     user = cast(User, request.user)
     if not viewer_may_search(user):
         raise PermissionDenied("Reading records needs a clinical or care role.")
+    page = _page_number(request) if section else 1
+    if page is None:
+        context = {"patient_id": patient_id, "section": section}
+        return render(request, "sharedrecord/no_such_page.html", context, status=400)
     try:
         record = record_view(
-            viewer=user, patient_id=str(patient_id), section=section,
+            viewer=user, patient_id=str(patient_id), section=section, page=page,
             session_key=request.session.session_key or "", context=context_for(request),
         )  # fmt: skip
     except PatientNotFound:
@@ -360,6 +370,9 @@ def _record_response(
     except SectionNotAvailable as denied:
         context = {"message": denied.message, "patient_id": patient_id}
         return render(request, "sharedrecord/section_not_available.html", context, status=403)
+    if record.page > record.pages:
+        context = {"patient_id": patient_id, "section": section}
+        return render(request, "sharedrecord/no_such_page.html", context, status=404)
     context = {
         "record": record,
         "patient": record.patient,

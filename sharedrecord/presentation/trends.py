@@ -18,6 +18,16 @@ class TrendPoint:
     shown: str  # the result as the page shows it: the digits sent, and the unit
     abnormal: bool
 
+    @property
+    def cx(self) -> str:
+        """x in the SVG, as the template writes it (formatted here: cheaper than a filter)."""
+        return f"{self.x:.1f}"
+
+    @property
+    def cy(self) -> str:
+        """y in the SVG, as the template writes it."""
+        return f"{self.y:.1f}"
+
 
 @dataclass(frozen=True)
 class Trend:
@@ -31,6 +41,11 @@ class Trend:
     high: float
     width: int = 480
     height: int = 160
+
+    @property
+    def band_shown(self) -> tuple[str, str] | None:
+        """The band's y and height, as the template writes them."""
+        return (f"{self.band[0]:.1f}", f"{self.band[1]:.1f}") if self.band else None
 
     @property
     def polyline(self) -> str:
