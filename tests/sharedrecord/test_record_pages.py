@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import uuid
 
@@ -11,8 +12,19 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
-from sharedrecord.models import AccessBasis, BasisKind, Organisation, Patient
-from tests.factories import confirm_basis, fed_person, main_html, shown_entries, signed_in
+from ingestion.demo import PEOPLE, BundleBuilder
+from sharedrecord.models import AccessBasis, BasisKind, Entry, Organisation, Patient, User
+from sharedrecord.record import SECTION_PAGE_SIZE
+from tests.factories import (
+    confirm_basis,
+    fed_person,
+    feed,
+    main_html,
+    make_credential,
+    partner,
+    shown_entries,
+    signed_in,
+)
 
 pytestmark = pytest.mark.django_db
 PERSONAS = ["registered_gp", "treating_clinician", "unrelated_clinician"]
@@ -486,3 +498,62 @@ def test_script_in_a_fed_html_document_is_inert(client: Client, registered_gp) -
     assert "<h2>Discharge summary</h2><p>Home today.</p>" in page
     for active in ("<script", "onerror", "onclick", "javascript:", "<iframe", "pwned"):
         assert active not in page, active
+
+
+# ------------------------------------------------------------------ a section, page by page
+
+
+def _long_results(record: Patient, count: int) -> None:
+    """`count` more results from the practice, one a day going back (through the real feed)."""
+    someone = dataclasses.replace(
+        PEOPLE[0], key=f"long-{record.pk}", nhs_number_sent=record.nhs_number
+    )
+    builder = BundleBuilder(someone, "Z81001", "long").patient()
+    today = timezone.now()
+    for day in range(count):
+        builder.add(
+            "Observation",
+            {
+                "status": "final",
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1000"}]},
+                "effectiveDateTime": (today - datetime.timedelta(days=day)).isoformat(),
+                "valueQuantity": {"value": day, "unit": "mmol/L"},
+            },
+        )
+    credential, _ = make_credential(partner("Z81001"))
+    message = feed(credential, builder.bundle())
+    assert message.status == "done", message.issues
+
+
+def test_a_long_section_is_paged_newest_first_and_each_page_audits_only_its_items(
+    client: Client, registered_gp: User
+) -> None:
+    record = fed_person("paged")
+    _long_results(record, SECTION_PAGE_SIZE + 30)
+    signed_in(client, registered_gp)
+    assert confirm_basis(client, record).status_code == 302
+    first = client.get(f"/record/{record.public_id}/results")
+    second = client.get(f"/record/{record.public_id}/results", {"page": "2"})
+    assert first.status_code == second.status_code == 200
+    on_first, on_second = shown_entries(first), shown_entries(second)
+    assert len(on_first) == SECTION_PAGE_SIZE
+    assert on_second
+    assert not on_first & on_second
+    total = Entry.objects.filter(patient=record, section="results").count()
+    assert len(on_first) + len(on_second) == total  # every item is on one of the pages
+    assert f"Showing items 1 to {SECTION_PAGE_SIZE} of {total}" in main_html(first)
+    assert 'href="?page=2"' in main_html(first)
+    assert 'href="?page=1"' in main_html(second)
+    events = _events(registered_gp, AuditAction.SECTION_VIEW)[-2:]
+    assert [set(e.detail["entries"]) for e in events] == [on_first, on_second]
+
+
+@pytest.mark.parametrize(("page", "status"), [("0", 400), ("two", 400), ("-1", 400), ("9", 404)])
+def test_a_page_that_is_not_there_says_so(
+    client: Client, registered_gp: User, record: Patient, page: str, status: int
+) -> None:
+    signed_in(client, registered_gp)
+    assert confirm_basis(client, record).status_code == 302
+    response = client.get(f"/record/{record.public_id}/results", {"page": page})
+    assert response.status_code == status
+    assert "There is no such page in this part of the record" in main_html(response)
