@@ -1,33 +1,41 @@
-"""FHIR read API benchmark: $everything for persons with 5,000 and 50,000 entries.
+"""FHIR read API benchmark: $everything for persons with 2,000, 5,000 and 50,000 entries.
 
 Run: .venv/bin/python -m sharedrecord.localservices exec -- .venv/bin/python bench/api.py
 
 Steps:
 1. Make a private database (sharedrecord_bench_api), migrate it, and load
-   each person's entries (bench/view.py's synthetic long record).
+   each person's entries (bench/view.py's synthetic long record); ANALYZE.
 2. Start a real web process (gunicorn, one sync worker) on it, register a
    partner system and get its token from /o/token/ over HTTP.
 3. Read the whole record through $everything, page after page (_count=1000,
-   following next links) over HTTP: time to last byte of all pages, and the
-   web worker's peak resident memory (VmHWM) before and after.
-4. Baseline in the same run: the raw read of the same rows (resource::text),
-   with no policy, audit, paging or HTTP.
+   following next links) over HTTP, several times: time to last byte of all
+   pages (p50 / p95), and the web worker's peak resident memory (VmHWM)
+   before and after.
+4. Baseline in the same run, as often: the raw read of the same rows
+   (resource::text), with no policy, audit, paging or HTTP.
+5. What the audit adds: the same whole-record read in-process (Django's test
+   client), with and without the audit write (bench only: the module's
+   audit_event_record replaced by a no-op).
 Prints figures only; asserts nothing.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
-SIZES = [int(n) for n in os.environ.get("BENCH_API_SIZES", "5000,50000").split(",")]
+SIZES = [int(n) for n in os.environ.get("BENCH_API_SIZES", "2000,5000,50000").split(",")]
 PAGE = 1000
 
 
@@ -35,6 +43,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _runs(size: int) -> int:
+    return 20 if size <= 5000 else 3
+
+
+def _p50_p95(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(len(ordered) * 0.95))]
 
 
 def _peak_kb(pid: int) -> int:
@@ -53,7 +70,7 @@ def main() -> None:
         "DATABASE_URL": database,
         "DEBUG": "false",
         "STATIC_MANIFEST": "false",
-        "ALLOWED_HOSTS": "127.0.0.1",
+        "ALLOWED_HOSTS": "127.0.0.1,testserver",
         "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-only-secret-key"),
         "LOG_LEVEL": "WARNING",
     }
@@ -65,12 +82,13 @@ def main() -> None:
     import requests
     from django.core.management import call_command
     from django.db import connection, transaction
+    from django.test import Client
     from view import _entries  # bench/view.py: the same synthetic long record
 
     from ingestion.demo import synthetic_nhs_number
     from sharedrecord.clients import api_client_register
     from sharedrecord.entries import entries_upsert, patient_create, patient_lock
-    from sharedrecord.models import Organisation, Patient
+    from sharedrecord.models import Entry, Organisation, Patient
 
     call_command("migrate", verbosity=0)
     gp_org, _ = Organisation.objects.get_or_create(
@@ -115,37 +133,94 @@ def main() -> None:
             auth=(issued.client_id, issued.client_secret), timeout=10,
         ).json()["access_token"]  # fmt: skip
         headers = {"Authorization": f"Bearer {token}", "X-Purpose-Of-Use": "TREAT"}
-        print(f"$everything over HTTP, {PAGE} entries a page, one gunicorn sync worker")
-        print(f"{'entries':>8} {'pages':>6} {'last byte (s)':>14} {'MB':>8}"
-              f" {'worker peak RSS (MB)':>22} {'raw read (s)':>13}")  # fmt: skip
-        for patient in people:
-            before = _peak_kb(worker)
-            url: str | None = f"{root}/fhir/R4/Patient/{patient.public_id}/$everything"
+        print(f"$everything over HTTP, {PAGE} entries a page, one gunicorn sync worker (s)")
+        print(
+            f"{'entries':>8} {'pages':>6} {'runs':>5} {'p50':>8} {'p95':>8} {'raw p50':>8}"
+            f" {'raw p95':>8} {'p50/raw':>8} {'p95/raw':>8} {'MB':>6} {'worker peak RSS (MB)':>22}"
+        )
+
+        def whole(get: Any, first: str) -> tuple[int, int, int]:
+            url: str | None = first
             params: dict[str, str] | None = {"_count": str(PAGE)}
-            start = time.perf_counter()
             pages = size = entries = 0
             while url:
-                response = requests.get(url, params=params, headers=headers, timeout=600)
-                size += len(response.content)
-                bundle = response.json()
-                entries += sum(1 for e in bundle.get("entry", []) if e["search"]["mode"] == "match")
+                body = get(url, params)
+                size += len(body)
+                # Only the Bundle's head is parsed (for the next link): the client's
+                # own JSON parsing is not the server's time.
+                cut = body.find(b',"entry":[')
+                bundle = json.loads(body if cut < 0 else body[:cut] + b"}")
+                entries += body.count(b'"mode":"match"') + body.count(b'"mode": "match"')
                 pages += 1
                 url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "next"), None)
                 params = None
-            elapsed = time.perf_counter() - start
+            return pages, size, entries
+
+        def over_http(url: str, params: dict[str, str] | None) -> bytes:
+            return bytes(requests.get(url, params=params, headers=headers, timeout=600).content)
+
+        for patient in people:
+            before = _peak_kb(worker)
+            first = f"{root}/fhir/R4/Patient/{patient.public_id}/$everything"
+            samples, raws = [], []
+            for _ in range(_runs(Entry.objects.filter(patient=patient).count())):
+                start = time.perf_counter()
+                pages, size, entries = whole(over_http, first)
+                samples.append(time.perf_counter() - start)
+                raw_start = time.perf_counter()
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT resource::text FROM sharedrecord_entry WHERE patient_id = %s",
+                        [patient.pk],
+                    )
+                    cursor.fetchall()
+                raws.append(time.perf_counter() - raw_start)
             after = _peak_kb(worker)
-            raw_start = time.perf_counter()
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT resource::text FROM sharedrecord_entry WHERE patient_id = %s",
-                    [patient.pk],
-                )
-                cursor.fetchall()
-            raw = time.perf_counter() - raw_start
+            p50, p95 = _p50_p95(samples)
+            raw50, raw95 = _p50_p95(raws)
             print(
-                f"{entries:>8} {pages:>6} {elapsed:>14.2f} {size / 1e6:>8.1f}"
-                f" {before / 1024:>9.1f} -> {after / 1024:>7.1f} {raw:>13.3f}"
+                f"{entries:>8} {pages:>6} {len(samples):>5} {p50:>8.3f} {p95:>8.3f} {raw50:>8.3f}"
+                f" {raw95:>8.3f} {p50 / raw50:>8.1f} {p95 / raw95:>8.1f} {size / 1e6:>6.1f}"
+                f" {before / 1024:>9.1f} -> {after / 1024:>7.1f}"
             )
+
+        # What the audit adds, in-process (the same view, policy and SQL; no network).
+        import sharedrecord.fhir_entries as entries_module
+
+        audited = entries_module.audit_event_record
+
+        def no_audit(**_: Any) -> int:
+            return 0
+
+        client = Client()
+
+        def in_process(url: str, params: dict[str, str] | None) -> bytes:
+            parts = urlsplit(url)
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            response = client.get(path, params, **{
+                "HTTP_AUTHORIZATION": headers["Authorization"],
+                "HTTP_X_PURPOSE_OF_USE": "TREAT",
+            })  # fmt: skip
+            return b"".join(response.streaming_content)
+
+        print("\nthe same reads in-process, audit write on and off (s, p50)")
+        print(f"{'entries':>8} {'audited':>8} {'no audit':>9} {'audit adds':>11}")
+        for patient in people:
+            first = f"{root}/fhir/R4/Patient/{patient.public_id}/$everything"
+            runs = _runs(Entry.objects.filter(patient=patient).count())
+            timed: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(runs):
+                for audit in (True, False):
+                    entries_module.audit_event_record = audited if audit else no_audit  # type: ignore[assignment]
+                    try:
+                        start = time.perf_counter()
+                        whole(in_process, first)
+                        timed[audit].append(time.perf_counter() - start)
+                    finally:
+                        entries_module.audit_event_record = audited
+            on, off = statistics.median(timed[True]), statistics.median(timed[False])
+            count = Entry.objects.filter(patient=patient).count()
+            print(f"{count:>8} {on:>8.3f} {off:>9.3f} {(on - off) / off * 100:>10.0f}%")
     finally:
         server.terminate()
         server.wait(timeout=30)

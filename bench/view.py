@@ -1,4 +1,4 @@
-"""Record page benchmark: server time to build the summary and the largest section.
+"""Record page benchmark: server time of the summary and every section, audit on and off.
 
 Run: .venv/bin/python -m sharedrecord.localservices exec -- .venv/bin/python bench/view.py
 
@@ -6,11 +6,15 @@ Steps:
 1. Make a private database (sharedrecord_bench_view) and migrate it.
 2. For persons with 5,000 and 50,000 entries (60% results, the rest spread
    over medications, problems, encounters, appointments and care plans; one in
-   twenty still active, like a long record), record a GP's access basis.
-3. Time 10 GETs of the summary page and of the results section in-process
-   (Django's test client: the whole view, policy, audit write and template,
-   without the network), and count the queries of one.
-4. Baseline in the same run: the raw read of the same person's rows
+   twenty still active, like a long record), record a GP's access basis, and
+   ANALYZE (as autovacuum would after a load).
+3. Time RUNS GETs of the summary page and of each section's first page
+   in-process (Django's test client: the whole view, policy, audit write and
+   template, without the network), and count the queries of one.
+4. The same GETs with the audit write taken out (bench only: the module's
+   audit_event_record replaced by a no-op), in the same run: what the audit
+   adds to a read.
+5. Baseline in the same run: the raw read of the same person's rows
    (resource::text) with no policy, audit or rendering.
 Prints figures only; asserts nothing.
 """
@@ -30,7 +34,7 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 SIZES = [int(n) for n in os.environ.get("BENCH_VIEW_SIZES", "5000,50000").split(",")]
-RUNS = 10
+RUNS = int(os.environ.get("BENCH_VIEW_RUNS", "15"))
 
 
 def _entries(n: int, serial: int) -> list[Any]:
@@ -125,7 +129,7 @@ def main() -> None:
     from ingestion.demo import synthetic_nhs_number
     from sharedrecord.basis import access_basis_record
     from sharedrecord.entries import entries_upsert, patient_create, patient_lock
-    from sharedrecord.models import BasisKind, Entry, Organisation, Patient, User
+    from sharedrecord.models import BasisKind, Entry, Organisation, Patient, RecordSection, User
 
     gp_org, _ = Organisation.objects.get_or_create(
         ods_code="Z81001",
@@ -138,8 +142,18 @@ def main() -> None:
     user = User.objects.filter(username="bench.gp").first() or User.objects.create_user(
         "bench.gp", password="bench-password-123", organisation=gp_org, role="gp"
     )
+    import sharedrecord.record as record_module
+
+    audited = record_module.audit_event_record
+
+    def no_audit(**_: Any) -> int:
+        return 0
+
     print(f"record pages, {RUNS} GETs each, in-process (ms: median / p95)")
-    print(f"{'entries':>8} {'summary':>16} {'results section':>18} {'queries':>8} {'raw read':>16}")
+    print(
+        f"{'entries':>8} {'page':<14} {'items':>6} {'median':>7} {'p95':>7} {'queries':>8}"
+        f" {'no audit':>9} {'audit adds':>11} {'raw read':>9} {'/ raw':>6}"
+    )
     for serial, size in enumerate(SIZES):
         number = synthetic_nhs_number(90_000 + serial)
         Patient.objects.filter(nhs_number=number).delete()
@@ -156,6 +170,8 @@ def main() -> None:
                 items=_entries(size, serial),
                 feed_message_id=None,
             )
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE sharedrecord_entry")
         client = Client()
         client.force_login(user)
         session_key = client.session.session_key or ""
@@ -165,13 +181,6 @@ def main() -> None:
             session_key=session_key,
             kind=BasisKind.DIRECT_CARE,
         )
-        summary_url = f"/record/{patient.public_id}/"
-        results_url = f"/record/{patient.public_id}/results"
-        assert client.get(summary_url).status_code == 200
-        summary = _time(lambda c=client, u=summary_url: c.get(u))
-        results = _time(lambda c=client, u=results_url: c.get(u))
-        with CaptureQueriesContext(connection) as queries:
-            client.get(summary_url)
 
         def raw(pk: int = patient.pk) -> None:
             with connection.cursor() as cursor:
@@ -182,10 +191,27 @@ def main() -> None:
 
         baseline = _time(raw)
         count = Entry.objects.filter(patient=patient).count()
-        print(
-            f"{count:>8} {summary[0]:>7.1f} / {summary[1]:>6.1f} {results[0]:>8.1f} / {results[1]:>7.1f}"
-            f" {len(queries):>8} {baseline[0]:>7.1f} / {baseline[1]:>6.1f}"
-        )
+        pages = [("summary", "")] + [(value, value) for value in RecordSection.values]
+        for name, path in pages:
+            url = f"/record/{patient.public_id}/{path}"
+            response = client.get(url)
+            assert response.status_code == 200, (url, response.status_code)
+            items = response.content.decode().count('<tr class="nhsuk-table__row" data-entry=')
+            timed = _time(lambda c=client, u=url: c.get(u))
+            connection.queries_log.clear()  # a full log would capture nothing
+            with CaptureQueriesContext(connection) as queries:
+                client.get(url)
+            record_module.audit_event_record = no_audit  # type: ignore[assignment]
+            try:
+                bare = _time(lambda c=client, u=url: c.get(u))
+            finally:
+                record_module.audit_event_record = audited
+            adds = (timed[0] - bare[0]) / bare[0] * 100
+            print(
+                f"{count:>8} {name:<14} {items:>6} {timed[0]:>7.1f} {timed[1]:>7.1f}"
+                f" {len(queries):>8} {bare[0]:>9.1f} {adds:>10.0f}% {baseline[0]:>9.1f}"
+                f" {timed[0] / baseline[0]:>6.1f}"
+            )
 
 
 if __name__ == "__main__":
