@@ -98,7 +98,7 @@ def _time(fn: Any) -> tuple[float, float]:
         fn()
         samples.append((time.perf_counter() - start) * 1000)
     samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
+    return statistics.median(samples), samples[min(len(samples) - 1, round(len(samples) * 0.95))]
 
 
 def main() -> None:
@@ -144,7 +144,7 @@ def main() -> None:
     )
     import sharedrecord.record as record_module
 
-    audited = record_module.audit_event_record
+    audited = vars(record_module)["audit_event_record"]
 
     def no_audit(**_: Any) -> int:
         return 0
@@ -198,18 +198,18 @@ def main() -> None:
             assert response.status_code == 200, (url, response.status_code)
             items = response.content.decode().count('<tr class="nhsuk-table__row" data-entry=')
             timed = _time(lambda c=client, u=url: c.get(u))
-            connection.queries_log.clear()  # a full log would capture nothing
             with CaptureQueriesContext(connection) as queries:
                 client.get(url)
-            record_module.audit_event_record = no_audit  # type: ignore[assignment]
+            count_of_queries = len(queries)  # now: the next request empties the log
+            vars(record_module)["audit_event_record"] = no_audit
             try:
                 bare = _time(lambda c=client, u=url: c.get(u))
             finally:
-                record_module.audit_event_record = audited
+                vars(record_module)["audit_event_record"] = audited
             adds = (timed[0] - bare[0]) / bare[0] * 100
             print(
                 f"{count:>8} {name:<14} {items:>6} {timed[0]:>7.1f} {timed[1]:>7.1f}"
-                f" {len(queries):>8} {bare[0]:>9.1f} {adds:>10.0f}% {baseline[0]:>9.1f}"
+                f" {count_of_queries:>8} {bare[0]:>9.1f} {adds:>10.0f}% {baseline[0]:>9.1f}"
                 f" {timed[0] / baseline[0]:>6.1f}"
             )
 

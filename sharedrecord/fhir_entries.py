@@ -20,13 +20,16 @@ import json
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
-from django.db.models.fields.tuple_lookups import Tuple, TupleGreaterThan
+from django.db.models.fields.tuple_lookups import (  # type: ignore[import-untyped]
+    Tuple,
+    TupleGreaterThan,
+)
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditOutcome
@@ -123,7 +126,7 @@ class Cursor:
     as_of: datetime.datetime
     received_at: datetime.datetime
     public_id: uuid.UUID
-    total: int
+    total: int | None  # None: the search asked for no total (_total=none)
     withheld: bool
     query: str  # a hash of the search it belongs to: a cursor is not reused for another
 
@@ -155,7 +158,7 @@ def cursor_read(token: str, *, query: str) -> Cursor:
             datetime.datetime.fromisoformat(as_of),
             datetime.datetime.fromisoformat(received_at),
             uuid.UUID(public_id),
-            int(total),
+            None if total is None else int(total),
             bool(withheld),
             str(for_query),
         )
@@ -240,9 +243,9 @@ class _ResourceSql:
     """The served resource's expression and its joins, for one person and policy."""
 
     expression: str
-    expression_params: list[object]
+    expression_params: list[Any]
     joins: str
-    join_params: list[object]
+    join_params: list[Any]
 
 
 def _resource_sql(patient: Patient, policy: ViewPolicy) -> _ResourceSql:
@@ -348,7 +351,7 @@ class Page:
     entries: str  # the page's Bundle entries (mode "match"), comma-separated JSON
     provenance: str  # their Provenance entries (mode "include"), if asked for
     shown: int  # how many entries the page holds
-    total: int
+    total: int | None  # None when the search asked for no total
     withheld: bool  # entries of the asked-for types were withheld for sensitivity
     next_cursor: Cursor | None
 
@@ -366,7 +369,7 @@ class _PageRead:
 
 def _page_read(
     *,
-    keys: QuerySet[Entry],
+    keys: QuerySet[Entry, Any],
     count: int,
     patient: Patient,
     policy: ViewPolicy,
@@ -409,6 +412,7 @@ def api_entries_page(
     search: TypeSearch | None = None,
     since: datetime.datetime | None = None,
     provenance: bool = False,
+    counted: bool = True,
     context: AuditContext | None = None,
 ) -> Page:
     """One page of the person's entries of these types that this caller may see; audited.
@@ -423,7 +427,8 @@ def api_entries_page(
     a client pages is left for its next `_since` read, and an updated entry
     keeps its place: no duplicates, no gaps. The total and the "withheld"
     flag are the first page's, carried in the cursor; a first page that holds
-    everything counts itself, so only a record longer than a page is counted.
+    everything counts itself, so only a record longer than a page is counted,
+    and not at all without `counted` (_total=none).
     Raises PatientNotFound (after an audited denial) for a person the caller
     may not see. Side effects: one audit event (api-read) listing every
     entry returned, flagged for review for emergency access or when the
@@ -458,7 +463,9 @@ def api_entries_page(
     if cursor is not None:
         total, withheld = cursor.total, cursor.withheld
     else:
-        total = matching.count() if read.more or count == 0 else read.shown
+        total = (
+            read.shown if not read.more and count > 0 else (matching.count() if counted else None)
+        )
         # Anything withheld, overall: never which type or section it is in.
         withheld = visible.hidden.exists()
     next_cursor = None

@@ -265,10 +265,7 @@ def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
     shown = dict(zip((e.pk for e in entries), _shown(entries, policy, visible), strict=True))
     lists: dict[str, list[ShownEntry]] = {part.name: [] for part in _summary_parts(now)}
     for part in parts:
-        mine = [e for e in entries if chosen[e.pk] == part.name]
-        for field in reversed(part.order):  # stable sorts, last key first
-            key = field.lstrip("-")
-            mine.sort(key=lambda e, k=key: _sort_key(getattr(e, k)), reverse=field[0] == "-")
+        mine = _ordered([e for e in entries if chosen[e.pk] == part.name], part.order)
         lists[part.name] = [shown[e.pk] for e in mine]
     allergies = lists["allergies"]
     return Summary(
@@ -284,9 +281,17 @@ def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
     )
 
 
-def _sort_key(value: Any) -> tuple[bool, Any]:
-    """Sorts as PostgreSQL orders (NULL above every value): a missing date last going up."""
-    return (True, 0) if value is None else (False, value)
+def _ordered(entries: list[Entry], order: tuple[str, ...]) -> list[Entry]:
+    """The entries in a queryset's order_by order, as PostgreSQL sorts (NULL above all)."""
+    for field in reversed(order):  # stable sorts, the last key first
+        name = field.lstrip("-")
+
+        def key(entry: Entry, name: str = name) -> tuple[bool, Any]:
+            value = getattr(entry, name)
+            return (True, 0) if value is None else (False, value)
+
+        entries.sort(key=key, reverse=field.startswith("-"))
+    return entries
 
 
 def _audited(shown: list[ShownEntry]) -> list[str]:

@@ -356,8 +356,8 @@ def _record_response(
         raise PermissionDenied("Reading records needs a clinical or care role.")
     page = _page_number(request) if section else 1
     if page is None:
-        context = {"patient_id": patient_id, "section": section}
-        return render(request, "sharedrecord/no_such_page.html", context, status=400)
+        missing = {"patient_id": patient_id, "section": section}
+        return render(request, "sharedrecord/no_such_page.html", missing, status=400)
     try:
         record = record_view(
             viewer=user, patient_id=str(patient_id), section=section, page=page,
@@ -371,8 +371,8 @@ def _record_response(
         context = {"message": denied.message, "patient_id": patient_id}
         return render(request, "sharedrecord/section_not_available.html", context, status=403)
     if record.page > record.pages:
-        context = {"patient_id": patient_id, "section": section}
-        return render(request, "sharedrecord/no_such_page.html", context, status=404)
+        missing = {"patient_id": patient_id, "section": section}
+        return render(request, "sharedrecord/no_such_page.html", missing, status=404)
     context = {
         "record": record,
         "patient": record.patient,

@@ -38,17 +38,21 @@ def link(base: str, path: str, params: list[tuple[str, str]]) -> str:
 
 
 def bundle(
-    *, total: int, links: list[tuple[str, str]], entries: list[str]
+    *, total: int | None, links: list[tuple[str, str]], entries: list[str]
 ) -> StreamingHttpResponse:
-    """A searchset Bundle streamed entry by entry; the entries are already JSON text."""
-    head = {
+    """A searchset Bundle streamed entry by entry; the entries are already JSON text.
+
+    A total of None (the client asked _total=none) leaves Bundle.total out.
+    """
+    head: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
         "meta": {"lastUpdated": instant(timezone.now())},
         "type": "searchset",
-        "total": total,
-        "link": [{"relation": relation, "url": url} for relation, url in links],
     }
+    if total is not None:
+        head["total"] = total
+    head["link"] = [{"relation": relation, "url": url} for relation, url in links]
 
     def chunks() -> Iterator[str]:
         text = json.dumps(head)

@@ -40,6 +40,7 @@ def capability_statement(base: str) -> dict[str, Any]:
         ("status", "token", "Status"),
         ("_lastUpdated", "date", "When the record last changed"),
         ("_count", "number", f"Page size, at most {settings.FHIR_PAGE_MAX}"),
+        ("_total", "token", "none leaves the total out; estimate and accurate count it"),
     ]
     resources: list[dict[str, Any]] = [
         {

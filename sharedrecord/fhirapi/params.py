@@ -36,8 +36,8 @@ FIRST_YEAR, LAST_YEAR = 1, 9998
 GENDERS = frozenset({"male", "female", "other", "unknown"})
 # Parameters that take one value: a second is a 400, never a silent choice of one.
 SINGLE = frozenset(
-    {"patient", "_count", "_cursor", "_since", "identifier", "family", "birthdate", "gender",
-     "address-postalcode"}
+    {"patient", "_count", "_cursor", "_since", "_total", "identifier", "family", "birthdate",
+     "gender", "address-postalcode"}
 )  # fmt: skip
 
 IssueType = Literal["value", "required", "not-supported", "too-costly"]
@@ -93,6 +93,7 @@ class TypeSearch:
     status: tuple[tuple[str, ...], ...] = ()
     count: int = 0
     cursor: str = ""
+    counted: bool = True  # _total: "none" skips counting the matches
     revinclude_provenance: bool = False
 
 
@@ -104,6 +105,7 @@ class EverythingSearch:
     types: frozenset[str] | None  # None: every type the caller may read
     count: int
     cursor: str = ""
+    counted: bool = True  # _total: "none" skips counting the matches
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ def parse_type_search(
     pairs: Sequence[tuple[str, str]], *, page_size: int, page_max: int, tz: datetime.tzinfo
 ) -> TypeSearch:
     """A type search's parameters (patient, date, category, code, status, _lastUpdated,
-    _count, _cursor, _revinclude); SearchParamError for the first that is wrong."""
+    _count, _cursor, _total, _revinclude); SearchParamError for the first that is wrong."""
     given = grouped(pairs)
     if "patient" not in given:
         raise SearchParamError("patient", "Search by one patient: patient=<id>.", "required")
@@ -145,6 +147,7 @@ def parse_type_search(
         status=tuple(_codes("status", v) for v in given.get("status", [])),
         count=_count_of(given, page_size=page_size, page_max=page_max),
         cursor=given.get("_cursor", [""])[0],
+        counted=_counted(given),
         revinclude_provenance="_revinclude" in given,
     )
 
@@ -156,7 +159,7 @@ def parse_everything(
     page_max: int,
     readable: frozenset[str],
 ) -> EverythingSearch:
-    """$everything's parameters (_since, _type, _count, _cursor)."""
+    """$everything's parameters (_since, _type, _count, _cursor, _total)."""
     given = grouped(pairs)
     types: frozenset[str] | None = None
     if "_type" in given:
@@ -175,6 +178,7 @@ def parse_everything(
         types=types,
         count=_count_of(given, page_size=page_size, page_max=page_max),
         cursor=given.get("_cursor", [""])[0],
+        counted=_counted(given),
     )
 
 
@@ -250,6 +254,14 @@ def parse_count(name: str, value: str, *, page_max: int) -> int:
     if len(digits) > len(str(page_max)):
         return page_max
     return min(int(digits), page_max)
+
+
+def _counted(given: dict[str, list[str]]) -> bool:
+    """Whether the search asks for its total (_total: none, or estimate and accurate alike)."""
+    value = given.get("_total", ["accurate"])[0]
+    if value not in ("none", "estimate", "accurate"):
+        raise SearchParamError("_total", "_total takes none, estimate or accurate.")
+    return value != "none"
 
 
 def _count_of(given: dict[str, list[str]], *, page_size: int, page_max: int) -> int:

@@ -326,7 +326,7 @@ def _public_id_or_404(value: str) -> str:
 class PatientEverythingApi(FhirApi):
     """Patient/<id>/$everything: the whole record this caller may see, paged and stable."""
 
-    params = frozenset({"_since", "_type", "_count", "_cursor"})
+    params = frozenset({"_since", "_type", "_count", "_cursor", "_total"})
 
     @extend_schema(exclude=True)
     def get(self, request: Request, patient_id: str) -> HttpResponseBase:
@@ -344,7 +344,7 @@ class PatientEverythingApi(FhirApi):
         page = api_entries_page(
             caller=caller, basis=basis, patient_id=identifier, types=types, since=search.since,
             count=search.count, cursor=cursor, query=query, interaction="everything",
-            base=base, context=context_for(request),
+            base=base, counted=search.counted, context=context_for(request),
         )  # fmt: skip
         response = page_response(base, f"Patient/{identifier}/$everything", params, page)
         if cursor is None and "Patient" in types:
@@ -361,7 +361,7 @@ class TypeSearchApi(FhirApi):
 
     params = frozenset(
         {"patient", "date", "category", "code", "status", "_lastUpdated", "_count", "_cursor",
-         "_revinclude"}
+         "_total", "_revinclude"}
     )  # fmt: skip
 
     @extend_schema(exclude=True)
@@ -383,7 +383,7 @@ class TypeSearchApi(FhirApi):
                 types=frozenset({resource_type}), search=search, count=search.count,
                 cursor=cursor, query=query, interaction="search-type",
                 base=self.base(request), provenance=search.revinclude_provenance,
-                context=context_for(request),
+                counted=search.counted, context=context_for(request),
             )  # fmt: skip
         except (PatientNotFound, Http404):
             # A person the caller may not see answers like nobody: an empty search.

@@ -123,6 +123,33 @@ def test_paging_everything_has_no_duplicates_or_gaps_while_a_feed_arrives(
     assert set(entry_ids(since)) - {str(patient.public_id)} >= after_feed - before
 
 
+def test_a_total_is_counted_unless_the_client_asks_for_none(
+    client: Client, registered_gp, record: Patient
+) -> None:
+    token = staff_token(client, registered_gp)
+    path = f"Patient/{record.public_id}/$everything"
+    everything = everything_ids(client, token, record)
+    whole = fhir_get(client, token, path, {"_count": 1000}).json_body
+    assert whole["total"] == len(everything)  # one page: it counts itself
+    seen: list[str] = []
+    page = fhir_get(client, token, path, {"_count": 4, "_total": "none"}).json_body
+    while True:
+        assert "total" not in page
+        seen += entry_ids(page)
+        next_url = next((lk["url"] for lk in page["link"] if lk["relation"] == "next"), "")
+        if not next_url:
+            break
+        page = fhir_get(client, token, next_url.split("/fhir/R4/", 1)[1]).json_body
+    seen.remove(str(record.public_id))
+    assert sorted(seen) == sorted(everything)
+    for params in ({"_total": "estimate"}, {"_total": "accurate"}):
+        counted = fhir_get(client, token, path, {"_count": 4, **params}).json_body
+        assert counted["total"] == len(everything)
+    refused = fhir_get(client, token, path, {"_total": "some"})
+    assert refused.status_code == 400
+    assert refused.json_body["issue"][0]["expression"] == ["http._total"]
+
+
 def test_type_search_filters_and_provenance(client: Client, registered_gp, record: Patient) -> None:
     patient = record
     token = staff_token(client, registered_gp)

@@ -177,6 +177,7 @@ def test_fhir_search_with_provenance(
 def test_fhir_patient_search_by_demographics(
     client: Client, token: str, record: Patient, django_assert_max_num_queries: Any
 ) -> None:
+    assert record.birth_date is not None
     params = {"family": record.family_name, "birthdate": record.birth_date.isoformat()}
     with django_assert_max_num_queries(FHIR_PATIENT_SEARCH):
         response = fhir_get(client, token, "Patient", params)
