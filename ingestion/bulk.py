@@ -42,7 +42,12 @@ from ingestion.models import (
     MessageStatus,
 )
 from ingestion.progress import RECEIPT_COUNTS, Outcome, Progress
-from ingestion.receiving import bad_character_path, feed_payload_check, json_depth
+from ingestion.receiving import (
+    bad_character_path,
+    feed_message_refuse,
+    feed_payload_check,
+    json_depth,
+)
 from sharedrecord.access import organisation_may_send_feeds
 from sharedrecord.models import SourceKey
 from sharedrecord.organisations import organisation_feed_seen
@@ -387,28 +392,38 @@ def import_batch_commit(
     Either the batch's entries, its parked items, its FeedMessage (the batch's
     receipt), its audit event and the new checkpoint all commit, or none do:
     a crash or a kill at any moment repeats or loses nothing. Refuses
-    (FeedRejected) when the organisation's agreement is no longer active, and
+    (FeedRejected, audited as a refused feed) when the organisation's agreement
+    is no longer active, and
     (ImportConflict) when another run has moved the checkpoint meanwhile.
     Side effects: one audit event (counts, file, lines) per batch, plus those
     of the feeds' matching (one match decision per person in the batch).
     """
+    organisation = credential.organisation
+    kind = MessageKind.FHIR_NDJSON if file.kind == "ndjson" else MessageKind.FHIR_JSON
+    if not organisation_may_send_feeds(organisation):
+        rejected = FeedRejected(
+            "agreement-inactive",
+            "The organisation has no active data sharing agreement.",
+            status=403,
+        )
+        feed_message_refuse(
+            credential=credential,
+            kind=kind,
+            code=rejected.code,
+            location=f"{checkpoint.file_name} line {checkpoint.lines_done + 1}",
+            reason=rejected.message,
+        )
+        raise rejected
     with transaction.atomic():
         locked = ImportCheckpoint.objects.select_for_update().get(pk=checkpoint.pk)
         if locked.lines_done != checkpoint.lines_done:
             raise ImportConflict
-        organisation = credential.organisation
-        if not organisation_may_send_feeds(organisation):
-            raise FeedRejected(
-                "agreement-inactive",
-                "The organisation has no active data sharing agreement.",
-                status=403,
-            )
         first = lines[0][0] if lines else last_line
         body = b"\n".join(text for _, text in lines)
         message = FeedMessage.objects.create(
             organisation=organisation,
             credential=credential,
-            kind=MessageKind.FHIR_NDJSON if file.kind == "ndjson" else MessageKind.FHIR_JSON,
+            kind=kind,
             idempotency_key=f"import:{locked.public_id}:{first}",
             payload=b"",
             payload_sha256=hashlib.sha256(body).hexdigest(),

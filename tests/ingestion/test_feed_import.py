@@ -207,6 +207,9 @@ def test_it_refuses_a_system_without_a_live_credential_and_an_inactive_agreement
     with pytest.raises(CommandError, match="data sharing agreement"):
         run_import("ZAC91", tmp_path)
     assert not Entry.objects.exists()
+    refused = AuditEvent.objects.get(action=AuditAction.FEED_REJECTED)
+    assert refused.detail["code"] == "agreement-inactive"
+    assert refused.detail["location"] == "Patient.000.ndjson line 1"
 
 
 def test_the_progress_display_is_off_for_ci_pipes_and_no_progress(
