@@ -12,9 +12,15 @@ and one audit event per batch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import multiprocessing
+import multiprocessing.queues
+import os
+import queue
+import signal
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,14 +28,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
+import psycopg.errors
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.trail import AuditActor, audit_event_record
 from ingestion.applying import bundle_apply
+from ingestion.bulk_worker import import_worker
 from ingestion.credentials import feed_actor
 from ingestion.fhir.bundle import parse_bundle
 from ingestion.fhir.results import FeedRejected, ParsedBundle, PatientLink
@@ -538,17 +546,61 @@ def feed_import_run(
     on_batch: Callable[[ImportFile, int], None] = lambda file, lines: None,
     should_stop: Callable[[], bool] = lambda: False,
     restart: bool = False,
+    jobs: int = 1,
 ) -> ImportRun:
     """Import files in order (Patients first), batch by batch, resuming each at its checkpoint.
 
     Checks `should_stop` between batches only, so a stop always lands on a
     committed checkpoint. `on_batch` hears of each batch (file, lines moved
     past) for a progress display. A file already finished is passed over
-    (unless `restart`: see import_checkpoint_open).
+    (unless `restart`: see import_checkpoint_open). With `jobs` above 1, the
+    Patient files are imported first in this process, then the other files
+    by `jobs` processes, each taking the next file (largest first) when it
+    finishes one.
+    Side effects: those of import_batch_commit, per batch.
+    """
+    ordered = sorted(files, key=lambda f: f.order)
+    patients = [f for f in ordered if f.order[0] == 0]
+    others = [f for f in ordered if f.order[0] != 0]
+    if jobs <= 1 or len(others) <= 1:
+        return import_files(
+            credential=credential, files=ordered, batch_lines=batch_lines,
+            on_batch=on_batch, should_stop=should_stop, restart=restart,
+        )  # fmt: skip
+    run = import_files(
+        credential=credential, files=patients, batch_lines=batch_lines,
+        on_batch=on_batch, should_stop=should_stop, restart=restart,
+    )  # fmt: skip
+    if run.stopped_at is None:
+        rest = _import_parallel(
+            credential, others, jobs, batch_lines, on_batch, should_stop, restart
+        )
+        run.files.extend(rest.files)
+        run.stopped_at = rest.stopped_at
+    return run
+
+
+# A deadlock between two import processes (each holds one person's lock and
+# wants the other's, or an audit stripe) rolls one batch back; it is run again.
+DEADLOCK_RETRIES = 5
+
+
+def import_files(
+    *,
+    credential: FeedCredential,
+    files: Sequence[ImportFile],
+    batch_lines: int,
+    on_batch: Callable[[ImportFile, int], None],
+    should_stop: Callable[[], bool],
+    restart: bool,
+) -> ImportRun:
+    """Import `files` in the order given, in this process (see feed_import_run).
+
+    A batch rolled back by a deadlock with another import process runs again.
     Side effects: those of import_batch_commit, per batch.
     """
     run = ImportRun()
-    for file in sorted(files, key=lambda f: f.order):
+    for file in files:
         checkpoint = import_checkpoint_open(credential=credential, file=file, restart=restart)
         report = FileReport(file, checkpoint, already_done=checkpoint.finished_at is not None)
         run.files.append(report)
@@ -562,18 +614,111 @@ def feed_import_run(
                 run.stopped_at = (file.path.name, checkpoint.lines_done)
                 return run
             done_before = checkpoint.lines_done
-            import_batch_commit(
-                checkpoint=checkpoint,
-                credential=credential,
-                file=file,
-                lines=batch,
-                last_line=last_line,
-            )
+            for attempt in range(DEADLOCK_RETRIES):
+                try:
+                    import_batch_commit(
+                        checkpoint=checkpoint,
+                        credential=credential,
+                        file=file,
+                        lines=batch,
+                        last_line=last_line,
+                    )
+                    break
+                except OperationalError as exc:
+                    deadlock = isinstance(exc.__cause__, psycopg.errors.DeadlockDetected)
+                    if not deadlock or attempt == DEADLOCK_RETRIES - 1:
+                        raise
+                    logger.info("import batch rolled back by a deadlock; running it again")
             on_batch(file, last_line - done_before)
         if checkpoint.finished_at is None:
             left = checkpoint.total_lines - checkpoint.lines_done
             import_checkpoint_finish(checkpoint=checkpoint)
             on_batch(file, left)
+    return run
+
+
+def _import_parallel(
+    credential: FeedCredential,
+    files: Sequence[ImportFile],
+    jobs: int,
+    batch_lines: int,
+    on_batch: Callable[[ImportFile, int], None],
+    should_stop: Callable[[], bool],
+    restart: bool,
+) -> ImportRun:
+    """Import `files` in `jobs` new processes; this process relays progress and stops.
+
+    Each process takes the next file from a shared counter, so a file is
+    imported by exactly one process. A stop request (this process's
+    `should_stop`) is passed on as SIGTERM: each process stops at its next
+    batch boundary. A process's error stops the import once all have ended.
+    """
+    largest_first = sorted(files, key=lambda f: -f.path.stat().st_size)
+    # Spawned, not forked: a forked child would share this process's pooled
+    # database connections (their sockets) with it.
+    context = multiprocessing.get_context("spawn")
+    events: multiprocessing.queues.Queue[tuple[str, int, Any]] = context.Queue()
+    next_file = context.Value("i", 0)
+    workers = [
+        context.Process(
+            target=import_worker,
+            args=(
+                credential.pk,
+                [dataclasses.astuple(f) for f in largest_first],
+                next_file,
+                events,
+                batch_lines,
+                restart,
+            ),
+        )
+        for _ in range(min(jobs, len(files)))
+    ]
+    for worker in workers:
+        worker.start()
+    run = ImportRun()
+    errors: list[tuple[str, str, str]] = []
+    ended = 0
+    stopping = False
+    while ended < len(workers):
+        if should_stop() and not stopping:
+            stopping = True
+            for worker in workers:
+                if worker.is_alive() and worker.pid is not None:
+                    os.kill(worker.pid, signal.SIGTERM)
+        try:
+            kind, index, value = events.get(timeout=0.2)
+        except queue.Empty:
+            if not any(worker.is_alive() for worker in workers) and events.empty():
+                break  # a process died without a word (killed): its checkpoints still hold
+            continue
+        if kind == "batch":
+            on_batch(largest_first[index], value)
+        elif kind == "stopped":
+            run.stopped_at = (largest_first[index].path.name, value)
+        elif kind == "error":
+            errors.append(value)
+        elif kind == "ended":
+            ended += 1
+    for worker in workers:
+        worker.join()
+    for file in files:
+        checkpoint = ImportCheckpoint.objects.filter(
+            organisation=credential.organisation, system=credential.system, file_sha256=file.sha256
+        ).first()
+        if checkpoint is not None:
+            run.files.append(FileReport(file, checkpoint))
+    if errors:
+        kind, code, text = errors[0]
+        if kind == "rejected":
+            raise FeedRejected(code, text, status=403)
+        if kind == "conflict":
+            raise ImportConflict
+        raise RuntimeError(f"An import process failed ({code}); run the command again.")
+    if run.stopped_at is None and any(
+        r.checkpoint.finished_at is None for r in run.files
+    ):  # fmt: skip
+        unfinished = next(r for r in run.files if r.checkpoint.finished_at is None)
+        run.stopped_at = (unfinished.file.path.name, unfinished.checkpoint.lines_done)
     return run
 
 

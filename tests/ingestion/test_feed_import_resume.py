@@ -162,3 +162,20 @@ def test_sigint_stops_at_a_batch_boundary_with_the_checkpoint_saved(
     assert again.returncode == 0
     assert Entry.objects.filter(source_org=organisation).count() == HELD
     assert counts(organisation)["created"] == HELD
+
+
+def test_two_import_processes_store_exactly_what_one_does(
+    two_importers: tuple[Organisation, Organisation, Path],
+) -> None:
+    one, two, folder = two_importers
+    single = feed_import(one.ods_code, folder, "--batch-size", "20")
+    assert single.wait(timeout=300) == 0, single.communicate()
+    parallel = feed_import(two.ods_code, folder, "--batch-size", "20", "--jobs", "2")
+    out, err = parallel.communicate(timeout=300)
+    assert parallel.returncode == 0, err
+
+    assert rows(two) == rows(one)
+    assert counts(two) == counts(one)
+    for file, covered in audited_lines(two).items():
+        assert covered == sorted(covered) == list(range(1, len(covered) + 1)), file
+    assert f"Stored {HELD} (created {HELD}, updated 0, unchanged 0)".encode() in out

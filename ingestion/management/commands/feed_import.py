@@ -69,6 +69,13 @@ class Command(BaseCommand):
             "--batch-size", type=int, default=BATCH_LINES, help="lines per batch (one commit each)"
         )
         parser.add_argument(
+            "--jobs",
+            type=int,
+            default=1,
+            help="processes importing the files after the Patient files, one file each at a "
+            "time (more than the cores PostgreSQL leaves free does not help)",
+        )
+        parser.add_argument(
             "--restart",
             action="store_true",
             help="import the files again from their first line, even those finished "
@@ -86,17 +93,15 @@ class Command(BaseCommand):
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise CommandError(f"No such file: {', '.join(missing)}")
-        if options["batch_size"] < 1:
-            raise CommandError("--batch-size must be at least 1.")
+        if options["batch_size"] < 1 or options["jobs"] < 1:
+            raise CommandError("--batch-size and --jobs must be at least 1.")
         files = [import_file_survey(path) for path in paths]
         stop = _StopSignal()
         started = time.monotonic()
         with stop.installed():
             try:
                 if progress_wanted(no_progress=options["no_progress"], stream=sys.stderr):
-                    run = self._run_with_bar(
-                        credential, files, options["batch_size"], stop, options["restart"]
-                    )
+                    run = self._run_with_bar(credential, files, options, stop)
                 else:
                     run = feed_import_run(
                         credential=credential,
@@ -104,6 +109,7 @@ class Command(BaseCommand):
                         batch_lines=options["batch_size"],
                         should_stop=stop.requested,
                         restart=options["restart"],
+                        jobs=options["jobs"],
                     )
             except FeedRejected as rejected:
                 raise CommandError(f"Stopped: {rejected.message}") from None
@@ -142,9 +148,8 @@ class Command(BaseCommand):
         self,
         credential: FeedCredential,
         files: list[ImportFile],
-        batch: int,
+        options: dict[str, Any],
         stop: _StopSignal,
-        restart: bool,
     ) -> ImportRun:
         columns = (
             TextColumn("[progress.description]{task.description}"),
@@ -167,10 +172,11 @@ class Command(BaseCommand):
             return feed_import_run(
                 credential=credential,
                 files=files,
-                batch_lines=batch,
+                batch_lines=options["batch_size"],
                 on_batch=on_batch,
                 should_stop=stop.requested,
-                restart=restart,
+                restart=options["restart"],
+                jobs=options["jobs"],
             )
 
     def _report(self, run: ImportRun, seconds: float) -> None:
