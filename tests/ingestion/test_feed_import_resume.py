@@ -135,15 +135,20 @@ def test_an_import_killed_mid_batch_resumes_with_nothing_twice_and_nothing_lost(
     assert f"Stored {HELD} (created {HELD}, updated 0, unchanged 0)".encode() in out
 
 
-def test_sigint_stops_at_a_batch_boundary_with_the_checkpoint_saved(
-    two_importers: tuple[Organisation, Organisation, Path],
+@pytest.mark.parametrize(
+    ("signum", "jobs"), [(signal.SIGINT, "1"), (signal.SIGTERM, "1"), (signal.SIGTERM, "2")]
+)
+def test_a_stop_signal_ends_the_import_at_a_batch_boundary_with_the_checkpoint_saved(
+    two_importers: tuple[Organisation, Organisation, Path], signum: int, jobs: str
 ) -> None:
     _, organisation, folder = two_importers
-    proc = feed_import(organisation.ods_code, folder, "--batch-size", "2", "--no-progress")
+    proc = feed_import(
+        organisation.ods_code, folder, "--batch-size", "2", "--no-progress", "--jobs", jobs
+    )
     wait_for_progress(organisation, 40, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGINT, err
+    assert proc.returncode == 128 + signum, err
     assert b"Run the same command again to carry on" in err
     # Stopped on a boundary: what the batches' audit events cover is exactly what
     # the checkpoints say is done, nothing half-applied.
