@@ -11,7 +11,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from ingestion.models import FeedMessage, MessageKind, MessageStatus
 from ingestion.processing import feed_message_process
 from sharedrecord.models import Entry
-from tests.factories import gp_bundle, next_nhs_number
+from tests.factories import gp_bundle, make_optout, next_nhs_number
 from tests.ingestion.conftest import FeedClient
 
 pytestmark = pytest.mark.django_db
@@ -105,3 +105,26 @@ def test_an_upload_that_cannot_be_read_is_refused_at_receipt(
     lines = ndjson(*[{"resourceType": "Flag", "id": f"f{i}"} for i in range(3)])
     assert code(partner.post(lines, content_type=NDJSON)) == (413, "too-many-entries")
     assert not FeedMessage.objects.exists()
+
+
+def test_an_opt_out_blanks_the_persons_lines_in_a_waiting_upload(
+    partner: FeedClient, gp_practice: Any
+) -> None:
+    opted_out, other = next_nhs_number(), next_nhs_number()
+    mine = patient_and_condition(opted_out, "nd4")
+    theirs = patient_and_condition(other, "nd5")
+    response = partner.post(ndjson(*mine, *theirs), content_type=NDJSON)
+    assert response.status_code == 202
+    message = FeedMessage.objects.get()
+
+    make_optout(opted_out, gp_practice)
+    message.refresh_from_db()
+    payload = bytes(message.payload)
+    assert opted_out.encode() not in payload
+    assert mine[0]["id"].encode() not in payload  # the Condition that pointed at them too
+    assert payload.split(b"\n")[:2] == [b"", b""]  # blanked: the other lines keep their numbers
+
+    receipt = processed_receipt(partner, response)
+    assert receipt["counts"]["created"] == 2
+    assert not Entry.objects.filter(patient__nhs_number=opted_out).exists()
+    assert Entry.objects.filter(patient__nhs_number=other).count() == 2
