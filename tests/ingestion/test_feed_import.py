@@ -234,3 +234,29 @@ def test_a_bundle_file_goes_through_the_same_pipeline(acute: Any, tmp_path: Path
     report = run_import("ZAC91", tmp_path)
     assert Entry.objects.filter(patient__nhs_number=number).exists()
     assert "invalid-json: broken.json the whole file" in report
+
+
+def test_two_runs_on_one_file_cannot_both_apply_a_batch(acute: Any, tmp_path: Path) -> None:
+    from ingestion.bulk import (
+        ImportConflict,
+        import_batch_commit,
+        import_checkpoint_open,
+        import_file_survey,
+    )
+    from ingestion.models import FeedCredential
+
+    numbers = bulk_copy(tmp_path, [next_nhs_number() for _ in range(7)])
+    credential = FeedCredential.objects.get(organisation=acute)
+    file = import_file_survey(tmp_path / "Patient.000.ndjson")
+    lines = list(enumerate((tmp_path / "Patient.000.ndjson").read_bytes().splitlines(), start=1))
+    first = import_checkpoint_open(credential=credential, file=file)
+    second = import_checkpoint_open(credential=credential, file=file)  # another run's view
+    import_batch_commit(
+        checkpoint=first, credential=credential, file=file, lines=lines, last_line=7
+    )
+    with pytest.raises(ImportConflict):
+        import_batch_commit(
+            checkpoint=second, credential=credential, file=file, lines=lines, last_line=7
+        )
+    assert Patient.objects.filter(nhs_number__in=numbers).count() == 7
+    assert Entry.objects.filter(source_org=acute).count() == 7
