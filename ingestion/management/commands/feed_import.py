@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -264,19 +266,14 @@ class _StopSignal:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
 
-    def installed(self) -> _Installed:
-        return _Installed(self)
-
-
-class _Installed:
-    def __init__(self, stop: _StopSignal) -> None:
-        self.stop = stop
-        self.previous: dict[int, Any] = {}
-
-    def __enter__(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self.stop._handle)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Catch both signals while the import runs; put the previous handlers back after."""
+        previous = {
+            sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
