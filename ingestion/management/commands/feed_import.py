@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Sum
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -35,7 +36,7 @@ from ingestion.bulk import (
     import_paths_expand,
 )
 from ingestion.fhir.results import FeedRejected
-from ingestion.models import FeedCredential
+from ingestion.models import FeedCredential, ImportCheckpoint
 from sharedrecord.models import Organisation
 
 STORED = ("created", "updated", "unchanged")
@@ -98,6 +99,7 @@ class Command(BaseCommand):
         if options["batch_size"] < 1 or options["jobs"] < 1:
             raise CommandError("--batch-size and --jobs must be at least 1.")
         files = [import_file_survey(path) for path in paths]
+        done_before = 0 if options["restart"] else _lines_done(credential, files)
         stop = _StopSignal()
         started = time.monotonic()
         with stop.installed():
@@ -119,7 +121,7 @@ class Command(BaseCommand):
                 raise CommandError(
                     "Another feed_import is working on the same file; let it finish."
                 ) from None
-        self._report(run, time.monotonic() - started)
+        self._report(run, _lines_done(credential, files) - done_before, time.monotonic() - started)
         if run.stopped_at is not None:
             name, line = run.stopped_at
             self.stderr.write(
@@ -181,7 +183,7 @@ class Command(BaseCommand):
                 jobs=options["jobs"],
             )
 
-    def _report(self, run: ImportRun, seconds: float) -> None:
+    def _report(self, run: ImportRun, lines: int, seconds: float) -> None:
         total: Counter[str] = Counter()
         parked: Counter[str] = Counter()
         rejected: dict[str, list[str]] = {}
@@ -223,9 +225,18 @@ class Command(BaseCommand):
             out("Parked for review (matching queue), by reason:")
             for reason, n in parked.most_common():
                 out(f"  {reason}: {n}")
-        lines = sum(r.checkpoint.lines_done for r in run.files if not r.already_done)
         if seconds > 0:
-            out(f"{lines} lines in {seconds:.1f} s ({lines / seconds:,.0f} lines/s)")
+            out(f"This run: {lines} lines in {seconds:.1f} s ({lines / seconds:,.0f} lines/s)")
+
+
+def _lines_done(credential: FeedCredential, files: list[ImportFile]) -> int:
+    """Lines the files' checkpoints have passed, over every run so far."""
+    done = ImportCheckpoint.objects.filter(
+        organisation=credential.organisation,
+        system=credential.system,
+        file_sha256__in=[f.sha256 for f in files],
+    ).aggregate(n=Sum("lines_done"))["n"]
+    return int(done or 0)
 
 
 def _problem_places(problems: list[dict[str, Any]]) -> dict[str, str]:
