@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from audit.outcomes import FHIR_JSON, operation_outcome
 from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
+from ingestion.bulk import ndjson_upload_check
 from ingestion.failures import failure_issue
 from ingestion.fhir.results import FeedRejected
 from ingestion.hl7_receiving import hl7_message_receive
@@ -37,6 +38,8 @@ from ingestion.receiving import (
 
 JSON_TYPES = {"application/fhir+json", "application/json"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "text/xml"}
+# FHIR Bulk Data's format: one resource a line (ingestion/bulk.py).
+NDJSON_TYPES = {"application/fhir+ndjson", "application/ndjson", "application/x-ndjson"}
 RECEIPT_STATUS = {
     MessageStatus.RECEIVED: "queued",
     MessageStatus.PROCESSING: "processing",
@@ -137,12 +140,18 @@ OUTCOME_SCHEMA = OpenApiResponse(OpenApiTypes.OBJECT, description="A FHIR Operat
 
 
 class FeedFhirApi(FeedApi):
-    """POST a FHIR R4 Bundle: 202 with a receipt once it is stored (FHIR async pattern)."""
+    """POST a FHIR R4 Bundle, or resources as NDJSON: 202 with a receipt once it is stored.
+
+    FHIR's asynchronous pattern. An NDJSON upload (application/fhir+ndjson, one
+    resource a line, as FHIR Bulk Data exports them) is refused here only when
+    it cannot be read at all; the receipt names each bad line by its number.
+    """
 
     @extend_schema(
         request={
             "application/fhir+json": OpenApiTypes.OBJECT,
             "application/fhir+xml": OpenApiTypes.STR,
+            "application/fhir+ndjson": OpenApiTypes.STR,
         },
         responses={
             202: RECEIPT_SCHEMA,
@@ -158,6 +167,8 @@ class FeedFhirApi(FeedApi):
         credential = cast(FeedCredential, request.auth)
         content_type = request.content_type.split(";")[0].strip().lower()
         kind = MessageKind.FHIR_XML if content_type in XML_TYPES else MessageKind.FHIR_JSON
+        if content_type in NDJSON_TYPES:
+            kind = MessageKind.FHIR_NDJSON
         try:
             message = self._receive(request, credential, content_type, kind)
         except FeedRejected as rejected:
@@ -184,10 +195,10 @@ class FeedFhirApi(FeedApi):
     ) -> FeedMessage:
         """Check the message and store it; every refusal is a FeedRejected with its status."""
         feed_agreement_check(organisation=credential.organisation)
-        if content_type not in JSON_TYPES | XML_TYPES:
+        if content_type not in JSON_TYPES | XML_TYPES | NDJSON_TYPES:
             raise FeedRejected(
                 "unsupported-media-type",
-                "Send application/fhir+json or application/fhir+xml.",
+                "Send application/fhir+json, application/fhir+xml or application/fhir+ndjson.",
                 status=415,
                 path="",
             )
@@ -204,14 +215,18 @@ class FeedFhirApi(FeedApi):
         except RequestDataTooBig:
             raise too_large from None
         media: Literal["json", "xml"] = "xml" if kind == MessageKind.FHIR_XML else "json"
-        envelope = feed_envelope_read(body, media)
+        if kind == MessageKind.FHIR_NDJSON:
+            bundle_id, entry_count = "", ndjson_upload_check(body)
+        else:
+            envelope = feed_envelope_read(body, media)
+            bundle_id, entry_count = envelope.bundle_id, envelope.entry_count
         try:
             received = feed_message_receive(
                 credential=credential,
                 kind=kind,
                 payload=body,
-                idempotency_key=request.headers.get("Idempotency-Key") or envelope.bundle_id,
-                entry_count=envelope.entry_count,
+                idempotency_key=request.headers.get("Idempotency-Key") or bundle_id,
+                entry_count=entry_count,
             )
         except IdempotencyConflict:
             raise FeedRejected(

@@ -36,6 +36,8 @@ class MessageKind(models.TextChoices):
     FHIR_JSON = "fhir-json", "FHIR Bundle (JSON)"
     FHIR_XML = "fhir-xml", "FHIR Bundle (XML)"
     HL7V2 = "hl7v2", "HL7 v2 message (ER7)"
+    # FHIR Bulk Data's NDJSON: one resource a line; a file import's batch or an upload.
+    FHIR_NDJSON = "fhir-ndjson", "FHIR resources (NDJSON)"
 
 
 class MessageStatus(models.TextChoices):
@@ -130,3 +132,40 @@ class MatchQueueItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource_type} parked: {self.get_reason_display()}"
+
+
+class ImportCheckpoint(models.Model):
+    """How far `feed_import` got through one file for one sending system: its resume point.
+
+    Keyed by the file's SHA-256, so the same content resumes wherever it lies and
+    an edited file starts afresh. `lines_done` moves in the same transaction as
+    the batch it covers, so a crash loses or repeats nothing. `counts` are the
+    receipt counts so far; `problems` the rejected lines (line, reason code),
+    the first PROBLEMS_KEPT of them; `parked` parked entries by reason.
+    """
+
+    PROBLEMS_KEPT = 1000
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    system = models.CharField(max_length=100)
+    file_sha256 = models.CharField(max_length=64)
+    file_name = models.CharField(max_length=255)
+    total_lines = models.PositiveBigIntegerField(default=0)
+    lines_done = models.PositiveBigIntegerField(default=0)
+    counts = models.JSONField(default=dict)
+    problems = models.JSONField(default=list)
+    parked = models.JSONField(default=dict)
+    started_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organisation", "system", "file_sha256"], name="import_checkpoint_file"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Import of {self.file_name}: {self.lines_done} of {self.total_lines} lines"

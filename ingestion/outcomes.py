@@ -23,6 +23,7 @@ ISSUE_TYPES = {
     "not-a-bundle": "structure",
     "invalid-bundle": "structure",
     "empty-bundle": "required",
+    "empty-upload": "required",
     "unsupported-bundle-type": "not-supported",
     "too-many-entries": "too-costly",
     "too-large": "too-costly",

@@ -14,6 +14,7 @@ from django.utils import timezone
 from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditActor, audit_event_record
 from ingestion.applying import bundle_apply, merge_apply
+from ingestion.bulk import ndjson_message_finish
 from ingestion.credentials import feed_actor
 from ingestion.failures import attempt_failed, record_failure
 from ingestion.fhir.bundle import parse_bundle
@@ -99,6 +100,8 @@ def _process_claimed(message_id: int, progress: Progress) -> str:
                 "The organisation has no active data sharing agreement.",
                 status=403,
             )
+        if message.kind == MessageKind.FHIR_NDJSON:  # an NDJSON upload: ingestion/bulk.py
+            return ndjson_message_finish(message=message, actor=actor, progress=progress)
         data, media = bytes(message.payload), media_of(message.kind)
         if message.kind == MessageKind.HL7V2:
             progress.at("convert")

@@ -6,7 +6,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ingestion.fhir.profile import NHS_NUMBER_SYSTEM
-from ingestion.fhir.redaction import redact_person
+from ingestion.fhir.redaction import redact_person, redact_person_ndjson
 from ingestion.models import FeedMessage, MatchQueueItem, MessageKind, MessageStatus
 from ingestion.progress import RECEIPT_COUNTS
 from ingestion.receiving import media_of
@@ -44,6 +44,9 @@ def personal_data_purge(nhs_number: str) -> dict[str, int]:
                     "payload", "status", "finished_at", "counts", "issues", "failure", "retry_at"
                 ]
             )  # fmt: skip
+        elif message.kind == MessageKind.FHIR_NDJSON:
+            message.payload = redact_person_ndjson(payload, nhs_number)
+            message.save(update_fields=["payload"])
         else:
             message.payload = redact_person(payload, media_of(message.kind), nhs_number)
             message.save(update_fields=["payload"])

@@ -41,3 +41,27 @@ def redact_person(payload: bytes, media: Literal["json", "xml"], nhs_number: str
         return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
     document["entry"] = [e for e in document["entry"] if not any(e is d for d in drop)]
     return json.dumps(document).encode()
+
+
+def redact_person_ndjson(payload: bytes, nhs_number: str) -> bytes:
+    """An NDJSON upload with the person's lines blanked, so other lines keep their numbers.
+
+    Blanks every line that carries the number and every line that refers to a
+    Patient line that does (`Patient/<id>`). A line that cannot be read is kept
+    unless it carries the number (the worker then reports it by line number).
+    """
+    lines = payload.split(b"\n")
+    number = nhs_number.encode()
+    names: set[bytes] = set()
+    for line in lines:
+        if number not in line:
+            continue
+        try:
+            resource = json.loads(line.decode("utf-8-sig"))
+        except ValueError:
+            continue
+        if isinstance(resource, dict) and resource.get("resourceType") == "Patient":
+            names.add(f'"Patient/{resource.get("id")}"'.encode())
+    return b"\n".join(
+        b"" if number in line or any(name in line for name in names) else line for line in lines
+    )

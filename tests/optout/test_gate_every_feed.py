@@ -8,6 +8,7 @@ the gate holds for it too.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from lxml import etree
@@ -42,12 +43,24 @@ def fhir_xml(number: str) -> bytes:
     return bytes(etree.tostring(root))
 
 
+def fhir_ndjson(number: str, key: str = "s1") -> bytes:
+    """small_bundle's resources one a line, as Bulk Data sends them: `Patient/<id>` references."""
+    resources = [entry["resource"] for entry in small_bundle(number, key=key)["entry"]]
+    for resource in resources[1:]:
+        resource["subject"] = {"reference": f"Patient/{resources[0]['id']}"}
+    return "\n".join(json.dumps(resource) for resource in resources).encode()
+
+
 def hl7v2(number: str) -> bytes:
     return hl7_message(number, control_id=f"gate-{number}").encode()
 
 
-SAMPLES = {MessageKind.FHIR_JSON: fhir_json, MessageKind.FHIR_XML: fhir_xml,
-           MessageKind.HL7V2: hl7v2}  # fmt: skip
+SAMPLES: dict[MessageKind, Callable[[str], bytes]] = {
+    MessageKind.FHIR_JSON: fhir_json,
+    MessageKind.FHIR_XML: fhir_xml,
+    MessageKind.HL7V2: hl7v2,
+    MessageKind.FHIR_NDJSON: fhir_ndjson,
+}
 
 
 @pytest.mark.parametrize("kind", list(MessageKind))
@@ -71,6 +84,7 @@ def test_nothing_is_stored_for_an_opted_out_person_by_any_feed(
     payload = {
         "fhir-xml": SAMPLES[MessageKind.FHIR_XML](number).replace(b"xml-", b"again-"),
         "hl7v2": hl7v2(number).replace(b"gate-", b"again-"),
+        "fhir-ndjson": fhir_ndjson(number, key="again"),
     }.get(kind, json.dumps(again).encode())
     blocked = feed_kind(credential, MessageKind(kind), payload)
     assert blocked.counts["blocked"] >= 1

@@ -38,6 +38,8 @@ HOLDS_NONE_TO_PURGE = {
     "sharedrecord.Organisation": "organisations, not people",
     "sharedrecord.User": "staff accounts",
     "ingestion.FeedCredential": "partner system credentials",
+    "ingestion.ImportCheckpoint": "how far an import got through a file: counts, line numbers "
+    "and reason codes, never content",
     "optout.OptOut": "the registry entry itself: it must remain to keep blocking",
     "optout.OptOutChange": "who changed the registry and when; no health data",
     "audit.AuditEvent": "the governance record of past access, kept by design; no clinical content",
