@@ -35,6 +35,8 @@ from urllib.parse import urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
+from percentiles import p50_p95  # noqa: E402 (bench/, beside this file)
+
 SIZES = [int(n) for n in os.environ.get("BENCH_API_SIZES", "2000,5000,50000").split(",")]
 PAGE = 1000
 
@@ -47,11 +49,6 @@ def _free_port() -> int:
 
 def _runs(size: int) -> int:
     return 20 if size <= 5000 else 3
-
-
-def _p50_p95(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(len(ordered) * 0.95))]
 
 
 def _peak_kb(pid: int) -> int:
@@ -176,8 +173,8 @@ def main() -> None:
                     cursor.fetchall()
                 raws.append(time.perf_counter() - raw_start)
             after = _peak_kb(worker)
-            p50, p95 = _p50_p95(samples)
-            raw50, raw95 = _p50_p95(raws)
+            p50, p95 = p50_p95(samples)
+            raw50, raw95 = p50_p95(raws)
             print(
                 f"{entries:>8} {pages:>6} {len(samples):>5} {p50:>8.3f} {p95:>8.3f} {raw50:>8.3f}"
                 f" {raw95:>8.3f} {p50 / raw50:>8.1f} {p95 / raw95:>8.1f} {size / 1e6:>6.1f}"

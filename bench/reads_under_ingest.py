@@ -24,7 +24,6 @@ import base64
 import datetime
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,15 +34,12 @@ from urllib.parse import urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
+from percentiles import p50_p95  # noqa: E402 (bench/, beside this file)
+
 PEOPLE = int(os.environ.get("BENCH_PEOPLE", "400"))
 READS = int(os.environ.get("BENCH_READS", "30"))
 RECORD_SIZE = 5000
 CORES = os.cpu_count() or 2
-
-
-def _p50_p95(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(len(ordered) * 0.95))]
 
 
 def main() -> None:
@@ -165,8 +161,8 @@ def main() -> None:
     print(f"{'read':<12} {'idle p50':>9} {'idle p95':>9} {'busy p50':>9} {'busy p95':>9}"
           f" {'p95 busy/idle':>14}")  # fmt: skip
     for name in idle:
-        i50, i95 = _p50_p95(idle[name])
-        b50, b95 = _p50_p95(busy[name])
+        i50, i95 = p50_p95(idle[name])
+        b50, b95 = p50_p95(busy[name])
         print(f"{name:<12} {i50:>9.1f} {i95:>9.1f} {b50:>9.1f} {b95:>9.1f} {b95 / i95:>14.2f}")
     print(
         f"import: {lines:,} lines with --jobs {CORES}, {lines / elapsed:,.0f} entries/s overall;"

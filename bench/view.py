@@ -25,7 +25,6 @@ import datetime
 import hashlib
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,8 @@ from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
+from percentiles import p50_p95  # noqa: E402 (bench/, beside this file)
+
 SIZES = [int(n) for n in os.environ.get("BENCH_VIEW_SIZES", "5000,50000").split(",")]
 RUNS = int(os.environ.get("BENCH_VIEW_RUNS", "15"))
 
@@ -97,8 +98,7 @@ def _time(fn: Any) -> tuple[float, float]:
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[min(len(samples) - 1, round(len(samples) * 0.95))]
+    return p50_p95(samples)
 
 
 def main() -> None:

@@ -39,7 +39,6 @@ Every other "who may" lives here too, one function per rule:
 from __future__ import annotations
 
 import datetime
-import functools
 import hashlib
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -477,15 +476,19 @@ def _very_restricted() -> Q:
 
 @dataclass(frozen=True)
 class VisibleEntries:
+    """What a policy shows of a person's entries, and what it withholds.
+
+    `entries` and `hidden` are for reading. `in_scope` (every entry in the
+    asked-for sections from a sharing organisation, shown or not) is only
+    for counting both in one scan, with `shown_where` and `hidden_where`:
+    never read its rows.
+    """
+
     entries: QuerySet[Entry]
     hidden: QuerySet[Entry]  # in the asked-for sections, withheld for sensitivity
-    in_scope: QuerySet[Entry]  # both, and the demographics left out: one scan can count all
+    in_scope: QuerySet[Entry]
+    shown_where: Q  # which of in_scope are entries
     hidden_where: Q  # which of in_scope are hidden
-
-    @functools.cached_property
-    def withheld(self) -> int:
-        """How many are withheld (counted once, when first asked)."""
-        return self.hidden.count()
 
 
 def entries_visible(
@@ -522,10 +525,12 @@ def entries_visible(
         & ~Q(source_org__ods_code=patient.registered_gp_ods)
         & ~Q(Exists(care_shown))
     )
+    shown = ~hidden & ~knows_only
     return VisibleEntries(
-        entries=in_scope.exclude(hidden).exclude(knows_only).select_related("source_org"),
+        entries=in_scope.filter(shown).select_related("source_org"),
         hidden=in_scope.filter(hidden),
         in_scope=in_scope,
+        shown_where=shown,
         hidden_where=hidden,
     )
 

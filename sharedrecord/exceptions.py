@@ -51,6 +51,13 @@ class AccessBasisRequired(DomainError):
     status = 403
 
 
+class SectionPageNotFound(DomainError):
+    """A page past a section's last: nothing is read or shown, so nothing is audited."""
+
+    code = "section_page_not_found"
+    status = 404
+
+
 class SectionNotAvailable(DomainError):
     """The viewer's role does not see this section (the role table is public, so we say so)."""
 

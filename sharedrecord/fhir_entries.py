@@ -266,18 +266,18 @@ def _resource_sql(patient: Patient, policy: ViewPolicy) -> _ResourceSql:
     )
 
 
-def _texts(patient: Patient, ids: list[int], policy: ViewPolicy) -> dict[uuid.UUID, str]:
-    if not ids:
-        return {}
+def _text(patient: Patient, entry_id: int, policy: ViewPolicy) -> str:
+    """One entry as the API serves it (RESOURCE_SQL)."""
     resource = _resource_sql(patient, policy)
     sql = (
-        f"SELECT e.public_id, {resource.expression} FROM sharedrecord_entry e {resource.joins}"  # noqa: S608 (constants)
-        " WHERE e.patient_id = %s AND e.id = ANY(%s)"
+        f"SELECT {resource.expression} FROM sharedrecord_entry e {resource.joins}"  # noqa: S608 (constants)
+        " WHERE e.patient_id = %s AND e.id = %s"
     )
-    params = [*resource.expression_params, *resource.join_params, patient.pk, ids]
+    params = [*resource.expression_params, *resource.join_params, patient.pk, entry_id]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return {public_id: text for public_id, text in cursor.fetchall()}
+        (text,) = cursor.fetchone()
+    return str(text)
 
 
 # One page, in one statement: the keyset read (the caller's query, with the
@@ -331,26 +331,12 @@ FROM shown s
 
 
 @dataclass(frozen=True)
-class Row:
-    """One entry read by id: its text is the stored resource with our id and meta."""
-
-    public_id: uuid.UUID
-    resource_type: str
-    updated_at: datetime.datetime
-    source_ods: str
-    source_name: str
-    source_system: str
-    text: str
-
-
-@dataclass(frozen=True)
 class Page:
     """One page of a search, its entries already Bundle entry JSON made by PostgreSQL."""
 
     patient: Patient
     entries: str  # the page's Bundle entries (mode "match"), comma-separated JSON
     provenance: str  # their Provenance entries (mode "include"), if asked for
-    shown: int  # how many entries the page holds
     total: int | None  # None when the search asked for no total
     withheld: bool  # entries of the asked-for types were withheld for sensitivity
     next_cursor: Cursor | None
@@ -450,7 +436,9 @@ def api_entries_page(
     matching = visible.entries.filter(wanted, received_at__lte=as_of)
     if cursor is not None:
         # (received_at, public_id) > the cursor's, as one row comparison the
-        # index serves in order (an OR of the two makes PostgreSQL sort).
+        # index serves in order (an OR of the two makes PostgreSQL sort). Django
+        # made it for composite keys in an undocumented module: the paging
+        # tests are what will tell us if an upgrade moves it.
         after = TupleGreaterThan(
             Tuple(F("received_at"), F("public_id")), (cursor.received_at, cursor.public_id)
         )
@@ -488,21 +476,21 @@ def api_entries_page(
             source_ods=read.sources,
             context=context,
         )
-    return Page(patient, read.entries, read.provenance, read.shown, total, withheld, next_cursor)
+    return Page(patient, read.entries, read.provenance, total, withheld, next_cursor)
 
 
 def _entry_visible(
     *, caller: ApiCaller, basis: ApiBasis, entry: Entry
-) -> tuple[ViewPolicy, list[Relationship], tuple[str, str]] | None:
-    """The caller's policy and relationships, and the entry's source (ODS code, name), if shown."""
+) -> tuple[ViewPolicy, list[Relationship], str] | None:
+    """The caller's policy and relationships, and the entry's source ODS code, if it is shown."""
     policy, relationships = api_policy(caller=caller, basis=basis, patient=entry.patient)
-    shown = (
+    source = (
         entries_visible(patient=entry.patient, policy=policy)
         .entries.filter(pk=entry.pk)
-        .values_list("source_org__ods_code", "source_org__name")
+        .values_list("source_org__ods_code", flat=True)
         .first()
     )
-    return (policy, relationships, shown) if shown is not None else None
+    return (policy, relationships, source) if source is not None else None
 
 
 def api_entry_read(
@@ -512,8 +500,8 @@ def api_entry_read(
     resource_type: str,
     entry_id: str,
     context: AuditContext | None = None,
-) -> Row:
-    """One entry by id, if this caller may see it; PatientNotFound alike otherwise.
+) -> str:
+    """One entry by id as FHIR JSON, if this caller may see it; PatientNotFound alike otherwise.
 
     Side effects: one audit event (api-read), or an audited denial that names
     only the asked-for id.
@@ -536,7 +524,7 @@ def api_entry_read(
             context=context,
         )
         raise PatientNotFound(f"No {resource_type} with this id is available to you.")
-    policy, relationships, shown = found
+    policy, relationships, source = found
     with transaction.atomic():
         audit_event_record(
             action=AuditAction.API_READ,
@@ -551,11 +539,7 @@ def api_entry_read(
                 type=resource_type,
                 entries=[str(entry.public_id)],
             ),
-            source_ods=[shown[0]],
+            source_ods=[source],
             context=context,
         )
-    text = _texts(entry.patient, [entry.pk], policy)[entry.public_id]
-    return Row(
-        entry.public_id, resource_type, entry.updated_at, shown[0], shown[1],
-        entry.source_system, text,
-    )  # fmt: skip
+    return _text(entry.patient, entry.pk, policy)

@@ -25,7 +25,12 @@ from sharedrecord.access import (
     view_policy,
 )
 from sharedrecord.auditing import actor_for
-from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable
+from sharedrecord.exceptions import (
+    AccessBasisRequired,
+    PatientNotFound,
+    SectionNotAvailable,
+    SectionPageNotFound,
+)
 from sharedrecord.models import (
     AccessBasis,
     Entry,
@@ -258,31 +263,35 @@ def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
         .values_list("id", "part")[: part.limit]
         for part in parts
     ]
-    chosen: dict[int, str] = {}
-    if named:
-        chosen = dict(named[0].union(*named[1:], all=True)) if len(named) > 1 else dict(named[0])
+    chosen: dict[int, str] = dict(named[0].union(*named[1:], all=True)) if named else {}
     entries = list(visible.filter(pk__in=list(chosen)))
     shown = dict(zip((e.pk for e in entries), _shown(entries, policy, visible), strict=True))
-    lists: dict[str, list[ShownEntry]] = {part.name: [] for part in _summary_parts(now)}
+    lists: dict[str, list[ShownEntry]] = {}
     for part in parts:
         mine = _ordered([e for e in entries if chosen[e.pk] == part.name], part.order)
         lists[part.name] = [shown[e.pk] for e in mine]
-    allergies = lists["allergies"]
+
+    def listed(name: str) -> list[ShownEntry]:
+        return lists.get(name, [])  # a part outside the viewer's role lists nothing
+
     return Summary(
-        alerts=[a for a in lists["alerts"] if a.current],
-        allergies=[a for a in allergies if a.code not in NO_KNOWN_ALLERGY_CODES],
-        no_known_allergies=[a for a in allergies if a.code in NO_KNOWN_ALLERGY_CODES],
-        medications=lists["medications"],
-        problems=[p for p in lists["problems"] if p.verification not in NOT_A_PROBLEM],
-        encounters=lists["encounters"],
-        results=lists["results"],
-        appointments=lists["appointments"],
-        care_plans=lists["care_plans"],
+        alerts=[a for a in listed("alerts") if a.current],
+        allergies=[a for a in listed("allergies") if a.code not in NO_KNOWN_ALLERGY_CODES],
+        no_known_allergies=[a for a in listed("allergies") if a.code in NO_KNOWN_ALLERGY_CODES],
+        medications=listed("medications"),
+        problems=[p for p in listed("problems") if p.verification not in NOT_A_PROBLEM],
+        encounters=listed("encounters"),
+        results=listed("results"),
+        appointments=listed("appointments"),
+        care_plans=listed("care_plans"),
     )
 
 
 def _ordered(entries: list[Entry], order: tuple[str, ...]) -> list[Entry]:
-    """The entries in a queryset's order_by order, as PostgreSQL sorts (NULL above all)."""
+    """The entries, sorted in place, in a queryset's order_by order as PostgreSQL sorts.
+
+    PostgreSQL puts NULL above every value: last going up, first going down.
+    """
     for field in reversed(order):  # stable sorts, the last key first
         name = field.lstrip("-")
 
@@ -310,15 +319,14 @@ def _sources(visible: VisibleEntries) -> tuple[list[SourceRow], int]:
     both.
     """
     connected = Organisation.objects.with_active_agreement().order_by("kind", "name")
-    hidden = visible.hidden_where
-    shown = ~hidden & ~Q(section=RecordSection.DEMOGRAPHICS)
+    items = visible.shown_where & ~Q(section=RecordSection.DEMOGRAPHICS)
     counts = (
         visible.in_scope.order_by()
         .values("source_org")
         .annotate(
-            n=Count("id", filter=shown),
-            latest=Max("updated_at", filter=shown),
-            withheld=Count("id", filter=hidden),
+            n=Count("id", filter=items),
+            latest=Max("updated_at", filter=items),
+            withheld=Count("id", filter=visible.hidden_where),
         )
     )
     mine = {row["source_org"]: row for row in counts}
@@ -362,7 +370,7 @@ def record_view(
     """The record (its summary, or one page of a section) as this viewer may see it; audited.
 
     A section comes SECTION_PAGE_SIZE items a page, newest first; a page past
-    the last shows nothing (the caller says so).
+    the last raises SectionPageNotFound, reading and auditing nothing.
 
     Fails closed: without a current basis it raises AccessBasisRequired and
     shows nothing; a section outside the viewer's role raises
@@ -413,6 +421,8 @@ def record_view(
             record.total_in_section = ordered.count()
             record.page = page
             record.pages = max(1, -(-record.total_in_section // SECTION_PAGE_SIZE))
+            if page > record.pages:
+                raise SectionPageNotFound("This part of the record has no such page.")
             start = (page - 1) * SECTION_PAGE_SIZE
             record.items = _shown(ordered[start : start + SECTION_PAGE_SIZE], policy, visible)
             if section == RecordSection.RESULTS:
@@ -426,6 +436,7 @@ def record_view(
             detail={
                 "basis": str(basis.public_id),
                 "section": section or "summary",
+                **({"page": page} if section else {}),
                 "entries": _audited(shown),
                 "withheld": withheld,
                 "break_glass": policy.break_glass,

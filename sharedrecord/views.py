@@ -37,7 +37,12 @@ from sharedrecord.access import (
 )
 from sharedrecord.auditing import actor_for
 from sharedrecord.basis import BasisChoice, access_basis_options, access_basis_record
-from sharedrecord.exceptions import AccessBasisRequired, PatientNotFound, SectionNotAvailable
+from sharedrecord.exceptions import (
+    AccessBasisRequired,
+    PatientNotFound,
+    SectionNotAvailable,
+    SectionPageNotFound,
+)
 from sharedrecord.models import (
     BasisKind,
     Organisation,
@@ -345,7 +350,9 @@ def break_glass_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase
 def _page_number(request: HttpRequest) -> int | None:
     """The `page` a section was asked for (1 if none); None if it is not a page number."""
     raw = request.GET.get("page", "1")
-    return int(raw) if raw.isdigit() and 0 < len(raw) <= 6 and int(raw) >= 1 else None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or int(raw) < 1:
+        return None  # "²" is a digit to Python, not a page number
+    return int(raw)
 
 
 def _record_response(
@@ -367,12 +374,12 @@ def _record_response(
         return _not_found(request)
     except AccessBasisRequired:
         return redirect("access-basis", patient_id=patient_id)
+    except SectionPageNotFound:
+        missing = {"patient_id": patient_id, "section": section}
+        return render(request, "sharedrecord/no_such_page.html", missing, status=404)
     except SectionNotAvailable as denied:
         context = {"message": denied.message, "patient_id": patient_id}
         return render(request, "sharedrecord/section_not_available.html", context, status=403)
-    if record.page > record.pages:
-        missing = {"patient_id": patient_id, "section": section}
-        return render(request, "sharedrecord/no_such_page.html", missing, status=404)
     context = {
         "record": record,
         "patient": record.patient,

@@ -1,4 +1,4 @@
-"""What the FHIR read API writes: searchset Bundles streamed entry by entry, OperationOutcomes.
+"""What the FHIR read API writes: searchset Bundles, streamed, and OperationOutcomes.
 
 A page's entries arrive as Bundle entry JSON text (fhir_entries.Page, made by
 PostgreSQL) and are streamed as they are; nothing here parses a stored resource.
@@ -40,7 +40,7 @@ def link(base: str, path: str, params: list[tuple[str, str]]) -> str:
 def bundle(
     *, total: int | None, links: list[tuple[str, str]], entries: list[str]
 ) -> StreamingHttpResponse:
-    """A searchset Bundle streamed entry by entry; the entries are already JSON text.
+    """A searchset Bundle, streamed: its head, then the entries (already JSON text) as given.
 
     A total of None (the client asked _total=none) leaves Bundle.total out.
     """

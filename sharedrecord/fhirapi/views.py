@@ -403,8 +403,8 @@ class EntryReadApi(FhirApi):
         if parse_id(entry_id) is None:
             # Not a FHIR id, so it names nothing (and is never written to the trail).
             raise Http404
-        row = api_entry_read(
+        text = api_entry_read(
             caller=caller, basis=basis, resource_type=resource_type, entry_id=entry_id,
             context=context_for(request),
         )  # fmt: skip
-        return HttpResponse(row.text, content_type=FHIR_JSON)
+        return HttpResponse(text, content_type=FHIR_JSON)

@@ -28,7 +28,7 @@ from tests.fhirapi import fhir_get, staff_token
 pytestmark = pytest.mark.django_db
 
 # Today's counts. The record pages read the basis, the policy, the entries and
-# the sources once each (the summary's lists in one query, the sources and the
+# the sources once each (the summary's lists in two queries, the sources and the
 # withheld count in one scan), and write one audit event (with its chain head).
 # An API page is one statement for its entries, whatever the page size.
 SUMMARY = 21

@@ -546,10 +546,25 @@ def test_a_long_section_is_paged_newest_first_and_each_page_audits_only_its_item
     assert 'href="?page=1"' in main_html(second)
     events = _events(registered_gp, AuditAction.SECTION_VIEW)[-2:]
     assert [set(e.detail["entries"]) for e in events] == [on_first, on_second]
+    assert [e.detail["page"] for e in events] == [1, 2]
+    # Newest first: every item on page 2 is older than every item on page 1.
+    when = dict(
+        Entry.objects.filter(public_id__in=on_first | on_second).values_list(
+            "public_id", "effective_at"
+        )
+    )
+    first_dates = [d for i in on_first if (d := when[uuid.UUID(i)]) is not None]
+    second_dates = [d for i in on_second if (d := when[uuid.UUID(i)]) is not None]
+    assert len(first_dates) + len(second_dates) == total  # every result here is dated
+    assert min(first_dates) >= max(second_dates)
+    newest = Entry.objects.filter(patient=record, section="results").latest("effective_at")
+    assert str(newest.public_id) in on_first
 
 
-@pytest.mark.parametrize(("page", "status"), [("0", 400), ("two", 400), ("-1", 400), ("9", 404)])
-def test_a_page_that_is_not_there_says_so(
+@pytest.mark.parametrize(
+    ("page", "status"), [("0", 400), ("two", 400), ("-1", 400), ("²", 400), ("9", 404)]
+)
+def test_a_page_that_is_not_there_says_so_and_shows_nothing(
     client: Client, registered_gp: User, record: Patient, page: str, status: int
 ) -> None:
     signed_in(client, registered_gp)
@@ -557,3 +572,4 @@ def test_a_page_that_is_not_there_says_so(
     response = client.get(f"/record/{record.public_id}/results", {"page": page})
     assert response.status_code == status
     assert "There is no such page in this part of the record" in main_html(response)
+    assert _events(registered_gp, AuditAction.SECTION_VIEW) == []  # nothing was shown
