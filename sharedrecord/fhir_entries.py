@@ -286,17 +286,22 @@ def _text(patient: Patient, entry_id: int, policy: ViewPolicy) -> str:
 # audit event names, the sources, and where the next page starts. Nothing is
 # parsed or built in Python per entry, so a page costs little more than
 # PostgreSQL's own turning of the rows into text.
+# What the keyset read hands on (PAGE_SQL reads the rows once, never again by id).
+PAGE_COLUMNS = (
+    "received_at", "public_id", "resource_type", "updated_at", "source_system",
+    "source_org_id", "resource",
+)  # fmt: skip
 PAGE_SQL = """
 WITH k AS ({keys}),
 numbered AS (
-    SELECT k.id, row_number() OVER (ORDER BY k.received_at, k.public_id) AS n FROM k
+    SELECT k.*, row_number() OVER (ORDER BY k.received_at, k.public_id) AS n FROM k
 ),
 shown AS (
-    SELECT n.n, e.public_id, e.received_at, e.resource_type, e.updated_at,
+    SELECT e.n, e.public_id, e.received_at, e.resource_type, e.updated_at,
            o.ods_code, o.name AS org_name, e.source_system,
            {resource} AS text
-    FROM numbered n JOIN sharedrecord_entry e ON e.id = n.id {joins}
-    WHERE n.n <= %s
+    FROM numbered e {joins}
+    WHERE e.n <= %s
 )
 SELECT
     (SELECT count(*) FROM numbered) AS fetched,
@@ -445,7 +450,7 @@ def api_entries_page(
         matching = matching.filter(after)
     keys = matching.select_related(None).order_by("received_at", "public_id")
     read = _page_read(
-        keys=keys.values("id", "received_at", "public_id")[: count + 1],
+        keys=keys.values(*PAGE_COLUMNS)[: count + 1],
         count=count, patient=patient, policy=policy, base=base, provenance=provenance,
     )  # fmt: skip
     if cursor is not None:
