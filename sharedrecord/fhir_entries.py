@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from django.core import signing
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import F, Q, QuerySet
 from django.db.models.fields.tuple_lookups import (  # type: ignore[import-untyped]
     Tuple,
@@ -464,23 +464,24 @@ def api_entries_page(
     next_cursor = None
     if read.more and read.last is not None:  # _count=0 asks for the total alone
         next_cursor = Cursor(as_of, read.last[0], read.last[1], total, withheld, query)
-    with transaction.atomic():
-        audit_event_record(
-            action=AuditAction.API_READ,
-            actor=actor,
-            subject=audit_subject_of(patient),
-            purpose=basis.purpose,
-            detail=api_event_detail(
-                caller=caller,
-                basis=basis,
-                interaction=interaction,
-                relationships=relationships,
-                entries=read.ids,
-                withheld=withheld,
-            ),
-            source_ods=read.sources,
-            context=context,
-        )
+    # The event commits on its own (no savepoint inside an outer block): its
+    # commit is the only one a read needs, and nothing is returned if it fails.
+    audit_event_record(
+        action=AuditAction.API_READ,
+        actor=actor,
+        subject=audit_subject_of(patient),
+        purpose=basis.purpose,
+        detail=api_event_detail(
+            caller=caller,
+            basis=basis,
+            interaction=interaction,
+            relationships=relationships,
+            entries=read.ids,
+            withheld=withheld,
+        ),
+        source_ods=read.sources,
+        context=context,
+    )
     return Page(patient, read.entries, read.provenance, total, withheld, next_cursor)
 
 
@@ -530,21 +531,22 @@ def api_entry_read(
         )
         raise PatientNotFound(f"No {resource_type} with this id is available to you.")
     policy, relationships, source = found
-    with transaction.atomic():
-        audit_event_record(
-            action=AuditAction.API_READ,
-            actor=actor,
-            subject=audit_subject_of(entry.patient),
-            purpose=basis.purpose,
-            detail=api_event_detail(
-                caller=caller,
-                basis=basis,
-                interaction="read",
-                relationships=relationships,
-                type=resource_type,
-                entries=[str(entry.public_id)],
-            ),
-            source_ods=[source],
-            context=context,
-        )
+    # The event commits on its own (no savepoint inside an outer block): its
+    # commit is the only one a read needs, and nothing is returned if it fails.
+    audit_event_record(
+        action=AuditAction.API_READ,
+        actor=actor,
+        subject=audit_subject_of(entry.patient),
+        purpose=basis.purpose,
+        detail=api_event_detail(
+            caller=caller,
+            basis=basis,
+            interaction="read",
+            relationships=relationships,
+            type=resource_type,
+            entries=[str(entry.public_id)],
+        ),
+        source_ods=[source],
+        context=context,
+    )
     return _text(entry.patient, entry.pk, policy)
