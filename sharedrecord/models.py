@@ -385,6 +385,22 @@ class OverrideReason(models.TextChoices):
     OVRTPS = "OVRTPS", "Third party safety"
 
 
+class RecordChange(models.Model):
+    """How many times a person's entries have changed: moved on by the database, not by us.
+
+    Triggers on sharedrecord_entry (migration 0010) add one for every
+    statement that inserts, updates or deletes a person's entries, whatever
+    wrote them, so what is kept about a record (record._source_counts) is
+    never read for a record that has changed since. No code writes it.
+    """
+
+    patient_id = models.BigIntegerField(primary_key=True)
+    changed = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"record of person {self.patient_id}: changed {self.changed} times"
+
+
 class AccessBasis(models.Model):
     """A member of staff's recorded basis for reading one person's record.
 

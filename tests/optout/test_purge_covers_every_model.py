@@ -48,6 +48,7 @@ HOLDS_NONE_TO_PURGE = {
     "audit.AccessReview": "a governance finding on a past access, kept like the trail it reviews",
     "audit.AuditCheckpoint": "signed hash-chain heads: stripe, ids, hashes, counts",
     "sharedrecord.ApiAuthorization": "a member of staff's API consent and its session: no patient",
+    "sharedrecord.RecordChange": "how often a person's entries changed, by internal id: a count",
 }
 OUR_APPS = {"sharedrecord", "ingestion", "optout", "audit"}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 import uuid
 
 import pytest
@@ -12,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
-from ingestion.demo import PEOPLE, BundleBuilder
+from ingestion.demo import PEOPLE, BundleBuilder, acute_attendance
 from sharedrecord.models import AccessBasis, BasisKind, Entry, Organisation, Patient, User
 from sharedrecord.record import SECTION_PAGE_SIZE
 from tests.factories import (
@@ -573,3 +574,42 @@ def test_a_page_that_is_not_there_says_so_and_shows_nothing(
     assert response.status_code == status
     assert "There is no such page in this part of the record" in main_html(response)
     assert _events(registered_gp, AuditAction.SECTION_VIEW) == []  # nothing was shown
+
+
+def _items_from(page: str, service: str) -> str:
+    """What the sources panel says a service holds about the person, shown to the viewer."""
+    panel = page[page.index('id="sources"') :]
+    row = re.search(rf"{re.escape(service)}<br>.*?</tr>", panel, re.DOTALL)
+    assert row is not None, service
+    cells = re.findall(r'<td class="nhsuk-table__cell">(.*?)</td>', row.group(0), re.DOTALL)
+    return str(cells[-1])
+
+
+def test_the_kept_source_counts_follow_every_change_to_the_record(
+    client: Client, registered_gp: User, treating_clinician: User
+) -> None:
+    record = fed_person("counts")
+    summary = f"/record/{record.public_id}/"
+    acute = Organisation.objects.get(ods_code="ZAC01").name
+    signed_in(client, registered_gp)
+    confirm_basis(client, record)
+    before = _items_from(main_html(client.get(summary)), acute)
+    assert before == _items_from(main_html(client.get(summary)), acute)
+    # A new attendance arrives: the next page counts it.
+    credential, _ = make_credential(partner("ZAC01"))
+    again = dataclasses.replace(PEOPLE[0], key="counts2", nhs_number_sent=record.nhs_number)
+    assert feed(credential, acute_attendance(again)).status == "done"
+    grown = _items_from(main_html(client.get(summary)), acute)
+    assert int(grown.split()[0]) > int(before.split()[0])
+    # One of them goes: the next page counts that too.
+    acute_items = Entry.objects.filter(patient=record, source_org__ods_code="ZAC01")
+    acute_items.exclude(section="demographics").order_by("id")[0].delete()
+    fewer = _items_from(main_html(client.get(summary)), acute)
+    assert int(fewer.split()[0]) == int(grown.split()[0]) - 1
+    # Another viewer, another policy: the restricted item is withheld from them only.
+    signed_in(client, treating_clinician)
+    confirm_basis(client, record)
+    assert "1 item withheld" in main_html(client.get(summary))
+    signed_in(client, registered_gp)
+    confirm_basis(client, record)
+    assert "withheld" not in main_html(client.get(summary))
