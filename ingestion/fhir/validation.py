@@ -9,6 +9,7 @@ from __future__ import annotations
 from copy import deepcopy
 from typing import Any, Literal
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from lxml import etree
 from pydantic import ValidationError
@@ -100,7 +101,12 @@ def _without_nulls(resource: dict[str, Any]) -> dict[str, Any]:
     Nulls inside arrays stay: they keep a primitive array aligned with its
     `_name` extensions, as FHIR JSON allows.
     """
-    return resource if not _has_null(resource) else _drop_nulls(resource)
+    try:
+        # orjson writes the resource in microseconds: most hold no null anywhere.
+        maybe = b"null" in orjson.dumps(resource)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: look the slow way
+        maybe = True
+    return resource if not (maybe and _has_null(resource)) else _drop_nulls(resource)
 
 
 def _has_null(value: Any) -> bool:
