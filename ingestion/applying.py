@@ -63,13 +63,16 @@ def _group(
     by_index = {e.index: e for e in bundle.entries}
     groups: dict[str, _Person] = defaultdict(_Person)
     deletes: list[ParsedEntry] = []
+    source_keys: dict[str, SourceKey | None] = {}
     for entry in bundle.entries:
         if entry.deleted:
             deletes.append(entry)
             continue
         link = entry.patient
         assert link is not None  # the parser resolved or rejected every entry
-        if link.kind == "bundle":
+        if link.kind == "bundle" and f"bundle:{link.value}" in groups:
+            person = groups[f"bundle:{link.value}"]  # its Patient was read for an earlier entry
+        elif link.kind == "bundle":
             patient_entry = by_index[int(link.value)]
             numbers = [n for n in patient_entry.nhs_numbers if n]
             key = f"bundle:{patient_entry.index}"
@@ -86,13 +89,15 @@ def _group(
             if birth is not None:
                 person.birth_date = birth
         elif link.kind == "source-id":
-            key_row = (
-                SourceKey.objects.filter(
-                    source_org=organisation, resource_type="Patient", source_id=link.value
+            if link.value not in source_keys:  # one look-up per Patient named, not per entry
+                source_keys[link.value] = (
+                    SourceKey.objects.filter(
+                        source_org=organisation, resource_type="Patient", source_id=link.value
+                    )
+                    .select_related("patient")
+                    .first()
                 )
-                .select_related("patient")
-                .first()
-            )
+            key_row = source_keys[link.value]
             if key_row is None:
                 person = groups[f"unknown:{link.value}"]
                 person.park_reason = ParkReason.UNKNOWN_PATIENT
