@@ -5,7 +5,8 @@ Run: .venv/bin/python -m sharedrecord.localservices exec -- .venv/bin/python ben
 Steps:
 1. Make a private database (sharedrecord_bench), migrate it, start a real web
    server (gunicorn) and a real Celery worker on it, on a private queue.
-2. Post N bundles of 100 mixed entries each through the feed API; wait until
+2. Post N bundles of 100 mixed entries each through the feed API (one after
+   another, or over BENCH_SENDERS connections at once); wait until
    every receipt is done; entries/s = entries / (first POST to last commit).
 3. Re-send the same resources under new Bundle ids: the idempotent path.
 4. Denominators in the same run, on the same cores: fhir.resources
@@ -31,12 +32,15 @@ import sys
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 BUNDLES = int(os.environ.get("BENCH_BUNDLES", "60"))
+# Connections posting at once (1: one after another, as this benchmark always has).
+SENDERS = int(os.environ.get("BENCH_SENDERS", "1"))
 CORES = os.cpu_count() or 2
 
 
@@ -156,7 +160,8 @@ def run_batch(
     from ingestion.models import FeedMessage
 
     started = time.perf_counter()
-    ids = [post(base, token, bundle) for bundle in bundles]
+    with ThreadPoolExecutor(SENDERS) as pool:
+        ids = list(pool.map(lambda bundle: post(base, token, bundle), bundles))
     wait_done(ids)
     elapsed = time.perf_counter() - started
     messages = FeedMessage.objects.filter(public_id__in=ids)
@@ -279,7 +284,8 @@ def main() -> None:
     p95 = latencies[int(0.95 * (len(latencies) - 1))]
     print(f"machine: {CORES} cores; web: gunicorn 2 processes x 4 threads; Celery: a pool of "
           f"{CORES} processes per queue (feeds; large messages)")  # fmt: skip
-    print(f"bundles: {BUNDLES} x 100 mixed entries = {entries} entries")
+    print(f"bundles: {BUNDLES} x 100 mixed entries = {entries} entries, "
+          f"posted over {SENDERS} connection(s)")  # fmt: skip
     print(f"end to end (POST -> committed rows): {e2e:,.0f} entries/s "
           f"({elapsed:.1f} s; created {counts.get('created', 0)})")  # fmt: skip
     print(f"accept-to-queryable latency per message: p50 {p50:.2f} s, p95 {p95:.2f} s")
