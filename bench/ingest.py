@@ -5,7 +5,8 @@ Run: .venv/bin/python -m sharedrecord.localservices exec -- .venv/bin/python ben
 Steps:
 1. Make a private database (sharedrecord_bench), migrate it, start a real web
    server (gunicorn) and a real Celery worker on it, on a private queue.
-2. Post N bundles of 100 mixed entries each through the feed API; wait until
+2. Post N bundles of 100 mixed entries each through the feed API (one after
+   another, or over BENCH_SENDERS connections at once); wait until
    every receipt is done; entries/s = entries / (first POST to last commit).
 3. Re-send the same resources under new Bundle ids: the idempotent path.
 4. Denominators in the same run, on the same cores: fhir.resources
@@ -31,12 +32,15 @@ import sys
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 BUNDLES = int(os.environ.get("BENCH_BUNDLES", "60"))
+# Connections posting at once (1: one after another, as this benchmark always has).
+SENDERS = int(os.environ.get("BENCH_SENDERS", "1"))
 CORES = os.cpu_count() or 2
 
 
@@ -109,7 +113,7 @@ def copy_rate(database: str) -> tuple[float, int]:
     columns = (
         "public_id, patient_id, resource_type, section, source_org_id, source_system, source_id, "
         "version_id, source_updated_at, effective_at, status, code_system, code, code_display, "
-        "sensitivity, resource, content_hash, received_at, updated_at, feed_message_id"
+        "sensitivity, codes, resource, content_hash, received_at, updated_at, feed_message_id"
     )
     with psycopg.connect(database) as conn:
         rows = conn.execute(f"SELECT {columns} FROM sharedrecord_entry").fetchall()
@@ -156,7 +160,8 @@ def run_batch(
     from ingestion.models import FeedMessage
 
     started = time.perf_counter()
-    ids = [post(base, token, bundle) for bundle in bundles]
+    with ThreadPoolExecutor(SENDERS) as pool:
+        ids = list(pool.map(lambda bundle: post(base, token, bundle), bundles))
     wait_done(ids)
     elapsed = time.perf_counter() - started
     messages = FeedMessage.objects.filter(public_id__in=ids)
@@ -209,9 +214,11 @@ def stage_shares(token_org: Any, credential: Any, payloads: list[bytes]) -> dict
 
 
 def main() -> None:
-    from sharedrecord.localservices import ensure_database, with_database
+    from sharedrecord.localservices import celery_workers, ensure_database, with_database
 
-    database = with_database(os.environ["DATABASE_URL"], "sharedrecord_bench")
+    database = with_database(
+        os.environ["DATABASE_URL"], os.environ.get("BENCH_DATABASE", "sharedrecord_bench")
+    )
     ensure_database(database)
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "DATABASE_URL": database, "CELERY_QUEUE": queue, "DEBUG": "false",
@@ -241,11 +248,11 @@ def main() -> None:
          "--workers", "2", "--threads", "4", "--worker-class", "gthread", "--log-level", "warning"],
         env=env, cwd=BASE_DIR,
     )  # fmt: skip
-    worker = subprocess.Popen(
-        [python, "-m", "celery", "-A", "sharedrecord", "worker", "--loglevel", "WARNING",
-         "--concurrency", str(CORES), "--queues", queue, "--without-gossip", "--without-mingle"],
-        env=env, cwd=BASE_DIR,
-    )  # fmt: skip
+    # The deployed layout (sharedrecord.localservices.celery_workers): a pool per queue.
+    workers = [
+        subprocess.Popen(command, env=env, cwd=BASE_DIR)
+        for command in celery_workers(python, queue=queue, loglevel="WARNING")
+    ]
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):
@@ -267,17 +274,18 @@ def main() -> None:
         copy_per_s, copied = copy_rate(database)
         shares = stage_shares(organisation, credential, payloads[:5])
     finally:
-        web.terminate()
-        worker.terminate()
-        web.wait()
-        worker.wait()
+        for process in (web, *workers):
+            process.terminate()
+        for process in (web, *workers):
+            process.wait()
 
     e2e = entries / elapsed
     p50 = statistics.median(latencies)
     p95 = latencies[int(0.95 * (len(latencies) - 1))]
-    print(f"machine: {CORES} cores; web: gunicorn 2 processes x 4 threads; "
-          f"Celery: 1 worker process, concurrency {CORES}")  # fmt: skip
-    print(f"bundles: {BUNDLES} x 100 mixed entries = {entries} entries")
+    print(f"machine: {CORES} cores; web: gunicorn 2 processes x 4 threads; Celery: a pool of "
+          f"{CORES} processes per queue (feeds; large messages)")  # fmt: skip
+    print(f"bundles: {BUNDLES} x 100 mixed entries = {entries} entries, "
+          f"posted over {SENDERS} connection(s)")  # fmt: skip
     print(f"end to end (POST -> committed rows): {e2e:,.0f} entries/s "
           f"({elapsed:.1f} s; created {counts.get('created', 0)})")  # fmt: skip
     print(f"accept-to-queryable latency per message: p50 {p50:.2f} s, p95 {p95:.2f} s")

@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from audit.models import AuditAction, AuditOutcome
-from audit.trail import AuditActor, AuditSubject, audit_event_record
+from audit.trail import (
+    AuditActor,
+    AuditSubject,
+    PendingEvent,
+    audit_event_record,
+    audit_events_record,
+)
 from ingestion.credentials import INGESTION
 from ingestion.fhir.fields import birth_date_of
 from ingestion.fhir.results import ParsedBundle, ParsedEntry
@@ -57,13 +63,16 @@ def _group(
     by_index = {e.index: e for e in bundle.entries}
     groups: dict[str, _Person] = defaultdict(_Person)
     deletes: list[ParsedEntry] = []
+    source_keys: dict[str, SourceKey | None] = {}
     for entry in bundle.entries:
         if entry.deleted:
             deletes.append(entry)
             continue
         link = entry.patient
         assert link is not None  # the parser resolved or rejected every entry
-        if link.kind == "bundle":
+        if link.kind == "bundle" and f"bundle:{link.value}" in groups:
+            person = groups[f"bundle:{link.value}"]  # its Patient was read for an earlier entry
+        elif link.kind == "bundle":
             patient_entry = by_index[int(link.value)]
             numbers = [n for n in patient_entry.nhs_numbers if n]
             key = f"bundle:{patient_entry.index}"
@@ -80,13 +89,15 @@ def _group(
             if birth is not None:
                 person.birth_date = birth
         elif link.kind == "source-id":
-            key_row = (
-                SourceKey.objects.filter(
-                    source_org=organisation, resource_type="Patient", source_id=link.value
+            if link.value not in source_keys:  # one look-up per Patient named, not per entry
+                source_keys[link.value] = (
+                    SourceKey.objects.filter(
+                        source_org=organisation, resource_type="Patient", source_id=link.value
+                    )
+                    .select_related("patient")
+                    .first()
                 )
-                .select_related("patient")
-                .first()
-            )
+            key_row = source_keys[link.value]
             if key_row is None:
                 person = groups[f"unknown:{link.value}"]
                 person.park_reason = ParkReason.UNKNOWN_PATIENT
@@ -113,7 +124,13 @@ def _group(
     return merged, deletes
 
 
-def _park(message: FeedMessage, person: _Person, reason: str, outcome: Outcome) -> None:
+def _park(
+    message: FeedMessage,
+    person: _Person,
+    reason: str,
+    outcome: Outcome,
+    events: list[PendingEvent],
+) -> None:
     for entry in person.entries:
         MatchQueueItem.objects.create(
             message=message,
@@ -137,12 +154,14 @@ def _park(message: FeedMessage, person: _Person, reason: str, outcome: Outcome) 
             "expression": [],
         }
     )
-    _match_not_stored(message, "parked", reason, len(person.entries))
+    events.append(_match_not_stored(message, "parked", reason, len(person.entries)))
 
 
-def _match_not_stored(message: FeedMessage, decision: str, reason: str, entries: int) -> None:
+def _match_not_stored(
+    message: FeedMessage, decision: str, reason: str, entries: int
+) -> PendingEvent:
     """The audit event of a person's entries that were parked or rejected, not stored."""
-    audit_event_record(
+    return PendingEvent(
         action=AuditAction.MATCH_DECISION,
         actor=AuditActor.system(INGESTION, org_ods=message.organisation.ods_code),
         outcome=AuditOutcome.REJECTED,
@@ -152,11 +171,13 @@ def _match_not_stored(message: FeedMessage, decision: str, reason: str, entries:
             "reason": reason,
             "entries": entries,
         },
-        source_ods=[message.organisation.ods_code],
+        source_ods=(message.organisation.ods_code,),
     )
 
 
-def _reject_conflicting(message: FeedMessage, person: _Person, outcome: Outcome) -> None:
+def _reject_conflicting(
+    message: FeedMessage, person: _Person, outcome: Outcome, events: list[PendingEvent]
+) -> None:
     """A Patient carrying two different NHS numbers: the source must correct it."""
     first = min(e.index for e in person.entries)
     outcome.issues.append(
@@ -172,7 +193,9 @@ def _reject_conflicting(message: FeedMessage, person: _Person, outcome: Outcome)
         }
     )
     outcome.counts["rejected"] += len(person.entries)
-    _match_not_stored(message, "rejected", "conflicting-nhs-numbers", len(person.entries))
+    events.append(
+        _match_not_stored(message, "rejected", "conflicting-nhs-numbers", len(person.entries))
+    )
 
 
 def _dissent_coded(person: _Person) -> bool:
@@ -247,6 +270,7 @@ def bundle_apply(
     organisation: Organisation,
     progress: Progress,
     as_of: datetime.datetime | None = None,
+    audit_events: list[PendingEvent] | None = None,
 ) -> Outcome:
     """Store each person's entries; `as_of` (HL7 v2's MSH-7) orders removals with no version.
 
@@ -254,8 +278,12 @@ def bundle_apply(
     the person's lock, record a feed's dissent code, ask the opt-out gate, match
     or create, remove and upsert; then apply the bundle's deletes. The caller
     holds the transaction. Side effects: entries, patients, parked items and
-    their audit events.
+    their audit events (one per person: matched, created, parked or rejected),
+    written together in one statement before this returns, or, when the caller
+    passes `audit_events`, appended to it for the caller to write in the same
+    transaction (with its own events, in one statement).
     """
+    events: list[PendingEvent] = [] if audit_events is None else audit_events
     outcome = Outcome()
     for issue in bundle.issues:
         outcome.issue(issue)
@@ -264,10 +292,10 @@ def bundle_apply(
     for _, person in sorted(groups.items(), key=lambda item: item[1].nhs_number or item[0]):
         progress.at("match", person.entries)
         if person.park_reason == ParkReason.CONFLICTING_NHS_NUMBERS:
-            _reject_conflicting(message, person, outcome)
+            _reject_conflicting(message, person, outcome, events)
             continue
         if person.park_reason:
-            _park(message, person, person.park_reason, outcome)
+            _park(message, person, person.park_reason, outcome, events)
             continue
         progress.at("gate", person.entries)
         patient_lock(nhs_number=person.nhs_number)
@@ -281,24 +309,26 @@ def bundle_apply(
             demographics=Demographics(nhs_number=person.nhs_number, birth_date=person.birth_date)
         )
         if match.outcome == MatchOutcome.AMBIGUOUS:
-            _park(message, person, ParkReason.DEMOGRAPHICS_CONFLICT, outcome)
+            _park(message, person, ParkReason.DEMOGRAPHICS_CONFLICT, outcome, events)
             continue
         patient = match.patient if match.outcome == MatchOutcome.MATCHED else None
         if patient is None:
             patient = patient_create(nhs_number=person.nhs_number)
-        audit_event_record(
-            action=AuditAction.MATCH_DECISION,
-            actor=system_actor,
-            subject=AuditSubject(
-                patient_id=patient.public_id,
-                nhs_number=patient.nhs_number,
-                gp_ods=patient.registered_gp_ods,
-            ),
-            detail={
-                "message": str(message.public_id),
-                "decision": "matched" if match.patient else "created",
-            },
-            source_ods=[organisation.ods_code],
+        events.append(
+            PendingEvent(
+                action=AuditAction.MATCH_DECISION,
+                actor=system_actor,
+                subject=AuditSubject(
+                    patient_id=patient.public_id,
+                    nhs_number=patient.nhs_number,
+                    gp_ods=patient.registered_gp_ods,
+                ),
+                detail={
+                    "message": str(message.public_id),
+                    "decision": "matched" if match.patient else "created",
+                },
+                source_ods=(organisation.ods_code,),
+            )
         )
         kept: list[ParsedEntry] = []
         # A source withdrawing its Patient may end its claim to the registration.
@@ -350,6 +380,8 @@ def bundle_apply(
             # The registration and shown demographics may have hung off it.
             patient_lock(nhs_number=removed.nhs_number)
             patient_demographics_refresh(patient=removed, asserted_by=system_actor)
+    if audit_events is None:
+        audit_events_record(events=events)
     return outcome
 
 

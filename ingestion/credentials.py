@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import secrets
@@ -82,8 +83,15 @@ def feed_credential_authenticate(*, token: str) -> FeedCredential | None:
         return None
     if not hmac.compare_digest(credential.token_hash, _token_hash(token)):
         return None
-    FeedCredential.objects.filter(pk=credential.pk).update(last_used_at=timezone.now())
+    now = timezone.now()
+    # Noted to the minute: a write (and a commit's flush) per message would cost a busy
+    # feed more than the message itself.
+    if credential.last_used_at is None or now - credential.last_used_at >= LAST_USED_EVERY:
+        FeedCredential.objects.filter(pk=credential.pk).update(last_used_at=now)
     return credential
+
+
+LAST_USED_EVERY = datetime.timedelta(minutes=1)
 
 
 def feed_actor(credential: FeedCredential) -> AuditActor:

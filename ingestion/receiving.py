@@ -250,11 +250,24 @@ def feed_message_receive(
     return Received(existing, duplicate=True)
 
 
-def enqueue(*, message_pk: int) -> None:
+def feed_queue(*, entry_count: int) -> str:
+    """The queue a message is processed from: large messages have their own, and workers.
+
+    HL7 v2 and small messages go to the Celery app's default queue (CELERY_QUEUE).
+    """
+    from ingestion.tasks import feed_message_process_task
+
+    default = str(feed_message_process_task.app.conf.task_default_queue)
+    if entry_count <= settings.FEED_LARGE_ENTRIES:
+        return default
+    return str(settings.FEED_LARGE_QUEUE or f"{default}-large")
+
+
+def enqueue(*, message_pk: int, entry_count: int = 0) -> None:
     """Queue processing with Celery's usual publish retries (the sweep and other workers)."""
     from ingestion.tasks import feed_message_process_task
 
-    feed_message_process_task.delay(message_pk)
+    feed_message_process_task.apply_async((message_pk,), queue=feed_queue(entry_count=entry_count))
 
 
 BROKER_ERRORS = (KombuError, RedisError, OSError)
@@ -276,7 +289,12 @@ def enqueue_after_commit(*, message: FeedMessage) -> None:
             producer.connection.ensure_connection(
                 max_retries=1, interval_start=0, interval_step=0, timeout=1
             )
-            feed_message_process_task.apply_async((message.pk,), retry=False, producer=producer)
+            feed_message_process_task.apply_async(
+                (message.pk,),
+                retry=False,
+                producer=producer,
+                queue=feed_queue(entry_count=message.entry_count),
+            )
     except BROKER_ERRORS as exc:
         logger.warning(
             "feed message %s stored; queueing it failed (%s), the sweep will queue it",

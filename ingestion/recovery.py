@@ -44,10 +44,10 @@ def feed_messages_sweep(*, older_than: datetime.timedelta) -> int:
     waiting = list(
         FeedMessage.objects.filter(status=MessageStatus.RECEIVED, received_at__lte=cutoff)
         .filter(Q(retry_at__isnull=True) | Q(retry_at__lte=cutoff))
-        .values_list("pk", flat=True)
+        .values_list("pk", "entry_count")
     )
-    for pk in waiting:
-        enqueue(message_pk=pk)
+    for pk, entry_count in waiting:
+        enqueue(message_pk=pk, entry_count=entry_count)
     return len(waiting)
 
 

@@ -15,7 +15,6 @@ from audit.trail import AuditActor, AuditSubject, audit_event_record
 from sharedrecord.access import may_assert_registration, registration_asserted
 from sharedrecord.models import (
     Entry,
-    Organisation,
     Patient,
 )
 from sharedrecord.policy import policy_table
@@ -147,13 +146,15 @@ def patient_demographics_refresh(
     patient.deceased = shown["deceased"] == "yes"
     patient.demographics_source_ods = ordered[0].source_org.ods_code if ordered else ""
     very_restricted = policy_table().sensitivity.very_restricted_labels
-    shared = Organisation.objects.with_active_agreement()
+    # Each source's agreement read from the organisation already loaded, not by
+    # listing every organisation with an active one (a query per refresh).
     patient.demographics_disputed = _disputed(
         shown,
         [
             found[i]
             for i, entry in enumerate(ordered)
-            if entry.source_org in shared and not very_restricted.intersection(entry.sensitivity)
+            if entry.source_org.agreement_active()
+            and not very_restricted.intersection(entry.sensitivity)
         ],
     )
     patient.registered_gp_ods = registered

@@ -245,6 +245,25 @@ def _port_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def celery_workers(python: str, *, queue: str, loglevel: str = "INFO") -> list[list[str]]:
+    """The worker layout's commands: one pool per queue, each of one process per core.
+
+    `queue` is the feeds queue (CELERY_QUEUE); large messages go to `<queue>-large`
+    (FEED_LARGE_QUEUE's default). Only a busy queue's pool uses the cores, so one
+    queue alone has them all, and in a burst of both each has its share: HL7 v2
+    never waits behind large messages. Prefetch stays at one task a process (settings):
+    tasks are idempotent and acknowledged late, and an idle process waits for the
+    next one only a Redis round trip.
+    """
+    cores = str(os.cpu_count() or 1)
+    worker = [python, "-m", "celery", "-A", "sharedrecord", "worker", "--loglevel", loglevel,
+              "--concurrency", cores, "--without-gossip", "--without-mingle"]  # fmt: skip
+    return [
+        [*worker, "--queues", queue, "--hostname", f"feeds-{queue}@%h"],
+        [*worker, "--queues", f"{queue}-large", "--hostname", f"large-{queue}@%h"],
+    ]  # fmt: skip
+
+
 def run_platform(env: dict[str, str]) -> int:
     """Migrate, load the demo borough, then run web, worker and beat until Ctrl-C."""
     python = sys.executable
@@ -254,11 +273,11 @@ def run_platform(env: dict[str, str]) -> int:
     if not _port_free(port):
         raise SystemExit(f"127.0.0.1:{port} is already in use; set PORT to another.")
     celery = [python, "-m", "celery", "-A", "sharedrecord"]
+    feeds, large = celery_workers(python, queue=env.get("CELERY_QUEUE", "sharedrecord"))
     processes = {
         "web": subprocess.Popen([*manage, "runserver", "--noreload", f"127.0.0.1:{port}"], env=env),
-        "worker": subprocess.Popen(
-            [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"], env=env
-        ),
+        "worker": subprocess.Popen(feeds, env=env),
+        "worker-large": subprocess.Popen(large, env=env),
         "beat": subprocess.Popen(
             [
                 *celery,

@@ -252,6 +252,11 @@ FEED_MAX_ENTRIES = env_int("FEED_MAX_ENTRIES", default=5000)
 FEED_MAX_DEPTH = env_int("FEED_MAX_DEPTH", default=64)
 FEED_MAX_ATTEMPTS = env_int("FEED_MAX_ATTEMPTS", default=5)
 FEED_STUCK_AFTER_SECONDS = env_int("FEED_STUCK_AFTER_SECONDS", default=120)
+# Messages of more entries than this go to their own queue and workers (deploy/README.md),
+# so a burst of large Bundles never holds up HL7 v2 and small messages behind it.
+FEED_LARGE_ENTRIES = env_int("FEED_LARGE_ENTRIES", default=50)
+# Blank: the Celery app's default queue's name (CELERY_QUEUE) followed by "-large".
+FEED_LARGE_QUEUE = env_str("FEED_LARGE_QUEUE", "")
 DATA_UPLOAD_MAX_MEMORY_SIZE = FEED_MAX_BYTES + 1024
 # The MLLP listener (manage.py mllp_listen): where it listens, and the feed
 # token of the one sending system it serves (MLLP has no authentication).

@@ -92,7 +92,7 @@ class CeleryWorker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "sharedrecord", "worker",
              "--loglevel", "WARNING", "--concurrency", str(self.concurrency),
-             "--queues", self.queue, "--hostname", f"{self.queue}@%h",
+             "--queues", f"{self.queue},{self.queue}-large", "--hostname", f"{self.queue}@%h",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=BASE_DIR,
         )  # fmt: skip

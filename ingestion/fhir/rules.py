@@ -53,32 +53,31 @@ def extra_rules(resource: dict[str, Any], resource_type: str, source: Any) -> No
     _id_rules(resource, resource_type)
     binding_rules(resource, resource_type)
     problems: list[str] = []
+    # JSON input is validated as sent (resource is source): one walk checks both
+    # sets of rules, and the first Period or active-content problem waits until
+    # the empty and over-long values have had their turn, as with two walks.
+    same = resource is source
+    later: EntryError | None = None
     for path, value in walk(source, resource_type):
         if isinstance(value, str) and len(value) > MAX_STRING:
             raise EntryError("too-long", "A string is longer than FHIR allows (1 MB).", (path,))
         if value in ([], {}) or (isinstance(value, str) and not value.strip()):
             problems.append(path)
+        if same and later is None:
+            later = _value_problem(path, value)
     if problems:
         raise EntryError(
             "empty-value",
             "FHIR does not allow empty arrays, objects or strings.",
             tuple(problems[:10]),
         )
-    for path, value in walk(resource, resource_type):
-        if (
-            isinstance(value, dict)
-            and isinstance(value.get("start"), str)
-            and isinstance(value.get("end"), str)
-        ) and _period_reversed(value["start"], value["end"]):
-            raise EntryError("period-order", "A Period ends before it starts (per-1).", (path,))
-        if (
-            isinstance(value, str)
-            and (path.endswith(".div") or "<" in value)
-            and _ACTIVE_CONTENT.search(value)
-        ):
-            raise EntryError(
-                "active-content", "Narrative or text holds script or active HTML.", (path,)
-            )
+    if not same:
+        for path, value in walk(resource, resource_type):
+            later = _value_problem(path, value)
+            if later is not None:
+                break
+    if later is not None:
+        raise later
     for path, inner in _resources(resource, resource_type):
         text = inner.get("text")
         if isinstance(text, dict) and isinstance(text.get("div"), str):
@@ -86,6 +85,25 @@ def extra_rules(resource: dict[str, Any], resource_type: str, source: Any) -> No
             if problem is not None:
                 raise EntryError(problem[0], problem[1], (f"{path}.text.div",))
     _extension_rules(resource, resource_type, nested=False)
+
+
+def _value_problem(path: str, value: Any) -> EntryError | None:
+    """A Period that ends before it starts (per-1), or script or active HTML in a string."""
+    if (
+        isinstance(value, dict)
+        and isinstance(value.get("start"), str)
+        and isinstance(value.get("end"), str)
+    ) and _period_reversed(value["start"], value["end"]):
+        return EntryError("period-order", "A Period ends before it starts (per-1).", (path,))
+    if (
+        isinstance(value, str)
+        and (path.endswith(".div") or "<" in value)
+        and _ACTIVE_CONTENT.search(value)
+    ):
+        return EntryError(
+            "active-content", "Narrative or text holds script or active HTML.", (path,)
+        )
+    return None
 
 
 def _resources(resource: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -16,7 +16,9 @@ from django.core.management import get_commands
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((BASE_DIR / "deploy" / "compose.yaml").read_text())
-APP_SERVICES = ["migrate", "grants", "web", "worker", "beat", "mllp", "audit-checkpoint"]
+APP_SERVICES = [
+    "migrate", "grants", "web", "worker", "worker-large", "beat", "mllp", "audit-checkpoint",
+]  # fmt: skip
 
 
 def names_the_settings_read() -> set[str]:
@@ -70,3 +72,13 @@ def test_the_image_copies_what_exists_and_the_broker_never_evicts() -> None:
     redis_command = service("redis")["command"]
     assert redis_command[redis_command.index("--maxmemory-policy") + 1] == "noeviction"
     assert "--appendonly" in redis_command
+
+
+def test_each_feed_queue_has_its_own_workers() -> None:
+    def queues(name: str) -> str:
+        command = service(name)["command"]
+        return str(command[command.index("--queues") + 1])
+
+    # The settings' defaults: CELERY_QUEUE, and FEED_LARGE_QUEUE after it.
+    assert queues("worker") == "sharedrecord"
+    assert queues("worker-large") == "sharedrecord-large"

@@ -251,7 +251,7 @@ class Stack:
         worker = self._process(
             f"worker-{number}",
             [sys.executable, "-m", "celery", "-A", "sharedrecord", "worker", "--loglevel", "INFO",
-             "--concurrency", "2", "-Q", self.queue, "--hostname", f"faults-{number}@%h"],
+             "--concurrency", "2", "-Q", f"{self.queue},{self.queue}-large", "--hostname", f"faults-{number}@%h"],
         )  # fmt: skip
         self.workers.append(worker)
         return worker

@@ -333,3 +333,34 @@ def test_a_bad_entry_is_an_issue_and_the_rest_of_the_batch_is_kept() -> None:
     ]
     assert [e.source_id for e in bundle.entries] == ["p1"]
     assert "steal" not in repr(bundle.issues)
+
+
+# ------------------------------------------------------------------ the JSON kept
+
+
+def test_a_json_entry_is_kept_as_the_sender_wrote_it() -> None:
+    sent = _patient(
+        identifier=[{"system": NHS, "value": "9990015007"}],
+        meta={"lastUpdated": "2025-01-02T10:00:00+00:00"},
+        birthDate="1941-03-14",
+    )
+    (entry,) = _parse(_bundle(sent)).entries
+    assert entry.data.resource == sent  # not the model's rewriting ("...Z")
+
+
+def test_null_properties_are_left_out_and_the_rest_is_kept() -> None:
+    sent = _patient(
+        identifier=[{"system": NHS, "value": "9990015007", "period": None}], gender=None
+    )
+    (entry,) = _parse(_bundle(sent)).entries
+    assert entry.data.resource == _patient(identifier=[{"system": NHS, "value": "9990015007"}])
+
+
+def test_an_empty_value_is_reported_before_a_reversed_period_found_earlier() -> None:
+    resource = _patient(
+        identifier=[{"system": NHS, "value": "9990015007",
+                     "period": {"start": "2025-02-01", "end": "2025-01-01"}}],
+        name=[{"family": " "}],
+    )  # fmt: skip
+    assert [code for code, _ in _codes(resource)] == ["empty-value"]
+    assert [code for code, _ in _codes(resource | {"name": [{"family": "E"}]})] == ["period-order"]

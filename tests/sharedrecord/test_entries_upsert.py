@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -72,3 +74,12 @@ def test_a_resource_filed_under_another_person_moves_to_them() -> None:
     assert not Entry.objects.filter(patient=before).exists()
     assert Entry.objects.filter(patient=after).count() == 1
     assert SourceKey.objects.get(source_org=org, source_id="obs-0").patient == after
+
+
+def test_a_resource_holding_an_integer_beyond_64_bits_is_stored_whole() -> None:
+    org, patient = make_organisation(), make_patient()
+    (item,) = _items(1)
+    resource = item.resource | {"valueInteger": 2**70}
+    big = dataclasses.replace(item, resource=resource, content_hash=content_hash(resource))
+    assert _upsert(patient, org, [big]) == [UpsertResult.CREATED]
+    assert Entry.objects.get(patient=patient).resource["valueInteger"] == 2**70
