@@ -1,4 +1,4 @@
-"""The single entry point that writes the audit trail, and the trail's storage.
+"""The only writers of the audit trail (one event, or a batch in two statements), and its storage.
 
 Chaining (why it stays cheap under load):
 1. The trail is split into CHAIN_STRIPES independent hash chains. A writer
