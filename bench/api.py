@@ -21,7 +21,6 @@ Prints figures only; asserts nothing.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import socket
@@ -36,6 +35,7 @@ from urllib.parse import urlsplit
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 from percentiles import p50_p95  # noqa: E402 (bench/, beside this file)
+from records import bench_database, bench_practice, long_record_person  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("BENCH_API_SIZES", "2000,5000,50000").split(",")]
 PAGE = 1000
@@ -59,54 +59,28 @@ def _peak_kb(pid: int) -> int:
 
 
 def main() -> None:
-    from sharedrecord.localservices import ensure_database, with_database
-
-    database = with_database(os.environ["DATABASE_URL"], "sharedrecord_bench_api")
-    ensure_database(database)
     env = {
-        "DATABASE_URL": database,
-        "DEBUG": "false",
-        "STATIC_MANIFEST": "false",
         "ALLOWED_HOSTS": "127.0.0.1,testserver",
         "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-only-secret-key"),
-        "LOG_LEVEL": "WARNING",
     }
-    os.environ.update(env)
-    import django
-
-    django.setup()
+    bench_database("sharedrecord_bench_api", **env)
     import psutil
     import requests
-    from django.core.management import call_command
-    from django.db import connection, transaction
+    from django.db import connection
     from django.test import Client
-    from view import _entries  # bench/view.py: the same synthetic long record
 
     from ingestion.demo import synthetic_nhs_number
     from sharedrecord.clients import api_client_register
-    from sharedrecord.entries import entries_upsert, patient_create, patient_lock
-    from sharedrecord.models import Entry, Organisation, Patient
+    from sharedrecord.models import Entry
 
-    call_command("migrate", verbosity=0)
-    gp_org, _ = Organisation.objects.get_or_create(
-        ods_code="Z81001",
-        defaults={"name": "Bench practice", "kind": "gp-practice",
-                  "dsa_start": datetime.date(2025, 1, 1)},
-    )  # fmt: skip
-    people = []
-    for serial, size in enumerate(SIZES):
-        number = synthetic_nhs_number(91_000 + serial)
-        Patient.objects.filter(nhs_number=number).delete()
-        with transaction.atomic():
-            patient_lock(nhs_number=number)
-            patient = patient_create(nhs_number=number)
-            patient.registered_gp_ods = "Z81001"
-            patient.save()
-            entries_upsert(patient=patient, source_org=gp_org, source_system="bench",
-                           items=_entries(size, serial), feed_message_id=None)  # fmt: skip
-        people.append(patient)
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE sharedrecord_entry")
+    gp_org = bench_practice()
+    people = [
+        long_record_person(
+            number=synthetic_nhs_number(91_000 + serial), size=size, serial=serial,
+            practice=gp_org,
+        )
+        for serial, size in enumerate(SIZES)
+    ]  # fmt: skip
     issued = api_client_register(
         name="Bench partner", grant="client-credentials", organisation=gp_org, role="gp"
     )
@@ -114,7 +88,7 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "sharedrecord.wsgi", "--workers", "1",
          "--bind", f"127.0.0.1:{port}", "--timeout", "600"],
-        cwd=BASE_DIR, env={**os.environ, **env},
+        cwd=BASE_DIR, env=dict(os.environ),
     )  # fmt: skip
     root = f"http://127.0.0.1:{port}"
     try:

@@ -34,7 +34,10 @@ import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ingestion.demo import BundleBuilder
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -44,16 +47,17 @@ SENDERS = int(os.environ.get("BENCH_SENDERS", "1"))
 CORES = os.cpu_count() or 2
 
 
-def mixed_bundle(serial: int, run: str) -> dict[str, Any]:
-    """A Patient and 99 entries of mixed types, like a GP summary or an acute feed."""
+def mixed_builder(serial: int, *, ods: str, key: str, tag: str, number_from: int) -> BundleBuilder:
+    """A BundleBuilder holding a Patient and 99 entries of mixed types (results, problems,
+    encounters, medicines), like a GP summary or an acute feed."""
     from ingestion.demo import PEOPLE, BundleBuilder, synthetic_nhs_number
 
     person = dataclasses.replace(
         PEOPLE[serial % len(PEOPLE)],
-        key=f"b{serial}",
-        nhs_number_sent=synthetic_nhs_number(10_000 + serial * 7),
+        key=key,
+        nhs_number_sent=synthetic_nhs_number(number_from + serial * 7),
     )
-    builder = BundleBuilder(person, "ZAC01", f"bench{serial}").patient()
+    builder = BundleBuilder(person, ods, tag).patient()
     for n in range(99):
         kind = n % 6
         if kind in (0, 1, 2):
@@ -81,6 +85,14 @@ def mixed_bundle(serial: int, run: str) -> dict[str, Any]:
                 "medicationCodeableConcept": {"coding": [{"system": "https://dmd.nhs.uk", "code": "325242002"}]},
                 "effectivePeriod": {"start": "2024-01-01"},
             })  # fmt: skip
+    return builder
+
+
+def mixed_bundle(serial: int, run: str) -> dict[str, Any]:
+    """A Patient and 99 entries of mixed types, as one Bundle for the feed API."""
+    builder = mixed_builder(
+        serial, ods="ZAC01", key=f"b{serial}", tag=f"bench{serial}", number_from=10_000
+    )
     bundle = builder.bundle()
     bundle["id"] = f"{run}-{serial}"
     return bundle

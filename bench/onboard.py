@@ -26,7 +26,6 @@ Prints figures only; asserts nothing.
 from __future__ import annotations
 
 import cProfile
-import dataclasses
 import io
 import json
 import multiprocessing
@@ -50,42 +49,9 @@ ODS = "ZOB01"
 
 def person_resources(serial: int, run: str) -> list[dict[str, Any]]:
     """A Patient and 99 entries of mixed types, each naming its Patient as `Patient/<id>`."""
-    from ingestion.demo import PEOPLE as DEMO_PEOPLE
-    from ingestion.demo import BundleBuilder, synthetic_nhs_number
+    from ingest import mixed_builder  # bench/ingest.py: the same entries its Bundles carry
 
-    person = dataclasses.replace(
-        DEMO_PEOPLE[serial % len(DEMO_PEOPLE)],
-        key=f"o{run}{serial}",
-        nhs_number_sent=synthetic_nhs_number(20_000 + serial * 7),
-    )
-    builder = BundleBuilder(person, ODS, run).patient()
-    for n in range(99):
-        kind = n % 6
-        if kind in (0, 1, 2):
-            builder.add("Observation", {
-                "status": "final",
-                "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7", "display": "Glucose"}]},
-                "effectiveDateTime": f"2025-{1 + n % 12:02d}-{1 + n % 28:02d}T09:00:00Z",
-                "valueQuantity": {"value": 4 + n % 5, "unit": "mmol/L"},
-            })  # fmt: skip
-        elif kind == 3:
-            builder.add("Condition", {
-                "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]},
-                "onsetDateTime": "2019-05-01",
-            })  # fmt: skip
-        elif kind == 4:
-            builder.add("Encounter", {
-                "status": "finished",
-                "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-                "period": {"start": "2025-03-01T09:00:00Z", "end": "2025-03-01T09:30:00Z"},
-            })  # fmt: skip
-        else:
-            builder.add("MedicationStatement", {
-                "status": "active",
-                "medicationCodeableConcept": {"coding": [{"system": "https://dmd.nhs.uk", "code": "325242002"}]},
-                "effectivePeriod": {"start": "2024-01-01"},
-            })  # fmt: skip
+    builder = mixed_builder(serial, ods=ODS, key=f"o{run}{serial}", tag=run, number_from=20_000)
     resources = [entry["resource"] for entry in builder.entries]
     patient_ref = {"reference": f"Patient/{resources[0]['id']}"}
     for resource in resources[1:]:

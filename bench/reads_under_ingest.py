@@ -21,7 +21,6 @@ reads ran. Prints figures only; asserts nothing.
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import os
 import subprocess
@@ -35,6 +34,7 @@ from urllib.parse import urlsplit
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 from percentiles import p50_p95  # noqa: E402 (bench/, beside this file)
+from records import bench_database, bench_gp, bench_practice, long_record_person  # noqa: E402
 
 PEOPLE = int(os.environ.get("BENCH_PEOPLE", "400"))
 READS = int(os.environ.get("BENCH_READS", "30"))
@@ -43,61 +43,27 @@ CORES = os.cpu_count() or 2
 
 
 def main() -> None:
-    from sharedrecord.localservices import ensure_database, with_database
-
-    database = with_database(os.environ["DATABASE_URL"], "sharedrecord_bench_reads")
-    ensure_database(database)
-    env = {
-        "DATABASE_URL": database,
-        "DEBUG": "false",
-        "STATIC_MANIFEST": "false",
-        "ALLOWED_HOSTS": "testserver",
-        "SESSION_COOKIE_SECURE": "false",
-        "LOG_LEVEL": "WARNING",
-    }
-    os.environ.update(env)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-    from django.db import connection, transaction
+    bench_database("sharedrecord_bench_reads")
     from django.test import Client
     from onboard import ODS, write_export  # bench/onboard.py: the same export
-    from view import _entries  # bench/view.py: the same long record
 
     from ingestion.credentials import feed_credential_issue
     from ingestion.demo import synthetic_nhs_number
     from sharedrecord.basis import access_basis_record
     from sharedrecord.clients import api_client_register
-    from sharedrecord.entries import entries_upsert, patient_create, patient_lock
-    from sharedrecord.models import BasisKind, Entry, Organisation, Patient, User
+    from sharedrecord.models import BasisKind, Entry, Organisation
 
-    call_command("migrate", verbosity=0)
-    practice, _ = Organisation.objects.get_or_create(
-        ods_code="Z81001",
-        defaults={"name": "Bench practice", "kind": "gp-practice",
-                  "dsa_start": datetime.date(2025, 1, 1)},
-    )  # fmt: skip
+    practice = bench_practice()
     importer, _ = Organisation.objects.get_or_create(
         ods_code=ODS,
         defaults={"name": "Bench onboarding", "kind": "acute", "dsa_start": "2025-01-01"},
     )
     Entry.objects.filter(source_org=importer).delete()
     feed_credential_issue(organisation=importer, system="bench")
-    number = synthetic_nhs_number(93_000)
-    Patient.objects.filter(nhs_number=number).delete()
-    with transaction.atomic():
-        patient_lock(nhs_number=number)
-        patient = patient_create(nhs_number=number)
-        patient.registered_gp_ods = "Z81001"
-        patient.save()
-        entries_upsert(patient=patient, source_org=practice, source_system="bench",
-                       items=_entries(RECORD_SIZE, 3), feed_message_id=None)  # fmt: skip
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE sharedrecord_entry")
-    user = User.objects.filter(username="bench.gp").first() or User.objects.create_user(
-        "bench.gp", password="bench-password-123", organisation=practice, role="gp"
+    patient = long_record_person(
+        number=synthetic_nhs_number(93_000), size=RECORD_SIZE, serial=3, practice=practice
     )
+    user = bench_gp(practice)
     page_client = Client()
     page_client.force_login(user)
     access_basis_record(
@@ -148,7 +114,7 @@ def main() -> None:
         running = subprocess.Popen(
             [sys.executable, "manage.py", "feed_import", "--org", ODS, "--system", "bench",
              str(export), "--no-progress", "--jobs", str(CORES)],
-            cwd=BASE_DIR, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+            cwd=BASE_DIR, env=dict(os.environ), stdout=subprocess.DEVNULL,
         )  # fmt: skip
         time.sleep(3)  # past start-up: the Patients file, then every core busy
         busy = {"summary": timed(summary), "$everything": timed(everything)}

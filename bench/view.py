@@ -21,9 +21,6 @@ Prints figures only; asserts nothing.
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import json
 import os
 import sys
 import time
@@ -33,63 +30,10 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 from percentiles import p50_p95  # noqa: E402 (bench/, beside this file)
+from records import bench_database, bench_gp, bench_practice, long_record_person  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("BENCH_VIEW_SIZES", "5000,50000").split(",")]
 RUNS = int(os.environ.get("BENCH_VIEW_RUNS", "15"))
-
-
-def _entries(n: int, serial: int) -> list[Any]:
-    from sharedrecord.entrydata import EntryData
-
-    now = datetime.datetime.now(datetime.UTC)
-    kinds = [
-        ("Observation", "results", 60),
-        ("MedicationStatement", "medications", 10),
-        ("Condition", "problems", 8),
-        ("Encounter", "encounters", 14),
-        ("Appointment", "appointments", 4),
-        ("CarePlan", "care-plans", 4),
-    ]
-    out = []
-    i = 0
-    for resource_type, section, share in kinds:
-        for k in range(n * share // 100):
-            when = now - datetime.timedelta(days=i % 3000, hours=i % 24)
-            resource: dict[str, Any] = {
-                "resourceType": resource_type,
-                "id": f"b{serial}-{i}",
-                # Like a long record: most medications stopped, problems resolved.
-                "status": "final"
-                if resource_type == "Observation"
-                else ("active" if k % 20 == 0 else "completed"),
-                "code": {
-                    "coding": [
-                        {
-                            "system": "http://snomed.info/sct",
-                            "code": str(1000 + k % 40),
-                            "display": f"{resource_type} item {k % 40}",
-                        }
-                    ]
-                },
-            }
-            if resource_type == "Observation":
-                resource["valueQuantity"] = {"value": 40 + k % 30, "unit": "mmol/mol"}
-                resource["referenceRange"] = [{"low": {"value": 20}, "high": {"value": 48}}]
-            body = json.dumps(resource, sort_keys=True)
-            out.append(
-                EntryData(
-                    resource_type=resource_type,
-                    source_id=resource["id"],
-                    section=section,
-                    resource=resource,
-                    content_hash=hashlib.sha256(body.encode()).hexdigest(),
-                    effective_at=when,
-                    status=str(resource["status"]),
-                    code=str(1000 + k % 40),
-                )
-            )
-            i += 1
-    return out
 
 
 def _time(fn: Any) -> tuple[float, float]:
@@ -102,46 +46,17 @@ def _time(fn: Any) -> tuple[float, float]:
 
 
 def main() -> None:
-    from sharedrecord.localservices import ensure_database, with_database
-
-    database = with_database(os.environ["DATABASE_URL"], "sharedrecord_bench_view")
-    ensure_database(database)
-    os.environ.update(
-        {
-            "DATABASE_URL": database,
-            "DEBUG": "false",
-            "STATIC_MANIFEST": "false",
-            "ALLOWED_HOSTS": "testserver",
-            "SESSION_COOKIE_SECURE": "false",
-        }
-    )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    bench_database("sharedrecord_bench_view")
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    call_command("migrate", verbosity=0)
-    from django.db import transaction
-
     from ingestion.demo import synthetic_nhs_number
     from sharedrecord.basis import access_basis_record
-    from sharedrecord.entries import entries_upsert, patient_create, patient_lock
-    from sharedrecord.models import BasisKind, Entry, Organisation, Patient, RecordSection, User
+    from sharedrecord.models import BasisKind, Entry, RecordSection
 
-    gp_org, _ = Organisation.objects.get_or_create(
-        ods_code="Z81001",
-        defaults={
-            "name": "Bench practice",
-            "kind": "gp-practice",
-            "dsa_start": datetime.date(2025, 1, 1),
-        },
-    )
-    user = User.objects.filter(username="bench.gp").first() or User.objects.create_user(
-        "bench.gp", password="bench-password-123", organisation=gp_org, role="gp"
-    )
+    gp_org = bench_practice()
+    user = bench_gp(gp_org)
     import sharedrecord.record as record_module
 
     audited = vars(record_module)["audit_event_record"]
@@ -155,23 +70,10 @@ def main() -> None:
         f" {'no audit':>9} {'audit adds':>11} {'raw read':>9} {'/ raw':>6}"
     )
     for serial, size in enumerate(SIZES):
-        number = synthetic_nhs_number(90_000 + serial)
-        Patient.objects.filter(nhs_number=number).delete()
-
-        with transaction.atomic():
-            patient_lock(nhs_number=number)
-            patient = patient_create(nhs_number=number)
-            patient.registered_gp_ods = "Z81001"
-            patient.save()
-            entries_upsert(
-                patient=patient,
-                source_org=gp_org,
-                source_system="bench",
-                items=_entries(size, serial),
-                feed_message_id=None,
-            )
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE sharedrecord_entry")
+        patient = long_record_person(
+            number=synthetic_nhs_number(90_000 + serial), size=size, serial=serial,
+            practice=gp_org,
+        )  # fmt: skip
         client = Client()
         client.force_login(user)
         session_key = client.session.session_key or ""
