@@ -323,14 +323,15 @@ def _sources(patient: Patient, visible: VisibleEntries) -> tuple[list[SourceRow]
     """
     connected = list(Organisation.objects.with_active_agreement().order_by("kind", "name"))
     mine = _source_counts(patient, visible, connected)
+    nothing: tuple[int, datetime.datetime | None, int] = (0, None, 0)
     rows = [
         SourceRow(
             name=org.name,
             ods_code=org.ods_code,
             kind=org.get_kind_display(),
             last_feed_at=org.last_feed_at,
-            items_for_person=mine.get(org.pk, (0, None, 0))[0],
-            latest_for_person=mine.get(org.pk, (0, None, 0))[1],
+            items_for_person=mine.get(org.pk, nothing)[0],
+            latest_for_person=mine.get(org.pk, nothing)[1],
         )
         for org in connected
     ]
