@@ -35,6 +35,7 @@ from ingestion.receiving import (
     feed_message_receive,
     feed_message_refuse,
 )
+from sharedrecord.exceptions import NOT_KEPT, RETRY_AFTER_SECONDS, store_unavailable
 
 JSON_TYPES = {"application/fhir+json", "application/json"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "text/xml"}
@@ -127,6 +128,10 @@ class FeedApi(APIView):
             )
         if isinstance(exc, exceptions.APIException):
             return outcome_response(exc.status_code, code="invalid", diagnostics=str(exc.detail))
+        if store_unavailable(exc):
+            response = outcome_response(503, code="unavailable", diagnostics=NOT_KEPT)
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
         return super().handle_exception(exc)
 
 
@@ -316,6 +321,10 @@ class FeedHl7v2Api(APIView):
             return _hl7_transport_error(406, "The answer is an ACK: x-application/hl7-v2+er7.")
         if isinstance(exc, exceptions.APIException):
             return _hl7_transport_error(exc.status_code, str(exc.detail))
+        if store_unavailable(exc):
+            response = _hl7_transport_error(503, NOT_KEPT)
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
         return super().handle_exception(exc)
 
 

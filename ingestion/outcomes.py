@@ -29,6 +29,7 @@ ISSUE_TYPES = {
     "too-large": "too-costly",
     "unsupported-media-type": "not-supported",
     "unauthenticated": "login",
+    "unavailable": "transient",
     "agreement-inactive": "forbidden",
     "idempotency-conflict": "conflict",
     "not-found": "not-found",

@@ -82,3 +82,4 @@ urlpatterns = [
 # sent (an OperationOutcome under /fhir/, the error object under /api/), not HTML.
 handler404 = "sharedrecord.apis.not_found"
 handler400 = "sharedrecord.apis.bad_request"
+handler500 = "sharedrecord.apis.server_error"

@@ -41,6 +41,7 @@ import psycopg
 import pytest
 from celery import Celery
 
+from tests.factories import wait_until_listening
 from tests.services import BASE_DIR, PrivatePostgres, RedisServer, free_port, postgres_bin_dir
 
 SUMMARY_PATH = BASE_DIR / ".data" / "fault-summary.json"
@@ -255,6 +256,17 @@ class Stack:
         )  # fmt: skip
         self.workers.append(worker)
         return worker
+
+    def start_mllp(self) -> tuple[Process, int]:
+        """An MLLP listener for the stack's practice, on a port of its own."""
+        port = free_port()
+        listener = self._process(
+            "mllp", [sys.executable, "manage.py", "mllp_listen", "--port", str(port)],
+            extra_env={"MLLP_FEED_TOKEN": self.token},
+        )  # fmt: skip
+        assert listener.proc is not None
+        wait_until_listening(listener.proc, port, "mllp_listen")
+        return listener, port
 
     @property
     def worker(self) -> Process:
