@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from ingestion.fhir.fields import birth_date_of
 from ingestion.fhir.results import ParsedBundle, ParsedEntry
 from ingestion.hl7v2.results import Merge
 from ingestion.models import FeedMessage, MatchQueueItem, ParkReason
+from ingestion.parked import entry_data_columns
 from ingestion.progress import Outcome, Progress
 from optout.models import OptOutRoute
 from optout.selectors import optout_blocks
@@ -53,6 +55,10 @@ class _Person:
     nhs_number: str = ""
     park_reason: str = ""
     birth_date: datetime.date | None = None
+    # The source's Patient id the entries named, when the source never sent that Patient.
+    reference: str = ""
+    # The NHS number as sent, even when invalid: the reviewer sees what came.
+    sent: str = ""
     entries: list[ParsedEntry] = field(default_factory=list)
 
 
@@ -77,6 +83,7 @@ def _group(
             numbers = [n for n in patient_entry.nhs_numbers if n]
             key = f"bundle:{patient_entry.index}"
             person = groups[key]
+            person.sent = numbers[0][:32] if numbers else ""
             if len(set(numbers)) > 1:
                 person.park_reason = ParkReason.CONFLICTING_NHS_NUMBERS
             elif not numbers:
@@ -101,12 +108,14 @@ def _group(
             if key_row is None:
                 person = groups[f"unknown:{link.value}"]
                 person.park_reason = ParkReason.UNKNOWN_PATIENT
+                person.reference = link.value[:64]
             else:
                 person = groups[f"nhs:{key_row.patient.nhs_number}"]
                 person.nhs_number = key_row.patient.nhs_number
         else:
             number = nhs_number_normalise(link.value)
             person = groups[f"nhs:{number}"]
+            person.sent = number[:32]
             if nhs_number_is_valid(number):
                 person.nhs_number = number
             else:
@@ -131,16 +140,20 @@ def _park(
     outcome: Outcome,
     events: list[PendingEvent],
 ) -> None:
+    group = uuid.uuid4()  # the person's entries are decided together (ingestion/workbench.py)
     for entry in person.entries:
         MatchQueueItem.objects.create(
             message=message,
             organisation=message.organisation,
+            group=group,
             entry_index=entry.index,
             resource_type=entry.resource_type,
             source_id=entry.source_id,
             reason=reason,
-            nhs_number_sent=person.nhs_number,
+            nhs_number_sent=person.nhs_number or person.sent,
+            patient_reference=person.reference,
             resource=entry.resource,
+            entry_data=entry_data_columns(entry.data),
         )
         outcome.counts["parked"] += 1
     outcome.issues.append(

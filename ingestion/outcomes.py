@@ -56,6 +56,7 @@ ISSUE_TYPES = {
     "not-acceptable": "not-supported",
     "forbidden": "forbidden",
     "attempt-failed": "transient",
+    "invalid-parameter": "value",
 }
 
 

@@ -128,6 +128,9 @@ class StaffRole(models.TextChoices):
     # The programme's team that takes objections by phone or e-mail and records
     # them on behalf of the person's registered practice (St Helens' route).
     OBJECTIONS_OFFICER = "objections-officer", "Objections officer (programme team)"
+    # Decides the entries feeds parked (ingestion/workbench.py): the programme's
+    # officers see every item, an organisation's the items its own feeds parked.
+    DATA_QUALITY_OFFICER = "data-quality-officer", "Data quality officer"
     SYSTEM_ADMIN = "system-admin", "System administrator"
 
 
@@ -141,6 +144,7 @@ RBAC_JOB_ROLE_CODES: dict[str, str] = {
     StaffRole.ADMIN_CLERK: "R8008",  # Admin/Clinical Support Access Role
     StaffRole.PRIVACY_OFFICER: "R8014",  # Privacy Officer Access Role
     StaffRole.OBJECTIONS_OFFICER: "R8008",  # Admin/Clinical Support Access Role
+    StaffRole.DATA_QUALITY_OFFICER: "R8008",  # Admin/Clinical Support Access Role
     StaffRole.SYSTEM_ADMIN: "R8015",  # Systems Support Access Role
 }
 

@@ -184,6 +184,9 @@ RELATIONSHIP_DAYS = env_int("RELATIONSHIP_DAYS", default=90)
 # read the whole audit trail; every other privacy officer reads their own
 # organisation's record-holder view.
 GOVERNANCE_ODS_CODES = env_list("GOVERNANCE_ODS_CODES")
+# A parked case waiting longer than this is counted as overdue on the data
+# quality officer's front page and in metrics (ingestion/workbench.py).
+WORKBENCH_WAITING_HOURS = env_int("WORKBENCH_WAITING_HOURS", default=48)
 # The key that signs the audit trail's checkpoints (manage.py audit_checkpoint
 # and audit_verify), at least 32 characters. Give it only to the process that
 # writes checkpoints, never to web or the workers: then nobody who can write

@@ -1,0 +1,20 @@
+"""The data quality workbench's API (under /api/v1/workbench/)."""
+
+from django.urls import path
+
+from ingestion import workbench_apis
+
+app_name = "workbench-api"
+urlpatterns = [
+    path("cases", workbench_apis.WorkbenchCaseListApi.as_view(), name="cases"),
+    path("cases/<uuid:group>", workbench_apis.WorkbenchCaseDetailApi.as_view(), name="case"),
+    path("cases/<uuid:group>/file", workbench_apis.WorkbenchCaseFileApi.as_view(), name="file"),
+    path(
+        "cases/<uuid:group>/reject", workbench_apis.WorkbenchCaseRejectApi.as_view(), name="reject"
+    ),
+    path(
+        "cases/<uuid:group>/correction",
+        workbench_apis.WorkbenchCaseCorrectionApi.as_view(),
+        name="correction",
+    ),
+]

@@ -1,0 +1,11 @@
+"""The data quality workbench's pages (under /workbench/)."""
+
+from django.urls import path
+
+from ingestion import workbench_views
+
+app_name = "workbench"
+urlpatterns = [
+    path("", workbench_views.workbench_page, name="list"),
+    path("<uuid:group>", workbench_views.workbench_case_page, name="case"),
+]
