@@ -18,13 +18,15 @@ from sharedrecord.models import Entry, Organisation, Patient, User
 from tests.factories import (
     PROGRAMME_ODS,
     client_for,
+    clinical_bundle,
     feed,
+    invalid_nhs_number,
     make_credential,
     make_optout,
     make_staff,
     next_nhs_number,
+    parking_feed,
     partner,
-    small_bundle,
 )
 
 pytestmark = pytest.mark.django_db
@@ -46,48 +48,10 @@ def hospital_officer() -> User:
     return make_staff("ZAC01", "acute", "data-quality-officer")
 
 
-def clinical_bundle(number: str | None, *, key: str, birth: str = "") -> dict[str, Any]:
-    """A Patient and a Condition whose display and narrative are clinical content."""
-    bundle = small_bundle(number, key=key)
-    condition = bundle["entry"][1]["resource"]
-    condition["code"]["coding"][0]["display"] = SECRET
-    condition["code"]["text"] = SECRET
-    if birth:
-        bundle["entry"][0]["resource"]["birthDate"] = birth
-    return bundle
-
-
-def invalid_number() -> str:
-    valid = next_nhs_number()
-    return valid[:9] + str((int(valid[9]) + 1) % 10)
-
-
-def parked_case(sender: str = "ZAC01", *, reason: str = "no-nhs-number", key: str = "") -> Any:
+def parked_case(sender: str = "ZAC01", *, reason: str = "no-nhs-number") -> Any:
     """Feed a message that parks for the reason asked; return its case id and message."""
     credential, _ = make_credential(partner(sender))
-    key = key or f"wb{next_nhs_number()}"
-    if reason == "no-nhs-number":
-        message = feed(credential, clinical_bundle(None, key=key))
-    elif reason == "invalid-nhs-number":
-        message = feed(credential, clinical_bundle(invalid_number(), key=key))
-    elif reason == "demographics-conflict":
-        number = next_nhs_number()
-        assert feed(credential, clinical_bundle(number, key=key + "a")).status == "done"
-        message = feed(credential, clinical_bundle(number, key=key, birth="1990-01-01"))
-    else:
-        bundle = {
-            "resourceType": "Bundle", "type": "transaction", "id": f"u-{key}",
-            "entry": [{
-                "fullUrl": f"urn:uuid:00000000-0000-4000-8000-{abs(hash(key)) % 10**12:012d}",
-                "resource": {
-                    "resourceType": "Condition", "id": f"{key}-c",
-                    "subject": {"reference": f"Patient/{key}-never-sent"},
-                    "code": {"text": SECRET},
-                },
-                "request": {"method": "PUT", "url": f"Condition/{key}-c"},
-            }],
-        }  # fmt: skip
-        message = feed(credential, bundle)
+    message = parking_feed(credential, reason, key=f"wb{next_nhs_number()}", text=SECRET)
     items = MatchQueueItem.objects.filter(message=message)
     assert {i.reason for i in items} == {reason}, message.issues
     return items[0].group, message
@@ -187,7 +151,9 @@ def test_the_admin_no_longer_shows_a_parked_resource() -> None:
 def test_candidates_are_found_by_name_date_of_birth_and_scored_by_postcode() -> None:
     credential, _ = make_credential(partner("ZAC01"))
     number = next_nhs_number()
-    assert feed(credential, clinical_bundle(number, key=f"cand{number}")).status == "done"
+    assert (
+        feed(credential, clinical_bundle(number, key=f"cand{number}", text=SECRET)).status == "done"
+    )
     group, _ = parked_case(reason="no-nhs-number")
     view = client_for(programme_officer()).get(f"/api/v1/workbench/cases/{group}").json()
     found = {c["nhs_number"]: c for c in view["candidates"]}
@@ -275,7 +241,7 @@ def test_filing_needs_the_senders_agreement_a_reason_and_a_valid_number() -> Non
     assert "at least 10" in short.content.decode()
     bad = client.post(
         f"/workbench/{group}",
-        {"decision": "file", "nhs_number": invalid_number(), "note": "Checked by phone call"},
+        {"decision": "file", "nhs_number": invalid_nhs_number(), "note": "Checked by phone call"},
     )
     assert bad.status_code == 400
     assert "valid 10-digit" in bad.content.decode()
