@@ -13,6 +13,9 @@ Each opening is an audited read. The decisions:
 - reject, with a reason from REJECT_REASONS;
 - ask the sender to correct and re-send, with a reason from CORRECTION_REASONS.
 
+The programme's officers also merge and link people, and undo any merge or
+link (a feed's A40 included) exactly (sharedrecord.identity).
+
 Every decision closes the case's entries (their resource is cleared), writes
 an issue on the message's receipt that the sender reads (codes, never the
 officer's note), and one audit event.
@@ -50,6 +53,7 @@ from sharedrecord.entries import (
 )
 from sharedrecord.entrydata import EntryData
 from sharedrecord.exceptions import DomainError
+from sharedrecord.identity import Merged, identity_operation_undo, patients_merge
 from sharedrecord.matching import (
     Candidate,
     SentIdentity,
@@ -57,7 +61,7 @@ from sharedrecord.matching import (
     nhs_number_normalise,
     patient_candidates,
 )
-from sharedrecord.models import Patient, User
+from sharedrecord.models import IdentityKind, IdentityOperation, Patient, User
 
 # What the sender is told, by code: the officer's own words stay with us.
 REJECT_REASONS = {
@@ -603,3 +607,78 @@ def parked_entries_of(*, groups: list[uuid.UUID]) -> dict[uuid.UUID, list[dict[s
             {"entry": index, "resourceType": resource_type, "id": source_id}
         )
     return found
+
+
+# ------------------------------------------------------------------ identity operations
+
+
+def _programme_only(scope: DataQualityScope) -> None:
+    """Whole-person merges and links reach every source's data: the programme's officers only."""
+    if scope.organisation_ods is not None:
+        raise WorkbenchRefused(
+            "Only the programme's data quality officers merge or link people.",
+            code="programme_only", status=403,
+        )  # fmt: skip
+
+
+@transaction.atomic
+def identity_merge(
+    *, viewer: User, scope: DataQualityScope, from_nhs_number: str, to_nhs_number: str,
+    reason: str, kind: str = IdentityKind.MERGE, context: AuditContext | None = None,
+) -> Merged:  # fmt: skip
+    """Merge one person into another (every source's entries move), or link two numbers.
+
+    The same locks and opt-out gate as a feed's A40: both people locked in
+    NHS number order; an opt-out on either number wins (nothing moves and both
+    records are removed). Recorded so it can be undone exactly (identity_undo).
+    Side effects: the entries moved, one IdentityOperation, one audit event.
+    """
+    _programme_only(scope)
+    if len(reason.strip()) < REASON_MIN:
+        raise WorkbenchRefused(
+            f"Say why in at least {REASON_MIN} characters.", code="reason_required"
+        )
+    numbers = [nhs_number_normalise(n) for n in (from_nhs_number, to_nhs_number)]
+    if not all(nhs_number_is_valid(n) for n in numbers):
+        raise WorkbenchRefused("Enter two valid 10-digit NHS numbers.", code="invalid_nhs_number")
+    if numbers[0] == numbers[1]:
+        raise WorkbenchRefused("Enter two different NHS numbers.", code="same_nhs_number")
+    for number in sorted(numbers):
+        patient_lock(nhs_number=number)
+    blocked = any(optout_blocks(nhs_number=n) for n in numbers)
+    return patients_merge(
+        from_nhs_number=numbers[0], to_nhs_number=numbers[1], source_org=None,
+        blocked=blocked, actor=actor_for(viewer), reason=reason, kind=kind, context=context,
+    )  # fmt: skip
+
+
+def identity_operations(*, scope: DataQualityScope, limit: int = 50) -> list[IdentityOperation]:
+    """The most recent merges and links (feeds' and officers'), newest first."""
+    _programme_only(scope)
+    return list(
+        IdentityOperation.objects.select_related("source_org").order_by("-created_at")[:limit]
+    )
+
+
+@transaction.atomic
+def identity_undo(
+    *, viewer: User, scope: DataQualityScope, operation_id: uuid.UUID,
+    context: AuditContext | None = None,
+) -> IdentityOperation:  # fmt: skip
+    """Unmerge or unlink: put back exactly what the operation moved (identity_operation_undo)."""
+    _programme_only(scope)
+    operation = IdentityOperation.objects.filter(public_id=operation_id).first()
+    if operation is None:
+        raise CaseNotFound("No such identity operation.")
+    for number in sorted({operation.from_nhs_number, operation.to_nhs_number}):
+        patient_lock(nhs_number=number)
+    # An opt-out since (on either number: they are one person while it stands) wins:
+    # undoing must not bring back a record for someone who opted out.
+    if any(
+        optout_blocks(nhs_number=n) for n in (operation.from_nhs_number, operation.to_nhs_number)
+    ):
+        raise WorkbenchRefused(
+            "The person has opted out: there is nothing to give back.", code="opted_out",
+            status=409,
+        )  # fmt: skip
+    return identity_operation_undo(operation=operation, actor=actor_for(viewer), context=context)

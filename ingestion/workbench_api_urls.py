@@ -17,4 +17,14 @@ urlpatterns = [
         workbench_apis.WorkbenchCaseCorrectionApi.as_view(),
         name="correction",
     ),
+    path("identity", workbench_apis.WorkbenchIdentityListApi.as_view(), name="identity"),
+    path(
+        "identity/merge", workbench_apis.WorkbenchIdentityMergeApi.as_view(), name="identity-merge"
+    ),
+    path("identity/link", workbench_apis.WorkbenchIdentityLinkApi.as_view(), name="identity-link"),
+    path(
+        "identity/<uuid:operation_id>/undo",
+        workbench_apis.WorkbenchIdentityUndoApi.as_view(),
+        name="identity-undo",
+    ),
 ]

@@ -12,6 +12,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.context import context_for
+from audit.models import AuditAction
+from audit.trail import audit_event_record
 from ingestion.models import ParkState
 from ingestion.workbench import (
     CORRECTION_REASONS,
@@ -19,6 +21,9 @@ from ingestion.workbench import (
     CaseView,
     Decision,
     ParkedCase,
+    identity_merge,
+    identity_operations,
+    identity_undo,
     parked_case_correction_request,
     parked_case_file,
     parked_case_reject,
@@ -27,7 +32,9 @@ from ingestion.workbench import (
     parked_waiting_counts,
 )
 from ingestion.workbench_views import workbench_scope
-from sharedrecord.models import User
+from sharedrecord.auditing import actor_for
+from sharedrecord.identity import Merged
+from sharedrecord.models import IdentityKind, IdentityOperation, User
 
 
 class CaseOutput(serializers.Serializer[ParkedCase]):
@@ -200,3 +207,90 @@ class WorkbenchCaseCorrectionApi(APIView):
             context=context_for(request), **data.validated_data,
         )  # fmt: skip
         return Response(DecisionOutput(done).data)
+
+
+class IdentityOperationOutput(serializers.Serializer[IdentityOperation]):
+    id = serializers.UUIDField(source="public_id")
+    kind = serializers.CharField()
+    from_nhs_number = serializers.CharField()
+    to_nhs_number = serializers.CharField()
+    sender = serializers.CharField(source="source_org.ods_code", default=None)
+    actor = serializers.CharField()
+    blocked = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    undone_at = serializers.DateTimeField()
+
+
+class WorkbenchIdentityListApi(APIView):
+    """The most recent merges and links, newest first (the programme's officers; audited)."""
+
+    @extend_schema(
+        operation_id="workbench_identity_list", responses=IdentityOperationOutput(many=True)
+    )
+    def get(self, request: Request) -> Response:
+        scope = workbench_scope(request)
+        operations = identity_operations(scope=scope)
+        audit_event_record(
+            action=AuditAction.MATCH_QUEUE_VIEW,
+            actor=actor_for(cast(User, request.user)),
+            detail={
+                "list": "identity-operations",
+                "operations": [str(o.public_id) for o in operations],
+            },
+            context=context_for(request),
+        )
+        return Response(IdentityOperationOutput(operations, many=True).data)  # type: ignore[arg-type]
+
+
+@extend_schema_serializer(component_name="WorkbenchIdentityInput")
+class IdentityInput(serializers.Serializer[Any]):
+    from_nhs_number = serializers.CharField(max_length=20)
+    to_nhs_number = serializers.CharField(max_length=20)
+    reason = serializers.CharField(max_length=500)
+
+
+class MergedOutput(serializers.Serializer[Merged]):
+    operation = serializers.UUIDField(source="operation.public_id")
+    survivor = serializers.UUIDField(source="survivor.public_id", default=None)
+    entries = serializers.IntegerField()
+    blocked = serializers.BooleanField(source="operation.blocked")
+
+
+def _identity(request: Request, kind: str) -> Response:
+    scope = workbench_scope(request)
+    data = IdentityInput(data=request.data)
+    data.is_valid(raise_exception=True)
+    done = identity_merge(
+        viewer=cast(User, request.user), scope=scope, kind=kind, context=context_for(request),
+        **data.validated_data,
+    )  # fmt: skip
+    return Response(MergedOutput(done).data, status=201)
+
+
+class WorkbenchIdentityMergeApi(APIView):
+    """Merge one person into another: every source's entries move (undoable exactly)."""
+
+    @extend_schema(request=IdentityInput, responses={201: MergedOutput})
+    def post(self, request: Request) -> Response:
+        return _identity(request, IdentityKind.MERGE)
+
+
+class WorkbenchIdentityLinkApi(APIView):
+    """Record that two NHS numbers are one person; nothing moves (undoable)."""
+
+    @extend_schema(request=IdentityInput, responses={201: MergedOutput})
+    def post(self, request: Request) -> Response:
+        return _identity(request, IdentityKind.LINK)
+
+
+class WorkbenchIdentityUndoApi(APIView):
+    """Unmerge or unlink: put back exactly what the operation moved."""
+
+    @extend_schema(request=None, responses=IdentityOperationOutput)
+    def post(self, request: Request, operation_id: uuid.UUID) -> Response:
+        scope = workbench_scope(request)
+        done = identity_undo(
+            viewer=cast(User, request.user), scope=scope, operation_id=operation_id,
+            context=context_for(request),
+        )  # fmt: skip
+        return Response(IdentityOperationOutput(done).data)

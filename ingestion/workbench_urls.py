@@ -8,4 +8,5 @@ app_name = "workbench"
 urlpatterns = [
     path("", workbench_views.workbench_page, name="list"),
     path("<uuid:group>", workbench_views.workbench_case_page, name="case"),
+    path("identity", workbench_views.workbench_identity_page, name="identity"),
 ]

@@ -26,6 +26,9 @@ from ingestion.workbench import (
     REJECT_REASONS,
     CaseNotFound,
     WorkbenchRefused,
+    identity_merge,
+    identity_operations,
+    identity_undo,
     parked_case_correction_request,
     parked_case_file,
     parked_case_reject,
@@ -36,7 +39,8 @@ from ingestion.workbench import (
 )
 from sharedrecord.access import DataQualityScope, data_quality_scope_for
 from sharedrecord.auditing import actor_for
-from sharedrecord.models import User
+from sharedrecord.identity import IdentityRefused
+from sharedrecord.models import IdentityKind, User
 
 
 def workbench_scope(request: HttpRequest) -> DataQualityScope:
@@ -127,3 +131,64 @@ def workbench_case_page(request: HttpRequest, group: uuid.UUID) -> HttpResponse:
         "posted": request.POST if request.method == "POST" else {},
     }
     return render(request, "ingestion/workbench/case.html", context, status=400 if errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def workbench_identity_page(request: HttpRequest) -> HttpResponse:
+    """Merge or link two people, and undo any merge or link (the programme's officers).
+
+    The list of operations names NHS numbers, so showing it is an audited read.
+    """
+    scope = workbench_scope(request)
+    user = cast(User, request.user)
+    errors: list[str] = []
+    try:
+        if request.method == "POST":
+            action = request.POST.get("action", "")
+            if action in (IdentityKind.MERGE, IdentityKind.LINK):
+                done = identity_merge(
+                    viewer=user, scope=scope, kind=action,
+                    from_nhs_number=request.POST.get("from_nhs_number", "")[:20],
+                    to_nhs_number=request.POST.get("to_nhs_number", "")[:20],
+                    reason=request.POST.get("reason", "")[:500], context=context_for(request),
+                )  # fmt: skip
+                what = "Merged" if action == IdentityKind.MERGE else "Linked"
+                messages.success(request, f"{what}: {done.entries} entries moved.")
+                return redirect("workbench:identity")
+            if action == "undo":
+                try:
+                    operation_id = uuid.UUID(request.POST.get("operation", ""))
+                except ValueError as bad:
+                    raise Http404("No such identity operation.") from bad
+                identity_undo(
+                    viewer=user, scope=scope, operation_id=operation_id,
+                    context=context_for(request),
+                )  # fmt: skip
+                messages.success(request, "Undone: everything it moved is back.")
+                return redirect("workbench:identity")
+            errors = ["Choose merge, link or undo."]
+        operations = identity_operations(scope=scope)
+    except CaseNotFound as missing:
+        raise Http404(missing.message) from missing
+    except WorkbenchRefused as refused:
+        if refused.code == "programme_only":
+            raise Forbidden(refused.message) from refused
+        errors = [refused.message]
+        operations = identity_operations(scope=scope)
+    except IdentityRefused as refused:
+        errors = [refused.message]
+        operations = identity_operations(scope=scope)
+    audit_event_record(
+        action=AuditAction.MATCH_QUEUE_VIEW,
+        actor=actor_for(user),
+        detail={
+            "list": "identity-operations",
+            "operations": [str(o.public_id) for o in operations],
+        },
+        context=context_for(request),
+    )
+    context = {"operations": operations, "errors": errors, "posted": request.POST}
+    return render(
+        request, "ingestion/workbench/identity.html", context, status=400 if errors else 200
+    )

@@ -170,6 +170,7 @@ PERSONAL: dict[str, Callable[[Scene], list[Visit]]] = {
     "/governance/subject-access": _governance("/governance/subject-access"),
     "/governance/events/1": lambda s: [(s.officer, f"/governance/events/{s.event}", "")],
     "/governance/reviews": lambda s: [(s.officer, "/governance/reviews", "")],
+    "/workbench/identity": lambda s: [(s.data_quality, "/workbench/identity", "")],
     f"/workbench/{UUID}": lambda s: [
         (s.data_quality, f"/workbench/{s.parked.group}", s.parked.nhs_number_sent)
     ],
