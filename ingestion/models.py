@@ -209,3 +209,30 @@ class ImportCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"Import of {self.file_name}: {self.lines_done} of {self.total_lines} lines"
+
+
+class ParkedDigest(models.Model):
+    """One organisation's daily digest of what its feeds parked, and why (no person).
+
+    Written once a day by beat (ingestion.parked_digests_compose); shown to
+    the organisation's data quality officers on the workbench. Counts only:
+    entries parked that day by reason, cases decided that day by state, and
+    cases still waiting (and overdue) at the end of it.
+    """
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    day = models.DateField()
+    parked = models.JSONField(default=dict)
+    decided = models.JSONField(default=dict)
+    waiting = models.PositiveIntegerField(default=0)
+    overdue = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-day", "organisation__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "day"], name="parked_digest_daily"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Parked digest of {self.organisation.ods_code} for {self.day}"

@@ -32,13 +32,13 @@ from typing import Any
 from django.conf import settings
 from django.contrib.postgres.aggregates import ArrayAgg
 from django.db import transaction
-from django.db.models import Count, Max, Min, QuerySet
+from django.db.models import Count, Max, Min, Q, QuerySet
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditContext, AuditSubject, audit_event_record
 from ingestion.fhir.profile import NHS_NUMBER_SYSTEM
-from ingestion.models import FeedMessage, MatchQueueItem, ParkReason, ParkState
+from ingestion.models import FeedMessage, MatchQueueItem, ParkedDigest, ParkReason, ParkState
 from ingestion.parked import entry_data_rebuilt
 from optout.selectors import optout_blocks
 from sharedrecord.access import DataQualityScope, organisation_may_send_feeds
@@ -682,3 +682,60 @@ def identity_undo(
             status=409,
         )  # fmt: skip
     return identity_operation_undo(operation=operation, actor=actor_for(viewer), context=context)
+
+
+# ------------------------------------------------------------------ the daily digest
+
+
+def parked_digests_compose(*, day: datetime.date) -> list[ParkedDigest]:
+    """Each organisation's digest of a day: what its feeds parked and why, what was decided.
+
+    One digest per organisation whose feeds parked or had decided anything
+    that day, or that still has cases waiting; doing it again for the same
+    day rewrites the same rows (idempotent). Counts only, no person.
+    """
+    start = timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
+    end = start + datetime.timedelta(days=1)
+    parked: dict[int, Counter[str]] = {}
+    for org, reason, n in (
+        MatchQueueItem.objects.filter(created_at__gte=start, created_at__lt=end)
+        .values_list("organisation", "reason")
+        .annotate(n=Count("id"))
+    ):
+        parked.setdefault(org, Counter())[reason] += n
+    decided: dict[int, Counter[str]] = {}
+    for org, state, n in (
+        MatchQueueItem.objects.filter(resolved_at__gte=start, resolved_at__lt=end)
+        .values_list("organisation", "state")
+        .annotate(n=Count("group", distinct=True))
+    ):
+        decided.setdefault(org, Counter())[state] += n
+    cutoff = end - waiting_limit()
+    waiting: dict[int, tuple[int, int]] = {}
+    open_cases = (
+        MatchQueueItem.objects.filter(created_at__lt=end)
+        .filter(Q(state=ParkState.PARKED) | Q(resolved_at__gte=end))
+        .values("organisation", "group")
+        .annotate(first=Min("created_at"))
+    )
+    for row in open_cases:
+        count, late = waiting.get(row["organisation"], (0, 0))
+        waiting[row["organisation"]] = (count + 1, late + (row["first"] < cutoff))
+    digests = []
+    for org in sorted(set(parked) | set(decided) | set(waiting)):
+        count, late = waiting.get(org, (0, 0))
+        digest, _ = ParkedDigest.objects.update_or_create(
+            organisation_id=org, day=day,
+            defaults={"parked": dict(parked.get(org, {})), "decided": dict(decided.get(org, {})),
+                      "waiting": count, "overdue": late},
+        )  # fmt: skip
+        digests.append(digest)
+    return digests
+
+
+def parked_digests_for(*, scope: DataQualityScope, limit: int = 14) -> list[ParkedDigest]:
+    """The latest daily digests the officer may read: their organisation's, or every one."""
+    digests = ParkedDigest.objects.select_related("organisation")
+    if scope.organisation_ods is not None:
+        digests = digests.filter(organisation__ods_code=scope.organisation_ods)
+    return list(digests.order_by("-day", "organisation__name")[:limit])

@@ -34,6 +34,7 @@ from ingestion.workbench import (
     parked_case_reject,
     parked_case_view,
     parked_cases,
+    parked_digests_for,
     parked_waiting_counts,
     waiting_limit,
 )
@@ -76,6 +77,7 @@ def workbench_page(request: HttpRequest) -> HttpResponse:
         "cases": parked_cases(scope=scope, state=state),
         "state": state,
         "states": ParkState.choices,
+        "digests": parked_digests_for(scope=scope),
     }
     return render(request, "ingestion/workbench/list.html", context)
 

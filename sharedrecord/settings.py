@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from celery.schedules import crontab
 
 from sharedrecord.env import env_bool, env_int, env_list, env_secret, env_str
 from sharedrecord.smart import smart_scopes
@@ -245,6 +246,11 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "sharedrecord")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "audit-partitions": {"task": "maintenance.audit_partitions_ensure", "schedule": 6 * 3600},
     "feed-sweep": {"task": "ingestion.feed_messages_sweep", "schedule": 60},
+    # Each organisation's digest of what its feeds parked yesterday, and why.
+    "parked-digest": {
+        "task": "ingestion.parked_digests_compose",
+        "schedule": crontab(hour=6, minute=0),
+    },
 }
 
 # Feeds: limits a partner system is told about in its 413, and the sweep.

@@ -11,8 +11,9 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from ingestion.models import FeedMessage, MatchQueueItem, ParkState
-from ingestion.workbench import parked_overdue_count, parked_waiting_counts
+from ingestion.models import FeedMessage, MatchQueueItem, ParkedDigest, ParkState
+from ingestion.tasks import parked_digests_compose_task
+from ingestion.workbench import parked_digests_compose, parked_overdue_count, parked_waiting_counts
 from sharedrecord.access import DataQualityScope, data_quality_scope_for
 from sharedrecord.models import Entry, Organisation, Patient, User
 from tests.factories import (
@@ -358,3 +359,40 @@ def test_cases_waiting_longer_than_the_limit_are_counted_as_overdue(settings: An
     assert 'id="waiting-count">2<' in page
     assert 'id="overdue-count">1<' in page
     assert "Overdue" in page
+
+
+def test_each_organisation_gets_a_daily_digest_of_what_its_feeds_parked_and_why(
+    settings: Any,
+) -> None:
+    settings.WORKBENCH_WAITING_HOURS = 24
+    yesterday = timezone.localdate() - datetime.timedelta(days=1)
+    noon = timezone.make_aware(datetime.datetime.combine(yesterday, datetime.time(12)))
+    decided, _ = parked_case("ZAC01", reason="no-nhs-number")
+    parked_case("ZAC01", reason="invalid-nhs-number")
+    other, _ = parked_case("ZCM01", reason="unknown-patient")
+    MatchQueueItem.objects.update(created_at=noon - datetime.timedelta(days=2))
+    MatchQueueItem.objects.filter(group__in=[decided, other]).update(created_at=noon)
+    client_for(hospital_officer()).post(
+        f"/workbench/{decided}", {"decision": "reject", "code": "test-data"}
+    )
+    MatchQueueItem.objects.filter(group=decided).update(resolved_at=noon)
+
+    assert parked_digests_compose_task() == 2
+    hospital = ParkedDigest.objects.get(organisation__ods_code="ZAC01", day=yesterday)
+    assert hospital.parked == {"no-nhs-number": 2}
+    assert hospital.decided == {"rejected": 1}
+    assert (hospital.waiting, hospital.overdue) == (1, 1)  # the invalid number, parked days ago
+    community = ParkedDigest.objects.get(organisation__ods_code="ZCM01", day=yesterday)
+    assert community.parked == {"unknown-patient": 1}
+    assert (community.waiting, community.overdue) == (1, 0)
+    # Composing the same day again rewrites the same rows.
+    parked_digests_compose(day=yesterday)
+    assert ParkedDigest.objects.filter(day=yesterday).count() == 2
+    page = client_for(hospital_officer()).get("/workbench/").content.decode()
+    assert "2 no-nhs-number" in page
+    assert "unknown-patient" not in page
+
+
+def test_the_daily_digest_runs_from_beat(settings: Any) -> None:
+    schedule = settings.CELERY_BEAT_SCHEDULE["parked-digest"]
+    assert schedule["task"] == parked_digests_compose_task.name
