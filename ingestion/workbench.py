@@ -32,11 +32,17 @@ from typing import Any
 from django.conf import settings
 from django.contrib.postgres.aggregates import ArrayAgg
 from django.db import transaction
-from django.db.models import Count, Max, Min, Q, QuerySet
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditOutcome
-from audit.trail import AuditContext, AuditSubject, audit_event_record
+from audit.trail import (
+    AuditContext,
+    AuditSubject,
+    PendingEvent,
+    audit_event_record,
+    audit_events_record,
+)
 from ingestion.fhir.profile import NHS_NUMBER_SYSTEM
 from ingestion.models import FeedMessage, MatchQueueItem, ParkedDigest, ParkReason, ParkState
 from ingestion.parked import entry_data_rebuilt
@@ -61,7 +67,7 @@ from sharedrecord.matching import (
     nhs_number_normalise,
     patient_candidates,
 )
-from sharedrecord.models import IdentityKind, IdentityOperation, Patient, User
+from sharedrecord.models import Entry, IdentityKind, IdentityOperation, Patient, User
 
 # What the sender is told, by code: the officer's own words stay with us.
 REJECT_REASONS = {
@@ -739,3 +745,73 @@ def parked_digests_for(*, scope: DataQualityScope, limit: int = 14) -> list[Park
     if scope.organisation_ods is not None:
         digests = digests.filter(organisation__ods_code=scope.organisation_ods)
     return list(digests.order_by("-day", "organisation__name")[:limit])
+
+
+# ------------------------------------------------------------------ disputed demographics
+
+
+@dataclass(frozen=True)
+class DisputedPerson:
+    """A person whose sources disagree about their demographics, and who the sources are."""
+
+    patient: Patient
+    labels: tuple[str, ...]
+    sources: tuple[str, ...]  # ODS codes of the sources that sent a Patient resource
+
+
+def _disputed(scope: DataQualityScope) -> QuerySet[Patient]:
+    people = Patient.objects.exclude(demographics_disputed=[])
+    if scope.organisation_ods is not None:
+        people = people.filter(
+            Exists(
+                Entry.objects.filter(
+                    patient=OuterRef("pk"), resource_type="Patient",
+                    source_org__ods_code=scope.organisation_ods,
+                )
+            )
+        )  # fmt: skip
+    return people
+
+
+def disputed_people_count(*, scope: DataQualityScope) -> int:
+    """How many people in the officer's scope have sources that disagree (front page)."""
+    return _disputed(scope).count()
+
+
+@transaction.atomic
+def disputed_people_view(
+    *, viewer: User, scope: DataQualityScope, context: AuditContext | None = None,
+    limit: int = CASES_SHOWN,
+) -> list[DisputedPerson]:  # fmt: skip
+    """The people whose sources disagree about their demographics (demographics_disputed).
+
+    The programme's officers see everyone; an organisation's officers the
+    people their own feeds sent a Patient for. Each person shown is an
+    audited read (one event each, written together before anything returns).
+    """
+    people = list(_disputed(scope).order_by("nhs_number")[:limit])
+    sources: dict[int, set[str]] = {}
+    for patient_id, ods in Entry.objects.filter(
+        patient__in=people, resource_type="Patient"
+    ).values_list("patient_id", "source_org__ods_code"):
+        sources.setdefault(patient_id, set()).add(ods)
+    actor = actor_for(viewer)
+    audit_events_record(
+        events=[
+            PendingEvent(
+                action=AuditAction.MATCH_QUEUE_VIEW, actor=actor,
+                subject=AuditSubject(patient_id=p.public_id, nhs_number=p.nhs_number,
+                                     gp_ods=p.registered_gp_ods),
+                detail={"list": "disputed-demographics", "fields": list(p.demographics_disputed)},
+                source_ods=tuple(sorted(sources.get(p.pk, ()))), context=context,
+            )
+            for p in people
+        ]
+        # An empty list is a read of the workbench too.
+        or [PendingEvent(action=AuditAction.MATCH_QUEUE_VIEW, actor=actor, context=context,
+                         detail={"list": "disputed-demographics", "people": 0})]
+    )  # fmt: skip
+    return [
+        DisputedPerson(p, tuple(p.disputed_labels), tuple(sorted(sources.get(p.pk, ()))))
+        for p in people
+    ]

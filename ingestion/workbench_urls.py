@@ -9,4 +9,5 @@ urlpatterns = [
     path("", workbench_views.workbench_page, name="list"),
     path("<uuid:group>", workbench_views.workbench_case_page, name="case"),
     path("identity", workbench_views.workbench_identity_page, name="identity"),
+    path("disputes", workbench_views.workbench_disputes_page, name="disputes"),
 ]

@@ -26,6 +26,8 @@ from ingestion.workbench import (
     REJECT_REASONS,
     CaseNotFound,
     WorkbenchRefused,
+    disputed_people_count,
+    disputed_people_view,
     identity_merge,
     identity_operations,
     identity_undo,
@@ -78,6 +80,7 @@ def workbench_page(request: HttpRequest) -> HttpResponse:
         "state": state,
         "states": ParkState.choices,
         "digests": parked_digests_for(scope=scope),
+        "disputed": disputed_people_count(scope=scope),
     }
     return render(request, "ingestion/workbench/list.html", context)
 
@@ -194,3 +197,14 @@ def workbench_identity_page(request: HttpRequest) -> HttpResponse:
     return render(
         request, "ingestion/workbench/identity.html", context, status=400 if errors else 200
     )
+
+
+@login_required
+@require_http_methods(["GET"])
+def workbench_disputes_page(request: HttpRequest) -> HttpResponse:
+    """People whose sources disagree about their demographics (each shown is audited)."""
+    scope = workbench_scope(request)
+    people = disputed_people_view(
+        viewer=cast(User, request.user), scope=scope, context=context_for(request)
+    )
+    return render(request, "ingestion/workbench/disputes.html", {"people": people, "scope": scope})

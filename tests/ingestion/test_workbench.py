@@ -20,6 +20,7 @@ from tests.factories import (
     PROGRAMME_ODS,
     client_for,
     clinical_bundle,
+    confirm_basis,
     feed,
     invalid_nhs_number,
     make_credential,
@@ -396,3 +397,43 @@ def test_each_organisation_gets_a_daily_digest_of_what_its_feeds_parked_and_why(
 def test_the_daily_digest_runs_from_beat(settings: Any) -> None:
     schedule = settings.CELERY_BEAT_SCHEDULE["parked-digest"]
     assert schedule["task"] == parked_digests_compose_task.name
+
+
+# ------------------------------------------------------------------ sources that disagree
+
+
+def test_sources_that_disagree_are_flagged_on_the_record_and_in_the_workbench(
+    registered_gp: User,
+) -> None:
+    group, _ = parked_case(reason="demographics-conflict")
+    number = MatchQueueItem.objects.filter(group=group)[0].nhs_number_sent
+    patient = Patient.objects.get(nhs_number=number)
+    assert patient.demographics_disputed == []
+    # The practice also sends the person: a second source, agreeing with the first.
+    gp, _ = make_credential(partner("Z81001"))
+    assert feed(gp, clinical_bundle(number, key=f"gp{number}", text="GP finding")).status == "done"
+    officer = client_for(programme_officer())
+    officer.post(
+        f"/workbench/{group}",
+        {"decision": "file", "candidate": str(patient.public_id),
+         "note": "Same person: the ward confirmed"},
+    )  # fmt: skip
+    patient.refresh_from_db()
+    assert patient.demographics_disputed == ["birth-date"]
+    listing = officer.get("/workbench/disputes").content.decode()
+    assert number in listing
+    assert "date of birth" in listing
+    assert "Z81001" in listing
+    event = AuditEvent.objects.get(detail__list="disputed-demographics", nhs_number=number)
+    assert event.patient_id == patient.public_id
+    assert 'id="disputed-count">1<' in officer.get("/workbench/").content.decode()
+    # An organisation's officers see the people their own feeds sent.
+    community = client_for(make_staff("ZCM01", "community", "data-quality-officer"))
+    assert number not in community.get("/workbench/disputes").content.decode()
+    assert number in client_for(hospital_officer()).get("/workbench/disputes").content.decode()
+    # And the record says so to the clinician reading it.
+    reader = client_for(registered_gp)
+    assert confirm_basis(reader, patient, claim="The person's GP, seen today").status_code == 302
+    page = reader.get(f"/record/{patient.public_id}/").content.decode()
+    assert 'id="demographics-disputed"' in page
+    assert "date of birth" in page

@@ -171,6 +171,7 @@ PERSONAL: dict[str, Callable[[Scene], list[Visit]]] = {
     "/governance/events/1": lambda s: [(s.officer, f"/governance/events/{s.event}", "")],
     "/governance/reviews": lambda s: [(s.officer, "/governance/reviews", "")],
     "/workbench/identity": lambda s: [(s.data_quality, "/workbench/identity", "")],
+    "/workbench/disputes": lambda s: [(s.data_quality, "/workbench/disputes", "")],
     f"/workbench/{UUID}": lambda s: [
         (s.data_quality, f"/workbench/{s.parked.group}", s.parked.nhs_number_sent)
     ],

@@ -48,6 +48,7 @@ ROUTES = {
     f"/api/v1/workbench/cases/{UUID}/file": "filing a parked case to a person (data quality)",
     f"/api/v1/workbench/cases/{UUID}/reject": "rejecting a parked case (data quality)",
     f"/api/v1/workbench/cases/{UUID}/correction": "asking a sender to correct (data quality)",
+    "/workbench/disputes": "people whose sources disagree: read-only (audited)",
     "/workbench/identity": "merging, linking and undoing people (data quality, recorded)",
     "/api/v1/workbench/identity": "merges and links: read-only (audited)",
     "/api/v1/workbench/identity/merge": "merging people (data quality; undone exactly)",
