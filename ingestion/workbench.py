@@ -67,7 +67,7 @@ from sharedrecord.matching import (
     nhs_number_normalise,
     patient_candidates,
 )
-from sharedrecord.models import Entry, IdentityKind, IdentityOperation, Patient, User
+from sharedrecord.models import Entry, IdentityKind, IdentityOperation, Patient, User, is_uuid
 
 # What the sender is told, by code: the officer's own words stay with us.
 REJECT_REASONS = {
@@ -457,7 +457,9 @@ def parked_case_file(
             f"Say why in at least {REASON_MIN} characters.", code="reason_required"
         )
     if patient_id:
-        chosen = Patient.objects.filter(public_id=patient_id).first()
+        chosen = (
+            Patient.objects.filter(public_id=patient_id).first() if is_uuid(patient_id) else None
+        )
         if chosen is None:
             raise WorkbenchRefused("No such person in the record.", code="no_such_person")
         number = chosen.nhs_number

@@ -46,6 +46,11 @@ from sharedrecord.identity import IdentityRefused
 from sharedrecord.models import IdentityKind, User
 
 
+def _field(request: HttpRequest, name: str, limit: int) -> str:
+    """A posted field, cut to its limit, without NUL (PostgreSQL text refuses it)."""
+    return request.POST.get(name, "").replace("\x00", "")[:limit]
+
+
 def workbench_scope(request: HttpRequest) -> DataQualityScope:
     """The officer's scope, or a 403 that is audited (the pages and the API alike)."""
     scope = data_quality_scope_for(request.user)
@@ -94,13 +99,13 @@ def workbench_case_page(request: HttpRequest, group: uuid.UUID) -> HttpResponse:
     errors: list[str] = []
     if request.method == "POST":
         decision = request.POST.get("decision", "")
-        note = request.POST.get("note", "")[:500]
+        note = _field(request, "note", 500)
         try:
             if decision == "file":
                 done = parked_case_file(
                     viewer=user, scope=scope, group=group, reason=note,
-                    nhs_number=request.POST.get("nhs_number", "")[:20],
-                    patient_id=request.POST.get("candidate", "")[:36],
+                    nhs_number=_field(request, "nhs_number", 20),
+                    patient_id=_field(request, "candidate", 36),
                     context=context_for(request),
                 )  # fmt: skip
             elif decision == "reject":
@@ -154,9 +159,9 @@ def workbench_identity_page(request: HttpRequest) -> HttpResponse:
             if action in (IdentityKind.MERGE, IdentityKind.LINK):
                 done = identity_merge(
                     viewer=user, scope=scope, kind=action,
-                    from_nhs_number=request.POST.get("from_nhs_number", "")[:20],
-                    to_nhs_number=request.POST.get("to_nhs_number", "")[:20],
-                    reason=request.POST.get("reason", "")[:500], context=context_for(request),
+                    from_nhs_number=_field(request, "from_nhs_number", 20),
+                    to_nhs_number=_field(request, "to_nhs_number", 20),
+                    reason=_field(request, "reason", 500), context=context_for(request),
                 )  # fmt: skip
                 what = "Merged" if action == IdentityKind.MERGE else "Linked"
                 messages.success(request, f"{what}: {done.entries} entries moved.")

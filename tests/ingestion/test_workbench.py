@@ -437,3 +437,20 @@ def test_sources_that_disagree_are_flagged_on_the_record_and_in_the_workbench(
     page = reader.get(f"/record/{patient.public_id}/").content.decode()
     assert 'id="demographics-disputed"' in page
     assert "date of birth" in page
+
+
+def test_a_posted_form_with_odd_input_is_answered_on_the_page() -> None:
+    group, _ = parked_case()
+    client = client_for(programme_officer())
+    odd = client.post(
+        f"/workbench/{group}",
+        {"decision": "file", "candidate": "not-a-uuid", "note": "Checked \x00 by phone call"},
+    )
+    assert odd.status_code == 400
+    assert "No such person" in odd.content.decode()
+    nul = client.post(
+        f"/workbench/{group}",
+        {"decision": "file", "nhs_number": next_nhs_number(), "note": "Checked by \x00 phone"},
+    )
+    assert nul.status_code == 302
+    assert MatchQueueItem.objects.filter(group=group)[0].decision_note == "Checked by  phone"
