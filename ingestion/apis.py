@@ -26,7 +26,7 @@ from ingestion.fhir.results import FeedRejected
 from ingestion.hl7_receiving import hl7_message_receive
 from ingestion.hl7v2.ack import ack as hl7_ack
 from ingestion.hl7v2.results import Hl7Problem
-from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageStatus
+from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageStatus, ParkState
 from ingestion.outcomes import issue, outcome_response
 from ingestion.receiving import (
     IdempotencyConflict,
@@ -35,6 +35,7 @@ from ingestion.receiving import (
     feed_message_receive,
     feed_message_refuse,
 )
+from ingestion.workbench import parked_entries_of, parked_for_sender
 from sharedrecord.exceptions import NOT_KEPT, RETRY_AFTER_SECONDS, store_unavailable
 
 JSON_TYPES = {"application/fhir+json", "application/json"}
@@ -350,3 +351,44 @@ class FeedReceiptApi(FeedApi):
         if message is None:
             return outcome_response(404, code="not-found", diagnostics="No such receipt.")
         return Response(receipt_body(message))
+
+
+class FeedParkedApi(FeedApi):
+    """GET the sender's own parked entries and what the data quality team decided.
+
+    Each case: the receipt it came in, its entries (index, type and the
+    sender's own id), why it was parked, its state (parked, filed, rejected,
+    correction-requested, blocked) and the decision's code. Never content.
+    """
+
+    @extend_schema(
+        parameters=[OpenApiParameter("state", str, enum=ParkState.values)],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The sender's cases.")},
+    )
+    def get(self, request: Request) -> Response:
+        credential = cast(FeedCredential, request.auth)
+        state = request.query_params.get("state", "")
+        if state and state not in ParkState.values:
+            return outcome_response(
+                400, code="invalid-parameter", diagnostics="state is not a known state.",
+                expression=["state"],
+            )  # fmt: skip
+        cases = parked_for_sender(organisation_ods=credential.organisation.ods_code, state=state)
+        entries = parked_entries_of(groups=[case.group for case in cases])
+        return Response(
+            {
+                "cases": [
+                    {
+                        "id": str(case.group),
+                        "receipt": str(case.receipt),
+                        "reason": case.reason,
+                        "state": case.state,
+                        "decision": case.decision_code,
+                        "parkedAt": case.parked_at.isoformat(),
+                        "decidedAt": case.decided_at.isoformat() if case.decided_at else None,
+                        "entries": entries.get(case.group, []),
+                    }
+                    for case in cases
+                ]
+            }
+        )

@@ -57,6 +57,7 @@ ISSUE_TYPES = {
     "not-acceptable": "not-supported",
     "forbidden": "forbidden",
     "attempt-failed": "transient",
+    "invalid-parameter": "value",
 }
 
 

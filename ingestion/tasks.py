@@ -49,6 +49,17 @@ def feed_messages_sweep_task() -> int:
     )
 
 
+@shared_task(name="ingestion.parked_digests_compose", ignore_result=True)
+def parked_digests_compose_task() -> int:
+    """Yesterday's digest of parked entries, per organisation (run by beat each morning)."""
+    from django.utils import timezone
+
+    from ingestion.workbench import parked_digests_compose
+
+    yesterday = timezone.localdate() - datetime.timedelta(days=1)
+    return len(parked_digests_compose(day=yesterday))
+
+
 @shared_task(name="maintenance.audit_partitions_ensure")
 def audit_partitions_ensure_task() -> int:
     """Keep three months of audit partitions ready ahead of time (run by beat)."""

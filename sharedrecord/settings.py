@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from celery.schedules import crontab
 
 from sharedrecord.env import env_bool, env_int, env_list, env_secret, env_str
 from sharedrecord.smart import smart_scopes
@@ -184,6 +185,9 @@ RELATIONSHIP_DAYS = env_int("RELATIONSHIP_DAYS", default=90)
 # read the whole audit trail; every other privacy officer reads their own
 # organisation's record-holder view.
 GOVERNANCE_ODS_CODES = env_list("GOVERNANCE_ODS_CODES")
+# A parked case waiting longer than this is counted as overdue on the data
+# quality officer's front page and in metrics (ingestion/workbench.py).
+WORKBENCH_WAITING_HOURS = env_int("WORKBENCH_WAITING_HOURS", default=48)
 # The key that signs the audit trail's checkpoints (manage.py audit_checkpoint
 # and audit_verify), at least 32 characters. Give it only to the process that
 # writes checkpoints, never to web or the workers: then nobody who can write
@@ -242,6 +246,11 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "sharedrecord")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "audit-partitions": {"task": "maintenance.audit_partitions_ensure", "schedule": 6 * 3600},
     "feed-sweep": {"task": "ingestion.feed_messages_sweep", "schedule": 60},
+    # Each organisation's digest of what its feeds parked yesterday, and why.
+    "parked-digest": {
+        "task": "ingestion.parked_digests_compose",
+        "schedule": crontab(hour=6, minute=0),
+    },
 }
 
 # Feeds: limits a partner system is told about in its 413, and the sweep.

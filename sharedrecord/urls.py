@@ -52,6 +52,7 @@ urlpatterns = [
     ),
     path("optouts/", include("optout.page_urls", namespace="optout-pages")),
     path("governance/", include("audit.page_urls", namespace="governance")),
+    path("workbench/", include("ingestion.workbench_urls", namespace="workbench")),
     path("healthz", HealthzApi.as_view(), name="healthz"),
     path("readyz", ReadyzApi.as_view(), name="readyz"),
     # The admin's own sign-in and sign-out, audited like the staff pages' (sharedrecord/admin.py).
@@ -62,6 +63,7 @@ urlpatterns = [
     path("api/v1/optouts/", include("ingestion.optin_urls", namespace="optins")),
     path("api/v1/optouts/", include("optout.urls", namespace="optouts")),
     path("api/v1/audit/", include("audit.urls", namespace="audit-api")),
+    path("api/v1/workbench/", include("ingestion.workbench_api_urls", namespace="workbench-api")),
     path("fhir/R4/", include("sharedrecord.fhirapi.urls", namespace="fhir")),
     # OAuth2 for the read API: only what a client needs. No device flow, and no
     # application-management pages (manage.py api_client_register registers them).
