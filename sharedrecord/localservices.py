@@ -264,52 +264,93 @@ def celery_workers(python: str, *, queue: str, loglevel: str = "INFO") -> list[l
     ]  # fmt: skip
 
 
+class _StopRequested(Exception):
+    """A stop signal (SIGTERM, SIGINT, SIGHUP) reached the local runner."""
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _StopRequested(signal.Signals(signum).name)
+
+
+def stop_processes(processes: dict[str, subprocess.Popen[bytes]], *, grace: float = 30) -> None:
+    """SIGTERM every process still running, wait up to `grace` seconds, then kill the rest.
+
+    SIGTERM is each program's clean stop: a Celery worker finishes the tasks it
+    holds (warm shutdown; a task it cannot finish was acknowledged late, so the
+    broker hands it to the next worker), beat and the web server exit, and
+    `seed_demo` stops between messages (each is committed before its receipt).
+    """
+    for proc in processes.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in processes.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def run_platform(env: dict[str, str]) -> int:
-    """Migrate, load the demo borough, then run web, worker and beat until Ctrl-C."""
+    """Migrate, load the demo borough, then run web, worker and beat until told to stop.
+
+    Ctrl-C (SIGINT), SIGTERM and SIGHUP all stop everything this started and
+    return 0; a child that exits by itself stops the rest and returns 1.
+    """
     python = sys.executable
     manage = [python, str(BASE_DIR / "manage.py")]
-    subprocess.run([*manage, "migrate", "--no-input"], env=env, check=True)
     port = int(env.get("PORT", "8000"))
     if not _port_free(port):
         raise SystemExit(f"127.0.0.1:{port} is already in use; set PORT to another.")
     celery = [python, "-m", "celery", "-A", "sharedrecord"]
     feeds, large = celery_workers(python, queue=env.get("CELERY_QUEUE", "sharedrecord"))
-    processes = {
-        "web": subprocess.Popen([*manage, "runserver", "--noreload", f"127.0.0.1:{port}"], env=env),
-        "worker": subprocess.Popen(feeds, env=env),
-        "worker-large": subprocess.Popen(large, env=env),
-        "beat": subprocess.Popen(
-            [
-                *celery,
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(DATA_DIR / "celerybeat-schedule"),
-            ],
-            env=env,
-        ),
+    schedule = env.get("CELERY_BEAT_SCHEDULE_FILE") or str(DATA_DIR / "celerybeat-schedule")
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        # A process group of its own: Ctrl-C at the terminal reaches only this runner,
+        # which stops each child once, the same way whichever signal it was sent.
+        processes[name] = subprocess.Popen(argv, env=env, process_group=0)
+        return processes[name]
+
+    previous = {
+        signum: signal.signal(signum, _raise_stop)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     }
     try:
+        if start("migrate", [*manage, "migrate", "--no-input"]).wait() != 0:
+            return 1
+        del processes["migrate"]
+        start("web", [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"])
+        start("worker", feeds)
+        start("worker-large", large)
+        start("beat", [*celery, "beat", "--loglevel", "INFO", "--schedule", schedule])
         # The demo feeds go through the real pipeline, so the worker must be up.
-        subprocess.run([*manage, "seed_demo"], env=env, check=True)
-        print(f"\nShared care record running at http://127.0.0.1:{port}/  (Ctrl-C stops it)\n")
+        seeded = start("seed", [*manage, "seed_demo"]).wait()
+        del processes["seed"]
+        if seeded != 0:
+            _say("seed_demo failed; shutting down")
+            return 1
+        print(
+            f"\nShared care record running at http://127.0.0.1:{port}/  (Ctrl-C stops it)\n",
+            flush=True,
+        )
         while all(proc.poll() is None for proc in processes.values()):
             time.sleep(0.5)
         stopped = [name for name, proc in processes.items() if proc.poll() is not None]
         _say(f"{', '.join(stopped)} stopped; shutting down the rest")
         return 1
-    except KeyboardInterrupt:
+    except _StopRequested as stop:
+        _say(f"{stop} received; stopping {', '.join(processes) or 'nothing'}")
         return 0
     finally:
-        for proc in processes.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in processes.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        # A second signal while stopping must not leave children behind.
+        for signum in previous:
+            signal.signal(signum, signal.SIG_IGN)
+        stop_processes(processes)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
