@@ -246,21 +246,27 @@ def _port_free(port: int) -> bool:
 
 
 def celery_workers(python: str, *, queue: str, loglevel: str = "INFO") -> list[list[str]]:
-    """The worker layout's commands: one pool per queue, each of one process per core.
+    """The worker layout's commands: one pool per kind of work.
 
     `queue` is the feeds queue (CELERY_QUEUE); large messages go to `<queue>-large`
-    (FEED_LARGE_QUEUE's default). Only a busy queue's pool uses the cores, so one
-    queue alone has them all, and in a burst of both each has its share: HL7 v2
-    never waits behind large messages. Prefetch stays at one task a process (settings):
-    tasks are idempotent and acknowledged late, and an idle process waits for the
-    next one only a Redis round trip.
+    (FEED_LARGE_QUEUE's default), notifications and maintenance (the sweep, audit
+    partitions) to `<queue>-notifications` and `<queue>-maintenance`
+    (sharedrecord/celery.py). The feed pools have one process per core each: only a
+    busy queue's pool uses the cores, so one queue alone has them all, and in a
+    burst of both each has its share: HL7 v2 never waits behind large messages.
+    Background work has one process, so a sweep never waits behind a burst of feeds.
+    Prefetch stays at one task a process (settings): tasks are idempotent and
+    acknowledged late, and an idle process waits for the next one only a Redis round trip.
     """
     cores = str(os.cpu_count() or 1)
     worker = [python, "-m", "celery", "-A", "sharedrecord", "worker", "--loglevel", loglevel,
-              "--concurrency", cores, "--without-gossip", "--without-mingle"]  # fmt: skip
+              "--without-gossip", "--without-mingle"]  # fmt: skip
     return [
-        [*worker, "--queues", queue, "--hostname", f"feeds-{queue}@%h"],
-        [*worker, "--queues", f"{queue}-large", "--hostname", f"large-{queue}@%h"],
+        [*worker, "--concurrency", cores, "--queues", queue, "--hostname", f"feeds-{queue}@%h"],
+        [*worker, "--concurrency", cores, "--queues", f"{queue}-large",
+         "--hostname", f"large-{queue}@%h"],
+        [*worker, "--concurrency", "1", "--queues", f"{queue}-notifications,{queue}-maintenance",
+         "--hostname", f"background-{queue}@%h"],
     ]  # fmt: skip
 
 
@@ -304,7 +310,7 @@ def run_platform(env: dict[str, str]) -> int:
     if not _port_free(port):
         raise SystemExit(f"127.0.0.1:{port} is already in use; set PORT to another.")
     celery = [python, "-m", "celery", "-A", "sharedrecord"]
-    feeds, large = celery_workers(python, queue=env.get("CELERY_QUEUE", "sharedrecord"))
+    feeds, large, background = celery_workers(python, queue=env.get("CELERY_QUEUE", "sharedrecord"))
     schedule = env.get("CELERY_BEAT_SCHEDULE_FILE") or str(DATA_DIR / "celerybeat-schedule")
     processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -325,6 +331,7 @@ def run_platform(env: dict[str, str]) -> int:
         start("web", [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"])
         start("worker", feeds)
         start("worker-large", large)
+        start("worker-background", background)
         start("beat", [*celery, "beat", "--loglevel", "INFO", "--schedule", schedule])
         # The demo feeds go through the real pipeline, so the worker must be up.
         seeded = start("seed", [*manage, "seed_demo"]).wait()

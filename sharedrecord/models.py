@@ -71,6 +71,16 @@ class Organisation(models.Model):
         editable=False,
         help_text="When a feed message from this organisation was last processed.",
     )
+    feed_expected_interval = models.DurationField(
+        "expected feed interval",
+        null=True,
+        blank=True,
+        help_text=(
+            "How often this organisation's feeds normally send data (for example 1:00:00 for "
+            "hourly). Once nothing has arrived for longer, its data is shown as possibly out "
+            "of date and its feed as late. Blank: not monitored."
+        ),
+    )
 
     objects: ClassVar[OrganisationQuerySet] = OrganisationQuerySet.as_manager()  # type: ignore[assignment]
 

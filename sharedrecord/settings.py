@@ -8,6 +8,7 @@ environment (deploy/README.md); none of them is defaulted to something unsafe.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Request counts and latencies by view name, method and status (never a path).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "sharedrecord.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "sharedrecord.middleware.StaticFilesMiddleware",
@@ -61,6 +64,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "sharedrecord.middleware.NoStoreMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes asks: it turns a locked-out sign-in into our lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -239,9 +243,19 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # quote the values they refused): feed tasks ignore their results, errors included.
 CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED = False
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "sharedrecord")
+# Queues by kind (sharedrecord/celery.py): blank means CELERY_QUEUE followed by
+# "-notifications" or "-maintenance" (FEED_LARGE_QUEUE below for large messages).
+CELERY_TASK_ROUTES = ("sharedrecord.celery.route_task",)
+NOTIFICATIONS_QUEUE = env_str("NOTIFICATIONS_QUEUE", "")
+MAINTENANCE_QUEUE = env_str("MAINTENANCE_QUEUE", "")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "audit-partitions": {"task": "maintenance.audit_partitions_ensure", "schedule": 6 * 3600},
     "feed-sweep": {"task": "ingestion.feed_messages_sweep", "schedule": 60},
+    # The outcome feeds the metrics' audit chain alerts (deploy/prometheus/alerts.yml).
+    "audit-verify": {
+        "task": "maintenance.audit_verify",
+        "schedule": env_int("AUDIT_VERIFY_SECONDS", default=6 * 3600),
+    },
 }
 
 # Feeds: limits a partner system is told about in its 413, and the sweep.
@@ -390,6 +404,23 @@ LOGGING = {
         "axes": {"level": "WARNING"},
     },
 }
+
+# Metrics (GET /metrics, sharedrecord/metrics.py): a scraper sends METRICS_TOKEN
+# (or the content of METRICS_TOKEN_FILE) as a bearer token. With none set the
+# endpoint answers 401, except in DEBUG (make run), where it is open.
+METRICS_TOKEN = (
+    env_secret("METRICS_TOKEN")
+    if os.environ.get("METRICS_TOKEN") or os.environ.get("METRICS_TOKEN_FILE")
+    else ""
+)
+# Where each process of a multi-process server (gunicorn, a Celery worker's pool)
+# keeps its metrics for the endpoint to sum: a folder of its own per server, emptied
+# at its start. Read by prometheus_client itself; named here so deploy files may set it.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
+# A Celery worker serves its own metrics on this port (0: none), summed over its
+# pool processes through PROMETHEUS_MULTIPROC_DIR (sharedrecord/taskmetrics.py).
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_ADDRESS = env_str("WORKER_METRICS_ADDRESS", "127.0.0.1")
 
 # The demo borough (seed_demo): the password every demo user gets in DEBUG.
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "demo-sharedrecord-2026")

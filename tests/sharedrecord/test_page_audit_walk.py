@@ -54,6 +54,7 @@ NO_PERSONAL_DATA = {
     "/governance/": "the governance home: search forms and counts, no person",
     "/healthz": "liveness",
     "/readyz": "readiness",
+    "/metrics": "counts by organisation, kind, queue and view: no person",
     "/admin/": "the admin index",
     "/admin/login/": "the admin sign-in form",
     "/admin/logout/": "signing out",

@@ -37,6 +37,7 @@ ROUTES = {
     "/governance/subject-access": "a subject access report: writes only audit",
     "/healthz": "liveness: read-only",
     "/readyz": "readiness: read-only",
+    "/metrics": "Prometheus metrics: read-only",
     "/api/v1/feeds/fhir": "a partner's FHIR feed (the sources own the record)",
     "/api/v1/feeds/hl7v2": "a partner's HL7 v2 feed (the sources own the record)",
     "/api/v1/feeds/receipts/x": "a feed receipt: read-only",
