@@ -63,4 +63,6 @@ USERS: tuple[DemoUser, ...] = (
     DemoUser("privacy.officer", "Oliver", "Grant", "ZSR01", StaffRole.PRIVACY_OFFICER),
     DemoUser("objections", "Nadia", "Rahman", "ZSR01", StaffRole.OBJECTIONS_OFFICER),
     DemoUser("sysadmin", "Fatima", "Hussain", "ZSR01", StaffRole.SYSTEM_ADMIN),
+    # ---- operations (#26): feed health, replays
+    DemoUser("feeds.operator", "Samuel", "Osei", "ZSR01", StaffRole.FEED_OPERATOR),
 )

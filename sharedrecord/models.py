@@ -111,6 +111,16 @@ class Organisation(models.Model):
         if self.dsa_end and self.dsa_start and self.dsa_end < self.dsa_start:
             raise ValidationError({"dsa_end": "The agreement must end on or after its start."})
 
+    def feed_is_late(self, now: datetime.datetime) -> bool:
+        """Whether a feed that normally sends data has been silent past its expected interval.
+
+        Only an organisation with an expected interval that has sent something is
+        ever late: one that never sent data has nothing of its own to be stale.
+        """
+        if self.feed_expected_interval is None or self.last_feed_at is None:
+            return False
+        return now - self.last_feed_at > self.feed_expected_interval
+
     def agreement_active(self, on: datetime.date | None = None) -> bool:
         """True when the data sharing agreement covers the given day (default today)."""
         day = on or timezone.localdate()
@@ -139,6 +149,9 @@ class StaffRole(models.TextChoices):
     # them on behalf of the person's registered practice (St Helens' route).
     OBJECTIONS_OFFICER = "objections-officer", "Objections officer (programme team)"
     SYSTEM_ADMIN = "system-admin", "System administrator"
+    # ---- operations (#26): the programme's team that watches the feeds and replays
+    # failed messages; it sees ids, counts and reasons, never a record.
+    FEED_OPERATOR = "feed-operator", "Feed operator (programme operations)"
 
 
 RBAC_JOB_ROLE_CODES: dict[str, str] = {
@@ -152,6 +165,7 @@ RBAC_JOB_ROLE_CODES: dict[str, str] = {
     StaffRole.PRIVACY_OFFICER: "R8014",  # Privacy Officer Access Role
     StaffRole.OBJECTIONS_OFFICER: "R8008",  # Admin/Clinical Support Access Role
     StaffRole.SYSTEM_ADMIN: "R8015",  # Systems Support Access Role
+    StaffRole.FEED_OPERATOR: "R8015",  # Systems Support Access Role
 }
 
 # Roles that read clinical content (the access policy narrows what each sees).

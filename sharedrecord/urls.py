@@ -53,6 +53,7 @@ urlpatterns = [
     ),
     path("optouts/", include("optout.page_urls", namespace="optout-pages")),
     path("governance/", include("audit.page_urls", namespace="governance")),
+    path("operations/", include("ingestion.page_urls", namespace="operations")),
     path("healthz", HealthzApi.as_view(), name="healthz"),
     path("readyz", ReadyzApi.as_view(), name="readyz"),
     path("metrics", metrics_page, name="metrics"),

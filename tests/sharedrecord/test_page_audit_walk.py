@@ -55,6 +55,8 @@ NO_PERSONAL_DATA = {
     "/healthz": "liveness",
     "/readyz": "readiness",
     "/metrics": "counts by organisation, kind, queue and view: no person",
+    "/operations/feeds": "feed health: systems, times, counts and reason codes, no person",
+    f"/operations/feeds/replay/{UUID}": "POST only: replays a failed message (audited)",
     "/admin/": "the admin index",
     "/admin/login/": "the admin sign-in form",
     "/admin/logout/": "signing out",
