@@ -14,7 +14,9 @@ import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import before_task_publish
+from celery.signals import before_task_publish, task_postrun, task_prerun
+
+from sharedrecord.logs import log_context_bind, log_context_clear
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sharedrecord.settings")
 
@@ -59,6 +61,18 @@ def _stamp_published_at(headers: dict[str, Any] | None = None, **_: Any) -> None
     """Stamp each task with when it was queued, so a queue's age can be measured."""
     if headers is not None:
         headers.setdefault("published_at", time.time())
+
+
+@task_prerun.connect
+def _bind_task_to_logs(task_id: str | None = None, sender: Any = None, **_: Any) -> None:
+    """Every log line of a task carries its id and name (never its arguments)."""
+    log_context_clear()
+    log_context_bind(task_id=task_id or "", task=str(getattr(sender, "name", "")))
+
+
+@task_postrun.connect
+def _unbind_task_from_logs(**_: Any) -> None:
+    log_context_clear()
 
 
 # Task rates, failures and retries, and the worker's metrics endpoint (its signals).

@@ -236,6 +236,7 @@ def resolved_environment(*, dev: bool, redis_db: int | None) -> dict[str, str]:
     if dev:
         env.setdefault("DEBUG", "true")
         env.setdefault("GOVERNANCE_ODS_CODES", "ZSR01")  # the demo programme
+        env.setdefault("LOG_FORMAT", "console")  # readable lines in a developer's terminal
     env.setdefault("DJANGO_SETTINGS_MODULE", "sharedrecord.settings")
     return env
 

@@ -239,6 +239,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", default=3600)
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers log through LOGGING below (JSON lines with the task's id), not Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # A failure kept in the result backend could carry an exception's text (PostgreSQL's
 # quote the values they refused): feed tasks ignore their results, errors included.
 CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED = False
@@ -391,11 +393,21 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# Logs: one JSON object a line (sharedrecord/logs.py), with the request id the audit
+# trail records; LOG_FORMAT=console for readable lines while developing.
+LOG_FORMAT = env_str("LOG_FORMAT", "json")
+if LOG_FORMAT not in {"json", "console"}:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("LOG_FORMAT must be json or console.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "json": {"()": "sharedrecord.logs.json_formatter"},
+        "console": {"()": "sharedrecord.logs.console_formatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # Request lines carry paths only; NHS numbers never travel in paths.
     "loggers": {
