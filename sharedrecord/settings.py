@@ -60,6 +60,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Read traffic on the streaming replica where the rules allow (DATABASE_REPLICA_URL).
+    "sharedrecord.dbrouter.ReplicaReadsMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -111,6 +113,19 @@ _database["OPTIONS"] = {
     },
 }
 DATABASES = {"default": _database}
+# A streaming replica for read traffic (sharedrecord/dbrouter.py): record pages, the
+# FHIR API and governance reads use it while its replay lag is at most
+# REPLICA_MAX_LAG_SECONDS; writes, audit events and read-after-write stay on the
+# primary, and a session that wrote stays there for REPLICA_STICKY_SECONDS.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", "")
+if DATABASE_REPLICA_URL:
+    _replica: dict[str, Any] = {**_database, **dj_database_url.parse(DATABASE_REPLICA_URL)}
+    _replica["OPTIONS"] = {**_database["OPTIONS"], **_replica.get("OPTIONS", {})}
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"] = _replica
+DATABASE_ROUTERS = ["sharedrecord.dbrouter.ReplicaRouter"]
+REPLICA_MAX_LAG_SECONDS = env_int("REPLICA_MAX_LAG_SECONDS", default=5)
+REPLICA_STICKY_SECONDS = env_int("REPLICA_STICKY_SECONDS", default=30)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "sharedrecord.User"
