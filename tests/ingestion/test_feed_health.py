@@ -77,6 +77,13 @@ def test_only_the_programmes_feed_operators_see_feed_health(
     assert Client().get("/operations/feeds").status_code == 302  # sign in first
 
 
+def test_the_home_page_leads_operators_and_only_them_to_feed_health(
+    operator: User, registered_gp: User
+) -> None:
+    assert "/operations/feeds" in client_for(operator).get("/").content.decode()
+    assert "/operations/feeds" not in client_for(registered_gp).get("/").content.decode()
+
+
 def test_a_feed_made_late_by_time_travel_is_shown_late(operator: User) -> None:
     hospital = make_organisation(feed_expected_interval=HOUR)
     credential, _ = make_credential(hospital)
