@@ -21,6 +21,7 @@ import structlog
 # Ten digits, optionally spaced 3-3-4 or hyphenated: an NHS number's shapes.
 _NHS_NUMBER = re.compile(r"(?<![\d.])\d{3}[ -]?\d{3}[ -]?\d{4}(?![\d.])")
 MASK = "[nhs-number removed]"
+REQUEST_FIELDS = ("method", "route", "status", "duration_ms", "user")
 
 
 def mask_nhs_numbers(
@@ -39,7 +40,9 @@ def _pre_chain() -> list[Any]:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.stdlib.ExtraAdder(),
+        # Only our own request line's fields: a library's `extra` (Celery's task
+        # data) would repeat the traceback and could carry a task's arguments.
+        structlog.stdlib.ExtraAdder(allow=REQUEST_FIELDS),
     ]
 
 
