@@ -4,6 +4,7 @@ writes to it, or reads it as a GP, printing one JSON object.
 
     python -m tests.replica_probe setup
     python -m tests.replica_probe view PATIENT_ID SESSION_KEY
+    python -m tests.replica_probe fhir PATIENT_ID TOKEN
     python -m tests.replica_probe write NHS_NUMBER
 """
 
@@ -30,6 +31,7 @@ def main(argv: list[str]) -> dict[str, object]:
         shown_entries,
         small_bundle,
     )
+    from tests.fhirapi import entry_ids, fhir_get, partner_token
 
     mode = argv[0]
     if mode == "setup":
@@ -42,7 +44,9 @@ def main(argv: list[str]) -> dict[str, object]:
         client.force_login(gp)
         confirm_basis(client, patient)
         response = client.get(f"/record/{patient.public_id}/problems")
+        token = partner_token(Client(), partner("ZAC01"))
         return {
+            "token": token,
             "patient": str(patient.public_id),
             "nhs_number": patient.nhs_number,
             "session": client.cookies[settings.SESSION_COOKIE_NAME].value,
@@ -58,6 +62,14 @@ def main(argv: list[str]) -> dict[str, object]:
             "status": response.status_code,
             "read_from": response.get("X-Read-From", "primary"),
             "shown": sorted(shown_entries(response)),
+        }
+    if mode == "fhir":
+        patient_id, token = argv[1], argv[2]
+        response = fhir_get(Client(), token, f"Patient/{patient_id}/$everything")
+        return {
+            "status": response.status_code,
+            "read_from": response.get("X-Read-From", "primary"),
+            "shown": sorted(entry_ids(response.json_body or {})),
         }
     if mode == "write":
         patient = Patient.objects.get(nhs_number=argv[1])

@@ -143,6 +143,9 @@ def test_reads_use_a_fresh_replica_and_the_primary_when_it_lags(pair: Pair) -> N
     def view(max_lag: int = 3600) -> dict[str, Any]:
         return pair.probe("view", built["patient"], built["session"], max_lag=max_lag)
 
+    def api(max_lag: int = 3600) -> dict[str, Any]:
+        return pair.probe("fhir", built["patient"], built["token"], max_lag=max_lag)
+
     # Once the session's own write is a moment behind it, a fresh replica serves the record.
     seen: dict[str, Any] = {}
 
@@ -154,6 +157,11 @@ def test_reads_use_a_fresh_replica_and_the_primary_when_it_lags(pair: Pair) -> N
     assert seen["status"] == 200
     before = set(seen["shown"])
     assert before
+    # The FHIR read API too.
+    api_fresh = api()
+    assert (api_fresh["status"], api_fresh["read_from"]) == (200, "replica")
+    api_before = set(api_fresh["shown"])
+    assert api_before
 
     # Hold the replica still, then write on the primary: the replica falls behind.
     pair.on(pair.replica, "SELECT pg_wal_replay_pause()")
@@ -163,11 +171,16 @@ def test_reads_use_a_fresh_replica_and_the_primary_when_it_lags(pair: Pair) -> N
         stale = view(max_lag=3600)
         assert (stale["status"], stale["read_from"]) == (200, "replica")
         assert set(stale["shown"]) == before
+        api_stale = api(max_lag=3600)
+        assert (api_stale["read_from"], set(api_stale["shown"])) == ("replica", api_before)
         # Past the bound (one second): the primary serves it, with the new entry.
         wait_for(lambda: pair.replica_lag() > 1, "the replica's lag to pass one second")
         current = view(max_lag=1)
         assert (current["status"], current["read_from"]) == (200, "primary")
         assert set(current["shown"]) > before
+        api_current = api(max_lag=1)
+        assert api_current["read_from"] == "primary"
+        assert set(api_current["shown"]) > api_before
     finally:
         pair.on(pair.replica, "SELECT pg_wal_replay_resume()")
     pair.wait_caught_up()
