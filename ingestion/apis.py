@@ -12,7 +12,7 @@ from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,6 +23,7 @@ from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
 from ingestion.bulk import ndjson_upload_check
 from ingestion.failures import failure_issue
 from ingestion.fhir.results import FeedRejected
+from ingestion.health import SystemHealth, feed_health
 from ingestion.hl7_receiving import hl7_message_receive
 from ingestion.hl7v2.ack import ack as hl7_ack
 from ingestion.hl7v2.results import Hl7Problem
@@ -36,6 +37,7 @@ from ingestion.receiving import (
     feed_message_refuse,
 )
 from ingestion.workbench import parked_entries_of, parked_for_sender
+from sharedrecord.access import feed_operator_for
 from sharedrecord.exceptions import NOT_KEPT, RETRY_AFTER_SECONDS, store_unavailable
 
 JSON_TYPES = {"application/fhir+json", "application/json"}
@@ -392,3 +394,41 @@ class FeedParkedApi(FeedApi):
                 ]
             }
         )
+
+
+class FeedHealthApi(APIView):
+    """GET: every connected system's feed health (the programme's feed operators only)."""
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        credential_id = serializers.CharField()
+        organisation = serializers.CharField()
+        ods_code = serializers.CharField()
+        system = serializers.CharField()
+        state = serializers.CharField()
+        late = serializers.BooleanField()
+        last_received_at = serializers.DateTimeField(allow_null=True)
+        expected_interval_seconds = serializers.SerializerMethodField()
+        received_last_24_hours = serializers.IntegerField(source="received_today")
+        hourly = serializers.ListField(child=serializers.IntegerField())
+        rejects = serializers.DictField(child=serializers.IntegerField())
+        parks = serializers.DictField(child=serializers.IntegerField())
+        failures = serializers.SerializerMethodField()
+
+        def get_expected_interval_seconds(self, health: SystemHealth) -> int | None:
+            interval = health.expected_interval
+            return None if interval is None else int(interval.total_seconds())
+
+        def get_failures(self, health: SystemHealth) -> list[dict[str, Any]]:
+            return [
+                {"id": f.public_id, "received_at": f.received_at.isoformat(),
+                 "attempts": f.attempts, "stage": f.stage, "error": f.error}
+                for f in health.failures
+            ]  # fmt: skip
+
+    @extend_schema(responses=OutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        if feed_operator_for(request.user) is None:
+            raise exceptions.PermissionDenied(
+                "Only the programme's feed operators see feed health."
+            )
+        return Response(self.OutputSerializer(feed_health(), many=True).data)

@@ -675,6 +675,28 @@ def data_quality_scope_for(user: Any) -> DataQualityScope | None:
     return DataQualityScope(organisation_ods=organisation.ods_code)
 
 
+# ------------------------------------------------------- who may watch the feeds (operations)
+
+
+def feed_operator_for(user: Any) -> Organisation | None:
+    """The programme organisation whose feeds this user watches and replays, or None.
+
+    An active feed operator of an organisation in GOVERNANCE_ODS_CODES (the
+    programme that runs the record). Operators see systems, times, counts and
+    reason codes, never a record; no superuser or global permission shortcut.
+    """
+    if not isinstance(user, User) or not user.is_authenticated or not user.is_active:
+        return None
+    if user.role != StaffRole.FEED_OPERATOR:
+        return None
+    organisation = user.organisation
+    if organisation is None:
+        return None
+    if organisation.ods_code not in settings.GOVERNANCE_ODS_CODES:
+        return None
+    return organisation
+
+
 def optin_shown_to_partner(*, partner_ods: str, removed_from: Collection[str]) -> bool:
     """Whether a partner system learns that someone opted back in: only if its data was removed.
 

@@ -11,3 +11,10 @@ class SharedRecordConfig(AppConfig):
         from sharedrecord.access import governance_viewer_for
 
         governance_resolver_register(governance_viewer_for)
+
+        from audit.metrics import AuditChainCollector
+        from sharedrecord.metrics import NotificationsPendingCollector, metrics_collector_register
+        from sharedrecord.taskmetrics import QueueCollector
+
+        for collector in (AuditChainCollector(), NotificationsPendingCollector(), QueueCollector()):
+            metrics_collector_register(collector)

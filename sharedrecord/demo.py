@@ -66,4 +66,6 @@ USERS: tuple[DemoUser, ...] = (
     # Data quality officers (ingestion/workbench.py): the programme's, and the hospital's own.
     DemoUser("dq.programme", "Joan", "Okeke", "ZSR01", StaffRole.DATA_QUALITY_OFFICER),
     DemoUser("dq.hospital", "Sam", "Patel", "ZAC01", StaffRole.DATA_QUALITY_OFFICER),
+    # ---- operations (#26): feed health, replays
+    DemoUser("feeds.operator", "Samuel", "Osei", "ZSR01", StaffRole.FEED_OPERATOR),
 )

@@ -71,6 +71,16 @@ class Organisation(models.Model):
         editable=False,
         help_text="When a feed message from this organisation was last processed.",
     )
+    feed_expected_interval = models.DurationField(
+        "expected feed interval",
+        null=True,
+        blank=True,
+        help_text=(
+            "How often this organisation's feeds normally send data (for example 1:00:00 for "
+            "hourly). Once nothing has arrived for longer, its data is shown as possibly out "
+            "of date and its feed as late. Blank: not monitored."
+        ),
+    )
 
     objects: ClassVar[OrganisationQuerySet] = OrganisationQuerySet.as_manager()  # type: ignore[assignment]
 
@@ -100,6 +110,16 @@ class Organisation(models.Model):
             raise ValidationError({"dsa_end": "An agreement cannot end before it has started."})
         if self.dsa_end and self.dsa_start and self.dsa_end < self.dsa_start:
             raise ValidationError({"dsa_end": "The agreement must end on or after its start."})
+
+    def feed_is_late(self, now: datetime.datetime) -> bool:
+        """Whether a feed that normally sends data has been silent past its expected interval.
+
+        Only an organisation with an expected interval that has sent something is
+        ever late: one that never sent data has nothing of its own to be stale.
+        """
+        if self.feed_expected_interval is None or self.last_feed_at is None:
+            return False
+        return now - self.last_feed_at > self.feed_expected_interval
 
     def agreement_active(self, on: datetime.date | None = None) -> bool:
         """True when the data sharing agreement covers the given day (default today)."""
@@ -132,6 +152,9 @@ class StaffRole(models.TextChoices):
     # officers see every item, an organisation's the items its own feeds parked.
     DATA_QUALITY_OFFICER = "data-quality-officer", "Data quality officer"
     SYSTEM_ADMIN = "system-admin", "System administrator"
+    # ---- operations (#26): the programme's team that watches the feeds and replays
+    # failed messages; it sees ids, counts and reasons, never a record.
+    FEED_OPERATOR = "feed-operator", "Feed operator (programme operations)"
 
 
 RBAC_JOB_ROLE_CODES: dict[str, str] = {
@@ -146,6 +169,7 @@ RBAC_JOB_ROLE_CODES: dict[str, str] = {
     StaffRole.OBJECTIONS_OFFICER: "R8008",  # Admin/Clinical Support Access Role
     StaffRole.DATA_QUALITY_OFFICER: "R8008",  # Admin/Clinical Support Access Role
     StaffRole.SYSTEM_ADMIN: "R8015",  # Systems Support Access Role
+    StaffRole.FEED_OPERATOR: "R8015",  # Systems Support Access Role
 }
 
 # Roles that read clinical content (the access policy narrows what each sees).

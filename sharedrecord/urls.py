@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from sharedrecord.admin import admin_sign_in, admin_sign_out
 from sharedrecord.apis import HealthzApi, ReadyzApi
+from sharedrecord.metrics import metrics_page
 from sharedrecord.oauth import views as oauth
 from sharedrecord.views import (
     SignInView,
@@ -53,8 +54,10 @@ urlpatterns = [
     path("optouts/", include("optout.page_urls", namespace="optout-pages")),
     path("governance/", include("audit.page_urls", namespace="governance")),
     path("workbench/", include("ingestion.workbench_urls", namespace="workbench")),
+    path("operations/", include("ingestion.page_urls", namespace="operations")),
     path("healthz", HealthzApi.as_view(), name="healthz"),
     path("readyz", ReadyzApi.as_view(), name="readyz"),
+    path("metrics", metrics_page, name="metrics"),
     # The admin's own sign-in and sign-out, audited like the staff pages' (sharedrecord/admin.py).
     path("admin/login/", admin_sign_in, name="admin-sign-in"),
     path("admin/logout/", admin_sign_out, name="admin-sign-out"),

@@ -42,7 +42,14 @@ import pytest
 from celery import Celery
 
 from tests.factories import wait_until_listening
-from tests.services import BASE_DIR, PrivatePostgres, RedisServer, free_port, postgres_bin_dir
+from tests.services import (
+    BASE_DIR,
+    WORKER_QUEUE_SUFFIXES,
+    PrivatePostgres,
+    RedisServer,
+    free_port,
+    postgres_bin_dir,
+)
 
 SUMMARY_PATH = BASE_DIR / ".data" / "fault-summary.json"
 SUMMARY: list[dict[str, Any]] = []
@@ -252,7 +259,7 @@ class Stack:
         worker = self._process(
             f"worker-{number}",
             [sys.executable, "-m", "celery", "-A", "sharedrecord", "worker", "--loglevel", "INFO",
-             "--concurrency", "2", "-Q", f"{self.queue},{self.queue}-large", "--hostname", f"faults-{number}@%h"],
+             "--concurrency", "2", "-Q", ",".join(f"{self.queue}{kind}" for kind in WORKER_QUEUE_SUFFIXES), "--hostname", f"faults-{number}@%h"],
         )  # fmt: skip
         self.workers.append(worker)
         return worker
