@@ -510,3 +510,35 @@ def is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# ------------------------------------------------------------------ staff identity (single sign-on)
+
+
+class StaffIdentity(models.Model):
+    """One role profile of a person known to an OpenID provider, and the account it signs in as.
+
+    A person with several role profiles (CIS2's `nhsid_nrbac_roles`) has one
+    account per profile, each with only that profile's organisation and role,
+    so a session never holds more than the profile chosen and every audit
+    event names it (the account's username carries the profile's id).
+    Provisioned on first sign-in, updated on every sign-in
+    (sharedrecord/sso/signin.py).
+    """
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="staff_identity")
+    issuer = models.CharField(max_length=300)
+    subject = models.CharField(max_length=255)
+    role_profile_id = models.CharField(max_length=100)
+    role_code = models.CharField(max_length=100, blank=True)
+    last_signed_in_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["issuer", "subject", "role_profile_id"], name="staff_identity_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Staff identity {self.pk}"

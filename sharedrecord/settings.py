@@ -8,6 +8,7 @@ environment (deploy/README.md); none of them is defaulted to something unsafe.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,59 @@ ACCESS_POLICY_FILE = Path(
     env_str("ACCESS_POLICY_FILE", str(BASE_DIR / "sharedrecord" / "access_policy.toml"))
 )
 LOGIN_REDIRECT_URL = "/"
+
+
+# Single sign-on (OpenID Connect; NHS Care Identity Service 2 or any other provider).
+# Off unless OIDC_ISSUER is set. The client authenticates with a secret
+# (OIDC_CLIENT_SECRET or _FILE) or, when OIDC_CLIENT_PRIVATE_KEY_FILE names a PEM key,
+# with a signed JWT (private_key_jwt). Discovery and the provider's keys are cached.
+OIDC_ISSUER = env_str("OIDC_ISSUER", "").rstrip("/")
+OIDC_ORIGIN = "/".join(OIDC_ISSUER.split("/")[:3]) if OIDC_ISSUER else ""
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID", "")
+OIDC_CLIENT_SECRET = (
+    env_secret("OIDC_CLIENT_SECRET")
+    if (os.environ.get("OIDC_CLIENT_SECRET") or os.environ.get("OIDC_CLIENT_SECRET_FILE"))
+    else ""
+)
+OIDC_CLIENT_PRIVATE_KEY_FILE = env_str("OIDC_CLIENT_PRIVATE_KEY_FILE", "")
+OIDC_CLIENT_KEY_ID = env_str("OIDC_CLIENT_KEY_ID", "")
+OIDC_SCOPES = env_str("OIDC_SCOPES", "openid profile email nationalrbacaccess selectedrole")
+OIDC_ACR_VALUES = env_str("OIDC_ACR_VALUES", "")
+OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "NHS Care Identity Service 2")
+OIDC_CACHE_SECONDS = env_int("OIDC_CACHE_SECONDS", default=3600)
+OIDC_TIMEOUT_SECONDS = env_int("OIDC_TIMEOUT_SECONDS", default=5)
+# Clock skew allowed on ID tokens' exp, iat and nbf.
+OIDC_LEEWAY_SECONDS = env_int("OIDC_LEEWAY_SECONDS", default=60)
+if OIDC_ISSUER and not OIDC_CLIENT_ID:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("OIDC_ISSUER is set: set OIDC_CLIENT_ID too.")
+if OIDC_ISSUER and not (OIDC_CLIENT_SECRET or OIDC_CLIENT_PRIVATE_KEY_FILE):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "OIDC_ISSUER is set: set OIDC_CLIENT_SECRET (or _FILE) or OIDC_CLIENT_PRIVATE_KEY_FILE."
+    )
+
+
+def _pairs(name: str) -> dict[str, str]:
+    """`KEY=value,KEY=value` from the environment."""
+    pairs = [item.split("=", 1) for item in env_list(name)]
+    if any(len(pair) != 2 for pair in pairs):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{name} takes KEY=value pairs, comma-separated.")
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+# National RBAC job role code (R8000) = our role, replacing the built-in table entry by entry.
+SSO_ROLE_MAP = _pairs("SSO_ROLE_MAP")
+# acr values a provider sends that are not "AAL<n>_...", and the level each stands for.
+SSO_ACR_LEVELS = {key: int(value) for key, value in _pairs("SSO_ACR_LEVELS").items()}
+# The sign-in assurance a session needs to read a record (3: smartcard or equivalent).
+# A password alone is level 1, a password with a one-time code level 2; single sign-on
+# takes the level from the ID token's acr. Lower levels may still find a person.
+RECORD_MIN_AAL = env_int("RECORD_MIN_AAL", default=1)
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -373,7 +427,9 @@ CONTENT_SECURITY_POLICY = {
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
         "frame-ancestors": ["'none'"],
-        "form-action": ["'self'"],
+        # Signing out of single sign-on posts to our sign-out, which sends the browser
+        # on to the provider's end_session_endpoint: the provider's origin may follow.
+        "form-action": ["'self'", *([OIDC_ORIGIN] if OIDC_ORIGIN else [])],
     }
 }
 

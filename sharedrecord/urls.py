@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from sharedrecord.admin import admin_sign_in, admin_sign_out
 from sharedrecord.apis import HealthzApi, ReadyzApi
 from sharedrecord.oauth import views as oauth
+from sharedrecord.sso import views as sso
 from sharedrecord.views import (
     SignInView,
     SignOutView,
@@ -37,6 +38,10 @@ urlpatterns = [
     path("accounts/login/", SignInView.as_view(), name="login"),
     path("accounts/logout/", SignOutView.as_view(), name="logout"),
     path("accounts/session", session_status, name="session-status"),
+    # Single sign-on (sharedrecord/sso/): 404 unless OIDC_ISSUER is set.
+    path("accounts/oidc/start", sso.sso_start, name="sso-start"),
+    path("accounts/oidc/callback", sso.sso_callback, name="sso-callback"),
+    path("accounts/oidc/role", sso.sso_role_page, name="sso-role"),
     path("accounts/timed-out", session_timed_out, name="session-timed-out"),
     path("help/roles", roles_help_page, name="roles-help"),
     # The access basis: the only record-related pages that take a POST.

@@ -28,6 +28,7 @@ from audit.governance import audit_unreviewed_count
 from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditActor, audit_event_record
 from sharedrecord.access import (
+    assurance_may_read,
     basis_kind_routine,
     governance_viewer_for,
     optout_objections_office_for,
@@ -57,6 +58,8 @@ from sharedrecord.policy import policy_table
 from sharedrecord.presenting import document_text
 from sharedrecord.record import document_view, record_view
 from sharedrecord.search import SEARCH_RESULT_CAP, patient_search, patient_search_by_demographics
+from sharedrecord.sso.provider import end_session_url, provider_config
+from sharedrecord.sso.views import SIGN_IN
 
 # ------------------------------------------------------------------ sign-in and session
 
@@ -71,6 +74,7 @@ class SignInView(auth_views.LoginView):
 
     def form_valid(self, form: AuthenticationForm) -> HttpResponse:
         response = super().form_valid(form)
+        self.request.session[SIGN_IN] = {"via": "password", "assurance_level": 1}
         audit_event_record(
             action=AuditAction.SIGN_IN,
             actor=actor_for(form.get_user()),
@@ -91,6 +95,7 @@ class SignInView(auth_views.LoginView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context["timed_out"] = self.request.GET.get("timeout") == "1"
+        context["sso_provider"] = settings.OIDC_PROVIDER_NAME if settings.OIDC_ISSUER else ""
         return context
 
 
@@ -98,17 +103,29 @@ class SignOutView(auth_views.LogoutView):
     """Sign out (POST), audited while the user is still known."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        signed_in = request.session.get(SIGN_IN) or {}
         if request.user.is_authenticated:
             audit_event_record(
                 action=AuditAction.SIGN_OUT,
                 actor=actor_for(request.user),
+                detail={"via": signed_in.get("via", "password")},
                 context=context_for(request),
             )
             api_tokens_revoke_for(
                 user=request.user, reason="signed-out",
                 session_key=request.session.session_key or "", context=context_for(request),
             )  # fmt: skip
-        return super().post(request, *args, **kwargs)
+        response = super().post(request, *args, **kwargs)
+        config = provider_config() if signed_in.get("via") == "oidc" else None
+        if config is not None:
+            # RP-initiated logout: this session has ended; now end the provider's too.
+            url = end_session_url(
+                config, id_token=str(signed_in.get("id_token", "")),
+                post_logout_redirect_uri=request.build_absolute_uri(settings.LOGIN_URL),
+            )  # fmt: skip
+            if url:
+                return redirect(url)
+        return response
 
 
 def sign_in_locked_out(
@@ -257,11 +274,32 @@ def _not_found(request: HttpRequest) -> HttpResponse:
     return render(request, "sharedrecord/record_not_found.html", status=404)
 
 
+def session_assurance_level(request: HttpRequest) -> int:
+    """How strongly this session signed in (1: a password; single sign-on: the acr's level)."""
+    signed_in = request.session.get(SIGN_IN) or {}
+    level = signed_in.get("assurance_level", 1)
+    return level if isinstance(level, int) else 0
+
+
+class AssuranceTooLow(PermissionDenied):
+    """The session's sign-in is weaker than RECORD_MIN_AAL: it may search, not read."""
+
+
+def _assured(request: HttpRequest) -> None:
+    if not assurance_may_read(session_assurance_level(request)):
+        raise AssuranceTooLow(
+            "Reading a record needs a stronger sign-in (a smartcard or equivalent) than the "
+            "one you used. You can still find a person. Sign out and sign in again with your "
+            "smartcard to read their record."
+        )
+
+
 def _reader(request: HttpRequest) -> tuple[User, str]:
     """The signed-in reader and their session key; other roles are refused here."""
     user = cast(User, request.user)
     if not viewer_may_search(user):
         raise PermissionDenied("Reading records needs a clinical or care role.")
+    _assured(request)
     return user, request.session.session_key or ""
 
 
@@ -361,6 +399,7 @@ def _record_response(
     user = cast(User, request.user)
     if not viewer_may_search(user):
         raise PermissionDenied("Reading records needs a clinical or care role.")
+    _assured(request)
     page = _page_number(request) if section else 1
     if page is None:
         missing = {"patient_id": patient_id, "section": section}
@@ -428,6 +467,7 @@ def record_document_page(
     user = cast(User, request.user)
     if not viewer_may_search(user):
         raise PermissionDenied("Reading records needs a clinical or care role.")
+    _assured(request)
     try:
         shown = document_view(
             viewer=user, patient_id=str(patient_id), entry_id=str(entry_id),
