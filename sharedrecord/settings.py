@@ -43,6 +43,8 @@ INSTALLED_APPS = [
     "guardian",
     "pgtrigger",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "oauth2_provider",
     "audit",
     "sharedrecord",
@@ -58,6 +60,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session passed a one-time code.
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -247,6 +251,12 @@ def _pairs(name: str) -> dict[str, str]:
 SSO_ROLE_MAP = _pairs("SSO_ROLE_MAP")
 # acr values a provider sends that are not "AAL<n>_...", and the level each stands for.
 SSO_ACR_LEVELS = {key: int(value) for key, value in _pairs("SSO_ACR_LEVELS").items()}
+# Local passwords (development and small sites). In production (DEBUG off) a password
+# needs a second factor, a TOTP code (django-otp), unless SIGN_IN_OTP_REQUIRED=false, and
+# `check --deploy` then warns. SIGN_IN_PASSWORDS=false leaves single sign-on only.
+SIGN_IN_PASSWORDS = env_bool("SIGN_IN_PASSWORDS", default=True)
+SIGN_IN_OTP_REQUIRED = env_bool("SIGN_IN_OTP_REQUIRED", default=not DEBUG)
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Shared care record")
 # The sign-in assurance a session needs to read a record (3: smartcard or equivalent).
 # A password alone is level 1, a password with a one-time code level 2; single sign-on
 # takes the level from the ID token's acr. Lower levels may still find a person.

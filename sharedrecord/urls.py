@@ -22,6 +22,7 @@ from sharedrecord.views import (
     roles_help_page,
     session_status,
     session_timed_out,
+    sign_in_code_page,
 )
 
 # DOT's views, held to what the SMART configuration advertises, audited (sharedrecord/oauth/).
@@ -37,6 +38,7 @@ urlpatterns = [
     path("search", patient_search_page, name="search"),
     path("accounts/login/", SignInView.as_view(), name="login"),
     path("accounts/logout/", SignOutView.as_view(), name="logout"),
+    path("accounts/code", sign_in_code_page, name="sign-in-code"),
     path("accounts/session", session_status, name="session-status"),
     # Single sign-on (sharedrecord/sso/): 404 unless OIDC_ISSUER is set.
     path("accounts/oidc/start", sso.sso_start, name="sso-start"),

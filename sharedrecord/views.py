@@ -9,11 +9,12 @@ pages take a POST, and what they write is the basis, never the record.
 from __future__ import annotations
 
 import datetime
+from base64 import b32encode
 from typing import Any, cast
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth import logout
+from django.contrib.auth import login, logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
@@ -22,6 +23,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_otp import login as otp_login
 
 from audit.context import context_for
 from audit.governance import audit_unreviewed_count
@@ -58,6 +60,12 @@ from sharedrecord.policy import policy_table
 from sharedrecord.presenting import document_text
 from sharedrecord.record import document_view, record_view
 from sharedrecord.search import SEARCH_RESULT_CAP, patient_search, patient_search_by_demographics
+from sharedrecord.secondfactor import (
+    second_factor_needed,
+    totp_device_confirmed,
+    totp_device_enrolling,
+    totp_verify,
+)
 from sharedrecord.sso.provider import end_session_url, provider_config
 from sharedrecord.sso.views import SIGN_IN
 
@@ -73,14 +81,28 @@ class SignInView(auth_views.LoginView):
     """
 
     def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        user = form.get_user()
+        if second_factor_needed(user):
+            # The password was right; nothing opens until the one-time code is too.
+            self.request.session.cycle_key()
+            self.request.session[SECOND_FACTOR] = {
+                "user": user.public_id.hex,
+                "next": self.get_success_url(),
+            }
+            return redirect("sign-in-code")
         response = super().form_valid(form)
         self.request.session[SIGN_IN] = {"via": "password", "assurance_level": 1}
         audit_event_record(
             action=AuditAction.SIGN_IN,
-            actor=actor_for(form.get_user()),
+            actor=actor_for(user),
             context=context_for(self.request),
         )
         return response
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not settings.SIGN_IN_PASSWORDS:
+            raise PermissionDenied("Sign in with your NHS identity: passwords are turned off.")
+        return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
         audit_event_record(
@@ -96,7 +118,56 @@ class SignInView(auth_views.LoginView):
         context = super().get_context_data(**kwargs)
         context["timed_out"] = self.request.GET.get("timeout") == "1"
         context["sso_provider"] = settings.OIDC_PROVIDER_NAME if settings.OIDC_ISSUER else ""
+        context["passwords"] = settings.SIGN_IN_PASSWORDS
         return context
+
+
+SECOND_FACTOR = "second_factor"
+
+
+@require_http_methods(["GET", "POST"])
+@never_cache
+def sign_in_code_page(request: HttpRequest) -> HttpResponseBase:
+    """After a right password: the authenticator's code, or enrolling one (audited)."""
+    pending = request.session.get(SECOND_FACTOR)
+    user = (
+        User.objects.filter(public_id=pending["user"], is_active=True).first() if pending else None
+    )
+    if user is None:
+        return redirect(settings.LOGIN_URL)
+    device = totp_device_confirmed(user)
+    enrolling = device is None
+    if device is None:
+        device = totp_device_enrolling(user)
+    error = ""
+    if request.method == "POST":
+        if totp_verify(device=device, code=request.POST.get("code", "")):
+            request.session.pop(SECOND_FACTOR, None)
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            otp_login(request, device)
+            request.session[SIGN_IN] = {"via": "password", "assurance_level": 2}
+            audit_event_record(
+                action=AuditAction.SIGN_IN,
+                actor=actor_for(user),
+                detail={"second_factor": "totp", "enrolled": enrolling},
+                context=context_for(request),
+            )
+            return redirect((pending or {}).get("next") or settings.LOGIN_REDIRECT_URL)
+        audit_event_record(
+            action=AuditAction.SIGN_IN_FAILED,
+            actor=AuditActor.anonymous(user.get_username()),
+            outcome=AuditOutcome.DENIED,
+            detail={"second_factor": "totp", "reason": "wrong-code"},
+            context=context_for(request),
+        )
+        error = "The code is not right, or it has expired. Enter the code your app shows now."
+    context = {
+        "enrolling": enrolling,
+        "key": b32encode(device.bin_key).decode() if enrolling else "",
+        "config_url": device.config_url if enrolling else "",
+        "error": error,
+    }
+    return render(request, "registration/sign_in_code.html", context, status=400 if error else 200)
 
 
 class SignOutView(auth_views.LogoutView):
