@@ -542,3 +542,57 @@ class StaffIdentity(models.Model):
 
     def __str__(self) -> str:
         return f"Staff identity {self.pk}"
+
+
+# ------------------------------------------------------------------ launch in context
+
+
+class LaunchSystem(models.Model):
+    """A clinical system allowed to open the record in context with a signed launch.
+
+    Registered with `manage.py launch_system_register`: its `iss`, its public keys
+    (a JWKS URL, fetched and cached, or a JWKS kept here from a file), and, when it
+    serves one organisation only, that organisation (a launch for another is refused).
+    """
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    issuer = models.CharField(max_length=300, unique=True)
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    jwks_url = models.URLField(max_length=500, blank=True)
+    jwks = models.JSONField(null=True, blank=True)
+    # The assurance its users signed in with (3: smartcard); a launch's own acr may lower it.
+    assurance_level = models.PositiveSmallIntegerField(default=3)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(jwks_url__gt="") & Q(jwks__isnull=True))
+                | (Q(jwks_url="") & Q(jwks__isnull=False)),
+                name="launch_system_one_key_source",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LaunchTokenSeen(models.Model):
+    """A launch token's `jti`, kept until the token expires, so it opens the record once."""
+
+    issuer = models.CharField(max_length=300)
+    jti = models.CharField(max_length=200)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "jti"], name="launch_token_seen_once"),
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="launch_token_seen_expiry")]
+
+    def __str__(self) -> str:
+        return f"Launch token {self.pk}"

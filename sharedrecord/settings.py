@@ -85,6 +85,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "sharedrecord.context_processors.session_timeout",
+                "sharedrecord.context_processors.launch",
             ],
         },
     },
@@ -251,6 +252,12 @@ def _pairs(name: str) -> dict[str, str]:
 SSO_ROLE_MAP = _pairs("SSO_ROLE_MAP")
 # acr values a provider sends that are not "AAL<n>_...", and the level each stands for.
 SSO_ACR_LEVELS = {key: int(value) for key, value in _pairs("SSO_ACR_LEVELS").items()}
+# Signed context launch (/launch): the audience launch tokens must name (default: this
+# site's /launch address as the request came in), their longest lifetime, and how long a
+# launching system's JWKS URL is cached.
+LAUNCH_AUDIENCE = env_str("LAUNCH_AUDIENCE", "")
+LAUNCH_MAX_SECONDS = min(env_int("LAUNCH_MAX_SECONDS", default=300), 300)
+LAUNCH_JWKS_CACHE_SECONDS = env_int("LAUNCH_JWKS_CACHE_SECONDS", default=3600)
 # Local passwords (development and small sites). In production (DEBUG off) a password
 # needs a second factor, a TOTP code (django-otp), unless SIGN_IN_OTP_REQUIRED=false, and
 # `check --deploy` then warns. SIGN_IN_PASSWORDS=false leaves single sign-on only.

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from sharedrecord.admin import admin_sign_in, admin_sign_out
 from sharedrecord.apis import HealthzApi, ReadyzApi
+from sharedrecord.launch_views import launch_page
 from sharedrecord.oauth import views as oauth
 from sharedrecord.sso import views as sso
 from sharedrecord.views import (
@@ -44,6 +45,8 @@ urlpatterns = [
     path("accounts/oidc/start", sso.sso_start, name="sso-start"),
     path("accounts/oidc/callback", sso.sso_callback, name="sso-callback"),
     path("accounts/oidc/role", sso.sso_role_page, name="sso-role"),
+    # Launch in context from the clinician's own system (sharedrecord/launch_views.py).
+    path("launch", launch_page, name="launch"),
     path("accounts/timed-out", session_timed_out, name="session-timed-out"),
     path("help/roles", roles_help_page, name="roles-help"),
     # The access basis: the only record-related pages that take a POST.

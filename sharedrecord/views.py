@@ -46,6 +46,7 @@ from sharedrecord.exceptions import (
     SectionNotAvailable,
     SectionPageNotFound,
 )
+from sharedrecord.launch_views import launch_pinned_elsewhere, launch_searched
 from sharedrecord.models import (
     BasisKind,
     Organisation,
@@ -295,6 +296,7 @@ def patient_search_page(request: HttpRequest) -> HttpResponse:
         return render(request, "home.html", context, status=400)
     patient = patient_search(viewer=user, nhs_number=raw, context=context_for(request))
     people = [patient] if patient else []
+    launch_searched(request, [str(p.public_id) for p in people])
     return render(request, "search_result.html", _result_context(people, too_many=False))
 
 
@@ -321,6 +323,7 @@ def _search_demographics(request: HttpRequest, user: User) -> HttpResponse:
         gender=gender,
         context=context_for(request),
     )
+    launch_searched(request, [str(p.public_id) for p in result.patients])
     return render(
         request, "search_result.html", _result_context(result.patients, too_many=result.too_many)
     )
@@ -392,6 +395,9 @@ def _basis_choice(
 def access_basis_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase:
     """Before any clinical data: the relationship the feeds show, and the viewer's basis."""
     user, session_key = _reader(request)
+    pinned = launch_pinned_elsewhere(request, patient_id)
+    if pinned is not None:
+        return pinned
     choice = _basis_choice(request, user, session_key, patient_id)
     if choice is None:
         return _not_found(request)
@@ -429,6 +435,9 @@ def access_basis_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBas
 def break_glass_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase:
     """Emergency access when consent cannot be had: coded reason, words, time-limited."""
     user, session_key = _reader(request)
+    pinned = launch_pinned_elsewhere(request, patient_id)
+    if pinned is not None:
+        return pinned
     choice = _basis_choice(request, user, session_key, patient_id)
     if choice is None:
         return _not_found(request)
@@ -471,6 +480,9 @@ def _record_response(
     if not viewer_may_search(user):
         raise PermissionDenied("Reading records needs a clinical or care role.")
     _assured(request)
+    pinned = launch_pinned_elsewhere(request, patient_id)
+    if pinned is not None:
+        return pinned
     page = _page_number(request) if section else 1
     if page is None:
         missing = {"patient_id": patient_id, "section": section}
@@ -539,6 +551,9 @@ def record_document_page(
     if not viewer_may_search(user):
         raise PermissionDenied("Reading records needs a clinical or care role.")
     _assured(request)
+    pinned = launch_pinned_elsewhere(request, patient_id)
+    if pinned is not None:
+        return pinned
     try:
         shown = document_view(
             viewer=user, patient_id=str(patient_id), entry_id=str(entry_id),

@@ -51,19 +51,22 @@ def sso_sign_in(
     issuer: str,
     subject: str,
     profile: RoleProfile,
-    listed: list[RoleProfile],
+    listed: list[RoleProfile] | None,
     claims: dict[str, Any],
     acr: str,
     level: int,
     context: AuditContext,
+    via: str = "oidc",
+    detail: dict[str, Any] | None = None,
 ) -> User:
     """The account of the chosen profile, made or updated from the claims; audited.
 
     Raises ProfileRefused (after a `sign-in-failed` event naming the reason and the
     profile) when the profile's organisation has no active agreement or its role
     maps to nothing. Side effects: the account and its StaffIdentity are written;
-    the person's accounts for profiles not in `listed` are deactivated; one
-    `sign-in` event (via oidc, the profile, acr and level).
+    the person's accounts for profiles not in `listed` (when given) are deactivated; one
+    `sign-in` event (`via`, the profile, acr and level, and `detail`). A signed
+    launch (sharedrecord/launch.py) signs its user in the same way, `via` launch.
     """
     organisation = Organisation.objects.filter(ods_code=profile.org_code).first()
     role = sso_role_for(profile.role_code)
@@ -74,7 +77,8 @@ def sso_sign_in(
             actor=AuditActor.anonymous(_username(subject, profile)),
             outcome=AuditOutcome.DENIED,
             detail={
-                "via": "oidc",
+                "via": via,
+                **(detail or {}),
                 "reason": refusal,
                 "role_profile": profile.person_roleid,
                 "org_code": profile.org_code,
@@ -87,6 +91,7 @@ def sso_sign_in(
     return _account_update(
         issuer=issuer, subject=subject, profile=profile, listed=listed, claims=claims,
         organisation=organisation, role=role, acr=acr, level=level, context=context,
+        detail={"via": via, **(detail or {})},
     )  # fmt: skip
 
 
@@ -96,13 +101,14 @@ def _account_update(
     issuer: str,
     subject: str,
     profile: RoleProfile,
-    listed: list[RoleProfile],
+    listed: list[RoleProfile] | None,
     claims: dict[str, Any],
     organisation: Organisation,
     role: str,
     acr: str,
     level: int,
     context: AuditContext,
+    detail: dict[str, Any],
 ) -> User:
     identity = (
         StaffIdentity.objects.select_for_update()
@@ -135,15 +141,16 @@ def _account_update(
     identity.last_signed_in_at = timezone.now()
     identity.full_clean(exclude=["user"])
     identity.save()
-    still_listed = [p.person_roleid for p in listed]
-    User.objects.filter(
-        staff_identity__issuer=issuer, staff_identity__subject=subject, is_active=True
-    ).exclude(staff_identity__role_profile_id__in=still_listed).update(is_active=False)
+    if listed is not None:  # the provider's whole list: profiles not in it have ended
+        still_listed = [p.person_roleid for p in listed]
+        User.objects.filter(
+            staff_identity__issuer=issuer, staff_identity__subject=subject, is_active=True
+        ).exclude(staff_identity__role_profile_id__in=still_listed).update(is_active=False)
     audit_event_record(
         action=AuditAction.SIGN_IN,
         actor=actor_for(user),
         detail={
-            "via": "oidc",
+            **detail,
             "role_profile": profile.person_roleid,
             "role_code": profile.role_code,
             "acr": acr[:64],

@@ -21,6 +21,7 @@ ROUTES = {
     "/accounts/logout/": "sign-out",
     "/accounts/session": "the session's remaining time: read-only",
     "/accounts/code": "the second factor after a password: signs in, writes no record",
+    "/launch": "signed launch (POST): signs in, records a basis, never writes the record",
     "/accounts/oidc/start": "single sign-on: starts a sign-in",
     "/accounts/oidc/callback": "single sign-on: finishes a sign-in",
     "/accounts/oidc/role": "single sign-on: the role chosen for this sign-in",
