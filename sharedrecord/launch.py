@@ -210,8 +210,15 @@ def launch_system_register(
     jwks: dict[str, Any] | None = None,
     organisation: Organisation | None = None,
     assurance_level: int = 3,
+    smart_fhir_base: str = "",
+    smart_client_id: str = "",
+    smart_client_secret: str = "",
 ) -> LaunchSystem:
     """Register a launching system, or update the one with this issuer (idempotent).
+
+    A SMART EHR also gives its FHIR base URL (the `iss` of its launches) and our client
+    id and secret with its authorization server; `issuer` and the keys are then its ID
+    tokens'.
 
     Exactly one key source: a JWKS URL (https, or http on localhost for tests) or a JWKS
     whose public keys are read now. Raises ValidationError naming what is wrong.
@@ -233,7 +240,12 @@ def launch_system_register(
         or jwks_url.startswith(("http://127.0.0.1:", "http://localhost:"))
     ):
         raise ValidationError("The JWKS URL must use https.")
+    if smart_fhir_base and not (smart_client_id and smart_client_secret):
+        raise ValidationError("A SMART EHR needs our client id and secret with it.")
     system = LaunchSystem.objects.filter(issuer=issuer).first() or LaunchSystem(issuer=issuer)
+    system.smart_fhir_base = smart_fhir_base.rstrip("/")
+    system.smart_client_id = smart_client_id
+    system.smart_client_secret = smart_client_secret
     system.name = name
     system.jwks_url = jwks_url
     system.jwks = jwks
@@ -251,6 +263,7 @@ def launch_system_register(
             "name": name,
             "issuer": issuer,
             "keys": "url" if jwks_url else "file",
+            "smart_fhir_base": system.smart_fhir_base,
             "organisation": organisation.ods_code if organisation else "",
         },
     )

@@ -22,7 +22,7 @@ from audit.context import context_for
 from sharedrecord.access import assurance_level_of, assurance_may_read, basis_kind_routine
 from sharedrecord.basis import access_basis_record
 from sharedrecord.launch import LaunchRefused, launch_refusal_record, launch_verify
-from sharedrecord.models import BasisKind
+from sharedrecord.models import BasisKind, LaunchSystem
 from sharedrecord.search import patient_search
 from sharedrecord.sso.claims import RoleProfile
 from sharedrecord.sso.signin import ProfileRefused, sso_sign_in
@@ -46,7 +46,7 @@ def launch_audience(request: HttpRequest) -> str:
     return settings.LAUNCH_AUDIENCE or request.build_absolute_uri("/launch")
 
 
-def _refused(request: HttpRequest, code: str, message: str) -> HttpResponse:
+def launch_refused_page(request: HttpRequest, code: str, message: str) -> HttpResponse:
     context = {"message": message, "code": code}
     return render(request, "sharedrecord/launch_refused.html", context, status=403)
 
@@ -64,32 +64,53 @@ def launch_page(request: HttpRequest) -> HttpResponseBase:
     except LaunchRefused as refused:
         launch_refusal_record(refused=refused, context=context)
         message = LAUNCH_REFUSALS.get(refused.code, "The launch could not be accepted.")
-        return _refused(request, refused.code, message)
-    system = launch.system
-    level = system.assurance_level
-    if launch.acr:
-        level = min(level, assurance_level_of(launch.acr))
+        return launch_refused_page(request, refused.code, message)
     profile = RoleProfile(
         person_roleid=launch.person_roleid or f"{launch.org_code}-{launch.role_code}",
         org_code=launch.org_code,
         role_code=launch.role_code,
     )
+    return launch_open(
+        request, system=launch.system, subject=launch.subject, profile=profile,
+        names={"given_name": launch.given_name, "family_name": launch.family_name},
+        acr=launch.acr, nhs_number=launch.nhs_number, via="launch",
+    )  # fmt: skip
+
+
+def launch_open(
+    request: HttpRequest,
+    *,
+    system: LaunchSystem,
+    subject: str,
+    profile: RoleProfile,
+    names: dict[str, str],
+    acr: str,
+    nhs_number: str,
+    via: str,
+) -> HttpResponse:
+    """After a verified launch (signed or SMART): sign in, find, record the basis, open.
+
+    Side effects: the user's account (sso_sign_in, `via`), a session pinned to the
+    person, one search event, one basis event "Launched from <system>".
+    """
+    context = context_for(request)
+    level = system.assurance_level
+    if acr:
+        level = min(level, assurance_level_of(acr))
     try:
         user = sso_sign_in(
-            issuer=f"launch:{system.issuer}", subject=launch.subject, profile=profile,
-            listed=None, claims={"given_name": launch.given_name,
-                                 "family_name": launch.family_name},
-            acr=launch.acr, level=level, context=context, via="launch",
+            issuer=f"launch:{system.issuer}", subject=subject, profile=profile, listed=None,
+            claims=dict(names), acr=acr, level=level, context=context, via=via,
             detail={"system": system.name},
         )  # fmt: skip
     except ProfileRefused as refused:
-        return _refused(request, refused.code, REFUSALS[refused.code])
+        return launch_refused_page(request, refused.code, REFUSALS[refused.code])
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-    request.session[SIGN_IN] = {"via": "launch", "assurance_level": level, "system": system.name}
+    request.session[SIGN_IN] = {"via": via, "assurance_level": level, "system": system.name}
     request.session[LAUNCH] = {"system": system.name, "patient": "", "searched": []}
     patient = patient_search(
-        viewer=user, nhs_number=launch.nhs_number, context=context,
-        detail={"via": "launch", "system": system.name},
+        viewer=user, nhs_number=nhs_number, context=context,
+        detail={"via": via, "system": system.name},
     )  # fmt: skip
     if patient is None:
         return render(request, "sharedrecord/record_not_found.html", status=404)

@@ -565,11 +565,22 @@ class LaunchSystem(models.Model):
     jwks = models.JSONField(null=True, blank=True)
     # The assurance its users signed in with (3: smartcard); a launch's own acr may lower it.
     assurance_level = models.PositiveSmallIntegerField(default=3)
+    # SMART App Launch (EHR launch): the EHR's FHIR base URL (the launch's `iss`) and our
+    # client registration with its authorization server; `issuer` and the keys are then
+    # those of the ID tokens it issues.
+    smart_fhir_base = models.URLField(max_length=500, blank=True)
+    smart_client_id = models.CharField(max_length=200, blank=True)
+    smart_client_secret = models.CharField(max_length=200, blank=True)
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
+            models.UniqueConstraint(
+                fields=["smart_fhir_base"],
+                condition=Q(smart_fhir_base__gt=""),
+                name="launch_system_smart_fhir_base_unique",
+            ),
             models.CheckConstraint(
                 condition=(Q(jwks_url__gt="") & Q(jwks__isnull=True))
                 | (Q(jwks_url="") & Q(jwks__isnull=False)),

@@ -9,6 +9,7 @@ from sharedrecord.admin import admin_sign_in, admin_sign_out
 from sharedrecord.apis import HealthzApi, ReadyzApi
 from sharedrecord.launch_views import launch_page
 from sharedrecord.oauth import views as oauth
+from sharedrecord.smart_launch import smart_callback_page, smart_launch_page
 from sharedrecord.sso import views as sso
 from sharedrecord.views import (
     SignInView,
@@ -47,6 +48,8 @@ urlpatterns = [
     path("accounts/oidc/role", sso.sso_role_page, name="sso-role"),
     # Launch in context from the clinician's own system (sharedrecord/launch_views.py).
     path("launch", launch_page, name="launch"),
+    path("smart/launch", smart_launch_page, name="smart-launch"),
+    path("smart/callback", smart_callback_page, name="smart-callback"),
     path("accounts/timed-out", session_timed_out, name="session-timed-out"),
     path("help/roles", roles_help_page, name="roles-help"),
     # The access basis: the only record-related pages that take a POST.

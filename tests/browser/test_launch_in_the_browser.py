@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.core.management import call_command
@@ -17,6 +18,7 @@ from playwright.sync_api import Page, expect
 from sharedrecord.models import Patient
 from tests.browser.conftest import serious_accessibility_violations
 from tests.factories import fed_person, partner
+from tests.smart_ehr import Ehr, smart_ehr
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 ISSUER = "https://gp-system.example.test"
@@ -78,3 +80,37 @@ def test_a_replayed_launch_shows_a_refusal_and_nothing_of_the_person(
     ).to_be_visible()
     expect(page.get_by_text("This launch has already been used")).to_be_visible()
     assert registered.family_name.upper() not in page.content()
+
+
+def test_a_smart_ehr_launch_opens_the_persons_summary(
+    live_server: Any, page: Page, tmp_path: Path, db: None
+) -> None:
+    partner("ZAC01")
+    person = fed_person("smart-browser")
+    user = {
+        "sub": "ehr-user-5", "given_name": "Sam", "family_name": "Smart", "acr": "AAL3_ANY",
+        "nhsid_nrbac_roles": [
+            {"person_roleid": "555009", "org_code": "ZAC01", "role_code": "S8000:G8000:R8001"}
+        ],
+    }  # fmt: skip
+    ehr = Ehr(
+        client_id="shared-care-record", client_secret="an-ehr-secret-for-the-browser",
+        redirect_uri=f"{live_server.url}/smart/callback", user=user,
+        patients={"p9": {"resourceType": "Patient", "id": "p9", "identifier": [
+            {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": person.nhs_number}]}},
+    )  # fmt: skip
+    with smart_ehr(ehr):
+        secret = tmp_path / "secret"
+        secret.write_text(ehr.client_secret)
+        call_command(
+            "launch_system_register", name="Borough Hospital EHR", issuer=ehr.issuer,
+            jwks_url=ehr.base + "/auth/jwks", smart_fhir_base=ehr.fhir_base,
+            client_id=ehr.client_id, client_secret_file=str(secret),
+        )  # fmt: skip
+        query = urlencode({"iss": ehr.fhir_base, "launch": ehr.launch_for("p9")})
+        page.goto(f"{live_server.url}/smart/launch?{query}")
+        expect(page.get_by_role("heading", name="Summary", exact=True)).to_be_visible()
+        expect(page.get_by_text("Opened from Borough Hospital EHR")).to_be_visible()
+        expect(page.get_by_text("Sam Smart, Nurse")).to_be_visible()
+    assert page.url == f"{live_server.url}/record/{person.public_id}/"
+    assert ehr.refused == []

@@ -48,6 +48,8 @@ NO_PERSONAL_DATA = {
     "/accounts/logout/": "signing out",
     "/accounts/session": "the session's remaining time",
     "/accounts/code": "the one-time code after a password (no personal data)",
+    "/smart/launch": "SMART EHR launch: refuses unregistered EHRs (audited); no personal data",
+    "/smart/callback": "SMART EHR launch: its search and record views are audited (test_smart_launch.py)",
     "/launch": "signed launch: POST only; its search and record views are audited (test_launch.py)",
     "/accounts/oidc/start": "single sign-on: sends the browser to the provider",
     "/accounts/oidc/callback": "single sign-on: the provider's answer (audited sign-in)",

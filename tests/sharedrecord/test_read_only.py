@@ -21,6 +21,8 @@ ROUTES = {
     "/accounts/logout/": "sign-out",
     "/accounts/session": "the session's remaining time: read-only",
     "/accounts/code": "the second factor after a password: signs in, writes no record",
+    "/smart/launch": "SMART EHR launch: sends the browser to the EHR (no record written)",
+    "/smart/callback": "SMART EHR launch: signs in, records a basis, never writes the record",
     "/launch": "signed launch (POST): signs in, records a basis, never writes the record",
     "/accounts/oidc/start": "single sign-on: starts a sign-in",
     "/accounts/oidc/callback": "single sign-on: finishes a sign-in",

@@ -16,6 +16,8 @@ PUBLIC = {
     "/admin/login/": "the admin sign-in form",
     "/admin/logout/": "signing out needs no sign-in",
     "/accounts/login/": "the staff sign-in form",
+    "/smart/launch": "SMART EHR launch: only a registered EHR's iss goes on (403 otherwise)",
+    "/smart/callback": "SMART EHR launch: state, PKCE and the EHR's ID token are the credential",
     "/launch": "signed launch: POST only (GET 405); the signed, single-use token is the credential",
     "/accounts/oidc/start": "single sign-on: sends the browser to the provider (404 when off)",
     "/accounts/oidc/callback": "single sign-on: the provider's answer, checked (state, PKCE, ID token)",

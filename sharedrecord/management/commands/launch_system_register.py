@@ -28,6 +28,14 @@ class Command(BaseCommand):
         keys.add_argument("--jwks-file", default="", help="a JSON file of its public keys")
         parser.add_argument("--org", default="", help="the one organisation it serves (ODS)")
         parser.add_argument(
+            "--smart-fhir-base", default="",
+            help="SMART EHR launch: the EHR's FHIR base URL (the iss of its launches)",
+        )  # fmt: skip
+        parser.add_argument("--client-id", default="", help="SMART EHR: our client id there")
+        parser.add_argument(
+            "--client-secret-file", default="", help="SMART EHR: a file holding our secret"
+        )
+        parser.add_argument(
             "--assurance-level", type=int, default=3, choices=[0, 1, 2, 3],
             help="how its users sign in (3: smartcard); a token's acr may only lower it",
         )  # fmt: skip
@@ -44,10 +52,18 @@ class Command(BaseCommand):
                 jwks = json.loads(Path(options["jwks_file"]).read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise CommandError("The JWKS file cannot be read as JSON.") from exc
+        secret = ""
+        if options["client_secret_file"]:
+            try:
+                secret = Path(options["client_secret_file"]).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise CommandError("The client secret file cannot be read.") from exc
         try:
             system = launch_system_register(
                 name=options["name"], issuer=options["issuer"], jwks_url=options["jwks_url"],
                 jwks=jwks, organisation=organisation, assurance_level=options["assurance_level"],
+                smart_fhir_base=options["smart_fhir_base"], smart_client_id=options["client_id"],
+                smart_client_secret=secret,
             )  # fmt: skip
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from exc
