@@ -68,6 +68,7 @@ from sharedrecord.models import (
     RecordSection,
     StaffRole,
     User,
+    is_uuid,
 )
 from sharedrecord.policy import policy_table
 
@@ -247,6 +248,16 @@ def assurance_may_read(level: int) -> bool:
     A lower level may still find a person (identity only), never read the record.
     """
     return level >= settings.RECORD_MIN_AAL
+
+
+def entry_of_person(*, entry_id: str, patient_id: str) -> bool:
+    """Whether an entry (public id) is in this person's record: a launch context's limit.
+
+    It says nothing about whether the viewer may see the entry; entries_visible does.
+    """
+    if not (is_uuid(entry_id) and is_uuid(patient_id)):
+        return False
+    return Entry.objects.filter(public_id=entry_id, patient__public_id=patient_id).exists()
 
 
 # ------------------------------------------------------------------ relationships and basis

@@ -268,3 +268,22 @@ def launch_system_register(
         },
     )
     return system
+
+
+# The session's keys: the launched session's system and person (launch_views), and the
+# person whose record the member of staff opened last (the record pages).
+SESSION_LAUNCH = "launch"
+SESSION_RECORD_OPEN = "record_open"
+
+
+def session_person_in_context(request: Any) -> str:
+    """The public id of the person in this session's context ("" when none).
+
+    The launched person in a launched session, else the person whose record was opened
+    last. The FHIR read API's EHR launch context (`launch`, `launch/patient`) is this person.
+    """
+    session = getattr(request, "session", None)
+    if session is None:
+        return ""
+    launched = session.get(SESSION_LAUNCH) or {}
+    return str(launched.get("patient") or session.get(SESSION_RECORD_OPEN) or "")

@@ -21,14 +21,19 @@ from django.views.decorators.http import require_POST
 from audit.context import context_for
 from sharedrecord.access import assurance_level_of, assurance_may_read, basis_kind_routine
 from sharedrecord.basis import access_basis_record
-from sharedrecord.launch import LaunchRefused, launch_refusal_record, launch_verify
+from sharedrecord.launch import (
+    SESSION_LAUNCH,
+    LaunchRefused,
+    launch_refusal_record,
+    launch_verify,
+)
 from sharedrecord.models import BasisKind, LaunchSystem
 from sharedrecord.search import patient_search
 from sharedrecord.sso.claims import RoleProfile
 from sharedrecord.sso.signin import ProfileRefused, sso_sign_in
 from sharedrecord.sso.views import REFUSALS, SIGN_IN
 
-LAUNCH = "launch"
+LAUNCH = SESSION_LAUNCH
 LAUNCH_REFUSALS = {
     "unknown-issuer": "The system that opened this page is not registered with this service.",
     "signature": "The launch could not be verified: its signature is not right.",

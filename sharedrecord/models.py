@@ -482,6 +482,11 @@ class ApiAuthorization(models.Model):
     scope = models.TextField()
     authorized_at = models.DateTimeField()
     token_family = models.UUIDField(null=True, blank=True, unique=True)
+    # EHR launch context (`launch`, `launch/patient` scopes): the person open in the
+    # session that gave consent; the tokens' `patient/` scopes then read only them.
+    patient = models.ForeignKey(
+        Patient, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=20, choices=ApiAuthorizationEnd.choices, blank=True)
 

@@ -46,6 +46,7 @@ from sharedrecord.exceptions import (
     SectionNotAvailable,
     SectionPageNotFound,
 )
+from sharedrecord.launch import SESSION_RECORD_OPEN
 from sharedrecord.launch_views import launch_pinned_elsewhere, launch_searched
 from sharedrecord.models import (
     BasisKind,
@@ -502,6 +503,7 @@ def _record_response(
     except SectionNotAvailable as denied:
         context = {"message": denied.message, "patient_id": patient_id}
         return render(request, "sharedrecord/section_not_available.html", context, status=403)
+    request.session[SESSION_RECORD_OPEN] = str(record.patient.public_id)
     context = {
         "record": record,
         "patient": record.patient,
