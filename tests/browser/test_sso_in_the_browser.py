@@ -15,7 +15,7 @@ from joserfc.jwk import RSAKey
 from playwright.sync_api import Page, expect
 
 from audit.models import AuditAction, AuditEvent
-from sharedrecord.models import Patient, StaffIdentity, User
+from sharedrecord.models import StaffIdentity, User
 from tests.browser.conftest import serious_accessibility_violations
 from tests.factories import fed_person, make_organisation
 from tests.oidc.server import oidc_provider
@@ -231,4 +231,5 @@ def test_the_client_can_authenticate_with_a_signed_jwt(
     ):
         _sign_in_as(page, live_server.url, "ada.one")
         expect(page.get_by_role("heading", name="Shared care record")).to_be_visible()
-    assert Patient.objects.count() == 0
+    signed = _events(AuditAction.SIGN_IN)[-1]
+    assert (signed.actor_name, signed.detail["via"]) == ("ada.one@5550001", "oidc")
