@@ -35,12 +35,15 @@ Every other "who may" lives here too, one function per rule:
    programme (optout_objections_office_for).
 10. Whose feeds may be taken (organisation_may_send_feeds).
 11. Who may decide parked feed items, and whose (data_quality_scope_for).
+12. Who signs in through single sign-on, as what (sso_role_for, sso_profile_refusal), and
+    which sign-in assurance reads a record (assurance_level_of, assurance_may_read).
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +69,7 @@ from sharedrecord.models import (
     RecordSection,
     StaffRole,
     User,
+    is_uuid,
 )
 from sharedrecord.policy import policy_table
 
@@ -181,6 +185,80 @@ def patient_get_for_viewer(*, viewer: User, patient_id: str) -> Patient:
     if patient is None:
         raise PatientNotFound("No shared care record is available for this person.")
     return patient
+
+
+# ------------------------------------------------------------------ single sign-on and assurance
+
+# National RBAC job roles (the last part of CIS2's `role_code`, "S8000:G8000:R8000") and
+# the role each signs in as. Roles with no entry (system administrators, unknown codes)
+# get the refusal page: single sign-on never grants more than this table names.
+SSO_JOB_ROLES: dict[str, str] = {
+    "R0260": StaffRole.GP,
+    "R8000": StaffRole.CLINICAL_PRACTITIONER,
+    "R8001": StaffRole.NURSE,
+    "R8003": StaffRole.HEALTH_PROFESSIONAL,
+    "R8008": StaffRole.ADMIN_CLERK,
+    "R8014": StaffRole.PRIVACY_OFFICER,
+}
+
+
+def sso_role_for(role_code: str) -> str:
+    """The role a provider's role code signs in as, or "" when it has none.
+
+    The job role is the code's last part; SSO_ROLE_MAP (settings) replaces the
+    built-in table entry by entry.
+    """
+    job_role = role_code.rsplit(":", 1)[-1].strip()
+    table = {**SSO_JOB_ROLES, **settings.SSO_ROLE_MAP}
+    role = table.get(job_role, "")
+    return role if role in StaffRole.values and role != StaffRole.SYSTEM_ADMIN else ""
+
+
+def sso_profile_refusal(*, organisation: Organisation | None, role: str) -> str:
+    """Why a role profile may not sign in ("" when it may): a reason code for the page.
+
+    `unknown-organisation`: the profile's organisation is not one of ours;
+    `no-agreement`: its data sharing agreement is not active today;
+    `unmapped-role`: its job role signs in as nothing here.
+    """
+    if organisation is None:
+        return "unknown-organisation"
+    if not organisation.agreement_active():
+        return "no-agreement"
+    if not role:
+        return "unmapped-role"
+    return ""
+
+
+def assurance_level_of(acr: str) -> int:
+    """The authenticator assurance level an `acr` value states (CIS2's "AAL3_ANY" is 3).
+
+    Values the deployment names in SSO_ACR_LEVELS count as listed; any other
+    value without an "AAL<n>" counts as 0, so an unknown claim never reads.
+    """
+    listed = settings.SSO_ACR_LEVELS.get(acr)
+    if listed is not None:
+        return listed
+    found = re.match(r"^AAL(\d)(?:_|$)", acr)
+    return int(found.group(1)) if found else 0
+
+
+def assurance_may_read(level: int) -> bool:
+    """Whether a session signed in at this level may read a record (RECORD_MIN_AAL).
+
+    A lower level may still find a person (identity only), never read the record.
+    """
+    return level >= settings.RECORD_MIN_AAL
+
+
+def entry_of_person(*, entry_id: str, patient_id: str) -> bool:
+    """Whether an entry (public id) is in this person's record: a launch context's limit.
+
+    It says nothing about whether the viewer may see the entry; entries_visible does.
+    """
+    if not (is_uuid(entry_id) and is_uuid(patient_id)):
+        return False
+    return Entry.objects.filter(public_id=entry_id, patient__public_id=patient_id).exists()
 
 
 # ------------------------------------------------------------------ relationships and basis

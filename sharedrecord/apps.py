@@ -7,7 +7,12 @@ class SharedRecordConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.core.checks import Tags, register
+
         from audit.governance import governance_resolver_register
+        from sharedrecord.checks import passwords_need_a_second_factor
+
+        register(passwords_need_a_second_factor, Tags.security, deploy=True)
         from sharedrecord.access import governance_viewer_for
 
         governance_resolver_register(governance_viewer_for)

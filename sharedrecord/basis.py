@@ -89,6 +89,7 @@ def access_basis_record(
     reason_code: str = "",
     reason_text: str = "",
     context: AuditContext | None = None,
+    launched_from: str = "",
 ) -> AccessBasis:
     """Record why this viewer reads this person's record now; it lasts for this session.
 
@@ -100,7 +101,8 @@ def access_basis_record(
     BREAK_GLASS_HOURS. What basis_needs_review flags goes to the privacy
     officer's review (audit detail `needs_review`).
     Raises ValidationError naming the field. Side effects: one AccessBasis row
-    and one audit event (access-basis or break-glass), committed together.
+    and one audit event (access-basis or break-glass), committed together;
+    a basis recorded by a signed launch names the system (`launched_from`).
     """
     if not session_key:
         raise ValidationError("Sign in again to record the basis for access.")
@@ -163,6 +165,7 @@ def access_basis_record(
                 "reason_text": basis.reason_text,
                 "expires_at": basis.expires_at.isoformat(),
                 "needs_review": basis_needs_review(kind=kind, relationships=relationships),
+                **({"launched_from": launched_from} if launched_from else {}),
             },
             context=context,
         )

@@ -14,3 +14,9 @@ def session_timeout(request: HttpRequest) -> dict[str, int]:
             settings.SESSION_IDLE_WARNING_SECONDS, settings.SESSION_COOKIE_AGE
         ),
     }
+
+
+def launch(request: HttpRequest) -> dict[str, object]:
+    """The launched session's system and person, for the "Opened from" banner."""
+    session = getattr(request, "session", None)
+    return {"launch": session.get("launch") if session is not None else None}

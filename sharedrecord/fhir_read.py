@@ -62,6 +62,12 @@ class ApiCaller:
     client_name: str
     system: bool
     types: frozenset[str]  # the resource types its token's scopes allow
+    # EHR launch context: the only person (public id) its `patient/` scopes may read.
+    patient_limit: str = ""
+
+    def may_read_person(self, patient_id: str) -> bool:
+        """Whether a token limited to its launch context reaches this person (else as 404)."""
+        return not self.patient_limit or patient_id == self.patient_limit
 
     def actor(self) -> AuditActor:
         if not self.system:

@@ -561,6 +561,11 @@ class ApiAuthorization(models.Model):
     scope = models.TextField()
     authorized_at = models.DateTimeField()
     token_family = models.UUIDField(null=True, blank=True, unique=True)
+    # EHR launch context (`launch`, `launch/patient` scopes): the person open in the
+    # session that gave consent; the tokens' `patient/` scopes then read only them.
+    patient = models.ForeignKey(
+        Patient, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=20, choices=ApiAuthorizationEnd.choices, blank=True)
 
@@ -589,3 +594,100 @@ def is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# ------------------------------------------------------------------ staff identity (single sign-on)
+
+
+class StaffIdentity(models.Model):
+    """One role profile of a person known to an OpenID provider, and the account it signs in as.
+
+    A person with several role profiles (CIS2's `nhsid_nrbac_roles`) has one
+    account per profile, each with only that profile's organisation and role,
+    so a session never holds more than the profile chosen and every audit
+    event names it (the account's username carries the profile's id).
+    Provisioned on first sign-in, updated on every sign-in
+    (sharedrecord/sso/signin.py).
+    """
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="staff_identity")
+    issuer = models.CharField(max_length=300)
+    subject = models.CharField(max_length=255)
+    role_profile_id = models.CharField(max_length=100)
+    role_code = models.CharField(max_length=100, blank=True)
+    last_signed_in_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["issuer", "subject", "role_profile_id"], name="staff_identity_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Staff identity {self.pk}"
+
+
+# ------------------------------------------------------------------ launch in context
+
+
+class LaunchSystem(models.Model):
+    """A clinical system allowed to open the record in context with a signed launch.
+
+    Registered with `manage.py launch_system_register`: its `iss`, its public keys
+    (a JWKS URL, fetched and cached, or a JWKS kept here from a file), and, when it
+    serves one organisation only, that organisation (a launch for another is refused).
+    """
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    issuer = models.CharField(max_length=300, unique=True)
+    organisation = models.ForeignKey(
+        Organisation, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    jwks_url = models.URLField(max_length=500, blank=True)
+    jwks = models.JSONField(null=True, blank=True)
+    # The assurance its users signed in with (3: smartcard); a launch's own acr may lower it.
+    assurance_level = models.PositiveSmallIntegerField(default=3)
+    # SMART App Launch (EHR launch): the EHR's FHIR base URL (the launch's `iss`) and our
+    # client registration with its authorization server; `issuer` and the keys are then
+    # those of the ID tokens it issues.
+    smart_fhir_base = models.URLField(max_length=500, blank=True)
+    smart_client_id = models.CharField(max_length=200, blank=True)
+    smart_client_secret = models.CharField(max_length=200, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["smart_fhir_base"],
+                condition=Q(smart_fhir_base__gt=""),
+                name="launch_system_smart_fhir_base_unique",
+            ),
+            models.CheckConstraint(
+                condition=(Q(jwks_url__gt="") & Q(jwks__isnull=True))
+                | (Q(jwks_url="") & Q(jwks__isnull=False)),
+                name="launch_system_one_key_source",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LaunchTokenSeen(models.Model):
+    """A launch token's `jti`, kept until the token expires, so it opens the record once."""
+
+    issuer = models.CharField(max_length=300)
+    jti = models.CharField(max_length=200)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "jti"], name="launch_token_seen_once"),
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="launch_token_seen_expiry")]
+
+    def __str__(self) -> str:
+        return f"Launch token {self.pk}"

@@ -44,6 +44,8 @@ INSTALLED_APPS = [
     "guardian",
     "pgtrigger",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "oauth2_provider",
     "audit",
     "sharedrecord",
@@ -63,6 +65,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Read traffic on the streaming replica where the rules allow (DATABASE_REPLICA_URL).
     "sharedrecord.dbrouter.ReplicaReadsMiddleware",
+    # request.user.is_verified(): whether this session passed a one-time code.
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -87,6 +91,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "sharedrecord.context_processors.session_timeout",
+                "sharedrecord.context_processors.launch",
             ],
         },
     },
@@ -220,6 +225,71 @@ ACCESS_POLICY_FILE = Path(
     env_str("ACCESS_POLICY_FILE", str(BASE_DIR / "sharedrecord" / "access_policy.toml"))
 )
 LOGIN_REDIRECT_URL = "/"
+
+
+# Single sign-on (OpenID Connect; NHS Care Identity Service 2 or any other provider).
+# Off unless OIDC_ISSUER is set. The client authenticates with a secret
+# (OIDC_CLIENT_SECRET or _FILE) or, when OIDC_CLIENT_PRIVATE_KEY_FILE names a PEM key,
+# with a signed JWT (private_key_jwt). Discovery and the provider's keys are cached.
+OIDC_ISSUER = env_str("OIDC_ISSUER", "").rstrip("/")
+OIDC_ORIGIN = "/".join(OIDC_ISSUER.split("/")[:3]) if OIDC_ISSUER else ""
+OIDC_CLIENT_ID = env_str("OIDC_CLIENT_ID", "")
+OIDC_CLIENT_SECRET = (
+    env_secret("OIDC_CLIENT_SECRET")
+    if (os.environ.get("OIDC_CLIENT_SECRET") or os.environ.get("OIDC_CLIENT_SECRET_FILE"))
+    else ""
+)
+OIDC_CLIENT_PRIVATE_KEY_FILE = env_str("OIDC_CLIENT_PRIVATE_KEY_FILE", "")
+OIDC_CLIENT_KEY_ID = env_str("OIDC_CLIENT_KEY_ID", "")
+OIDC_SCOPES = env_str("OIDC_SCOPES", "openid profile email nationalrbacaccess selectedrole")
+OIDC_ACR_VALUES = env_str("OIDC_ACR_VALUES", "")
+OIDC_PROVIDER_NAME = env_str("OIDC_PROVIDER_NAME", "NHS Care Identity Service 2")
+OIDC_CACHE_SECONDS = env_int("OIDC_CACHE_SECONDS", default=3600)
+OIDC_TIMEOUT_SECONDS = env_int("OIDC_TIMEOUT_SECONDS", default=5)
+# Clock skew allowed on ID tokens' exp, iat and nbf.
+OIDC_LEEWAY_SECONDS = env_int("OIDC_LEEWAY_SECONDS", default=60)
+if OIDC_ISSUER and not OIDC_CLIENT_ID:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("OIDC_ISSUER is set: set OIDC_CLIENT_ID too.")
+if OIDC_ISSUER and not (OIDC_CLIENT_SECRET or OIDC_CLIENT_PRIVATE_KEY_FILE):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        "OIDC_ISSUER is set: set OIDC_CLIENT_SECRET (or _FILE) or OIDC_CLIENT_PRIVATE_KEY_FILE."
+    )
+
+
+def _pairs(name: str) -> dict[str, str]:
+    """`KEY=value,KEY=value` from the environment."""
+    pairs = [item.split("=", 1) for item in env_list(name)]
+    if any(len(pair) != 2 for pair in pairs):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{name} takes KEY=value pairs, comma-separated.")
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+# National RBAC job role code (R8000) = our role, replacing the built-in table entry by entry.
+SSO_ROLE_MAP = _pairs("SSO_ROLE_MAP")
+# acr values a provider sends that are not "AAL<n>_...", and the level each stands for.
+SSO_ACR_LEVELS = {key: int(value) for key, value in _pairs("SSO_ACR_LEVELS").items()}
+# Signed context launch (/launch): the audience launch tokens must name (default: this
+# site's /launch address as the request came in), their longest lifetime, and how long a
+# launching system's JWKS URL is cached.
+LAUNCH_AUDIENCE = env_str("LAUNCH_AUDIENCE", "")
+LAUNCH_MAX_SECONDS = min(env_int("LAUNCH_MAX_SECONDS", default=300), 300)
+LAUNCH_JWKS_CACHE_SECONDS = env_int("LAUNCH_JWKS_CACHE_SECONDS", default=3600)
+# Local passwords (development and small sites). In production (DEBUG off) a password
+# needs a second factor, a TOTP code (django-otp), unless SIGN_IN_OTP_REQUIRED=false, and
+# `check --deploy` then warns. SIGN_IN_PASSWORDS=false leaves single sign-on only.
+SIGN_IN_PASSWORDS = env_bool("SIGN_IN_PASSWORDS", default=True)
+SIGN_IN_OTP_REQUIRED = env_bool("SIGN_IN_OTP_REQUIRED", default=not DEBUG)
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "Shared care record")
+# The sign-in assurance a session needs to read a record (3: smartcard or equivalent).
+# A password alone is level 1, a password with a one-time code level 2; single sign-on
+# takes the level from the ID token's acr. Lower levels may still find a person.
+RECORD_MIN_AAL = env_int("RECORD_MIN_AAL", default=1)
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -413,7 +483,9 @@ CONTENT_SECURITY_POLICY = {
         "object-src": ["'none'"],
         "base-uri": ["'none'"],
         "frame-ancestors": ["'none'"],
-        "form-action": ["'self'"],
+        # Signing out of single sign-on posts to our sign-out, which sends the browser
+        # on to the provider's end_session_endpoint: the provider's origin may follow.
+        "form-action": ["'self'", *([OIDC_ORIGIN] if OIDC_ORIGIN else [])],
     }
 }
 

@@ -7,8 +7,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from sharedrecord.admin import admin_sign_in, admin_sign_out
 from sharedrecord.apis import HealthzApi, ReadyzApi
+from sharedrecord.launch_views import launch_page
 from sharedrecord.metrics import metrics_page
 from sharedrecord.oauth import views as oauth
+from sharedrecord.smart_launch import smart_callback_page, smart_launch_page
+from sharedrecord.sso import views as sso
 from sharedrecord.views import (
     SignInView,
     SignOutView,
@@ -22,6 +25,7 @@ from sharedrecord.views import (
     roles_help_page,
     session_status,
     session_timed_out,
+    sign_in_code_page,
 )
 
 # DOT's views, held to what the SMART configuration advertises, audited (sharedrecord/oauth/).
@@ -37,7 +41,16 @@ urlpatterns = [
     path("search", patient_search_page, name="search"),
     path("accounts/login/", SignInView.as_view(), name="login"),
     path("accounts/logout/", SignOutView.as_view(), name="logout"),
+    path("accounts/code", sign_in_code_page, name="sign-in-code"),
     path("accounts/session", session_status, name="session-status"),
+    # Single sign-on (sharedrecord/sso/): 404 unless OIDC_ISSUER is set.
+    path("accounts/oidc/start", sso.sso_start, name="sso-start"),
+    path("accounts/oidc/callback", sso.sso_callback, name="sso-callback"),
+    path("accounts/oidc/role", sso.sso_role_page, name="sso-role"),
+    # Launch in context from the clinician's own system (sharedrecord/launch_views.py).
+    path("launch", launch_page, name="launch"),
+    path("smart/launch", smart_launch_page, name="smart-launch"),
+    path("smart/callback", smart_callback_page, name="smart-callback"),
     path("accounts/timed-out", session_timed_out, name="session-timed-out"),
     path("help/roles", roles_help_page, name="roles-help"),
     # The access basis: the only record-related pages that take a POST.

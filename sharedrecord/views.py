@@ -9,11 +9,12 @@ pages take a POST, and what they write is the basis, never the record.
 from __future__ import annotations
 
 import datetime
+from base64 import b32encode
 from typing import Any, cast
 from uuid import UUID
 
 from django.conf import settings
-from django.contrib.auth import logout
+from django.contrib.auth import login, logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
@@ -22,12 +23,14 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_otp import login as otp_login
 
 from audit.context import context_for
 from audit.governance import audit_unreviewed_count
 from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditActor, audit_event_record
 from sharedrecord.access import (
+    assurance_may_read,
     basis_kind_routine,
     data_quality_scope_for,
     feed_operator_for,
@@ -45,6 +48,8 @@ from sharedrecord.exceptions import (
     SectionNotAvailable,
     SectionPageNotFound,
 )
+from sharedrecord.launch import SESSION_RECORD_OPEN
+from sharedrecord.launch_views import launch_pinned_elsewhere, launch_searched
 from sharedrecord.models import (
     BasisKind,
     Organisation,
@@ -59,6 +64,14 @@ from sharedrecord.policy import policy_table
 from sharedrecord.presenting import document_text
 from sharedrecord.record import document_view, record_view
 from sharedrecord.search import SEARCH_RESULT_CAP, patient_search, patient_search_by_demographics
+from sharedrecord.secondfactor import (
+    second_factor_needed,
+    totp_device_confirmed,
+    totp_device_enrolling,
+    totp_verify,
+)
+from sharedrecord.sso.provider import end_session_url, provider_config
+from sharedrecord.sso.views import SIGN_IN
 
 # ------------------------------------------------------------------ sign-in and session
 
@@ -72,13 +85,28 @@ class SignInView(auth_views.LoginView):
     """
 
     def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        user = form.get_user()
+        if second_factor_needed(user):
+            # The password was right; nothing opens until the one-time code is too.
+            self.request.session.cycle_key()
+            self.request.session[SECOND_FACTOR] = {
+                "user": user.public_id.hex,
+                "next": self.get_success_url(),
+            }
+            return redirect("sign-in-code")
         response = super().form_valid(form)
+        self.request.session[SIGN_IN] = {"via": "password", "assurance_level": 1}
         audit_event_record(
             action=AuditAction.SIGN_IN,
-            actor=actor_for(form.get_user()),
+            actor=actor_for(user),
             context=context_for(self.request),
         )
         return response
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not settings.SIGN_IN_PASSWORDS:
+            raise PermissionDenied("Sign in with your NHS identity: passwords are turned off.")
+        return super().post(request, *args, **kwargs)
 
     def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
         audit_event_record(
@@ -93,24 +121,86 @@ class SignInView(auth_views.LoginView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context["timed_out"] = self.request.GET.get("timeout") == "1"
+        context["sso_provider"] = settings.OIDC_PROVIDER_NAME if settings.OIDC_ISSUER else ""
+        context["passwords"] = settings.SIGN_IN_PASSWORDS
         return context
+
+
+SECOND_FACTOR = "second_factor"
+
+
+@require_http_methods(["GET", "POST"])
+@never_cache
+def sign_in_code_page(request: HttpRequest) -> HttpResponseBase:
+    """After a right password: the authenticator's code, or enrolling one (audited)."""
+    pending = request.session.get(SECOND_FACTOR)
+    user = (
+        User.objects.filter(public_id=pending["user"], is_active=True).first() if pending else None
+    )
+    if user is None:
+        return redirect(settings.LOGIN_URL)
+    device = totp_device_confirmed(user)
+    enrolling = device is None
+    if device is None:
+        device = totp_device_enrolling(user)
+    error = ""
+    if request.method == "POST":
+        if totp_verify(device=device, code=request.POST.get("code", "")):
+            request.session.pop(SECOND_FACTOR, None)
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            otp_login(request, device)
+            request.session[SIGN_IN] = {"via": "password", "assurance_level": 2}
+            audit_event_record(
+                action=AuditAction.SIGN_IN,
+                actor=actor_for(user),
+                detail={"second_factor": "totp", "enrolled": enrolling},
+                context=context_for(request),
+            )
+            return redirect((pending or {}).get("next") or settings.LOGIN_REDIRECT_URL)
+        audit_event_record(
+            action=AuditAction.SIGN_IN_FAILED,
+            actor=AuditActor.anonymous(user.get_username()),
+            outcome=AuditOutcome.DENIED,
+            detail={"second_factor": "totp", "reason": "wrong-code"},
+            context=context_for(request),
+        )
+        error = "The code is not right, or it has expired. Enter the code your app shows now."
+    context = {
+        "enrolling": enrolling,
+        "key": b32encode(device.bin_key).decode() if enrolling else "",
+        "config_url": device.config_url if enrolling else "",
+        "error": error,
+    }
+    return render(request, "registration/sign_in_code.html", context, status=400 if error else 200)
 
 
 class SignOutView(auth_views.LogoutView):
     """Sign out (POST), audited while the user is still known."""
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        signed_in = request.session.get(SIGN_IN) or {}
         if request.user.is_authenticated:
             audit_event_record(
                 action=AuditAction.SIGN_OUT,
                 actor=actor_for(request.user),
+                detail={"via": signed_in.get("via", "password")},
                 context=context_for(request),
             )
             api_tokens_revoke_for(
                 user=request.user, reason="signed-out",
                 session_key=request.session.session_key or "", context=context_for(request),
             )  # fmt: skip
-        return super().post(request, *args, **kwargs)
+        response = super().post(request, *args, **kwargs)
+        config = provider_config() if signed_in.get("via") == "oidc" else None
+        if config is not None:
+            # RP-initiated logout: this session has ended; now end the provider's too.
+            url = end_session_url(
+                config, id_token=str(signed_in.get("id_token", "")),
+                post_logout_redirect_uri=request.build_absolute_uri(settings.LOGIN_URL),
+            )  # fmt: skip
+            if url:
+                return redirect(url)
+        return response
 
 
 def sign_in_locked_out(
@@ -211,6 +301,7 @@ def patient_search_page(request: HttpRequest) -> HttpResponse:
         return render(request, "home.html", context, status=400)
     patient = patient_search(viewer=user, nhs_number=raw, context=context_for(request))
     people = [patient] if patient else []
+    launch_searched(request, [str(p.public_id) for p in people])
     return render(request, "search_result.html", _result_context(people, too_many=False))
 
 
@@ -237,6 +328,7 @@ def _search_demographics(request: HttpRequest, user: User) -> HttpResponse:
         gender=gender,
         context=context_for(request),
     )
+    launch_searched(request, [str(p.public_id) for p in result.patients])
     return render(
         request, "search_result.html", _result_context(result.patients, too_many=result.too_many)
     )
@@ -261,11 +353,32 @@ def _not_found(request: HttpRequest) -> HttpResponse:
     return render(request, "sharedrecord/record_not_found.html", status=404)
 
 
+def session_assurance_level(request: HttpRequest) -> int:
+    """How strongly this session signed in (1: a password; single sign-on: the acr's level)."""
+    signed_in = request.session.get(SIGN_IN) or {}
+    level = signed_in.get("assurance_level", 1)
+    return level if isinstance(level, int) else 0
+
+
+class AssuranceTooLow(PermissionDenied):
+    """The session's sign-in is weaker than RECORD_MIN_AAL: it may search, not read."""
+
+
+def _assured(request: HttpRequest) -> None:
+    if not assurance_may_read(session_assurance_level(request)):
+        raise AssuranceTooLow(
+            "Reading a record needs a stronger sign-in (a smartcard or equivalent) than the "
+            "one you used. You can still find a person. Sign out and sign in again with your "
+            "smartcard to read their record."
+        )
+
+
 def _reader(request: HttpRequest) -> tuple[User, str]:
     """The signed-in reader and their session key; other roles are refused here."""
     user = cast(User, request.user)
     if not viewer_may_search(user):
         raise PermissionDenied("Reading records needs a clinical or care role.")
+    _assured(request)
     return user, request.session.session_key or ""
 
 
@@ -287,6 +400,9 @@ def _basis_choice(
 def access_basis_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase:
     """Before any clinical data: the relationship the feeds show, and the viewer's basis."""
     user, session_key = _reader(request)
+    pinned = launch_pinned_elsewhere(request, patient_id)
+    if pinned is not None:
+        return pinned
     choice = _basis_choice(request, user, session_key, patient_id)
     if choice is None:
         return _not_found(request)
@@ -324,6 +440,9 @@ def access_basis_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBas
 def break_glass_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase:
     """Emergency access when consent cannot be had: coded reason, words, time-limited."""
     user, session_key = _reader(request)
+    pinned = launch_pinned_elsewhere(request, patient_id)
+    if pinned is not None:
+        return pinned
     choice = _basis_choice(request, user, session_key, patient_id)
     if choice is None:
         return _not_found(request)
@@ -365,6 +484,10 @@ def _record_response(
     user = cast(User, request.user)
     if not viewer_may_search(user):
         raise PermissionDenied("Reading records needs a clinical or care role.")
+    _assured(request)
+    pinned = launch_pinned_elsewhere(request, patient_id)
+    if pinned is not None:
+        return pinned
     page = _page_number(request) if section else 1
     if page is None:
         missing = {"patient_id": patient_id, "section": section}
@@ -384,6 +507,7 @@ def _record_response(
     except SectionNotAvailable as denied:
         context = {"message": denied.message, "patient_id": patient_id}
         return render(request, "sharedrecord/section_not_available.html", context, status=403)
+    request.session[SESSION_RECORD_OPEN] = str(record.patient.public_id)
     context = {
         "record": record,
         "patient": record.patient,
@@ -432,6 +556,10 @@ def record_document_page(
     user = cast(User, request.user)
     if not viewer_may_search(user):
         raise PermissionDenied("Reading records needs a clinical or care role.")
+    _assured(request)
+    pinned = launch_pinned_elsewhere(request, patient_id)
+    if pinned is not None:
+        return pinned
     try:
         shown = document_view(
             viewer=user, patient_id=str(patient_id), entry_id=str(entry_id),

@@ -61,6 +61,17 @@ def _cheap_password_hashing() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _passwords_without_a_second_factor() -> Iterator[None]:
+    """Sign the tests' users in with a password alone; tests of the second factor turn it on.
+
+    Production settings require a TOTP code after the password (SIGN_IN_OTP_REQUIRED
+    defaults to on without DEBUG; tests/sharedrecord/test_second_factor.py holds it).
+    """
+    with override_settings(SIGN_IN_OTP_REQUIRED=False):
+        yield
+
+
 # ------------------------------------------------------------------ data built once per module
 @pytest.fixture(scope="module")
 def module_transaction(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:

@@ -26,7 +26,13 @@ def smart_configuration(root: str) -> dict[str, Any]:
         "scopes_supported": sorted(settings.OAUTH2_PROVIDER["SCOPES"]),
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
-        "capabilities": ["client-confidential-symmetric", "permission-user"],
+        "capabilities": [
+            "client-confidential-symmetric",
+            "permission-user",
+            "permission-patient",
+            "launch-ehr",
+            "context-ehr-patient",
+        ],
     }
 
 

@@ -32,7 +32,7 @@ from rest_framework.views import APIView
 
 from audit.context import context_for
 from audit.outcomes import FHIR_JSON, outcome_http_response
-from sharedrecord.access import viewer_may_search
+from sharedrecord.access import entry_of_person, viewer_may_search
 from sharedrecord.exceptions import (
     RETRY_AFTER_SECONDS,
     InvalidParameter,
@@ -73,7 +73,13 @@ from sharedrecord.fhirapi.params import (
     unknown_names,
 )
 from sharedrecord.models import User
-from sharedrecord.smart import READABLE_TYPES, SEARCHABLE_TYPES, types_allowed
+from sharedrecord.oauth.consent import authorization_of_token, authorization_patient
+from sharedrecord.smart import (
+    READABLE_TYPES,
+    SEARCHABLE_TYPES,
+    tokens_patient_limited,
+    types_allowed,
+)
 
 JSON_FORMATS = frozenset({"json", "application/json", FHIR_JSON, "application/json+fhir"})
 
@@ -192,12 +198,20 @@ class FhirApi(APIView):
         token: Any = request.auth
         assert isinstance(user, User)
         system = token.user_id is None
+        scopes = set(token.scope.split())
+        limit = ""
+        if not system and tokens_patient_limited(scopes):
+            authorization = authorization_of_token(token)
+            limit = authorization_patient(authorization) if authorization else ""
+            if not limit:
+                raise FhirError(403, "forbidden", "The token's launch context names nobody.")
         caller = ApiCaller(
             user=user,
             client_id=token.application.client_id,
             client_name=token.application.name,
             system=system,
-            types=types_allowed(set(token.scope.split()), system=system),
+            types=types_allowed(scopes, system=system),
+            patient_limit=limit,
         )
         if not caller.types & needs:
             raise FhirError(403, "forbidden", "The token's scopes do not allow this read.")
@@ -290,12 +304,12 @@ class PatientSearchApi(FhirApi):
             context=context_for(request),
         )
         base = self.base(request)
-        entries = [patient_entry(base, p) for p in found.patients]
-        if found.too_many:
+        shown = [p for p in found.patients if caller.may_read_person(str(p.public_id))]
+        entries = [patient_entry(base, p) for p in shown]
+        if found.too_many and not caller.patient_limit:
             entries.append(too_many_entry())
         return bundle(
-            total=len(found.patients), links=[("self", self._self(request, params))],
-            entries=entries,
+            total=len(shown), links=[("self", self._self(request, params))], entries=entries,
         )  # fmt: skip
 
     def _self(self, request: Request, params: list[tuple[str, str]]) -> str:
@@ -318,9 +332,11 @@ class PatientReadApi(FhirApi):
         caller = self.caller(request, frozenset({"Patient"}))
         basis = self.basis(request)
         self.search_params(request)
+        identifier = _public_id_or_404(patient_id)
+        if not caller.may_read_person(identifier):
+            raise Http404
         patient = api_patient_read(
-            caller=caller, basis=basis, patient_id=_public_id_or_404(patient_id),
-            context=context_for(request),
+            caller=caller, basis=basis, patient_id=identifier, context=context_for(request),
         )  # fmt: skip
         return json_response(patient_resource(patient))
 
@@ -349,6 +365,8 @@ class PatientEverythingApi(FhirApi):
         query = query_key(params)
         cursor = _cursor(search.cursor, query)
         identifier = _public_id_or_404(patient_id)
+        if not caller.may_read_person(identifier):
+            raise Http404
         base = self.base(request)
         page = api_entries_page(
             caller=caller, basis=basis, patient_id=identifier, types=types, since=search.since,
@@ -387,6 +405,8 @@ class TypeSearchApi(FhirApi):
         query = query_key(params)
         cursor = _cursor(search.cursor, query)
         try:
+            if not caller.may_read_person(_public_id_or_404(search.patient)):
+                raise Http404
             page = api_entries_page(
                 caller=caller, basis=basis, patient_id=_public_id_or_404(search.patient),
                 types=frozenset({resource_type}), search=search, count=search.count,
@@ -411,6 +431,10 @@ class EntryReadApi(FhirApi):
         self.search_params(request)
         if parse_id(entry_id) is None:
             # Not a FHIR id, so it names nothing (and is never written to the trail).
+            raise Http404
+        if caller.patient_limit and not entry_of_person(
+            entry_id=entry_id, patient_id=caller.patient_limit
+        ):
             raise Http404
         text = api_entry_read(
             caller=caller, basis=basis, resource_type=resource_type, entry_id=entry_id,

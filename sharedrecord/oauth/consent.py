@@ -19,9 +19,10 @@ from oauthlib.common import Request as OAuthRequest  # type: ignore[import-untyp
 
 from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditActor, AuditContext, audit_event_record
+from sharedrecord.access import patient_get_for_viewer
 from sharedrecord.auditing import actor_for
 from sharedrecord.fhir_read import ApiCaller
-from sharedrecord.models import ApiAuthorization, ApiAuthorizationEnd, User
+from sharedrecord.models import ApiAuthorization, ApiAuthorizationEnd, Patient, User
 
 RefreshToken = get_refresh_token_model()
 
@@ -110,14 +111,20 @@ def api_authorization_start(
     code: str,
     scopes: list[str],
     context: AuditContext,
+    patient_public_id: str = "",
 ) -> ApiAuthorization:
     """Record a member of staff's consent to an application, as its code is issued.
 
     Guarantees: the authorization names the signed-in session it was given
     in and a hash of the user's password state; its chain lasts at most
-    API_REFRESH_TOKEN_SECONDS from now. The code itself is kept only hashed.
+    API_REFRESH_TOKEN_SECONDS from now. The code itself is kept only hashed. With
+    `patient_public_id` (EHR launch context) its tokens carry that person, and only
+    a person the user may find can be that person.
     Side effects: one ApiAuthorization, one audit event (consent-given).
     """
+    patient = None
+    if patient_public_id:
+        patient = patient_get_for_viewer(viewer=user, patient_id=patient_public_id)
     authorization = ApiAuthorization(
         user=user,
         application=application,
@@ -126,12 +133,14 @@ def api_authorization_start(
         auth_hash=user.get_session_auth_hash(),
         scope=" ".join(scopes),
         authorized_at=timezone.now(),
+        patient=patient,
     )
     authorization.full_clean()
     authorization.save()
     oauth_event_audit(
         event="consent-given", actor=actor_for(user), client_id=application.client_id,
         context=context, scopes=scopes, authorization=str(authorization.public_id),
+        patient=str(patient.public_id) if patient else "",
     )  # fmt: skip
     return authorization
 
@@ -194,6 +203,14 @@ def authorization_of_token(access_token: Any) -> ApiAuthorization | None:
     """The authorization behind a member of staff's access token (one query)."""
     families = RefreshToken.objects.filter(access_token_id=access_token.pk).values("token_family")
     return ApiAuthorization.objects.filter(token_family__in=families).first()
+
+
+def authorization_patient(authorization: ApiAuthorization) -> str:
+    """The public id of the person in an authorization's launch context ("" when none)."""
+    if authorization.patient_id is None:
+        return ""
+    found = Patient.objects.filter(pk=authorization.patient_id).values_list("public_id", flat=True)
+    return str(found.first() or "")
 
 
 def api_tokens_revoke_for(

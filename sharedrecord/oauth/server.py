@@ -37,7 +37,8 @@ from oauthlib.oauth2.rfc6749.tokens import BearerToken  # type: ignore[import-un
 
 from audit.context import context_for
 from sharedrecord.auditing import actor_for
-from sharedrecord.models import ApiAuthorization, ApiAuthorizationEnd
+from sharedrecord.exceptions import PatientNotFound
+from sharedrecord.models import ApiAuthorization, ApiAuthorizationEnd, Patient
 from sharedrecord.oauth.consent import (
     CLIENT_ADDRESS_KEY,
     REQUEST_ID_KEY,
@@ -123,9 +124,19 @@ class SmartValidator(OAuth2Validator):  # type: ignore[misc]
         if not session_key:  # only the consent page gives one (SmartAuthorizationView)
             raise errors.AccessDeniedError(request=request)
         super().save_authorization_code(client_id, code, request, *args, **kwargs)
+        try:
+            self._authorization_start(code, request)
+        except PatientNotFound as exc:  # the person in context is no longer findable
+            raise errors.InvalidRequestError(
+                description="The person in context cannot be opened.", request=request
+            ) from exc
+
+    def _authorization_start(self, code: dict[str, str], request: OAuthRequest) -> None:
+        session_key = getattr(request, "session_key", "")
         api_authorization_start(
             user=request.user, application=request.client, session_key=session_key,
             code=code["code"], scopes=list(request.scopes), context=oauth_request_context(request),
+            patient_public_id=getattr(request, "launch_patient", ""),
         )  # fmt: skip
 
     def validate_code(
@@ -191,6 +202,11 @@ class SmartValidator(OAuth2Validator):  # type: ignore[misc]
         else:
             authorization = ApiAuthorization.objects.get(token_family=family)
             event = "token-refreshed"
+        if authorization.patient_id is not None:
+            # The EHR launch context, in the token response (SMART App Launch).
+            token["patient"] = str(
+                Patient.objects.values_list("public_id", flat=True).get(pk=authorization.patient_id)
+            )
         oauth_event_audit(
             event=event, actor=actor_for(request.user), client_id=client.client_id, context=context,
             grant=request.grant_type, scopes=scopes, authorization=str(authorization.public_id),

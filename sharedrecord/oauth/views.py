@@ -35,6 +35,7 @@ from audit.context import context_for
 from audit.models import AuditOutcome
 from audit.trail import AuditActor, AuditContext
 from sharedrecord.auditing import actor_for
+from sharedrecord.launch import session_person_in_context
 from sharedrecord.models import User
 from sharedrecord.oauth.consent import (
     authorization_chain_usable,
@@ -44,6 +45,7 @@ from sharedrecord.oauth.consent import (
     token_digest,
 )
 from sharedrecord.oauth.server import SmartValidator
+from sharedrecord.smart import scopes_want_launch
 
 Application = get_application_model()
 AccessToken = get_access_token_model()
@@ -120,6 +122,18 @@ class SmartAuthorizationView(AuthorizationView):  # type: ignore[misc]
                 redirect_uri=credentials.get("redirect_uri"),
             )
         credentials["session_key"] = request.session.session_key or ""
+        if allow and scopes_want_launch(scopes.split()):
+            # EHR launch context: the person whose record is open in this session.
+            person = session_person_in_context(request)
+            if not person:
+                raise OAuthToolkitError(
+                    error=errors.InvalidRequestError(
+                        description="Open the person's record first, then start the application.",
+                        state=credentials.get("state"),
+                    ),
+                    redirect_uri=credentials.get("redirect_uri"),
+                )
+            credentials["launch_patient"] = person
         with transaction.atomic():
             answer: tuple[str, dict[str, str], str, int] = super().create_authorization_response(
                 request, scopes, credentials, allow

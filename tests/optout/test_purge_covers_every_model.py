@@ -12,12 +12,22 @@ from collections.abc import Callable
 import pytest
 from django.apps import apps
 from django.db.models import Model, Q, QuerySet
+from django.utils import timezone
+from oauth2_provider.models import Application
 
 from ingestion.models import FeedMessage, MatchQueueItem
 from optout.models import OptOutRoute
 from optout.services import optout_register, practice_of
 from sharedrecord.basis import access_basis_record
-from sharedrecord.models import AccessBasis, BasisKind, Entry, Patient, SourceKey
+from sharedrecord.clients import api_client_register
+from sharedrecord.models import (
+    AccessBasis,
+    ApiAuthorization,
+    BasisKind,
+    Entry,
+    Patient,
+    SourceKey,
+)
 from tests.factories import feed, make_credential, next_nhs_number, small_bundle
 
 pytestmark = pytest.mark.django_db
@@ -27,6 +37,10 @@ HOLDS_PERSONAL_DATA: dict[str, Callable[[str], QuerySet[Model]]] = {
     "sharedrecord.Entry": lambda n: Entry.objects.filter(patient__nhs_number=n),
     "sharedrecord.SourceKey": lambda n: SourceKey.objects.filter(patient__nhs_number=n),
     "sharedrecord.AccessBasis": lambda n: AccessBasis.objects.filter(patient__nhs_number=n),
+    # An application's EHR launch context names the person (its tokens read only them).
+    "sharedrecord.ApiAuthorization": lambda n: ApiAuthorization.objects.filter(
+        patient__nhs_number=n
+    ),
     "ingestion.MatchQueueItem": lambda n: MatchQueueItem.objects.filter(
         Q(nhs_number_sent=n) | Q(resource__icontains=n)
     ),
@@ -47,7 +61,9 @@ HOLDS_NONE_TO_PURGE = {
     "audit.AuditEventHolder": "the record holders' index of the trail: ODS codes, times, ids",
     "audit.AccessReview": "a governance finding on a past access, kept like the trail it reviews",
     "audit.AuditCheckpoint": "signed hash-chain heads: stripe, ids, hashes, counts",
-    "sharedrecord.ApiAuthorization": "a member of staff's API consent and its session: no patient",
+    "sharedrecord.StaffIdentity": "single sign-on role profiles of staff: no patient",
+    "sharedrecord.LaunchSystem": "clinical systems that may launch, and their public keys",
+    "sharedrecord.LaunchTokenSeen": "ids (jti) of used launch tokens until they expire",
     "sharedrecord.RecordChange": "how often a person's entries changed, by internal id: a count",
     "ingestion.ParkedDigest": "an organisation's daily counts of parked entries by reason: no person",
     "sharedrecord.IdentityOperation": "the two NHS numbers a merge or link joined, kept so the "
@@ -73,6 +89,14 @@ def test_after_an_opt_out_no_model_holds_the_persons_data(practice, practice_gp)
         viewer=practice_gp, patient_id=str(Patient.objects.get(nhs_number=number).public_id),
         session_key="session", kind=BasisKind.DIRECT_CARE,
         claimed_relationship="The person's GP, seen at the practice today",
+    )  # fmt: skip
+    issued = api_client_register(
+        name="Ward app", grant="authorization-code", redirect_uris="https://app.example.test/cb"
+    )
+    ApiAuthorization.objects.create(
+        user=practice_gp, application=Application.objects.get(client_id=issued.client_id),
+        code_hash="0" * 64, auth_hash="x", scope="launch/patient patient/*.read",
+        authorized_at=timezone.now(), patient=Patient.objects.get(nhs_number=number),
     )  # fmt: skip
     for label, rows in HOLDS_PERSONAL_DATA.items():
         assert rows(number).exists(), f"the test set-up left {label} empty"

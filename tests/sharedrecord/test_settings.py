@@ -100,6 +100,21 @@ def test_check_deploy_warns_when_debug_is_on_in_production() -> None:
     assert "security.W018" in result.stderr + result.stdout
 
 
+def test_check_deploy_warns_when_passwords_need_no_second_factor_in_production() -> None:
+    result = _manage(
+        ["check", "--deploy", "--fail-level", "WARNING"],
+        {**PRODUCTION_ENV, "SIGN_IN_OTP_REQUIRED": "false"},
+    )
+    assert result.returncode != 0
+    assert "sharedrecord.W001" in result.stderr + result.stdout
+    assert "password and no second factor" in result.stderr + result.stdout
+    single_sign_on_only = _manage(
+        ["check", "--deploy", "--fail-level", "WARNING"],
+        {**PRODUCTION_ENV, "SIGN_IN_OTP_REQUIRED": "false", "SIGN_IN_PASSWORDS": "false"},
+    )
+    assert single_sign_on_only.returncode == 0, single_sign_on_only.stdout
+
+
 def test_env_bool_accepts_only_true_and_false(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLAG", "true")
     assert env_bool("FLAG", default=False) is True
