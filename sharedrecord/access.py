@@ -34,6 +34,9 @@ Every other "who may" lives here too, one function per rule:
    people (optout_practice_may_record), and who records objections for the
    programme (optout_objections_office_for).
 10. Whose feeds may be taken (organisation_may_send_feeds).
+11. Who is told of an event about a person (notification_recipients), and
+    what each subscriber or member of staff is told of it
+    (notification_shown_as): the item, "a new restricted item", or nothing.
 """
 
 from __future__ import annotations
@@ -226,6 +229,13 @@ def relationships_of(*, viewer: User, patient: Patient) -> list[Relationship]:
     organisation = viewer.organisation
     if organisation is None:
         return []
+    return organisation_relationships(organisation=organisation, patient=patient)
+
+
+def organisation_relationships(
+    *, organisation: Organisation, patient: Patient
+) -> list[Relationship]:
+    """relationships_of for an organisation: what its staff and its systems are shown alike."""
     found: list[Relationship] = []
     if (
         organisation.kind == OrganisationKind.GP_PRACTICE
@@ -643,3 +653,72 @@ def optin_shown_to_partner(*, partner_ods: str, removed_from: Collection[str]) -
     partner that never sent anything about the person learns nothing of them.
     """
     return partner_ods in removed_from
+
+
+# ------------------------------------------------------------------ who is told of an event
+
+
+def notification_recipients(
+    *, patient: Patient, source_org: Organisation
+) -> dict[Organisation, list[str]]:
+    """The organisations told of an event about this person, with the relationships why.
+
+    1. The person's registered GP practice, always (the authoritative
+       registration, registration_asserted), as "registered".
+    2. Any other organisation only where the feeds show a relationship
+       (organisation_relationships: an encounter or open episode, a
+       referral made or addressed to it, a care team or care plan of its own).
+    3. Only organisations whose data sharing agreement is active.
+    4. Never the organisation whose feed the event came from: it knows.
+    """
+    candidates = set(
+        Entry.objects.filter(patient=patient, resource_type__in=RELATIONSHIP_CANDIDATE_TYPES)
+        .values_list("source_org_id", flat=True)
+        .distinct()
+    )
+    performers = {
+        str(performer.get("identifier", {}).get("value", "")).upper()
+        for resource in Entry.objects.filter(
+            patient=patient, resource_type="ServiceRequest"
+        ).values_list("resource", flat=True)
+        for performer in (resource.get("performer") or [])
+        if isinstance(performer, dict) and isinstance(performer.get("identifier"), dict)
+    } - {""}
+    named = Q(pk__in=candidates) | Q(ods_code__in=performers)
+    if patient.registered_gp_ods:
+        named |= Q(ods_code=patient.registered_gp_ods, kind=OrganisationKind.GP_PRACTICE)
+    told: dict[Organisation, list[str]] = {}
+    for organisation in Organisation.objects.with_active_agreement().filter(named):
+        if organisation.pk == source_org.pk:
+            continue
+        found = organisation_relationships(organisation=organisation, patient=patient)
+        if found:
+            told[organisation] = sorted({r.kind for r in found})
+    return told
+
+
+RELATIONSHIP_CANDIDATE_TYPES = (*RELATIONSHIP_TYPES, *ACTIVE_CARE_TYPES)
+
+
+def notification_shown_as(
+    *, viewer: User, patient: Patient, entry_id: int, relationships: Collection[str]
+) -> str:
+    """What one subscriber or member of staff is told of an event's entry, by the access policy.
+
+    "item" when the viewer's policy (its role, under the routine basis, with
+    the relationships the feeds show) shows the entry; "restricted" when the
+    entry is in a section the viewer sees but is withheld for sensitivity
+    (told only that there is a new restricted item, nothing of it); "" when
+    the viewer may not see that section, or reads no records at all.
+    """
+    policy = view_policy_for(
+        viewer=viewer, basis_kind=basis_kind_routine(), relationships=relationships
+    )
+    if not policy.sections:
+        return ""
+    visible = entries_visible(patient=patient, policy=policy)
+    if visible.entries.filter(pk=entry_id).exists():
+        return "item"
+    if visible.hidden.filter(pk=entry_id).exists():
+        return "restricted"
+    return ""
