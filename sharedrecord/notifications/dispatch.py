@@ -100,7 +100,7 @@ def _dispatch_one(event: Event) -> set[int]:
     )
     by_org = {organisation.pk: kinds for organisation, kinds in told.items()}
     subscriptions = (
-        Subscription.objects.select_for_update()
+        Subscription.objects.select_for_update(of=("self",))
         .select_related("owner", "owner__organisation")
         .filter(organisation_id__in=by_org, kind=event.kind, status=SubscriptionStatus.ACTIVE)
         .order_by("pk")

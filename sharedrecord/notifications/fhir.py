@@ -16,6 +16,7 @@ from django.http import Http404
 from django.http.response import HttpResponseBase
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
+from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 
 from sharedrecord.fhirapi.bundles import bundle, json_response
@@ -47,6 +48,7 @@ SIGNING_EXTENSION = (
     "https://sharedrecord.nhs.invalid/StructureDefinition/subscription-signing-secret"
 )
 MAX_BODY = 64 * 1024
+ALL_TOPIC_TYPES = frozenset(t for types in TOPIC_RESOURCES.values() for t in types)
 
 
 def _resource(subscription: Subscription) -> dict[str, Any]:
@@ -137,12 +139,46 @@ class SubscriptionTopicReadApi(FhirApi):
         return json_response(subscription_topic(topic))
 
 
+class FhirBodyParser(BaseParser):
+    """A FHIR JSON body handed on as bytes (read to one byte past the limit): parsed here."""
+
+    media_type = "application/fhir+json"
+
+    def parse(self, stream: Any, media_type: str | None = None,
+              parser_context: Any = None) -> Any:  # fmt: skip
+        return bytes(stream.read(MAX_BODY + 1)) if stream is not None else b""
+
+
+class JsonBodyParser(FhirBodyParser):
+    media_type = "application/json"
+
+
 class SubscriptionCreateApi(FhirApi):
-    """POST Subscription: a partner system subscribes its organisation to one topic."""
+    """POST Subscription: a partner system subscribes its organisation to one topic.
+
+    GET lists its organisation's subscriptions.
+    """
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> HttpResponseBase:
+        caller = self.caller(request, ALL_TOPIC_TYPES)
+        self.search_params(request)
+        base = self.base(request)
+        found = Subscription.objects.filter(organisation=caller.user.organisation).order_by("pk")
+        entries = [
+            json.dumps({"fullUrl": f"{base}/Subscription/{s.public_id}", "resource": _resource(s),
+                        "search": {"mode": "match"}})
+            for s in found
+        ]  # fmt: skip
+        return bundle(total=len(entries), links=[("self", f"{base}/Subscription")],
+                      entries=entries)  # fmt: skip
+
+    parser_classes = (FhirBodyParser, JsonBodyParser)  # type: ignore[assignment]
 
     @extend_schema(exclude=True)
     def post(self, request: Request) -> HttpResponseBase:
-        parsed = subscription_request_parse(request.body)
+        data = request.data
+        parsed = subscription_request_parse(data if isinstance(data, bytes) else b"")
         caller = self.caller(request, frozenset(TOPIC_RESOURCES[parsed.kind]))
         if not caller.system:
             raise FhirError(403, "forbidden", "Subscriptions are for partner systems "
@@ -165,8 +201,7 @@ class SubscriptionCreateApi(FhirApi):
 
 class _OneSubscription(FhirApi):
     def subscription(self, request: Request, subscription_id: str) -> Subscription:
-        caller = self.caller(request, frozenset(
-            t for types in TOPIC_RESOURCES.values() for t in types))  # fmt: skip
+        caller = self.caller(request, ALL_TOPIC_TYPES)
         found = (
             subscription_get(owner=caller.user, public_id=subscription_id)
             if is_uuid(subscription_id)
