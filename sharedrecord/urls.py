@@ -51,6 +51,7 @@ urlpatterns = [
         name="record-document",
     ),
     path("optouts/", include("optout.page_urls", namespace="optout-pages")),
+    path("notifications/", include("sharedrecord.notifications.urls", namespace="notifications")),
     path("governance/", include("audit.page_urls", namespace="governance")),
     path("healthz", HealthzApi.as_view(), name="healthz"),
     path("readyz", ReadyzApi.as_view(), name="readyz"),
