@@ -223,10 +223,11 @@ def subscription_deliver(*, subscription_id: int) -> datetime.datetime | None:
         if not _try_lock(subscription_id):
             return None
         try:
+            seen = _last_delivery_id(subscription_id)
             retry_at = _send_due(subscription_id)
         finally:
             _unlock(subscription_id)
-        if not _due(subscription_id):
+        if not _arrived_since(subscription_id, seen):
             return retry_at
 
 
@@ -241,11 +242,20 @@ def _unlock(subscription_id: int) -> None:
         cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [SENDER_LOCK, subscription_id])
 
 
-def _due(subscription_id: int) -> bool:
+def _last_delivery_id(subscription_id: int) -> int:
+    last = (
+        Delivery.objects.filter(subscription_id=subscription_id)
+        .order_by("-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return last or 0
+
+
+def _arrived_since(subscription_id: int, seen: int) -> bool:
+    """Whether a delivery was queued while this sender held the lock (its task was turned away)."""
     return Delivery.objects.filter(
-        subscription_id=subscription_id,
-        state=DeliveryState.PENDING,
-        next_attempt_at__lte=timezone.now(),
+        subscription_id=subscription_id, state=DeliveryState.PENDING, pk__gt=seen
     ).exists()
 
 
@@ -273,13 +283,12 @@ def _send_due(subscription_id: int) -> datetime.datetime | None:
                 held.add(delivery.patient_id)
                 retry_at = min(retry_at or delivery.next_attempt_at, delivery.next_attempt_at)
                 continue
-            if _send_one(subscription, delivery):
-                sent_any = True
+            if _send_one(subscription, delivery) or delivery.state == DeliveryState.DEAD:
+                sent_any = True  # a dead letter no longer holds the person's later ones back
             else:
                 held.add(delivery.patient_id)
-                if delivery.state == DeliveryState.PENDING:
-                    at = delivery.next_attempt_at
-                    retry_at = min(retry_at or at, at)
+                at = delivery.next_attempt_at
+                retry_at = min(retry_at or at, at)
         if not sent_any or len(pending) < BATCH:
             return retry_at
 
