@@ -41,7 +41,6 @@ from typing import Any
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 BUNDLES = int(os.environ.get("BENCH_BUNDLES", "60"))
-SENDERS = int(os.environ.get("BENCH_SENDERS", "2"))
 CORES = os.cpu_count() or 2
 NOW = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 600))
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -69,7 +68,7 @@ class Receiver(BaseHTTPRequestHandler):
 
 
 def hospital_bundle(serial: int, run: str, number_from: int) -> dict[str, Any]:
-    from bench.ingest import mixed_builder
+    from ingest import mixed_builder  # bench/ingest.py: the same entries its Bundles carry
 
     builder = mixed_builder(serial, ods="ZAC01", key=f"n{serial}", tag=f"{run}{serial}",
                             number_from=number_from)  # fmt: skip
@@ -96,12 +95,22 @@ def hospital_bundle(serial: int, run: str, number_from: int) -> dict[str, Any]:
 def practice_bundle(hospital: dict[str, Any], run: str, serial: int) -> dict[str, Any]:
     patient = json.loads(json.dumps(hospital["entry"][0]))
     patient["resource"]["id"] = f"gp-{run}-{serial}"
+    # The practice's own claim to the person (its feed names itself): the registration.
+    patient["resource"]["generalPractitioner"] = [
+        {
+            "identifier": {
+                "system": "https://fhir.nhs.uk/Id/ods-organization-code",
+                "value": "Z81001",
+            }
+        }
+    ]
     return {"resourceType": "Bundle", "id": f"{run}-g-{serial}", "type": "transaction",
             "entry": [patient]}  # fmt: skip
 
 
 def main() -> None:
-    from bench.ingest import post, run_batch
+    from ingest import SENDERS, post, run_batch  # bench/ingest.py: the same feed client
+
     from sharedrecord.localservices import celery_workers, ensure_database, with_database
 
     database = with_database(

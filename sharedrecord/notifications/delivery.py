@@ -98,10 +98,6 @@ def _post(subscription: Subscription, bundle: dict[str, Any]) -> str:
     return f"http-{response.status_code}"
 
 
-def _actor(subscription: Subscription) -> AuditActor:
-    return AuditActor.system(NOTIFIER, org_ods="")
-
-
 def _audit(
     subscription: Subscription, kind: str, failure: str, delivery: Delivery | None = None
 ) -> None:
@@ -129,7 +125,7 @@ def _audit(
         )  # fmt: skip
     audit_event_record(
         action=AuditAction.NOTIFICATION_SENT,
-        actor=_actor(subscription),
+        actor=AuditActor.system(NOTIFIER),
         outcome=AuditOutcome.FAILED if failure else AuditOutcome.SUCCESS,
         subject=subject,
         detail=detail,

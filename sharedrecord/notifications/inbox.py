@@ -21,7 +21,7 @@ from sharedrecord.access import viewer_may_search
 from sharedrecord.auditing import actor_for
 from sharedrecord.models import User
 from sharedrecord.notifications.models import EventKind, Notice, NoticeLook
-from sharedrecord.notifications.subscriptions import event_shown_to
+from sharedrecord.notifications.subscriptions import notices_told
 
 LIST_MAX = 100
 
@@ -73,10 +73,12 @@ def notices_view(
         kind = ""
     if only_new and last is not None:
         notices = notices.filter(created_at__gt=last)
+    chosen = list(notices[: LIST_MAX * 2])
+    told = notices_told(viewer=viewer, notices=chosen)
     items: list[NoticeItem] = []
-    for notice in notices[: LIST_MAX * 2]:
+    for notice in chosen:
         event = notice.event
-        shown = event_shown_to(viewer=viewer, event=event, relationships=notice.relationships)
+        shown = told.get(notice.pk, "")
         if not shown:
             continue
         restricted = shown == "restricted"

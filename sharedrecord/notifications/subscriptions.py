@@ -9,12 +9,12 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Min
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from audit.models import AuditAction
 from audit.trail import AuditActor, AuditSubject, audit_event_record
-from sharedrecord.access import notification_shown_as
+from sharedrecord.access import notifications_shown_as
 from sharedrecord.models import Entry, User
 from sharedrecord.notifications.backport import NotificationEvent
 from sharedrecord.notifications.delivery import notification_event_for
@@ -22,6 +22,7 @@ from sharedrecord.notifications.models import (
     Delivery,
     DeliveryState,
     Event,
+    Notice,
     PayloadContent,
     Subscription,
     SubscriptionStatus,
@@ -182,19 +183,43 @@ def notifications_sweep() -> None:
         subscription_heartbeat(subscription_id=subscription_id)
 
 
-def event_shown_to(*, viewer: User, event: Event, relationships: list[str]) -> str:
-    """What a member of staff is told of an event in the in-app list (the access policy).
+def notices_told(*, viewer: User, notices: list[Notice]) -> dict[int, str]:
+    """What a member of staff is told of each notice in the in-app list (the access policy).
 
-    `relationships`: those the feeds showed when their organisation was told.
+    By notice id: "item", "restricted" or nothing. The relationships are those
+    the feeds showed when the organisation was told. A fixed handful of
+    queries per person listed (their entries found in one query for all).
     """
-    entry_id = (
-        Entry.objects.filter(patient=event.patient, source_org=event.source_org,
-                             resource_type=event.resource_type, source_id=event.source_id)
-        .values_list("pk", flat=True)
-        .first()
-    )  # fmt: skip
-    if entry_id is None:
-        return ""
-    return notification_shown_as(
-        viewer=viewer, patient=event.patient, entry_id=entry_id, relationships=relationships
-    )
+    if not notices:
+        return {}
+    keys = Q()
+    for notice in notices:
+        event = notice.event
+        keys |= Q(patient_id=event.patient_id, source_org_id=event.source_org_id,
+                  resource_type=event.resource_type, source_id=event.source_id)  # fmt: skip
+    entry_of = {
+        (p, o, t, s): pk
+        for pk, p, o, t, s in Entry.objects.filter(keys).values_list(
+            "pk", "patient_id", "source_org_id", "resource_type", "source_id"
+        )
+    }
+    groups: dict[tuple[int, tuple[str, ...]], list[tuple[int, int]]] = {}
+    for notice in notices:
+        event = notice.event
+        entry_id = entry_of.get(
+            (event.patient_id, event.source_org_id, event.resource_type, event.source_id)
+        )
+        if entry_id is not None:
+            key = (event.patient_id, tuple(sorted(notice.relationships)))
+            groups.setdefault(key, []).append((notice.pk, entry_id))
+    told: dict[int, str] = {}
+    for (_, relationships), pairs in groups.items():
+        patient = next(n.event.patient for n in notices if n.pk == pairs[0][0])
+        shown = notifications_shown_as(
+            viewer=viewer, patient=patient, entry_ids={e for _, e in pairs},
+            relationships=relationships,
+        )  # fmt: skip
+        for notice_id, entry_id in pairs:
+            if entry_id in shown:
+                told[notice_id] = shown[entry_id]
+    return told

@@ -110,3 +110,23 @@ def test_the_list_filters_by_kind_and_by_what_is_new(person: str, registered_gp:
 def test_staff_without_a_clinical_role_are_refused(person: str) -> None:
     officer = make_staff("Z81001", "gp-practice", "privacy-officer")
     assert client_for(officer).get("/notifications/").status_code == 403
+
+
+def test_the_list_costs_the_same_queries_however_many_changes_a_person_has(
+    person: str, registered_gp: object
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = client_for(registered_gp)  # type: ignore[arg-type]
+    client.get("/notifications/")  # the session and the last look exist from here on
+
+    def cost() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get("/notifications/").status_code == 200
+        return len(queries)
+
+    before = cost()
+    feed(make_credential(partner("ZAC01"))[0], every_kind_bundle(person, "ZAC01", key="more"))
+    notification_events_dispatch()
+    assert cost() == before
