@@ -140,3 +140,16 @@ def hl7_mdm(nhs_number: str, *, control_id: str) -> bytes:
         ).encode()
         + b"\r"
     )
+
+
+def hl7_death(nhs_number: str, *, control_id: str) -> bytes:
+    """ADT^A08 whose PID-29/30 say the person died (an outpatient visit: no other event)."""
+    text = hl7_message(nhs_number, control_id=control_id, event="A08", visit="V-DEATH")
+    died = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=3)).strftime(
+        "%Y%m%d%H%M"
+    )
+    lines = [
+        line + "|" * 18 + f"{died}|Y" if line.startswith("PID|") else line
+        for line in text.split("\r")
+    ]
+    return "\r".join(lines).replace("PV1|1|E|", "PV1|1|O|").encode()

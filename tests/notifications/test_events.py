@@ -16,6 +16,7 @@ from tests.notifications.feeds import (
     encounter,
     every_kind_bundle,
     hl7_adt,
+    hl7_death,
     hl7_mdm,
     hl7_oru,
 )
@@ -92,10 +93,13 @@ def test_it_derives_every_hl7_v2_kind() -> None:
         hl7_adt(number, "A03", patient_class="I", control_id="E3", visit="V32"),
         hl7_oru(number, control_id="E4"),
         hl7_mdm(number, control_id="E5"),
+        hl7_death(number, control_id="E6"),
     ):
         message = feed_kind(credential, MessageKind.HL7V2, payload)
         assert message.status == "done", message.issues
-    assert kinds(number) == ["admission", "ae-attendance", "discharge", "document", "result"]
+    assert kinds(number) == [
+        "admission", "ae-attendance", "death", "discharge", "document", "result",
+    ]  # fmt: skip
     assert Event.objects.get(patient__nhs_number=number, kind="result").abnormal
 
 

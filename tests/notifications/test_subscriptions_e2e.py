@@ -36,8 +36,10 @@ from tests.factories import (
 from tests.notifications.feeds import (
     builder,
     deceased_bundle,
+    encounter,
     every_kind_bundle,
     hl7_adt,
+    hl7_death,
     hl7_mdm,
     hl7_oru,
 )
@@ -153,10 +155,12 @@ def test_every_kind_reaches_only_those_who_may_be_told(
     unrelated = make_organisation(ods_code="ZMH09", kind="mental-health")
     lapsed = make_organisation(ods_code="ZCM09", kind="community")
     gp_feed, acute_feed = make_credential(gp)[1], make_credential(acute)[1]
-    number, opted_out = next_nhs_number(), next_nhs_number()
-    # The person is registered with the practice (its own feed); community, social care
-    # and the lapsed organisation each hold their own active care plan (a relationship).
+    # One person's events come by the hospital's FHIR feed, another's by its HL7 v2 feed.
+    number, by_hl7, opted_out = next_nhs_number(), next_nhs_number(), next_nhs_number()
+    # Both are registered with the practice (its own feed); community, social care and the
+    # lapsed organisation each hold their own active care plan for the first (a relationship).
     post_fhir(live_server, gp_feed, builder(number, "Z81001", "g1").bundle())
+    post_fhir(live_server, gp_feed, builder(by_hl7, "Z81001", "g2").bundle())
     for org in (community, social, lapsed):
         post_fhir(
             live_server,
@@ -220,16 +224,22 @@ def test_every_kind_reaches_only_those_who_may_be_told(
             dsa_end=datetime.date.today() - datetime.timedelta(days=1)
         )
 
-        # The hospital's FHIR feed (a restricted alert among it) and its HL7 v2 feed.
+        # The hospital's FHIR feed (a restricted alert among it; then the discharge, the
+        # death) and its HL7 v2 feed (A&E, admission, discharge, result, document, death).
         post_fhir(live_server, acute_feed, every_kind_bundle(number, "ZAC01", sensitive_flag=True))
+        discharged = builder(number, "ZAC01", "n1").add("Encounter", encounter("IMP", "finished"))
+        discharged.entries[1]["resource"]["meta"] = {"versionId": "2"}
+        post_fhir(live_server, acute_feed, discharged.bundle())
+        post_fhir(live_server, acute_feed, deceased_bundle(number, "ZAC01"))
         for payload in (
-            hl7_adt(number, "A01", patient_class="I", control_id="N2", visit="V82"),
-            hl7_adt(number, "A03", patient_class="I", control_id="N3", visit="V82"),
-            hl7_oru(number, control_id="N4"),
-            hl7_mdm(number, control_id="N5"),
+            hl7_adt(by_hl7, "A04", patient_class="E", control_id="N1", visit="V81"),
+            hl7_adt(by_hl7, "A01", patient_class="I", control_id="N2", visit="V82"),
+            hl7_adt(by_hl7, "A03", patient_class="I", control_id="N3", visit="V82"),
+            hl7_oru(by_hl7, control_id="N4"),
+            hl7_mdm(by_hl7, control_id="N5"),
+            hl7_death(by_hl7, control_id="N6"),
         ):
             post_hl7(live_server, acute_feed, payload)
-        post_fhir(live_server, acute_feed, deceased_bundle(number, "ZAC01"))
         # Nothing for an opted-out person, whatever the feeds send.
         make_optout(opted_out, gp)
         post_fhir(live_server, acute_feed, every_kind_bundle(opted_out, "ZAC01", key="o1"))
@@ -237,18 +247,18 @@ def test_every_kind_reaches_only_those_who_may_be_told(
         def gp_events() -> list[Any]:
             return receivers["gp"].of_type("event-notification")
 
-        # FHIR: admission, A&E, result, document, care plan, alert; HL7: admission,
-        # discharge, result, document; then the death.
-        receivers["gp"].wait_for(lambda: len(gp_events()) == 11, timeout=60)
+        # FHIR: admission, A&E, result, document, care plan, alert, discharge, death;
+        # HL7 v2: A&E, admission, discharge, result, document, death.
+        receivers["gp"].wait_for(lambda: len(gp_events()) == 14, timeout=90)
         by_topic: dict[str, list[Any]] = {}
         for received in gp_events():
             assert signed(received, secret_of(gp_subs[received.status["topic"].rsplit("/", 1)[-1]]))
             by_topic.setdefault(received.status["topic"].rsplit("/", 1)[-1], []).append(received)
         assert {k: len(v) for k, v in by_topic.items()} == {
             "admission": 2,
-            "discharge": 1,
-            "ae-attendance": 1,
-            "death": 1,
+            "discharge": 2,
+            "ae-attendance": 2,
+            "death": 2,
             "result": 2,
             "document": 2,
             "care-plan": 1,
@@ -276,7 +286,7 @@ def test_every_kind_reaches_only_those_who_may_be_told(
             assert receivers[name].of_type("event-notification") == [], name
         assert not Event.objects.filter(patient__nhs_number=opted_out).exists()
         # The receiver answers before the worker records the answer: wait for the record.
-        receivers["gp"].wait_for(lambda: Delivery.objects.filter(state="sent").count() == 12)
+        receivers["gp"].wait_for(lambda: Delivery.objects.filter(state="sent").count() == 15)
         assert not Delivery.objects.exclude(state="sent").exists()
 
         # $events: the practice catches up on its admissions.
@@ -295,7 +305,7 @@ def test_every_kind_reaches_only_those_who_may_be_told(
         sent = AuditEvent.objects.filter(
             action="notification-sent", outcome="success", detail__type="event-notification"
         )
-        assert sent.count() == 12
+        assert sent.count() == 15
         assert set(sent.values_list("detail__to", flat=True)) == {"Z81001", "ZCM01"}
     finally:
         for receiver in receivers.values():
