@@ -44,28 +44,34 @@ def notification_events_dispatch() -> int:
        account's role may see the item ("restricted": it is told only that
        there is a new restricted item), numbered by the subscription's counter.
     After commit, the subscriptions with new deliveries are queued for sending.
+
+    One dispatcher at a time, without waiting: a task that finds another
+    dispatching returns at once (a feed worker never waits here), and the
+    dispatcher looks again after each commit until nothing waits, so an event
+    committed while it worked is never left behind. A person's events are
+    numbered in the order they were stored (their writes are serialised by the
+    person's lock, so their ids are in commit order).
     """
     total = 0
     while True:
         with transaction.atomic():
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", list(DISPATCH_LOCK))
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", list(DISPATCH_LOCK))
+                if not cursor.fetchone()[0]:
+                    return total
             events = list(
                 Event.objects.filter(dispatched_at=None)
                 .select_related("patient", "source_org")
                 .order_by("id")[:DISPATCH_BATCH]
             )
+            if not events:
+                return total
             touched: set[int] = set()
             for event in events:
                 touched |= _dispatch_one(event)
-            if events:
-                Event.objects.filter(pk__in=[e.pk for e in events]).update(
-                    dispatched_at=timezone.now()
-                )
+            Event.objects.filter(pk__in=[e.pk for e in events]).update(dispatched_at=timezone.now())
             transaction.on_commit(partial(_queue_sending, sorted(touched)))
         total += len(events)
-        if len(events) < DISPATCH_BATCH:
-            return total
 
 
 def _dispatch_one(event: Event) -> set[int]:
