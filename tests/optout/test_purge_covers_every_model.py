@@ -12,13 +12,24 @@ from collections.abc import Callable
 import pytest
 from django.apps import apps
 from django.db.models import Model, Q, QuerySet
+from django.utils import timezone
 
 from ingestion.models import FeedMessage, MatchQueueItem
 from optout.models import OptOutRoute
 from optout.services import optout_register, practice_of
 from sharedrecord.basis import access_basis_record
-from sharedrecord.models import AccessBasis, BasisKind, Entry, Patient, SourceKey
-from tests.factories import feed, make_credential, next_nhs_number, small_bundle
+from sharedrecord.models import (
+    AccessBasis,
+    BasisKind,
+    Entry,
+    Organisation,
+    Patient,
+    SourceKey,
+    User,
+)
+from sharedrecord.notifications.models import Delivery, Event, Notice, Subscription
+from tests.factories import feed, make_credential, next_nhs_number, partner, small_bundle
+from tests.notifications.feeds import builder, encounter
 
 pytestmark = pytest.mark.django_db
 
@@ -30,6 +41,9 @@ HOLDS_PERSONAL_DATA: dict[str, Callable[[str], QuerySet[Model]]] = {
     "ingestion.MatchQueueItem": lambda n: MatchQueueItem.objects.filter(
         Q(nhs_number_sent=n) | Q(resource__icontains=n)
     ),
+    "notifications.Event": lambda n: Event.objects.filter(patient__nhs_number=n),
+    "notifications.Notice": lambda n: Notice.objects.filter(patient__nhs_number=n),
+    "notifications.Delivery": lambda n: Delivery.objects.filter(patient__nhs_number=n),
     "ingestion.FeedMessage": lambda n: FeedMessage.objects.filter(
         pk__in=[m.pk for m in FeedMessage.objects.all() if n.encode() in bytes(m.payload)]
     ),
@@ -49,8 +63,10 @@ HOLDS_NONE_TO_PURGE = {
     "audit.AuditCheckpoint": "signed hash-chain heads: stripe, ids, hashes, counts",
     "sharedrecord.ApiAuthorization": "a member of staff's API consent and its session: no patient",
     "sharedrecord.RecordChange": "how often a person's entries changed, by internal id: a count",
+    "notifications.NoticeLook": "when a member of staff last looked at their list: no person",
+    "notifications.Subscription": "a partner system's subscription to a topic: no person",
 }
-OUR_APPS = {"sharedrecord", "ingestion", "optout", "audit"}
+OUR_APPS = {"sharedrecord", "ingestion", "optout", "audit", "notifications"}
 
 
 def test_every_model_is_classified() -> None:
@@ -71,6 +87,7 @@ def test_after_an_opt_out_no_model_holds_the_persons_data(practice, practice_gp)
         session_key="session", kind=BasisKind.DIRECT_CARE,
         claimed_relationship="The person's GP, seen at the practice today",
     )  # fmt: skip
+    _told_of_an_admission(number, practice, practice_gp)
     for label, rows in HOLDS_PERSONAL_DATA.items():
         assert rows(number).exists(), f"the test set-up left {label} empty"
 
@@ -81,3 +98,20 @@ def test_after_an_opt_out_no_model_holds_the_persons_data(practice, practice_gp)
 
     left = {label: rows(number).count() for label, rows in HOLDS_PERSONAL_DATA.items()}
     assert left == dict.fromkeys(HOLDS_PERSONAL_DATA, 0)
+
+
+def _told_of_an_admission(number: str, practice: Organisation, practice_gp: User) -> None:
+    """A hospital's admission of the person, the practice told of it in-app and by its system."""
+    hospital = builder(number, "ZAC01", "adm").add("Encounter", encounter("IMP", "in-progress"))
+    feed(make_credential(partner("ZAC01"))[0], hospital.bundle())
+    event = Event.objects.get(patient__nhs_number=number, kind="admission")
+    now = timezone.now()
+    Notice.objects.create(event=event, patient=event.patient, organisation=practice,
+                          relationships=["registered"], created_at=now)  # fmt: skip
+    subscription = Subscription.objects.create(
+        owner=practice_gp, organisation=practice, client_id="test", kind="admission",
+        endpoint="https://receiver.example/hook", content="id-only", secret="s" * 64,
+        status="active", created_at=now,
+    )  # fmt: skip
+    Delivery.objects.create(subscription=subscription, event=event, patient=event.patient,
+                            event_number=1, next_attempt_at=now, created_at=now)  # fmt: skip
