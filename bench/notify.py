@@ -70,7 +70,7 @@ class Receiver(BaseHTTPRequestHandler):
 def hospital_bundle(serial: int, run: str, number_from: int) -> dict[str, Any]:
     from ingest import mixed_builder  # bench/ingest.py: the same entries its Bundles carry
 
-    builder = mixed_builder(serial, ods="ZAC01", key=f"n{serial}", tag=f"{run}{serial}",
+    builder = mixed_builder(serial, ods="ZAC01", key=f"n{number_from}-{serial}", tag=f"{run}{serial}",
                             number_from=number_from)  # fmt: skip
     builder.entries = builder.entries[:94]
     builder.add("Encounter", {"status": "in-progress", "class": {"system": V3, "code": "IMP"},
@@ -88,7 +88,7 @@ def hospital_bundle(serial: int, run: str, number_from: int) -> dict[str, Any]:
     builder.add("CarePlan", {"status": "active", "intent": "plan", "period": {"start": NOW}})
     builder.add("Flag", {"status": "active", "code": {"text": "Falls"}, "period": {"start": NOW}})
     bundle = builder.bundle()
-    bundle["id"] = f"{run}-h-{serial}"
+    bundle["id"] = f"{run}-h-{number_from}-{serial}"
     return bundle
 
 
