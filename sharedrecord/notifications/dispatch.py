@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from sharedrecord.access import notification_recipients, notification_shown_as
-from sharedrecord.models import Entry
+from sharedrecord.models import Entry, Organisation
 from sharedrecord.notifications.models import (
     Delivery,
     Event,
@@ -26,7 +26,9 @@ from sharedrecord.notifications.models import (
 logger = logging.getLogger(__name__)
 
 DISPATCH_LOCK = (7403, 0)
-DISPATCH_BATCH = 200
+# Small batches: a batch's deliveries are queued only when it commits, so a big one
+# held every notification in it back for the time the whole batch took.
+DISPATCH_BATCH = 20
 
 
 def notification_events_dispatch() -> int:
@@ -67,14 +69,21 @@ def notification_events_dispatch() -> int:
             if not events:
                 return total
             touched: set[int] = set()
+            # A person's events of one message share their recipients: asked once.
+            recipients: dict[tuple[int, int], dict[Organisation, list[str]]] = {}
             for event in events:
-                touched |= _dispatch_one(event)
+                key = (event.patient_id, event.source_org_id)
+                if key not in recipients:
+                    recipients[key] = notification_recipients(
+                        patient=event.patient, source_org=event.source_org
+                    )
+                touched |= _dispatch_one(event, recipients[key])
             Event.objects.filter(pk__in=[e.pk for e in events]).update(dispatched_at=timezone.now())
             transaction.on_commit(partial(_queue_sending, sorted(touched)))
         total += len(events)
 
 
-def _dispatch_one(event: Event) -> set[int]:
+def _dispatch_one(event: Event, told: dict[Organisation, list[str]]) -> set[int]:
     now = timezone.now()
     entry_id = (
         Entry.objects.filter(
@@ -88,7 +97,6 @@ def _dispatch_one(event: Event) -> set[int]:
     )
     if entry_id is None:
         return set()
-    told = notification_recipients(patient=event.patient, source_org=event.source_org)
     if not told:
         return set()
     Notice.objects.bulk_create(
