@@ -47,6 +47,10 @@ class AuditAction(models.TextChoices):
     AUDIT_EXPORT = "audit-export", "Exported the audit trail"
     AUDIT_REVIEW = "audit-review", "Reviewed an access"
     SUBJECT_ACCESS_REPORT = "subject-access-report", "Produced a subject access report"
+    # Notifications (issue #24): what was sent to whom, and who looked at the list.
+    NOTIFICATION_SENT = "notification-sent", "Sent a notification to a partner system"
+    NOTIFICATIONS_VIEW = "notifications-view", "Viewed the notifications list"
+    SUBSCRIPTION_CHANGE = "subscription-change", "Subscription made or changed"
 
 
 class AuditOutcome(models.TextChoices):

@@ -37,6 +37,9 @@ Every other "who may" lives here too, one function per rule:
 11. Who may decide parked feed items, and whose (data_quality_scope_for).
 12. Who signs in through single sign-on, as what (sso_role_for, sso_profile_refusal), and
     which sign-in assurance reads a record (assurance_level_of, assurance_may_read).
+13. Who is told of an event about a person (notification_recipients), and
+    what each subscriber or member of staff is told of it
+    (notification_shown_as): the item, "a new restricted item", or nothing.
 """
 
 from __future__ import annotations
@@ -305,6 +308,13 @@ def relationships_of(*, viewer: User, patient: Patient) -> list[Relationship]:
     organisation = viewer.organisation
     if organisation is None:
         return []
+    return organisation_relationships(organisation=organisation, patient=patient)
+
+
+def organisation_relationships(
+    *, organisation: Organisation, patient: Patient
+) -> list[Relationship]:
+    """relationships_of for an organisation: what its staff and its systems are shown alike."""
     found: list[Relationship] = []
     if (
         organisation.kind == OrganisationKind.GP_PRACTICE
@@ -782,3 +792,84 @@ def optin_shown_to_partner(*, partner_ods: str, removed_from: Collection[str]) -
     partner that never sent anything about the person learns nothing of them.
     """
     return partner_ods in removed_from
+
+
+# ------------------------------------------------------------------ who is told of an event
+
+
+def notification_recipients(
+    *, patient: Patient, source_org: Organisation
+) -> dict[Organisation, list[str]]:
+    """The organisations told of an event about this person, with the relationships why.
+
+    1. The person's registered GP practice, always (the authoritative
+       registration, registration_asserted), as "registered".
+    2. Any other organisation only where the feeds show a relationship
+       (organisation_relationships: an encounter or open episode, a
+       referral made or addressed to it, a care team or care plan of its own).
+    3. Only organisations whose data sharing agreement is active.
+    4. Never the organisation whose feed the event came from: it knows.
+    """
+    candidates = set(
+        Entry.objects.filter(patient=patient, resource_type__in=RELATIONSHIP_CANDIDATE_TYPES)
+        .values_list("source_org_id", flat=True)
+        .distinct()
+    )
+    performers = {
+        str(performer.get("identifier", {}).get("value", "")).upper()
+        for resource in Entry.objects.filter(
+            patient=patient, resource_type="ServiceRequest"
+        ).values_list("resource", flat=True)
+        for performer in (resource.get("performer") or [])
+        if isinstance(performer, dict) and isinstance(performer.get("identifier"), dict)
+    } - {""}
+    named = Q(pk__in=candidates) | Q(ods_code__in=performers)
+    if patient.registered_gp_ods:
+        named |= Q(ods_code=patient.registered_gp_ods, kind=OrganisationKind.GP_PRACTICE)
+    told: dict[Organisation, list[str]] = {}
+    for organisation in Organisation.objects.with_active_agreement().filter(named):
+        if organisation.pk == source_org.pk:
+            continue
+        found = organisation_relationships(organisation=organisation, patient=patient)
+        if found:
+            told[organisation] = sorted({r.kind for r in found})
+    return told
+
+
+RELATIONSHIP_CANDIDATE_TYPES = (*RELATIONSHIP_TYPES, *ACTIVE_CARE_TYPES)
+
+
+def notification_shown_as(
+    *, viewer: User, patient: Patient, entry_id: int, relationships: Collection[str]
+) -> str:
+    """What one subscriber or member of staff is told of an event's entry, by the access policy.
+
+    "item" when the viewer's policy (its role, under the routine basis, with
+    the relationships the feeds show) shows the entry; "restricted" when the
+    entry is in a section the viewer sees but is withheld for sensitivity
+    (told only that there is a new restricted item, nothing of it); "" when
+    the viewer may not see that section, or reads no records at all.
+    """
+    shown = notifications_shown_as(
+        viewer=viewer, patient=patient, entry_ids=[entry_id], relationships=relationships
+    )
+    return shown.get(entry_id, "")
+
+
+def notifications_shown_as(
+    *, viewer: User, patient: Patient, entry_ids: Collection[int], relationships: Collection[str]
+) -> dict[int, str]:
+    """notification_shown_as for several entries of one person: two queries, however many."""
+    policy = view_policy_for(
+        viewer=viewer, basis_kind=basis_kind_routine(), relationships=relationships
+    )
+    if not policy.sections or not entry_ids:
+        return {}
+    visible = entries_visible(patient=patient, policy=policy)
+    wanted = sorted(entry_ids)
+    shown = {
+        pk: "item" for pk in visible.entries.filter(pk__in=wanted).values_list("pk", flat=True)
+    }
+    for pk in visible.hidden.filter(pk__in=wanted).values_list("pk", flat=True):
+        shown.setdefault(pk, "restricted")
+    return shown

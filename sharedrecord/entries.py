@@ -29,6 +29,7 @@ from sharedrecord.models import (
     Patient,
     SourceKey,
 )
+from sharedrecord.notifications.events import events_derive, events_write
 
 
 class UpsertResult(enum.StrEnum):
@@ -203,6 +204,9 @@ def entries_upsert(
     4. COPY the new entries in; update the changed ones (and the version stamps
        of unchanged content sent at a newer version) in one pipelined batch each.
        Step 2 locked every key, so nothing else can insert these entries meanwhile.
+    5. Write the events the created and changed entries are (admission,
+       result, ...: sharedrecord.notifications.events), one statement, only
+       when there are any.
     """
     now = timezone.now()
     latest = {(item.resource_type, item.source_id): i for i, item in enumerate(items)}
@@ -273,7 +277,20 @@ def entries_upsert(
             cursor.executemany(_UPDATE_ENTRY, to_update)
         if to_stamp:
             cursor.executemany(_STAMP_ENTRY, to_stamp)
+        changed = [items[i] for i in latest.values() if results[i] in _CHANGED]
+        if changed:
+            # Step 5: the facts among what was stored (notifications), in the same transaction.
+            events_write(
+                cursor,
+                patient_id=patient.pk,
+                source_org_id=source_org.pk,
+                events=events_derive(changed, items),
+                now=now,
+            )
     return results
+
+
+_CHANGED = (UpsertResult.CREATED, UpsertResult.UPDATED)
 
 
 def _take_from_others(

@@ -281,6 +281,14 @@ def _text(patient: Patient, entry_id: int, policy: ViewPolicy) -> str:
     return str(text)
 
 
+def entry_served_text(patient: Patient, entry_id: int, policy: ViewPolicy) -> str:
+    """One entry as the read API serves it under a policy (for a notification's full resource).
+
+    The caller has asked the access policy that the entry is shown, and audits the disclosure.
+    """
+    return _text(patient, entry_id, policy)
+
+
 # One page, in one statement: the keyset read (the caller's query, with the
 # policy in its WHERE clause, served in order from entry_api_paging), then,
 # for the page's rows, their Bundle entries joined into one text, the ids the

@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "oauth2_provider",
     "audit",
     "sharedrecord",
+    "sharedrecord.notifications",
     "optout",
     "ingestion",
 ]
@@ -352,7 +353,20 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "maintenance.audit_verify",
         "schedule": env_int("AUDIT_VERIFY_SECONDS", default=6 * 3600),
     },
+    "notifications-sweep": {"task": "notifications.sweep", "schedule": 30},
 }
+
+# Notifications (sharedrecord/notifications/): facts older than this when
+# stored (an onboarding's history) are not news and derive no event.
+NOTIFY_RECENT_DAYS = env_int("NOTIFY_RECENT_DAYS", default=30)
+# Attempts per notification before it is dead-lettered, and the first retry's
+# delay (doubling each attempt, capped at NOTIFY_BACKOFF_MAX_SECONDS).
+NOTIFY_MAX_ATTEMPTS = env_int("NOTIFY_MAX_ATTEMPTS", default=8)
+NOTIFY_BACKOFF_SECONDS = env_int("NOTIFY_BACKOFF_SECONDS", default=2)
+NOTIFY_BACKOFF_MAX_SECONDS = env_int("NOTIFY_BACKOFF_MAX_SECONDS", default=900)
+NOTIFY_TIMEOUT_SECONDS = env_int("NOTIFY_TIMEOUT_SECONDS", default=10)
+# Subscription endpoints must be https; true allows http (local development, tests).
+NOTIFY_ALLOW_HTTP = env_bool("NOTIFY_ALLOW_HTTP", default=False)
 
 # Feeds: limits a partner system is told about in its 413, and the sweep.
 FEED_MAX_BYTES = env_int("FEED_MAX_BYTES", default=20 * 1024 * 1024)

@@ -65,6 +65,7 @@ urlpatterns = [
         name="record-document",
     ),
     path("optouts/", include("optout.page_urls", namespace="optout-pages")),
+    path("notifications/", include("sharedrecord.notifications.urls", namespace="notifications")),
     path("governance/", include("audit.page_urls", namespace="governance")),
     path("workbench/", include("ingestion.workbench_urls", namespace="workbench")),
     path("operations/", include("ingestion.page_urls", namespace="operations")),

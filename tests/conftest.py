@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,9 @@ from tests.services import CeleryWorker, database_url
 # Each test session consumes its own queue, so a worker from `make run` on the
 # same Redis never takes a test's task (and the reverse).
 TEST_QUEUE = f"test-{uuid.uuid4().hex[:12]}"
+# Subscriptions' receivers in the tests are plain http on localhost (production: https only);
+# set before the settings load, so the worker process inherits it too.
+os.environ.setdefault("NOTIFY_ALLOW_HTTP", "true")
 celery_app.conf.task_default_queue = TEST_QUEUE
 
 # ------------------------------------------------------------------ the slow step (STYLE.md 13)

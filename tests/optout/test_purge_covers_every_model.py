@@ -25,10 +25,14 @@ from sharedrecord.models import (
     ApiAuthorization,
     BasisKind,
     Entry,
+    Organisation,
     Patient,
     SourceKey,
+    User,
 )
-from tests.factories import feed, make_credential, next_nhs_number, small_bundle
+from sharedrecord.notifications.models import Delivery, Event, Notice, Subscription
+from tests.factories import feed, make_credential, next_nhs_number, partner, small_bundle
+from tests.notifications.feeds import builder, encounter
 
 pytestmark = pytest.mark.django_db
 
@@ -44,6 +48,9 @@ HOLDS_PERSONAL_DATA: dict[str, Callable[[str], QuerySet[Model]]] = {
     "ingestion.MatchQueueItem": lambda n: MatchQueueItem.objects.filter(
         Q(nhs_number_sent=n) | Q(resource__icontains=n)
     ),
+    "notifications.Event": lambda n: Event.objects.filter(patient__nhs_number=n),
+    "notifications.Notice": lambda n: Notice.objects.filter(patient__nhs_number=n),
+    "notifications.Delivery": lambda n: Delivery.objects.filter(patient__nhs_number=n),
     "ingestion.FeedMessage": lambda n: FeedMessage.objects.filter(
         pk__in=[m.pk for m in FeedMessage.objects.all() if n.encode() in bytes(m.payload)]
     ),
@@ -68,8 +75,10 @@ HOLDS_NONE_TO_PURGE = {
     "ingestion.ParkedDigest": "an organisation's daily counts of parked entries by reason: no person",
     "sharedrecord.IdentityOperation": "the two NHS numbers a merge or link joined, kept so the "
     "opt-out goes on blocking both; the opt-out clears what it kept of the people",
+    "notifications.NoticeLook": "when a member of staff last looked at their list: no person",
+    "notifications.Subscription": "a partner system's subscription to a topic: no person",
 }
-OUR_APPS = {"sharedrecord", "ingestion", "optout", "audit"}
+OUR_APPS = {"sharedrecord", "ingestion", "optout", "audit", "notifications"}
 
 
 def test_every_model_is_classified() -> None:
@@ -98,6 +107,7 @@ def test_after_an_opt_out_no_model_holds_the_persons_data(practice, practice_gp)
         code_hash="0" * 64, auth_hash="x", scope="launch/patient patient/*.read",
         authorized_at=timezone.now(), patient=Patient.objects.get(nhs_number=number),
     )  # fmt: skip
+    _told_of_an_admission(number, practice, practice_gp)
     for label, rows in HOLDS_PERSONAL_DATA.items():
         assert rows(number).exists(), f"the test set-up left {label} empty"
 
@@ -108,3 +118,20 @@ def test_after_an_opt_out_no_model_holds_the_persons_data(practice, practice_gp)
 
     left = {label: rows(number).count() for label, rows in HOLDS_PERSONAL_DATA.items()}
     assert left == dict.fromkeys(HOLDS_PERSONAL_DATA, 0)
+
+
+def _told_of_an_admission(number: str, practice: Organisation, practice_gp: User) -> None:
+    """A hospital's admission of the person, the practice told of it in-app and by its system."""
+    hospital = builder(number, "ZAC01", "adm").add("Encounter", encounter("IMP", "in-progress"))
+    feed(make_credential(partner("ZAC01"))[0], hospital.bundle())
+    event = Event.objects.get(patient__nhs_number=number, kind="admission")
+    now = timezone.now()
+    Notice.objects.create(event=event, patient=event.patient, organisation=practice,
+                          relationships=["registered"], created_at=now)  # fmt: skip
+    subscription = Subscription.objects.create(
+        owner=practice_gp, organisation=practice, client_id="test", kind="admission",
+        endpoint="https://receiver.example/hook", content="id-only", secret="s" * 64,
+        status="active", created_at=now,
+    )  # fmt: skip
+    Delivery.objects.create(subscription=subscription, event=event, patient=event.patient,
+                            event_number=1, next_attempt_at=now, created_at=now)  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import uuid
 from typing import Any
 from urllib.parse import urlencode
 
@@ -427,6 +428,16 @@ def test_metadata_tells_the_truth(client: Client) -> None:
 
 # Public by the FHIR and SMART standards, and holding no personal data.
 PUBLIC_FHIR_ROUTES = {"metadata", "smart-configuration"}
+# Partner systems' subscriptions (notifications): each needs a token (checked below);
+# what they return and audit is tests/notifications/test_subscription_api.py's.
+SUBSCRIPTION_ROUTES = {
+    "topic-search": "SubscriptionTopic",
+    "topic-read": "SubscriptionTopic/admission",
+    "subscription-create": "Subscription",
+    "subscription-read": f"Subscription/{uuid.uuid4()}",
+    "subscription-status": f"Subscription/{uuid.uuid4()}/$status",
+    "subscription-events": f"Subscription/{uuid.uuid4()}/$events",
+}
 
 
 def test_every_api_route_needs_a_token_and_audits_what_it_returns(
@@ -446,7 +457,9 @@ def test_every_api_route_needs_a_token_and_audits_what_it_returns(
         "entry-read": (f"Observation/{entry.public_id}", {}),
     }
     routes = {r.name for r in walk() if r.path.startswith("/fhir/R4/")}
-    assert routes == set(requests) | PUBLIC_FHIR_ROUTES
+    assert routes == set(requests) | PUBLIC_FHIR_ROUTES | set(SUBSCRIPTION_ROUTES)
+    for name, path in SUBSCRIPTION_ROUTES.items():
+        assert client.get(f"/fhir/R4/{path}").status_code == 401, name
     for name, (path, params) in requests.items():
         call = _caller(client, path, params, post=name == "patient-post-search")
         assert call().status_code == 401, name

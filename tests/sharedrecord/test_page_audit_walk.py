@@ -90,6 +90,8 @@ ADMIN_MODELS_WITHOUT_PERSONAL_DATA = {
     "/admin/oauth2_provider/refreshtoken/": "OAuth2 refresh tokens",
     "/admin/sharedrecord/organisation/": "organisations",
     "/admin/sharedrecord/user/": "staff accounts",
+    "/admin/notifications/subscription/": "partner systems' subscriptions (secret excluded)",
+    "/admin/notifications/delivery/": "delivery states and event numbers; the person excluded",
 }
 # The parked items' list shows no personal data; every other route of it does.
 MATCH_QUEUE_LIST = "/admin/ingestion/matchqueueitem/"
@@ -176,6 +178,7 @@ PERSONAL: dict[str, Callable[[Scene], list[Visit]]] = {
     f"/optouts/{UUID}/opt-in": lambda s: [
         (s.practice, f"/optouts/{s.optout}/opt-in", s.optout_number)
     ],
+    "/notifications/": lambda s: [(s.gp, "/notifications/", "")],
     "/governance/events": _governance("/governance/events"),
     "/governance/events.csv": _governance("/governance/events.csv"),
     "/governance/subject-access": _governance("/governance/subject-access"),

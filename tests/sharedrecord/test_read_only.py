@@ -90,6 +90,13 @@ ROUTES = {
     "/fhir/R4/Patient/x": "Patient read: every write answers 405",
     "/fhir/R4/x": "type search: every write answers 405",
     "/fhir/R4/x/x": "resource read: every write answers 405",
+    "/fhir/R4/SubscriptionTopic": "the notification topics: read-only",
+    "/fhir/R4/SubscriptionTopic/x": "one notification topic: read-only",
+    "/fhir/R4/Subscription": "a partner system's subscriptions (notifications, not the record)",
+    "/fhir/R4/Subscription/x": "one subscription: read-only",
+    "/fhir/R4/Subscription/x/$status": "a subscription's status: read-only",
+    "/fhir/R4/Subscription/x/$events": "a subscription's past notifications: writes only audit",
+    "/notifications/": "the in-app notifications list: writes only audit and the last look",
     "/o/authorize/": "OAuth2 authorisation for the read API",
     "/o/token/": "OAuth2 tokens for the read API",
     "/o/revoke_token/": "OAuth2 token revocation",
@@ -122,6 +129,8 @@ ADMIN_MODELS = {
     "/admin/oauth2_provider/refreshtoken/": "OAuth2 refresh tokens",
     "/admin/sharedrecord/organisation/": "organisations and their data sharing agreements",
     "/admin/sharedrecord/user/": "staff accounts",
+    "/admin/notifications/subscription/": "partner systems' subscriptions (read-only)",
+    "/admin/notifications/delivery/": "notification deliveries (read-only; dead letters replayed)",
 }
 
 

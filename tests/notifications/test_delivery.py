@@ -1,0 +1,128 @@
+"""Sending to a real receiver on localhost: dead letters and replay, order per person, handshakes
+and heartbeats (the sender called here; test_subscriptions_e2e.py runs it in a real worker)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from oauth2_provider.models import Application
+
+from audit.trail import AuditActor
+from sharedrecord.clients import api_client_register
+from sharedrecord.models import User
+from sharedrecord.notifications.delivery import (
+    delivery_replay,
+    signature,
+    subscription_deliver,
+    subscription_handshake,
+    subscription_heartbeat,
+)
+from sharedrecord.notifications.dispatch import notification_events_dispatch
+from sharedrecord.notifications.models import Delivery, Subscription
+from tests.factories import feed, make_credential, next_nhs_number, partner
+from tests.notifications.feeds import builder, encounter
+from tests.notifications.receiver import Receiver
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver().start()
+    yield running
+    running.stop()
+
+
+def make_subscription(receiver: Receiver, status: str = "active", **fields: Any) -> Subscription:
+    """An active subscription of the practice's partner system (its service account)."""
+    issued = api_client_register(name="GP system", grant="client-credentials",
+                                 organisation=partner("Z81001"), role="gp")  # fmt: skip
+    owner = User.objects.select_related("organisation").get(
+        pk=Application.objects.get(client_id=issued.client_id).user_id
+    )
+    assert owner.organisation is not None
+    return Subscription.objects.create(
+        owner=owner, organisation=owner.organisation, client_id=issued.client_id,
+        kind="admission", endpoint=receiver.url, content="id-only", secret="s" * 64,
+        status=status, created_at=timezone.now(), **fields,
+    )  # fmt: skip
+
+
+def two_admissions(number: str) -> None:
+    feed(make_credential(partner("Z81001"))[0], builder(number, "Z81001", "g1").bundle())
+    hospital = builder(number, "ZAC01", "a1")
+    hospital.add("Encounter", encounter("IMP", "in-progress"))
+    hospital.add("Encounter", encounter("IMP", "in-progress"))
+    feed(make_credential(partner("ZAC01"))[0], hospital.bundle())
+    notification_events_dispatch()
+
+
+def test_a_failing_notification_is_dead_lettered_then_replayed(
+    receiver: Receiver, settings: Any
+) -> None:
+    settings.NOTIFY_MAX_ATTEMPTS, settings.NOTIFY_BACKOFF_SECONDS = 2, 0
+    subscription = make_subscription(receiver)
+    two_admissions(next_nhs_number())
+    receiver.failing = 100
+    for _ in range(3):  # the first twice; then the person's second, which waited, twice
+        subscription_deliver(subscription_id=subscription.pk)
+    states = list(Delivery.objects.order_by("event_number").values_list("state", "last_error"))
+    assert states == [("dead", "http-503"), ("dead", "http-503")]
+    receiver.failing = 0
+    dead = list(Delivery.objects.order_by("event_number").values_list("pk", flat=True))
+    assert delivery_replay(delivery_ids=dead, actor=AuditActor.system("test")) == [subscription.pk]
+    subscription_deliver(subscription_id=subscription.pk)
+    assert [r.events[0]["number"] for r in receiver.of_type("event-notification")] == [1, 2]
+    assert set(Delivery.objects.values_list("state", flat=True)) == {"sent"}
+
+
+def test_a_persons_later_notification_waits_behind_a_failed_one(
+    receiver: Receiver, settings: Any
+) -> None:
+    settings.NOTIFY_BACKOFF_SECONDS = 60
+    subscription = make_subscription(receiver)
+    two_admissions(next_nhs_number())
+    receiver.failing = 1
+    retry_at = subscription_deliver(subscription_id=subscription.pk)
+    assert retry_at is not None
+    assert retry_at > timezone.now()
+    assert receiver.received == []
+    assert list(Delivery.objects.order_by("event_number").values_list("state", flat=True)) == [
+        "pending", "pending",
+    ]  # fmt: skip
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    subscription_deliver(subscription_id=subscription.pk)
+    assert [r.events[0]["number"] for r in receiver.of_type("event-notification")] == [1, 2]
+
+
+def test_every_notification_is_signed_with_the_subscriptions_secret(receiver: Receiver) -> None:
+    subscription = make_subscription(receiver)
+    two_admissions(next_nhs_number())
+    subscription_deliver(subscription_id=subscription.pk)
+    for received in receiver.received:
+        assert received.headers["X-Signature-SHA256"] == signature("s" * 64, received.body)
+        assert received.headers["X-Subscription-Id"] == str(subscription.public_id)
+
+
+def test_the_handshake_makes_a_subscription_active_or_an_error(receiver: Receiver) -> None:
+    accepted = make_subscription(receiver, status="requested")
+    assert subscription_handshake(subscription_id=accepted.pk) == "active"
+    assert receiver.of_type("handshake")[0].status["status"] == "requested"
+    receiver.failing = 1
+    refused = make_subscription(receiver, status="requested")
+    assert subscription_handshake(subscription_id=refused.pk) == "error"
+    refused.refresh_from_db()
+    assert refused.error == "http-503"
+
+
+def test_a_quiet_subscription_gets_a_heartbeat(receiver: Receiver) -> None:
+    quiet = make_subscription(receiver, heartbeat_seconds=60,
+                              last_sent_at=timezone.now() - datetime.timedelta(minutes=5))  # fmt: skip
+    assert subscription_heartbeat(subscription_id=quiet.pk)
+    assert len(receiver.of_type("heartbeat")) == 1
+    # Within its period, no second one.
+    assert not subscription_heartbeat(subscription_id=quiet.pk)
