@@ -57,6 +57,14 @@ NOTIFIER = "notifications"
 BATCH = 100
 
 
+def deliveries_pending() -> dict[str, int]:
+    """What waits to be sent, by channel, for the metrics (sharedrecord_notifications_pending).
+
+    Only rest-hook is a channel that waits: the staff list is read, not sent.
+    """
+    return {"rest-hook": Delivery.objects.filter(state=DeliveryState.PENDING).count()}
+
+
 def signature(secret: str, body: bytes) -> str:
     """The hex HMAC-SHA256 of a body under a subscription's secret (the signature header)."""
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

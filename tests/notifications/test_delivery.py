@@ -13,8 +13,10 @@ from oauth2_provider.models import Application
 
 from audit.trail import AuditActor
 from sharedrecord.clients import api_client_register
+from sharedrecord.metrics import _pending_counters
 from sharedrecord.models import User
 from sharedrecord.notifications.delivery import (
+    deliveries_pending,
     delivery_replay,
     signature,
     subscription_deliver,
@@ -97,6 +99,22 @@ def test_a_persons_later_notification_waits_behind_a_failed_one(
     Delivery.objects.update(next_attempt_at=timezone.now())
     subscription_deliver(subscription_id=subscription.pk)
     assert [r.events[0]["number"] for r in receiver.of_type("event-notification")] == [1, 2]
+
+
+def test_the_metrics_count_notifications_waiting_to_be_sent(
+    receiver: Receiver, settings: Any
+) -> None:
+    settings.NOTIFY_BACKOFF_SECONDS = 60
+    subscription = make_subscription(receiver)
+    two_admissions(next_nhs_number())
+    assert deliveries_pending() == {"rest-hook": 2}
+    receiver.failing = 1
+    subscription_deliver(subscription_id=subscription.pk)
+    assert deliveries_pending() == {"rest-hook": 2}  # waiting behind the retry
+    Delivery.objects.update(next_attempt_at=timezone.now())
+    subscription_deliver(subscription_id=subscription.pk)
+    assert deliveries_pending() == {"rest-hook": 0}
+    assert deliveries_pending in _pending_counters  # what GET /metrics reports
 
 
 def test_every_notification_is_signed_with_the_subscriptions_secret(receiver: Receiver) -> None:
