@@ -46,6 +46,8 @@ class AuditAction(models.TextChoices):
     AUDIT_EXPORT = "audit-export", "Exported the audit trail"
     AUDIT_REVIEW = "audit-review", "Reviewed an access"
     SUBJECT_ACCESS_REPORT = "subject-access-report", "Produced a subject access report"
+    # Issue 25: one event per source asked live for a record (nothing it answers is stored).
+    LIVE_PULL = "live-pull", "Asked a source system live"
 
 
 class AuditOutcome(models.TextChoices):

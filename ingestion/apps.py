@@ -13,3 +13,9 @@ class IngestionConfig(AppConfig):
         from optout.services import optout_purger_register
 
         optout_purger_register(personal_data_purge)
+        # The pages and the read API ask the pull sources through sharedrecord.live,
+        # which may not import ingestion either.
+        from ingestion.pulling import record_pull
+        from sharedrecord.live import live_puller_register
+
+        live_puller_register(record_pull)

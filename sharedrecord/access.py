@@ -34,6 +34,9 @@ Every other "who may" lives here too, one function per rule:
    people (optout_practice_may_record), and who records objections for the
    programme (optout_objections_office_for).
 10. Whose feeds may be taken (organisation_may_send_feeds).
+11. Which sources are asked live for a record (pull_sources_for), and which
+    of the items they answer with a viewer sees (pulled_item_visible: the
+    same sections and sensitivity rules as rules 3 and 4).
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ from sharedrecord.models import (
     OrganisationKind,
     OverrideReason,
     Patient,
+    PullMode,
+    PullSource,
     RecordSection,
     StaffRole,
     User,
@@ -537,12 +542,17 @@ def entries_visible(
 
 def entry_is_sensitive(entry: Entry) -> bool:
     """True for an item shown under a right to see restricted items (the page marks it)."""
+    return entry_sensitivity_flag(sensitivity=entry.sensitivity, codes=entry.codes)
+
+
+def entry_sensitivity_flag(*, sensitivity: Collection[str], codes: Collection[str]) -> bool:
+    """True for labels or codes that make an item restricted or very restricted."""
     rules = policy_table().sensitivity
-    labels = set(entry.sensitivity)
+    labels = set(sensitivity)
     return bool(
         labels & rules.restricted_labels
         or labels & rules.very_restricted_labels
-        or rules.sensitive_codes.intersection(entry.codes)
+        or rules.sensitive_codes.intersection(codes)
     )
 
 
@@ -643,3 +653,53 @@ def optin_shown_to_partner(*, partner_ods: str, removed_from: Collection[str]) -
     partner that never sent anything about the person learns nothing of them.
     """
     return partner_ods in removed_from
+
+
+# ------------------------------------------------------------------ live pull (issue 25)
+
+
+def pull_sources_for(viewer: User) -> QuerySet[PullSource]:
+    """The sources asked live when this viewer opens a record (rule 11).
+
+    Only active sources that answer pulls (not push-only), of organisations
+    whose data sharing agreement is active today, and only for a viewer who
+    may read records at all.
+    """
+    if not viewer_may_search(viewer):
+        return PullSource.objects.none()
+    active = Organisation.objects.with_active_agreement()
+    return (
+        PullSource.objects.filter(active=True, organisation__in=active)
+        .exclude(mode=PullMode.PUSH_ONLY)
+        .select_related("organisation")
+        .order_by("organisation__name")
+    )
+
+
+def pulled_item_visible(
+    *,
+    policy: ViewPolicy,
+    source_org_id: int,
+    section: str,
+    sensitivity: Collection[str],
+    codes: Collection[str],
+) -> bool:
+    """Whether one item a source answered with live is shown under this policy (rule 11).
+
+    The same rules as entries_visible, for an item that is never stored:
+    a section the viewer's role sees; very restricted items never (except
+    the viewer's own organisation's); restricted items only under a right
+    to see them. A source's copy of the person's demographics is not shown.
+    """
+    rules = policy_table().sensitivity
+    own = source_org_id == policy.organisation_id
+    labels = set(sensitivity)
+    very_restricted = bool(labels & rules.very_restricted_labels)
+    restricted = bool(labels & rules.restricted_labels or rules.sensitive_codes.intersection(codes))
+    if section == RecordSection.DEMOGRAPHICS or section not in policy.sections:
+        return False
+    if own:
+        return True
+    if very_restricted:
+        return False
+    return not restricted or policy.restricted_visible

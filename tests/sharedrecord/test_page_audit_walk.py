@@ -76,6 +76,7 @@ ADMIN_MODELS_WITHOUT_PERSONAL_DATA = {
     "/admin/oauth2_provider/idtoken/": "OAuth2 id tokens",
     "/admin/oauth2_provider/refreshtoken/": "OAuth2 refresh tokens",
     "/admin/sharedrecord/organisation/": "organisations",
+    "/admin/sharedrecord/pullsource/": "pull sources: endpoints and the names of secrets",
     "/admin/sharedrecord/user/": "staff accounts",
 }
 # The parked items' list shows no personal data; every other route of it does.
