@@ -676,6 +676,17 @@ def pull_sources_for(viewer: User) -> QuerySet[PullSource]:
     )
 
 
+def organisation_is_pull_only(organisation: Organisation) -> bool:
+    """Whether the organisation takes part only by being asked live: its feeds are refused.
+
+    A pull-only deployment stores nothing of its care (issue 25), so a feed
+    from it is refused at the door rather than quietly kept.
+    """
+    return PullSource.objects.filter(
+        organisation=organisation, mode=PullMode.PULL_ONLY, active=True
+    ).exists()
+
+
 def pulled_item_visible(
     *,
     policy: ViewPolicy,

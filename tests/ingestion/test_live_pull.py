@@ -368,3 +368,68 @@ def test_a_partner_system_reading_for_its_user_is_audited_with_that_user(
     }
     # A partner system's read is not passed on to this platform's own pull sources.
     assert source.state.requests == []
+
+
+# ------------------------------------------------------------------ SharetoCare: explicit consent, pull-only
+
+
+def test_a_pull_only_organisations_feeds_are_refused(client: Client) -> None:
+    from ingestion.models import FeedMessage
+    from tests.factories import gp_bundle, make_credential, next_nhs_number
+    from tests.ingestion.conftest import FeedClient
+
+    organisation = make_organisation()
+    pull_source_register(
+        organisation=organisation, base_url="https://epr.example/fhir", token_url="https://epr.example/token",
+        client_id="c", secret_name=SECRET_NAME, mode=PullMode.PULL_ONLY,
+    )  # fmt: skip
+    _, token = make_credential(organisation)
+    response = FeedClient(client, token).post(gp_bundle(next_nhs_number()))
+    assert response.status_code == 403
+    assert [i["details"]["coding"][0]["code"] for i in response.json()["issue"]] == ["pull-only"]
+    assert FeedMessage.objects.count() == 0
+
+
+def test_explicit_consent_with_pull_only_sources_asks_each_visit_stores_nothing_and_tells_the_gp(
+    client: Client,
+    treating_clinician: Any,
+    person: Patient,
+    source: PullSourceServer,
+    settings: Any,
+) -> None:
+    """SharetoCare end to end: permission now, collected live, nothing kept, the GP sees every access."""
+    from sharedrecord.models import AccessBasis, BasisKind
+    from tests.factories import main_html, make_officer
+
+    settings.CONSENT_MODEL = "explicit"
+    # The person's own practice and the hospital are both pull-only sources.
+    gp_practice = partner("Z81001")
+    pull_source_register(
+        organisation=gp_practice, base_url=source.fhir, token_url=source.token_url,
+        client_id="pull-client", secret_name=SECRET_NAME, mode=PullMode.PULL_ONLY,
+        resource_types=["AllergyIntolerance", "Condition"],
+    )  # fmt: skip
+    signed_in(client, treating_clinician)
+    basis_page = main_html(client.get(f"/access/{person.public_id}/"))
+    assert "The person has given me permission to view their shared care record now" in basis_page
+    assert source.state.requests == []  # nothing is asked before permission
+    assert confirm_basis(client, person, CLAIM).status_code == 302
+    assert AccessBasis.objects.get(user=treating_clinician).kind == BasisKind.CONSENT
+    before = _row_counts()
+    page = client.get(f"/record/{person.public_id}/").content.decode()
+    assert "Riverside Medical Practice" in page
+    assert "Allergy to penicillin" in page
+    assert _row_counts() == before  # collected live, nothing stored
+    assert not Entry.objects.exists()
+    # The next visit (another session) asks for permission again.
+    again = signed_in(Client(), treating_clinician).get(f"/record/{person.public_id}/")
+    assert again.status_code == 302
+    assert again["Location"] == f"/access/{person.public_id}/"
+    # The practice's privacy officer sees the access and the live pull in its record holder view.
+    officer = signed_in(Client(), make_officer("Z81001", "gp-practice"))
+    results = officer.get("/api/v1/audit/events", {"nhs_number": person.nhs_number}).json()[
+        "results"
+    ]
+    actions = {(r["action"], r["actor_name"]) for r in results}
+    assert ("live-pull", treating_clinician.username) in actions
+    assert ("record-view", treating_clinician.username) in actions
