@@ -34,6 +34,7 @@ class SourceState:
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # Patient id -> items
     delay: float = 0.0
     fail: bool = False
+    duplicate: bool = False  # set: two people answer to the NHS number
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     tokens_issued: int = 0
 
@@ -80,7 +81,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             nhs_number = form.get("identifier", "").partition("|")[2]
             found = state.people.get(nhs_number)
-            self._send(200, _searchset([found] if found else []))
+            people = [found, {**found, "id": f"{found['id']}-twin"}] if found else []
+            self._send(200, _searchset(people if state.duplicate else people[:1]))
         else:
             self._send(404, {"resourceType": "OperationOutcome"})
 

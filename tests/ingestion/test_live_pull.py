@@ -433,3 +433,16 @@ def test_explicit_consent_with_pull_only_sources_asks_each_visit_stores_nothing_
     actions = {(r["action"], r["actor_name"]) for r in results}
     assert ("live-pull", treating_clinician.username) in actions
     assert ("record-view", treating_clinician.username) in actions
+
+
+def test_it_never_guesses_between_two_people_a_source_holds(
+    client: Client, registered_gp: Any, person: Patient, source: PullSourceServer
+) -> None:
+    _register(source, name="Twinford Hospital")
+    source.state.duplicate = True
+    page = _open(client, registered_gp, person)
+    assert "It holds more than one person with this NHS number." in page
+    assert "Allergy to penicillin" not in page
+    assert not [p for _, p, _ in source.state.requests if "$everything" in p]
+    [event] = _pulls(registered_gp)
+    assert event.detail["answer"] == "ambiguous"
