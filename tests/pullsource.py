@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import threading
 import time
 import urllib.parse
@@ -124,6 +125,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     state: SourceState
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A caller that gave up on a slow answer closes the connection: expected, not news.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
