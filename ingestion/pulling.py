@@ -22,6 +22,7 @@ Nothing is written but the audit events: no entry, no cache of the answers.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -54,6 +55,7 @@ from sharedrecord.live import AnswerKind, LiveAnswer, LiveItem, LivePull
 from sharedrecord.models import Patient, PullAuth, PullSearch, PullSource, User
 from sharedrecord.search import audit_subject_of
 
+logger = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json"
 # A source's answer is read up to this many entries (pages of $everything followed).
 MAX_ENTRIES = 2000
@@ -430,6 +432,13 @@ def record_pull(
             except (SourceSilent, requests.RequestException, ValueError) as exc:
                 answers[key] = _silent_answer(call.name, call.ods, call.base_url, "error")
                 details[key] = {"answer": "error", "problem": _problem(exc)}
+                continue
+            except Exception:
+                # One source's unexpected answer must not take the whole record page down:
+                # it is logged (with the source's id, never the person) and the source named.
+                logger.exception("live pull from source %s failed unexpectedly", key)
+                answers[key] = _silent_answer(call.name, call.ods, call.base_url, "error")
+                details[key] = {"answer": "error", "problem": "unexpected"}
                 continue
             items, withheld, refused = _shown(call, parsed, policy)
             answers[key] = LiveAnswer(
