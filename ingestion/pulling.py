@@ -196,11 +196,12 @@ def _bundle_resources(
 
 
 def _ask(call: SourceCall, nhs_number: str, headers: dict[str, str]) -> tuple[str, list[Any]]:
-    """Ask one source (in a worker thread); return ("answered"|"not-found"|"ambiguous", entries).
+    """Ask one source (in a worker thread); return ("answered"|"not-found"|"ambiguous", items).
 
-    Entries are ParsedEntry values (validated like a feed's) about the person
-    the source found for this NHS number; issues with single entries are
-    counted by returning them as EntryIssue-like strings.
+    Items are ParsedEntry values (validated like a feed's) about the person the
+    source found for this NHS number, and one None for each resource refused
+    (see _parsed). A token the source no longer accepts is forgotten, so the
+    next view asks for a new one.
     """
     deadline = time.monotonic() + call.timeout
     with requests.Session() as session:
@@ -214,6 +215,9 @@ def _ask(call: SourceCall, nhs_number: str, headers: dict[str, str]) -> tuple[st
             data={"identifier": f"{NHS_NUMBER_SYSTEM}|{nhs_number}"},
             timeout=_left(deadline),
         )
+        if found.status_code == 401:
+            with _tokens_lock:
+                _tokens.pop(call.key, None)
         people = [
             r
             for r in _bundle_resources(session, found, deadline)

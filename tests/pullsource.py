@@ -38,6 +38,7 @@ class SourceState:
     duplicate: bool = False  # set: two people answer to the NHS number
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     tokens_issued: int = 0
+    token_generation: int = 0  # moved on: tokens issued before are refused (401)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -67,7 +68,8 @@ class _Handler(BaseHTTPRequestHandler):
         return {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
 
     def _authorised(self, state: SourceState) -> bool:
-        return self.headers.get("Authorization", "") == f"Bearer token-{state.client_id}"
+        expected = f"Bearer token-{state.client_id}-{state.token_generation}"
+        return self.headers.get("Authorization", "") == expected
 
     def do_POST(self) -> None:
         state = self._record()
@@ -102,7 +104,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, {"error": "invalid_client"})
             return
         state.tokens_issued += 1
-        self._send(200, {"access_token": f"token-{state.client_id}", "expires_in": 600})
+        self._send(
+            200,
+            {
+                "access_token": f"token-{state.client_id}-{state.token_generation}",
+                "expires_in": 600,
+            },
+        )
 
     def do_GET(self) -> None:
         state = self._record()

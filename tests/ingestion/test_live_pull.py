@@ -446,3 +446,14 @@ def test_it_never_guesses_between_two_people_a_source_holds(
     assert not [p for _, p, _ in source.state.requests if "$everything" in p]
     [event] = _pulls(registered_gp)
     assert event.detail["answer"] == "ambiguous"
+
+
+def test_a_token_the_source_refuses_is_forgotten_and_replaced(
+    client: Client, registered_gp: Any, person: Patient, source: PullSourceServer
+) -> None:
+    _register(source)
+    assert "Allergy to penicillin" in _open(client, registered_gp, person)
+    source.state.token_generation += 1  # the source revoked what it issued
+    assert "Livesource Hospital system did not answer" in _open(Client(), registered_gp, person)
+    assert "Allergy to penicillin" in _open(Client(), registered_gp, person)
+    assert source.state.tokens_issued == 2
