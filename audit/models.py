@@ -51,6 +51,8 @@ class AuditAction(models.TextChoices):
     NOTIFICATION_SENT = "notification-sent", "Sent a notification to a partner system"
     NOTIFICATIONS_VIEW = "notifications-view", "Viewed the notifications list"
     SUBSCRIPTION_CHANGE = "subscription-change", "Subscription made or changed"
+    # Issue 25: one event per source asked live for a record (nothing it answers is stored).
+    LIVE_PULL = "live-pull", "Asked a source system live"
 
 
 class AuditOutcome(models.TextChoices):

@@ -19,3 +19,9 @@ class IngestionConfig(AppConfig):
 
         for collector in (FeedCollector(), ParkedCollector(), FeedFreshnessCollector()):
             metrics_collector_register(collector)
+        # The pages and the read API ask the pull sources through sharedrecord.live,
+        # which may not import ingestion either.
+        from ingestion.pulling import record_pull
+        from sharedrecord.live import live_puller_register
+
+        live_puller_register(record_pull)

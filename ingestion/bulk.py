@@ -56,7 +56,7 @@ from ingestion.receiving import (
     feed_payload_check,
     json_depth,
 )
-from sharedrecord.access import organisation_may_send_feeds
+from sharedrecord.access import organisation_is_pull_only, organisation_may_send_feeds
 from sharedrecord.models import SourceKey
 from sharedrecord.organisations import organisation_feed_seen
 
@@ -408,10 +408,13 @@ def import_batch_commit(
     """
     organisation = credential.organisation
     kind = MessageKind.FHIR_NDJSON if file.kind == "ndjson" else MessageKind.FHIR_JSON
-    if not organisation_may_send_feeds(organisation):
+    pull_only = organisation_is_pull_only(organisation)
+    if not organisation_may_send_feeds(organisation) or pull_only:
         rejected = FeedRejected(
-            "agreement-inactive",
-            "The organisation has no active data sharing agreement.",
+            "pull-only" if pull_only else "agreement-inactive",
+            "The organisation is configured as pull-only."
+            if pull_only
+            else "The organisation has no active data sharing agreement.",
             status=403,
         )
         feed_message_refuse(

@@ -18,7 +18,7 @@ from ingestion.receiving import (
     feed_message_receive,
     feed_message_refuse,
 )
-from sharedrecord.access import organisation_may_send_feeds
+from sharedrecord.access import organisation_is_pull_only, organisation_may_send_feeds
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,14 @@ def hl7_message_receive(*, credential: FeedCredential, payload: bytes) -> Hl7Ans
                 ),
                 _header_of(text),
             )
+        if organisation_is_pull_only(organisation):
+            raise Hl7Rejected(
+                Hl7Problem(
+                    "MSH", 1, 4, "207",
+                    "Your organisation is configured as pull-only: it sends no feeds.",
+                ),
+                _header_of(text),
+            )  # fmt: skip
         converted = _hl7_checked(text, payload)
     except Hl7Rejected as rejected:
         return _hl7_refused(credential, rejected.header, rejected.problem)

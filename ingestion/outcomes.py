@@ -31,6 +31,7 @@ ISSUE_TYPES = {
     "unauthenticated": "login",
     "unavailable": "transient",
     "agreement-inactive": "forbidden",
+    "pull-only": "forbidden",
     "idempotency-conflict": "conflict",
     "not-found": "not-found",
     "unsupported-type": "not-supported",

@@ -28,7 +28,7 @@ from ingestion.metrics import ACCEPT_TO_QUERYABLE_SECONDS
 from ingestion.models import FeedMessage, MessageKind, MessageStatus
 from ingestion.progress import RECEIPT_COUNTS, Outcome, Progress
 from ingestion.receiving import media_of
-from sharedrecord.access import organisation_may_send_feeds
+from sharedrecord.access import organisation_is_pull_only, organisation_may_send_feeds
 from sharedrecord.organisations import organisation_feed_seen
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,10 @@ def _process_claimed(message_id: int, progress: Progress) -> str:
                 "agreement-inactive",
                 "The organisation has no active data sharing agreement.",
                 status=403,
+            )
+        if organisation_is_pull_only(organisation):
+            raise FeedRejected(
+                "pull-only", "The organisation is configured as pull-only.", status=403
             )
         if message.kind == MessageKind.FHIR_NDJSON:  # an NDJSON upload: ingestion/bulk.py
             return ndjson_message_finish(message=message, actor=actor, progress=progress)

@@ -24,7 +24,7 @@ from ingestion.credentials import feed_actor
 from ingestion.fhir.envelope import read_envelope
 from ingestion.fhir.results import Envelope, FeedRejected
 from ingestion.models import FeedCredential, FeedMessage, MessageKind
-from sharedrecord.access import organisation_may_send_feeds
+from sharedrecord.access import organisation_is_pull_only, organisation_may_send_feeds
 from sharedrecord.models import Organisation
 
 logger = logging.getLogger(__name__)
@@ -161,6 +161,13 @@ def feed_agreement_check(*, organisation: Organisation) -> None:
         raise FeedRejected(
             "agreement-inactive",
             "Your organisation has no active data sharing agreement.",
+            status=403,
+            path="",
+        )
+    if organisation_is_pull_only(organisation):
+        raise FeedRejected(
+            "pull-only",
+            "Your organisation is configured as pull-only: it is asked live, and sends no feeds.",
             status=403,
             path="",
         )

@@ -40,6 +40,9 @@ Every other "who may" lives here too, one function per rule:
 13. Who is told of an event about a person (notification_recipients), and
     what each subscriber or member of staff is told of it
     (notification_shown_as): the item, "a new restricted item", or nothing.
+14. Which sources are asked live for a record (pull_sources_for), and which
+    of the items they answer with a viewer sees (pulled_item_visible: the
+    same sections and sensitivity rules as rules 3 and 4).
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ from sharedrecord.models import (
     OrganisationKind,
     OverrideReason,
     Patient,
+    PullMode,
+    PullSource,
     RecordSection,
     StaffRole,
     User,
@@ -626,12 +631,17 @@ def entries_visible(
 
 def entry_is_sensitive(entry: Entry) -> bool:
     """True for an item shown under a right to see restricted items (the page marks it)."""
+    return entry_sensitivity_flag(sensitivity=entry.sensitivity, codes=entry.codes)
+
+
+def entry_sensitivity_flag(*, sensitivity: Collection[str], codes: Collection[str]) -> bool:
+    """True for labels or codes that make an item restricted or very restricted."""
     rules = policy_table().sensitivity
-    labels = set(entry.sensitivity)
+    labels = set(sensitivity)
     return bool(
         labels & rules.restricted_labels
         or labels & rules.very_restricted_labels
-        or rules.sensitive_codes.intersection(entry.codes)
+        or rules.sensitive_codes.intersection(codes)
     )
 
 
@@ -873,3 +883,64 @@ def notifications_shown_as(
     for pk in visible.hidden.filter(pk__in=wanted).values_list("pk", flat=True):
         shown.setdefault(pk, "restricted")
     return shown
+
+
+# ------------------------------------------------------------------ live pull (issue 25)
+
+
+def pull_sources_for(viewer: User) -> QuerySet[PullSource]:
+    """The sources asked live when this viewer opens a record (rule 14).
+
+    Only active sources that answer pulls (not push-only), of organisations
+    whose data sharing agreement is active today, and only for a viewer who
+    may read records at all.
+    """
+    if not viewer_may_search(viewer):
+        return PullSource.objects.none()
+    active = Organisation.objects.with_active_agreement()
+    return (
+        PullSource.objects.filter(active=True, organisation__in=active)
+        .exclude(mode=PullMode.PUSH_ONLY)
+        .select_related("organisation")
+        .order_by("organisation__name")
+    )
+
+
+def organisation_is_pull_only(organisation: Organisation) -> bool:
+    """Whether the organisation takes part only by being asked live: its feeds are refused.
+
+    A pull-only deployment stores nothing of its care (issue 25), so a feed
+    from it is refused at the door rather than quietly kept.
+    """
+    return PullSource.objects.filter(
+        organisation=organisation, mode=PullMode.PULL_ONLY, active=True
+    ).exists()
+
+
+def pulled_item_visible(
+    *,
+    policy: ViewPolicy,
+    source_org_id: int,
+    section: str,
+    sensitivity: Collection[str],
+    codes: Collection[str],
+) -> bool:
+    """Whether one item a source answered with live is shown under this policy (rule 14).
+
+    The same rules as entries_visible, for an item that is never stored:
+    a section the viewer's role sees; very restricted items never (except
+    the viewer's own organisation's); restricted items only under a right
+    to see them. A source's copy of the person's demographics is not shown.
+    """
+    rules = policy_table().sensitivity
+    own = source_org_id == policy.organisation_id
+    labels = set(sensitivity)
+    very_restricted = bool(labels & rules.very_restricted_labels)
+    restricted = bool(labels & rules.restricted_labels or rules.sensitive_codes.intersection(codes))
+    if section == RecordSection.DEMOGRAPHICS or section not in policy.sections:
+        return False
+    if own:
+        return True
+    if very_restricted:
+        return False
+    return not restricted or policy.restricted_visible

@@ -24,7 +24,7 @@ from audit.context import context_for
 from audit.models import AuditAction
 from audit.trail import audit_event_record
 from sharedrecord.auditing import actor_for
-from sharedrecord.models import Organisation, User
+from sharedrecord.models import Organisation, PullSource, User
 from sharedrecord.oauth.consent import api_tokens_revoke_for
 from sharedrecord.views import SignInView, SignOutView
 
@@ -126,3 +126,18 @@ class StaffAdmin(AuditedAdminMixin, UserAdmin):  # type: ignore[type-arg]
         super().save_model(request, obj, form, change)
         if change and "is_active" in form.changed_data and not obj.is_active:
             api_tokens_revoke_for(user=obj, reason="deactivated", context=context_for(request))
+
+
+@admin.register(PullSource)
+class PullSourceAdmin(AuditedAdminMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+    """An organisation's live pull endpoint (issue 25). The secret is named, never stored."""
+
+    list_display = ("organisation", "mode", "base_url", "search", "timeout_seconds", "active")
+    list_filter = ("mode", "active", "auth")
+    search_fields = ("organisation__name", "organisation__ods_code", "base_url")
+    readonly_fields = ("public_id", "created_at")
+    fields = (
+        "organisation", "mode", "active", "base_url", "token_url", "auth", "client_id",
+        "secret_name", "key_id", "scope", "search", "resource_types", "timeout_seconds",
+        "public_id", "created_at",
+    )  # fmt: skip

@@ -11,7 +11,8 @@ returned.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -62,6 +63,10 @@ class ApiCaller:
     client_name: str
     system: bool
     types: frozenset[str]  # the resource types its token's scopes allow
+    # A partner system asking for one of its own staff (a live pull, issue 25): who, in
+    # which role and organisation, as that system's headers say. Audited, never trusted
+    # for access: the system's own account and organisation decide what it sees.
+    on_behalf_of: dict[str, str] = field(default_factory=dict)
     # EHR launch context: the only person (public id) its `patient/` scopes may read.
     patient_limit: str = ""
 
@@ -94,6 +99,25 @@ class ApiBasis:
     @property
     def kind(self) -> str:
         return basis_kind_for_purpose(self.purpose)
+
+
+# The headers a live pull sends (ingestion/pulling.py, pull_headers), as audit detail keys.
+ON_BEHALF_OF_HEADERS = {
+    "X-Request-User": "user_id",
+    "X-Request-User-Name": "user",
+    "X-Request-User-Role": "role",
+    "X-Request-User-Organisation": "organisation",
+}
+
+
+def on_behalf_of_parse(headers: Mapping[str, str]) -> dict[str, str]:
+    """The end user a partner system names in its headers, bounded and printable."""
+    found: dict[str, str] = {}
+    for header, key in ON_BEHALF_OF_HEADERS.items():
+        value = "".join(c for c in headers.get(header, "") if " " <= c <= "~").strip()[:150]
+        if value:
+            found[key] = value
+    return found
 
 
 def api_basis_parse(*, purpose: str, reason_code: str, reason_text: str) -> ApiBasis:
@@ -161,6 +185,8 @@ def api_event_detail(
         "interaction": interaction,
         "purpose": basis.purpose,
     }
+    if caller.on_behalf_of:
+        detail["on_behalf_of"] = caller.on_behalf_of
     if basis.purpose == "ETREAT":
         detail["reason_code"] = basis.reason_code
         detail["reason_text"] = basis.reason_text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 import uuid
 from typing import ClassVar
 
@@ -691,3 +692,99 @@ class LaunchTokenSeen(models.Model):
 
     def __str__(self) -> str:
         return f"Launch token {self.pk}"
+
+
+# ------------------------------------------------------------------ live pull sources (issue 25)
+
+
+class PullMode(models.TextChoices):
+    """How an organisation takes part: it pushes feeds, answers live pulls, or both."""
+
+    PUSH_ONLY = "push-only", "Push only (feeds; never pulled from)"
+    PULL_ONLY = "pull-only", "Pull only (asked live; its feeds are refused)"
+    BOTH = "both", "Both (feeds, and asked live)"
+
+
+class PullAuth(models.TextChoices):
+    CLIENT_SECRET = "client-secret", "Client credentials with a client secret"
+    PRIVATE_KEY_JWT = "private-key-jwt", "Client credentials with a private-key JWT"
+
+
+class PullSearch(models.TextChoices):
+    """How a source is asked for a person, after `Patient?identifier=` found them there."""
+
+    EVERYTHING = "everything", "Patient/<id>/$everything (another shared care record)"
+    TYPE_SEARCH = "type-search", "One search per resource type (<Type>?patient=<id>)"
+
+
+def _default_pull_types() -> list[str]:
+    return ["AllergyIntolerance", "Condition", "MedicationStatement", "Observation"]
+
+
+class PullSource(models.Model):
+    """One organisation's FHIR R4 endpoint, asked live when a record is opened.
+
+    The secret (a client secret, or a PEM private key for private-key JWT) is
+    never stored here: `secret_name` names the environment variable that holds
+    it (or `<name>_FILE`, a mounted secret), read like the deployment's other
+    secrets (sharedrecord/env.py, env_secret).
+    """
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organisation = models.OneToOneField(
+        Organisation, on_delete=models.PROTECT, related_name="pull_source"
+    )
+    mode = models.CharField(max_length=12, choices=PullMode.choices, default=PullMode.BOTH)
+    base_url = models.URLField(
+        "FHIR R4 base URL", max_length=300, help_text="For example https://epr.example/fhir/R4"
+    )
+    token_url = models.URLField("OAuth2 token URL", max_length=300)
+    auth = models.CharField(max_length=16, choices=PullAuth.choices, default=PullAuth.CLIENT_SECRET)
+    client_id = models.CharField(max_length=200)
+    secret_name = models.CharField(
+        max_length=100,
+        help_text="Environment variable holding the client secret or PEM private key "
+        "(or NAME_FILE naming a mounted file). Upper case letters, digits and _.",
+    )
+    key_id = models.CharField("key id (kid)", max_length=100, blank=True)
+    scope = models.CharField(max_length=300, blank=True, default="system/*.read")
+    search = models.CharField(
+        max_length=12, choices=PullSearch.choices, default=PullSearch.EVERYTHING
+    )
+    resource_types = ArrayField(
+        models.CharField(max_length=40), default=_default_pull_types, blank=True,
+        help_text="The types it is asked for (type-search), or kept from $everything.",
+    )  # fmt: skip
+    timeout_seconds = models.DecimalField(
+        max_digits=4, decimal_places=1, default=3,
+        help_text="How long a record page waits for this source (0.1 to 30 seconds).",
+    )  # fmt: skip
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["organisation__name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(timeout_seconds__gte=0.1, timeout_seconds__lte=30),
+                name="pull_source_timeout_bounded",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organisation.name} ({self.get_mode_display()})"
+
+    def clean(self) -> None:
+        if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,99}", self.secret_name or ""):
+            raise ValidationError(
+                {"secret_name": "Name an environment variable: upper case letters, digits, _."}
+            )
+        if self.auth == PullAuth.PRIVATE_KEY_JWT and not self.key_id:
+            raise ValidationError({"key_id": "A private-key JWT needs the key id (kid)."})
+        for name in self.resource_types:
+            if not re.fullmatch(r"[A-Z][A-Za-z]{1,39}", name):
+                raise ValidationError({"resource_types": "Give FHIR resource type names."})
+
+    @property
+    def pulled(self) -> bool:
+        return self.active and self.mode != PullMode.PUSH_ONLY

@@ -50,6 +50,7 @@ from sharedrecord.exceptions import (
 )
 from sharedrecord.launch import SESSION_RECORD_OPEN
 from sharedrecord.launch_views import launch_pinned_elsewhere, launch_searched
+from sharedrecord.live import live_record_pull
 from sharedrecord.models import (
     BasisKind,
     Organisation,
@@ -508,9 +509,19 @@ def _record_response(
         context = {"message": denied.message, "patient_id": patient_id}
         return render(request, "sharedrecord/section_not_available.html", context, status=403)
     request.session[SESSION_RECORD_OPEN] = str(record.patient.public_id)
+    # Issue 25: on the summary, the pull sources are asked live (sharedrecord/live.py).
+    live = None
+    if section is None:
+        live = live_record_pull(
+            viewer=user, patient=record.patient, policy_of=lambda: record.policy,
+            purpose="ETREAT" if record.policy.break_glass else "TREAT",
+            reason_code=record.basis.reason_code, reason_text=record.basis.reason_text,
+            via="record-page", context=context_for(request),
+        )  # fmt: skip
     context = {
         "record": record,
         "patient": record.patient,
+        "live": live,
         "sections": [
             (value, label)
             for value, label in RecordSection.choices

@@ -29,7 +29,7 @@ celery_app.conf.task_default_queue = TEST_QUEUE
 # exactly one of the two. Marking by kind, folder and fixture (not by hand) means a new
 # end-to-end or browser test lands in the slow step without anyone remembering to mark it.
 SLOW_MARKERS = {"e2e", "browser", "fuzz", "faults"}
-SLOW_FOLDERS = {"browser", "fuzz", "faults"}
+SLOW_FOLDERS = {"browser", "fuzz", "faults", "federation"}
 # A real worker process or a real HTTP server: seconds of start-up and committed data.
 SLOW_FIXTURES = {"celery_worker", "live_server"}
 TESTS_DIR = Path(__file__).resolve().parent

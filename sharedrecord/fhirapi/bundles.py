@@ -19,6 +19,7 @@ from django.utils import timezone
 from audit.outcomes import FHIR_JSON, operation_outcome, outcome_issue
 from sharedrecord.fhir_entries import Page
 from sharedrecord.fhir_read import patient_resource
+from sharedrecord.live import LivePull
 from sharedrecord.models import Patient
 
 
@@ -121,3 +122,49 @@ def prepend(chunks: Iterator[bytes], entry: str) -> Iterator[bytes]:
     else:
         yield (head[:-1] + ',"entry":[' + entry + "]}").encode()
     yield from chunks
+
+
+LIVE_TAG_SYSTEM = "https://fhir.sharedrecord.example/CodeSystem/retrieval"
+
+
+def live_entries(live: LivePull, types: frozenset[str]) -> list[str]:
+    """What the pull sources answered live, as $everything entries (issue 25).
+
+    Each resource keeps its source's id; meta.source names the source's
+    base URL and a meta.tag says when it was retrieved live (nothing of it is
+    stored here). A source that did not answer is named in an outcome entry.
+    """
+    entries: list[str] = []
+    for answer in live.answers:
+        if not answer.answered:
+            entries.append(
+                _warning_entry(
+                    "incomplete",
+                    f"{answer.source_name} system did not answer; its information is not shown.",
+                )
+            )
+            continue
+        at = answer.retrieved_at.astimezone(timezone.get_current_timezone())
+        for item in answer.items:
+            if item.resource_type not in types:
+                continue
+            meta = dict(item.resource.get("meta") or {})
+            meta["source"] = answer.base_url
+            meta["tag"] = [
+                *[t for t in meta.get("tag", []) if isinstance(t, dict)],
+                {
+                    "system": LIVE_TAG_SYSTEM,
+                    "code": "retrieved-live",
+                    "display": f"retrieved live at {at:%H:%M} from {answer.source_name}",
+                },
+            ]
+            resource = {**item.resource, "meta": meta}
+            full_url = f"{answer.base_url.rstrip('/')}/{item.resource_type}/{item.source_id}"
+            entries.append(
+                json.dumps(
+                    {"fullUrl": full_url, "resource": resource, "search": {"mode": "include"}}
+                )
+            )
+    if live.withheld:
+        entries.append(_withheld_entry())
+    return entries

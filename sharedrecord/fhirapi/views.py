@@ -52,12 +52,15 @@ from sharedrecord.fhir_read import (
     api_basis_parse,
     api_patient_read,
     api_patient_search,
+    api_policy,
+    on_behalf_of_parse,
     patient_resource,
 )
 from sharedrecord.fhirapi.bundles import (
     bundle,
     json_response,
     link,
+    live_entries,
     page_response,
     patient_entry,
     prepend,
@@ -72,6 +75,7 @@ from sharedrecord.fhirapi.params import (
     parse_type_search,
     unknown_names,
 )
+from sharedrecord.live import live_record_pull
 from sharedrecord.models import User
 from sharedrecord.oauth.consent import authorization_of_token, authorization_patient
 from sharedrecord.smart import (
@@ -212,6 +216,7 @@ class FhirApi(APIView):
             system=system,
             types=types_allowed(scopes, system=system),
             patient_limit=limit,
+            on_behalf_of=on_behalf_of_parse(request.headers) if system else {},
         )
         if not caller.types & needs:
             raise FhirError(403, "forbidden", "The token's scopes do not allow this read.")
@@ -374,11 +379,24 @@ class PatientEverythingApi(FhirApi):
             base=base, counted=search.counted, context=context_for(request),
         )  # fmt: skip
         response = page_response(base, f"Patient/{identifier}/$everything", params, page)
+        first: list[str] = []
         if cursor is None and "Patient" in types:
             # The person comes first, on the first page (FHIR: the Patient is in $everything).
-            person = patient_entry(base, page.patient)
+            first.append(patient_entry(base, page.patient))
+        if cursor is None and not caller.system:
+            # Issue 25: a member of staff's first page carries what the pull sources answer
+            # live. A partner system's read is not passed on (no chains of pulls).
+            patient = page.patient
+            live = live_record_pull(
+                viewer=caller.user, patient=patient, purpose=basis.purpose,
+                policy_of=lambda: api_policy(caller=caller, basis=basis, patient=patient)[0],
+                reason_code=basis.reason_code, reason_text=basis.reason_text, via="fhir-api",
+                context=context_for(request),
+            )  # fmt: skip
+            first.extend(live_entries(live, types))
+        if first:
             response.streaming_content = prepend(
-                cast(Iterator[bytes], response.streaming_content), person
+                cast(Iterator[bytes], response.streaming_content), ",".join(first)
             )
         return response
 

@@ -57,6 +57,7 @@ HOLDS_PERSONAL_DATA: dict[str, Callable[[str], QuerySet[Model]]] = {
 }
 HOLDS_NONE_TO_PURGE = {
     "sharedrecord.Organisation": "organisations, not people",
+    "sharedrecord.PullSource": "where to ask organisations live; holds nothing about people",
     "sharedrecord.User": "staff accounts",
     "ingestion.FeedCredential": "partner system credentials",
     "ingestion.ImportCheckpoint": "how far an import got through a file: counts, line numbers "

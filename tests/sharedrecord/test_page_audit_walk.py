@@ -89,6 +89,7 @@ ADMIN_MODELS_WITHOUT_PERSONAL_DATA = {
     "/admin/oauth2_provider/idtoken/": "OAuth2 id tokens",
     "/admin/oauth2_provider/refreshtoken/": "OAuth2 refresh tokens",
     "/admin/sharedrecord/organisation/": "organisations",
+    "/admin/sharedrecord/pullsource/": "pull sources: endpoints and the names of secrets",
     "/admin/sharedrecord/user/": "staff accounts",
     "/admin/notifications/subscription/": "partner systems' subscriptions (secret excluded)",
     "/admin/notifications/delivery/": "delivery states and event numbers; the person excluded",

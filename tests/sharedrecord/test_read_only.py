@@ -128,6 +128,7 @@ ADMIN_MODELS = {
     "/admin/oauth2_provider/idtoken/": "OAuth2 id tokens",
     "/admin/oauth2_provider/refreshtoken/": "OAuth2 refresh tokens",
     "/admin/sharedrecord/organisation/": "organisations and their data sharing agreements",
+    "/admin/sharedrecord/pullsource/": "pull source configuration (issue 25), not patient data",
     "/admin/sharedrecord/user/": "staff accounts",
     "/admin/notifications/subscription/": "partner systems' subscriptions (read-only)",
     "/admin/notifications/delivery/": "notification deliveries (read-only; dead letters replayed)",
