@@ -27,12 +27,18 @@ def organisation_upsert(
     kind: str,
     dsa_start: datetime.date | None,
     dsa_end: datetime.date | None = None,
+    phone: str | None = None,
 ) -> Organisation:
-    """Create or update the organisation with this ODS code; repeating it changes nothing."""
+    """Create or update the organisation with this ODS code; repeating it changes nothing.
+
+    A phone of None leaves the organisation's phone number as it is.
+    """
     org = Organisation.objects.filter(ods_code=ods_code.upper()).first() or Organisation(
         ods_code=ods_code.upper()
     )
     org.name, org.kind, org.dsa_start, org.dsa_end = name, kind, dsa_start, dsa_end
+    if phone is not None:
+        org.phone = phone
     org.full_clean()
     org.save()
     return org

@@ -91,19 +91,111 @@ class Summary:
 
     def blocks(self) -> list[tuple[str, str, list[ShownEntry], str]]:
         """(section, heading, items, what to say when empty), in the page's order."""
+        return [*self.first_column(), *self.second_column()]
+
+    def first_column(self) -> list[tuple[str, str, list[ShownEntry], str]]:
+        """What to check before treating: allergies, alerts, medicines, problems."""
         return [
-            ("alerts", "Alerts and flags", self.alerts, "No alerts recorded."),
             ("allergies", "Allergies and adverse reactions", self.allergies, ""),
+            ("alerts", "Alerts and flags", self.alerts, "No alerts recorded."),
             ("medications", "Current medications", self.medications,
              "No current medications shared."),
             ("problems", "Active problems", self.problems, "No active problems shared."),
+        ]  # fmt: skip
+
+    def second_column(self) -> list[tuple[str, str, list[ShownEntry], str]]:
+        """What has happened and what comes next: results, encounters, appointments, plans."""
+        return [
+            ("results", "Latest results", self.results, "No results shared."),
             ("encounters", "Recent encounters", self.encounters, "No encounters shared."),
-            ("results", "Recent results", self.results, "No results shared."),
             ("appointments", "Upcoming appointments", self.appointments,
              "No upcoming appointments shared."),
             ("care-plans", 'Care plans and "about me"', self.care_plans,
              "No care plans shared."),
         ]  # fmt: skip
+
+
+# Alerts the banner names on their own, wherever they are recorded (an alert, a care
+# plan): by SNOMED CT code, or by the words senders use. Each is a reason to stop and
+# read before treating the person.
+BANNER_FLAGS: tuple[tuple[str, frozenset[str], tuple[str, ...]], ...] = (
+    ("DNACPR", frozenset({"304253006", "450476008", "1066391000000105"}),
+     ("dnacpr", "do not attempt cardiopulmonary", "not for resuscitation")),
+    ("ReSPECT plan", frozenset({"1108161000000109"}), ("respect",)),
+    ("End of life care", frozenset({"736373009", "395104009"}), ("end of life", "palliative")),
+    ("Safeguarding", frozenset({"1010601000000100"}), ("safeguarding", "child protection")),
+)  # fmt: skip
+BANNER_ROWS = 40
+
+
+@dataclass(frozen=True)
+class Banner:
+    """What the patient banner says of the record, from what this viewer may see.
+
+    `allergies_known` is None when the viewer's role does not include allergies.
+    """
+
+    allergies: list[str]
+    no_known_allergies: list[str]
+    allergies_known: bool | None
+    alerts: list[ShownEntry]
+    flags: list[str]
+
+    @property
+    def entries(self) -> list[str]:
+        """The items whose words the banner shows (for the audit)."""
+        return [a.public_id for a in self.alerts]
+
+
+def _flags_of(items: list[ShownEntry]) -> list[str]:
+    found = []
+    for name, codes, words in BANNER_FLAGS:
+        for item in items:
+            lowered = item.title.lower()
+            if codes & {c.rpartition("|")[2] for c in item.codes} or any(
+                w in lowered.split() or (" " in w and w in lowered) for w in words
+            ):
+                found.append(name)
+                break
+    return found
+
+
+def _banner_of(shown: list[ShownEntry], policy: ViewPolicy) -> Banner:
+    """The banner from the viewer's shown allergies, active alerts and active care plans."""
+    allergies = [
+        s for s in shown if s.section == RecordSection.ALLERGIES
+        and s.verification not in NOT_A_PROBLEM and s.status in ("", *ACTIVE_CLINICAL)
+    ]  # fmt: skip
+    alerts = [s for s in shown if s.section == RecordSection.ALERTS and s.current]
+    return Banner(
+        allergies=[a.title for a in allergies if a.code not in NO_KNOWN_ALLERGY_CODES],
+        no_known_allergies=[
+            NO_KNOWN_ALLERGIES[a.code][0] for a in allergies if a.code in NO_KNOWN_ALLERGY_CODES
+        ],
+        allergies_known=(
+            None if not policy.may_see_section(RecordSection.ALLERGIES) else bool(allergies)
+        ),
+        alerts=alerts,
+        flags=_flags_of([s for s in shown if s.current and s.section != RecordSection.ALLERGIES]),
+    )
+
+
+def _banner(everything: VisibleEntries, policy: ViewPolicy) -> Banner:
+    """The banner's allergy status, current alerts and flags: one query, whatever the record.
+
+    Reads the viewer's visible allergies, active alerts and active care plans
+    (newest first, at most BANNER_ROWS); entered-in-error items say nothing.
+    The summary page has these already and builds its banner from them.
+    """
+    wanted = Q(section=RecordSection.ALLERGIES) | Q(
+        section__in=(RecordSection.ALERTS, RecordSection.CARE_PLANS), status="active"
+    )
+    rows = (
+        everything.entries.filter(wanted)
+        .exclude(status="entered-in-error")
+        .order_by("-effective_at", "-id")[:BANNER_ROWS]
+    )
+    return _banner_of(_shown(rows, policy), policy)
 
 
 @dataclass
@@ -124,6 +216,7 @@ class CombinedRecord:
     trends: list[Trend] | None = None
     page: int = 1  # of a section, newest first
     pages: int = 1
+    banner: Banner | None = None
 
     @property
     def first_shown(self) -> int:
@@ -160,6 +253,7 @@ def _one_shown(
         sensitive=entry_is_sensitive(entry),
         now=now,
         linked=linked,
+        codes=entry.codes,
     )
 
 
@@ -439,9 +533,7 @@ def record_view(
             patient=patient,
             basis=basis,
             policy=policy,
-            registered_gp=Organisation.objects.filter(ods_code=patient.registered_gp_ods).first()
-            if patient.registered_gp_ods
-            else None,
+            registered_gp=_registered_gp(patient),
             sources=sources,
             withheld=withheld,
             hidden_sections=[
@@ -451,6 +543,13 @@ def record_view(
         )
         if section is None:
             record.summary = _summary(visible, policy)
+            record.trends = trends_of(record.summary.results)
+            summary = record.summary
+            banner = _banner_of(
+                [*summary.allergies, *summary.no_known_allergies, *summary.alerts,
+                 *summary.care_plans],
+                policy,
+            )  # fmt: skip
             shown = [item for part in vars(record.summary).values() for item in part]
         else:
             ordered = visible.order_by("-effective_at", "-id")
@@ -464,6 +563,8 @@ def record_view(
             if section == RecordSection.RESULTS:
                 record.trends = trends_of(record.items)
             shown = record.items
+            banner = _banner(everything, policy)
+        record.banner = banner
         audit_event_record(
             action=AuditAction.SECTION_VIEW if section else AuditAction.RECORD_VIEW,
             actor=actor_for(viewer),
@@ -473,7 +574,7 @@ def record_view(
                 "basis": str(basis.public_id),
                 "section": section or "summary",
                 **({"page": page} if section else {}),
-                "entries": _audited(shown),
+                "entries": list(dict.fromkeys([*_audited(shown), *banner.entries])),
                 "withheld": withheld,
                 "break_glass": policy.break_glass,
             },
@@ -488,6 +589,8 @@ class DocumentShown:
     patient: Patient
     entry: ShownEntry
     attachment: Attachment | None
+    registered_gp: Organisation | None = None
+    banner: Banner | None = None
 
 
 def document_view(
@@ -522,15 +625,29 @@ def document_view(
         )
         raise PatientNotFound("No such document is available to you.")
     with transaction.atomic():
+        banner = _banner(entries_visible(patient=patient, policy=policy), policy)
         audit_event_record(
             action=AuditAction.DOCUMENT_VIEW,
             actor=actor_for(viewer),
             subject=audit_subject_of(patient),
             purpose="ETREAT" if policy.break_glass else "TREAT",
-            detail={"basis": str(basis.public_id), "entries": [str(entry.public_id)]},
+            detail={
+                "basis": str(basis.public_id),
+                "entries": list(dict.fromkeys([str(entry.public_id), *banner.entries])),
+            },
             source_ods=[entry.source_org.ods_code],
             context=context,
         )
     return DocumentShown(
-        patient, _one_shown(entry, policy, timezone.now()), attachment_of(entry.resource)
+        patient,
+        _one_shown(entry, policy, timezone.now()),
+        attachment_of(entry.resource),
+        registered_gp=_registered_gp(patient),
+        banner=banner,
     )
+
+
+def _registered_gp(patient: Patient) -> Organisation | None:
+    if not patient.registered_gp_ods:
+        return None
+    return Organisation.objects.filter(ods_code=patient.registered_gp_ods).first()

@@ -54,6 +54,7 @@ from sharedrecord.models import (
 )
 from sharedrecord.oauth.consent import api_tokens_revoke_for
 from sharedrecord.policy import policy_table
+from sharedrecord.presentation.types import DATE_LABELS
 from sharedrecord.presenting import document_text
 from sharedrecord.record import document_view, record_view
 from sharedrecord.search import SEARCH_RESULT_CAP, patient_search, patient_search_by_demographics
@@ -389,6 +390,9 @@ def _record_response(
             if value in record.policy.sections
         ],
         "section_label": RecordSection(section).label if section else "Summary",
+        "date_label": DATE_LABELS.get(section or "", "Date"),
+        "registered_gp": record.registered_gp,
+        "banner": record.banner,
     }
     template = (
         "sharedrecord/record_summary.html"
@@ -447,6 +451,8 @@ def record_document_page(
     kind, body = document_text(attachment) if attachment else ("", "")
     context = {
         "patient": shown.patient,
+        "registered_gp": shown.registered_gp,
+        "banner": shown.banner,
         "entry": shown.entry,
         "attachment": attachment,
         "kind": kind,
