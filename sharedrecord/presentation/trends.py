@@ -90,7 +90,7 @@ class Trend:
 
 
 # Room around the plot for the axes' labels.
-LEFT, RIGHT, TOP, BOTTOM = 56, 24, 20, 40
+LEFT, RIGHT, TOP, BOTTOM = 56, 24, 30, 40
 
 
 def _number(value: float) -> str:
