@@ -7,7 +7,12 @@ class SharedRecordConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from audit.directory import directory_register, subject_lookup_register
         from audit.governance import governance_resolver_register
         from sharedrecord.access import governance_viewer_for
+        from sharedrecord.demographics import governance_subject
+        from sharedrecord.organisations import directory_names
 
         governance_resolver_register(governance_viewer_for)
+        directory_register(directory_names)
+        subject_lookup_register(governance_subject)
