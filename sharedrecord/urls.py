@@ -18,6 +18,7 @@ from sharedrecord.views import (
     record_document_page,
     record_page,
     record_section_page,
+    residents_page,
     roles_help_page,
     session_status,
     session_timed_out,
@@ -39,6 +40,7 @@ urlpatterns = [
     path("accounts/session", session_status, name="session-status"),
     path("accounts/timed-out", session_timed_out, name="session-timed-out"),
     path("help/roles", roles_help_page, name="roles-help"),
+    path("about", residents_page, name="residents"),
     # The access basis: the only record-related pages that take a POST.
     path("access/<uuid:patient_id>/", access_basis_page, name="access-basis"),
     path("access/<uuid:patient_id>/emergency", break_glass_page, name="break-glass"),

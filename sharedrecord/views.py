@@ -464,10 +464,8 @@ def record_document_page(
 # ------------------------------------------------------------------ what each role sees
 
 
-@login_required
-@require_GET
-def roles_help_page(request: HttpRequest) -> HttpResponse:
-    """The access policy table, as configured, for staff and governance to read."""
+def _role_grid() -> list[tuple[str, list[tuple[str, list[str], list[str]]]]]:
+    """Per role that reads records: (where, the parts it sees, the parts it does not)."""
     table = policy_table()
     grid = []
     for role, role_label in StaffRole.choices:
@@ -486,7 +484,42 @@ def roles_help_page(request: HttpRequest) -> HttpResponse:
             )
             for sections, kinds in groups.items()
         ]
-        grid.append((role_label, rows))
+        grid.append((str(role_label), rows))
+    return grid
+
+
+@require_GET
+def residents_page(request: HttpRequest) -> HttpResponse:
+    """For residents, no sign-in: what the record is, who takes part, who sees what, choices.
+
+    Built from the agreements in force today and the access policy as
+    configured, so it cannot drift from what the platform does. Shows no
+    personal data.
+    """
+    taking_part = Organisation.objects.with_active_agreement().exclude(
+        kind=OrganisationKind.REGISTRATION_AUTHORITY
+    )
+    by_kind: dict[str, list[str]] = {}
+    for organisation in taking_part.order_by("kind", "name"):
+        by_kind.setdefault(organisation.get_kind_display(), []).append(organisation.name)
+    programme = Organisation.objects.filter(ods_code__in=settings.GOVERNANCE_ODS_CODES).first()
+    table = policy_table()
+    context = {
+        "by_kind": sorted(by_kind.items()),
+        "grid": _role_grid(),
+        "categories": [c.label for c in table.sensitivity.categories],
+        "programme": programme,
+        "consent_model": settings.CONSENT_MODEL,
+    }
+    return render(request, "sharedrecord/residents.html", context)
+
+
+@login_required
+@require_GET
+def roles_help_page(request: HttpRequest) -> HttpResponse:
+    """The access policy table, as configured, for staff and governance to read."""
+    table = policy_table()
+    grid = _role_grid()
     sections = dict(RecordSection.choices)
     section_fields = [
         (sections[section], sorted(f.replace(".", " ") for f in fields))

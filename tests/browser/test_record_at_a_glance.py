@@ -165,3 +165,15 @@ def test_a_printed_record_keeps_the_banner_and_drops_navigation_and_link_address
     assert pdf.startswith(b"%PDF")
     page.emulate_media(media="screen")
     expect(page.locator("#printed-by")).to_be_hidden()
+
+
+def test_the_residents_page_needs_no_sign_in_and_passes_axe(live_server: Any, page: Page) -> None:
+    partner("Z81001")
+    for width_name, (width, height) in WIDTHS.items():
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"{live_server.url}/about")
+        expect(page.get_by_role("heading", name="Your shared care record")).to_be_visible()
+        expect(page.get_by_text("Riverside Medical Practice")).to_be_visible()
+        assert serious_accessibility_violations(page) == []
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"residents-{width_name}.png"), full_page=True)

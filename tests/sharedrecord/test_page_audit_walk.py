@@ -49,6 +49,7 @@ NO_PERSONAL_DATA = {
     "/accounts/session": "the session's remaining time",
     "/accounts/timed-out": "the idle sign-out (POST only)",
     "/help/roles": "the roles table",
+    "/about": "the residents' page: organisations taking part and the access policy",
     "/optouts/record": "the empty form on GET; the confirm step is an audited POST",
     "/optouts/objections/": "the empty form on GET; the confirm step is an audited POST",
     "/governance/": "the governance home: search forms and counts, no person",
