@@ -217,6 +217,8 @@ class CombinedRecord:
     page: int = 1  # of a section, newest first
     pages: int = 1
     banner: Banner | None = None
+    # A section's page split into what is current and what is past (medicines, problems).
+    groups: list[tuple[str, list[ShownEntry], str]] | None = None
 
     @property
     def first_shown(self) -> int:
@@ -562,6 +564,7 @@ def record_view(
             record.items = _shown(ordered[start : start + SECTION_PAGE_SIZE], policy, visible)
             if section == RecordSection.RESULTS:
                 record.trends = trends_of(record.items)
+            record.groups = _groups(section, record.items)
             shown = record.items
             banner = _banner(everything, policy)
         record.banner = banner
@@ -582,6 +585,35 @@ def record_view(
             context=context,
         )
     return record
+
+
+def _groups(
+    section: str, items: list[ShownEntry]
+) -> list[tuple[str, list[ShownEntry], str]] | None:
+    """Medicines split into current and stopped or past; problems into active and past.
+
+    The page's items keep their order (newest first) within each group; an
+    item is current only as the summary counts it (its status, its period, a
+    diagnosis not refuted), so nothing is listed as current here that is not
+    on the summary's lists.
+    """
+    if section == RecordSection.MEDICATIONS:
+        current = [i for i in items if i.status in CURRENT_MEDICATION and i.current]
+        return [
+            ("Current medications", current, "No current medications on this page."),
+            ("Stopped and past medications", [i for i in items if i not in current],
+             "No stopped or past medications on this page."),
+        ]  # fmt: skip
+    if section == RecordSection.PROBLEMS:
+        active = [
+            i for i in items if i.status in ACTIVE_CLINICAL and i.verification not in NOT_A_PROBLEM
+        ]
+        return [
+            ("Active problems", active, "No active problems on this page."),
+            ("Past problems", [i for i in items if i not in active],
+             "No past problems on this page."),
+        ]  # fmt: skip
+    return None
 
 
 @dataclass(frozen=True)

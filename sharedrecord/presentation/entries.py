@@ -22,6 +22,7 @@ from sharedrecord.presentation.dates import (
 from sharedrecord.presentation.dosage import dosage_shown
 from sharedrecord.presentation.types import (
     CODE_WORDS,
+    COURSE_WORDS,
     DATE_LABELS,
     SETTING_DISPLAYS,
     SETTING_WORDS,
@@ -187,6 +188,50 @@ def _setting(value: Any, label: str, ctx: _Context) -> Rows:
     if display.lower() in SETTING_DISPLAYS:
         return [Detail(label, SETTING_WORDS[SETTING_DISPLAYS[display.lower()]])]
     return _one(label, text_of(value))
+
+
+def _course(value: Any, label: str, ctx: _Context) -> Rows:
+    """Repeat or acute, in a GP's words, from the course's code (else as the sender wrote it)."""
+    for code in sorted(codes_of(value)):
+        if code in COURSE_WORDS:
+            return [Detail(label, COURSE_WORDS[code])]
+    return _one(label, text_of(value))
+
+
+def _extensions(value: Any, ending: str) -> list[dict[str, Any]]:
+    return [
+        e for e in _list(value)
+        if isinstance(e, dict) and str(e.get("url", "")).endswith(ending)
+    ]  # fmt: skip
+
+
+def _repeat_information(value: Any, label: str, ctx: _Context) -> Rows:
+    """UK Core's repeat information: how many times issued, and until when it is authorised."""
+    rows = []
+    for repeat in _extensions(value, "Extension-UKCore-MedicationRepeatInformation"):
+        parts = {
+            str(p.get("url")): p for p in _list(repeat.get("extension")) if isinstance(p, dict)
+        }
+        issued = number_shown(
+            (parts.get("numberOfPrescriptionsIssued") or {}).get("valueUnsignedInt")
+        )
+        expiry = date_shown((parts.get("authorisationExpiryDate") or {}).get("valueDateTime"))
+        words = []
+        if issued != "":
+            words.append(f"{issued} time{'' if issued == '1' else 's'}")
+        if expiry:
+            words.append(f"authorised until {expiry}")
+        if words:
+            rows.append(Detail(label, ", ".join(words)))
+    return rows
+
+
+def _last_issued(value: Any, label: str, ctx: _Context) -> Rows:
+    """UK Core's last issue date of a medicine (MedicationStatementLastIssueDate)."""
+    for extension in _extensions(value, "MedicationStatementLastIssueDate"):
+        if when := date_shown(extension.get("valueDateTime")):
+            return [Detail(label, when)]
+    return []
 
 
 def _code(value: Any, label: str, ctx: _Context) -> Rows:
@@ -524,7 +569,8 @@ def _linked(value: Any, label: str, ctx: _Context) -> Rows:
 
 RENDERERS: dict[str, Callable[[Any, str, _Context], Rows]] = {
     "string": _string, "concept": _concept, "setting": _setting, "concepts": _concepts,
-    "code": _code,
+    "code": _code, "course": _course, "repeat_information": _repeat_information,
+    "last_issued": _last_issued,
     "codes": _codes, "date": _date, "period": _period, "quantity": _quantity,
     "reference": _reference, "references": _references, "notes": _notes, "dosage": _dosage,
     "supply": _supply, "result": _result, "components": _components, "ranges": _ranges,

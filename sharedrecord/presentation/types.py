@@ -67,6 +67,7 @@ TYPES: dict[str, TypeView] = {
         "medications", ("medicationCodeableConcept", "medicationReference"),
         ("effectiveDateTime", "effectivePeriod.start", "dateAsserted"),
         (Shows("Dose", "dosage", "dosage"), Shows("Taken", "effective", "choice"),
+         Shows("Last issued", "extension", "last_issued"),
          Shows("Status reason", "statusReason", "concepts"),
          Shows("Reason", "reasonCode", "concepts"), REASON_REFERENCE,
          Shows("Category", "category", "concept"), Shows("Asserted", "dateAsserted", "date"), NOTE),
@@ -78,7 +79,8 @@ TYPES: dict[str, TypeView] = {
          Shows("Status reason", "statusReason", "concept"),
          Shows("Reason", "reasonCode", "concepts"), REASON_REFERENCE,
          Shows("Supply", "dispenseRequest", "supply"),
-         Shows("Course", "courseOfTherapyType", "concept"),
+         Shows("Repeat or acute", "courseOfTherapyType", "course"),
+         Shows("Issued", "extension", "repeat_information"),
          Shows("Prescribed", "authoredOn", "date"), NOTE),
         "Medication", frozenset({"active"}),
     ),
@@ -346,3 +348,12 @@ def label_for(code: str) -> str:
 RAW_CODES: frozenset[str] = frozenset(
     {*STATUS_WORDS, *CODE_WORDS, *SETTING_WORDS, *SETTING_DISPLAYS}
 )
+
+# Courses of therapy (MedicationRequest.courseOfTherapyType; FHIR's and UK Core's codes):
+# what a GP calls them.
+COURSE_WORDS: dict[str, str] = {
+    "acute": "Acute (short course)",
+    "continuous": "Repeat",
+    "continuous-repeat-dispensing": "Repeat dispensing",
+    "seasonal": "Seasonal",
+}
