@@ -219,6 +219,9 @@ class CombinedRecord:
     banner: Banner | None = None
     # A section's page split into what is current and what is past (medicines, problems).
     groups: list[tuple[str, list[ShownEntry], str]] | None = None
+    cumulative: Cumulative | None = None
+    filters: ResultFilters | None = None
+    tests: list[tuple[str, str]] | None = None  # (code, name) of the tests on the page
 
     @property
     def first_shown(self) -> int:
@@ -233,6 +236,83 @@ class CombinedRecord:
 
 SECTION_PAGE_SIZE = 100
 SUMMARY_RECENT = 5
+CUMULATIVE_COLUMNS = 8  # dates across a results table, newest first
+
+
+@dataclass(frozen=True)
+class ResultFilters:
+    """What a results page was narrowed to: one test (its code), and a date range (UK days)."""
+
+    code: str = ""
+    date_from: datetime.date | None = None
+    date_to: datetime.date | None = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.code or self.date_from or self.date_to)
+
+    def apply(self, entries: QuerySet[Entry]) -> QuerySet[Entry]:
+        if self.code:
+            entries = entries.filter(code=self.code)
+        if self.date_from:
+            entries = entries.filter(effective_at__date__gte=self.date_from)
+        if self.date_to:
+            entries = entries.filter(effective_at__date__lte=self.date_to)
+        return entries
+
+    def audit_detail(self) -> dict[str, str]:
+        return {
+            k: v for k, v in (
+                ("code", self.code),
+                ("from", self.date_from.isoformat() if self.date_from else ""),
+                ("to", self.date_to.isoformat() if self.date_to else ""),
+            ) if v
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CumulativeRow:
+    """One test across the dates of a results page: the value on each date, or None."""
+
+    title: str
+    unit: str
+    cells: list[ShownEntry | None]
+
+
+@dataclass(frozen=True)
+class Cumulative:
+    """Results grouped by test (rows) across dates (columns, newest first)."""
+
+    dates: list[str]
+    rows: list[CumulativeRow]
+
+
+def cumulative_of(items: list[ShownEntry]) -> Cumulative | None:
+    """The page's results with a value, by test and date (the newest CUMULATIVE_COLUMNS dates).
+
+    Each cell is the newest result of that test on that day; a test with no
+    result on a date has an empty cell. None when fewer than two results.
+    """
+    results = [i for i in items if i.resource_type == "Observation" and i.result and i.when_shown]
+    if len(results) < 2:
+        return None
+    day_of = {i.public_id: i.when_shown.split(" ")[0:3] for i in results}
+    days: list[str] = []
+    for item in results:  # newest first already
+        day = " ".join(day_of[item.public_id])
+        if day not in days:
+            days.append(day)
+    days = days[:CUMULATIVE_COLUMNS]
+    by_test: dict[tuple[str, str], dict[str, ShownEntry]] = {}
+    for item in results:
+        day = " ".join(day_of[item.public_id])
+        if day in days:
+            by_test.setdefault((item.code or item.title, item.title), {}).setdefault(day, item)
+    rows = [
+        CumulativeRow(title, next(iter(cells.values())).unit, [cells.get(d) for d in days])
+        for (_, title), cells in sorted(by_test.items(), key=lambda kv: kv[0][1].lower())
+    ]
+    return Cumulative(days, rows)
 
 
 def _one_shown(
@@ -498,8 +578,11 @@ def record_view(
     section: str | None = None,
     page: int = 1,
     context: AuditContext | None = None,
+    filters: ResultFilters | None = None,
 ) -> CombinedRecord:
     """The record (its summary, or one page of a section) as this viewer may see it; audited.
+
+    `filters` narrow the results section to one test and a date range.
 
     A section comes SECTION_PAGE_SIZE items a page, newest first; a page past
     the last raises SectionPageNotFound, reading and auditing nothing.
@@ -554,6 +637,9 @@ def record_view(
             )  # fmt: skip
             shown = [item for part in vars(record.summary).values() for item in part]
         else:
+            if section == RecordSection.RESULTS:
+                record.filters = filters or ResultFilters()
+                visible = record.filters.apply(visible)
             ordered = visible.order_by("-effective_at", "-id")
             record.total_in_section = ordered.count()
             record.page = page
@@ -564,6 +650,13 @@ def record_view(
             record.items = _shown(ordered[start : start + SECTION_PAGE_SIZE], policy, visible)
             if section == RecordSection.RESULTS:
                 record.trends = trends_of(record.items)
+                record.cumulative = cumulative_of(record.items)
+                # Only the tests this page shows (each audited with its row) to filter by.
+                record.tests = sorted(
+                    {(i.code, i.title) for i in record.items
+                     if i.resource_type == "Observation" and i.code},
+                    key=lambda t: t[1].lower(),
+                )  # fmt: skip
             record.groups = _groups(section, record.items)
             shown = record.items
             banner = _banner(everything, policy)
@@ -577,6 +670,11 @@ def record_view(
                 "basis": str(basis.public_id),
                 "section": section or "summary",
                 **({"page": page} if section else {}),
+                **(
+                    {"filters": record.filters.audit_detail()}
+                    if record.filters and record.filters.any
+                    else {}
+                ),
                 "entries": list(dict.fromkeys([*_audited(shown), *banner.entries])),
                 "withheld": withheld,
                 "break_glass": policy.break_glass,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 from typing import Any, cast
+from urllib.parse import quote
 from uuid import UUID
 
 from django.conf import settings
@@ -56,7 +57,7 @@ from sharedrecord.oauth.consent import api_tokens_revoke_for
 from sharedrecord.policy import policy_table
 from sharedrecord.presentation.types import DATE_LABELS
 from sharedrecord.presenting import document_text
-from sharedrecord.record import document_view, record_view
+from sharedrecord.record import ResultFilters, document_view, record_view
 from sharedrecord.search import SEARCH_RESULT_CAP, patient_search, patient_search_by_demographics
 
 # ------------------------------------------------------------------ sign-in and session
@@ -356,6 +357,22 @@ def _page_number(request: HttpRequest) -> int | None:
     return int(raw)
 
 
+def _result_filters(request: HttpRequest) -> ResultFilters | None:
+    """The results page's filters (test code, from, to); None if a date is not a date."""
+    code = request.GET.get("test", "").strip()[:64]
+    dates: list[datetime.date | None] = []
+    for name in ("from", "to"):
+        raw = request.GET.get(name, "").strip()
+        if not raw:
+            dates.append(None)
+            continue
+        try:
+            dates.append(datetime.date.fromisoformat(raw))
+        except ValueError:
+            return None
+    return ResultFilters(code, dates[0], dates[1])
+
+
 def _record_response(
     request: HttpRequest, patient_id: UUID, section: str | None
 ) -> HttpResponseBase:
@@ -363,13 +380,15 @@ def _record_response(
     if not viewer_may_search(user):
         raise PermissionDenied("Reading records needs a clinical or care role.")
     page = _page_number(request) if section else 1
-    if page is None:
-        missing = {"patient_id": patient_id, "section": section}
+    filters = _result_filters(request) if section == RecordSection.RESULTS else None
+    if page is None or (section == RecordSection.RESULTS and filters is None):
+        missing = {"patient_id": patient_id, "section": section, "bad_filter": page is not None}
         return render(request, "sharedrecord/no_such_page.html", missing, status=400)
     try:
         record = record_view(
             viewer=user, patient_id=str(patient_id), section=section, page=page,
             session_key=request.session.session_key or "", context=context_for(request),
+            filters=filters,
         )  # fmt: skip
     except PatientNotFound:
         return _not_found(request)
@@ -391,6 +410,9 @@ def _record_response(
         ],
         "section_label": RecordSection(section).label if section else "Summary",
         "date_label": DATE_LABELS.get(section or "", "Date"),
+        "filter_query": "".join(
+            f"{k}={quote(v)}&amp;" for k in ("test", "from", "to") if (v := request.GET.get(k, ""))
+        ),
         "registered_gp": record.registered_gp,
         "banner": record.banner,
     }
