@@ -18,6 +18,7 @@ from sharedrecord.views import (
     record_document_page,
     record_page,
     record_section_page,
+    record_timeline_page,
     residents_page,
     roles_help_page,
     session_status,
@@ -46,6 +47,7 @@ urlpatterns = [
     path("access/<uuid:patient_id>/emergency", break_glass_page, name="break-glass"),
     # The record itself: GET only (tests/sharedrecord/test_read_only.py).
     path("record/<uuid:patient_id>/", record_page, name="record"),
+    path("record/<uuid:patient_id>/timeline", record_timeline_page, name="record-timeline"),
     path("record/<uuid:patient_id>/<slug:section>", record_section_page, name="record-section"),
     path(
         "record/<uuid:patient_id>/documents/<uuid:entry_id>",

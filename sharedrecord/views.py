@@ -59,6 +59,7 @@ from sharedrecord.presentation.types import DATE_LABELS
 from sharedrecord.presenting import document_text
 from sharedrecord.record import ResultFilters, document_view, record_view
 from sharedrecord.search import SEARCH_RESULT_CAP, patient_search, patient_search_by_demographics
+from sharedrecord.timeline import TimelineFilters, record_timeline
 
 # ------------------------------------------------------------------ sign-in and session
 
@@ -438,6 +439,71 @@ def record_section_page(request: HttpRequest, patient_id: UUID, section: str) ->
     if section not in RecordSection.values:
         return _not_found(request)
     return _record_response(request, patient_id, section)
+
+
+def _timeline_filters(request: HttpRequest) -> TimelineFilters | None:
+    """The timeline's filters from the query string; None if a date is not a date."""
+    dates: list[datetime.date | None] = []
+    for name in ("from", "to"):
+        raw = request.GET.get(name, "").strip()
+        try:
+            dates.append(datetime.date.fromisoformat(raw) if raw else None)
+        except ValueError:
+            return None
+    setting = request.GET.get("setting", "").strip()
+    kind = request.GET.get("kind", "").strip()
+    return TimelineFilters(
+        date_from=dates[0],
+        date_to=dates[1],
+        organisation=request.GET.get("organisation", "").strip().upper()[:12],
+        setting=setting if setting in OrganisationKind.values else "",
+        kind=kind if kind in RecordSection.values else "",
+    )
+
+
+@login_required
+@require_GET
+@never_cache
+def record_timeline_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase:
+    """Everything the viewer may see of the record, across sources, newest first, filtered."""
+    user = cast(User, request.user)
+    if not viewer_may_search(user):
+        raise PermissionDenied("Reading records needs a clinical or care role.")
+    page = _page_number(request)
+    filters = _timeline_filters(request)
+    if page is None or filters is None:
+        missing = {"patient_id": patient_id, "section": "results", "bad_filter": page is not None}
+        return render(request, "sharedrecord/no_such_page.html", missing, status=400)
+    try:
+        timeline = record_timeline(
+            viewer=user, patient_id=str(patient_id), filters=filters, page=page,
+            session_key=request.session.session_key or "", context=context_for(request),
+        )  # fmt: skip
+    except PatientNotFound:
+        return _not_found(request)
+    except AccessBasisRequired:
+        return redirect("access-basis", patient_id=patient_id)
+    except SectionPageNotFound:
+        missing = {"patient_id": patient_id, "section": "results"}
+        return render(request, "sharedrecord/no_such_page.html", missing, status=404)
+    record = timeline.record
+    context = {
+        "timeline": timeline,
+        "record": record,
+        "patient": record.patient,
+        "registered_gp": record.registered_gp,
+        "banner": record.banner,
+        "sections": [
+            (value, label) for value, label in RecordSection.choices
+            if value in record.policy.sections
+        ],
+        "filter_query": "".join(
+            f"{k}={quote(v)}&amp;"
+            for k in ("from", "to", "organisation", "setting", "kind")
+            if (v := request.GET.get(k, ""))
+        ),
+    }  # fmt: skip
+    return render(request, "sharedrecord/timeline.html", context)
 
 
 # Types a browser shows safely on its own (inside a sandbox); others download.

@@ -24,6 +24,7 @@ from sharedrecord.presentation.types import (
     CODE_WORDS,
     COURSE_WORDS,
     DATE_LABELS,
+    SECTION_LABELS,
     SETTING_DISPLAYS,
     SETTING_WORDS,
     STATUS_WORDS,
@@ -123,6 +124,10 @@ class ShownEntry:
     current: bool = True  # False once its period has ended (an alert that no longer applies)
     verification: str = ""
     codes: list[str] = field(default_factory=list)  # "system|code" of every coding it holds
+
+    @property
+    def section_label(self) -> str:
+        return SECTION_LABELS.get(self.section, self.section)
 
     @property
     def date_label(self) -> str:

@@ -307,6 +307,17 @@ SETTING_DISPLAYS: dict[str, str] = {
     "field": "FLD",
 }
 
+# Each section's name where an item is listed outside its section (the timeline); the same
+# words as RecordSection's labels.
+SECTION_LABELS: dict[str, str] = {
+    "demographics": "Demographics", "contacts": "Contacts and care team",
+    "alerts": "Alerts and flags", "allergies": "Allergies and adverse reactions",
+    "medications": "Medications", "problems": "Problems and diagnoses",
+    "results": "Test results", "encounters": "Encounters", "referrals": "Referrals",
+    "appointments": "Appointments", "care-plans": "Care plans", "documents": "Documents",
+    "procedures": "Procedures", "immunisations": "Immunisations",
+}  # fmt: skip
+
 # What the date beside an item means, per section: a bare "Date" leaves the reader
 # guessing whether a problem's date is its onset or when someone wrote it down.
 DATE_LABELS: dict[str, str] = {

@@ -40,7 +40,7 @@ def _sign_in(page: Page, base: str, username: str) -> None:
 def _record_urls(page: Page, base: str, person: Patient) -> dict[str, str]:
     """The summary, every section the role may open, and every document it lists."""
     record = f"{base}/record/{person.public_id}/"
-    urls = {"summary": record}
+    urls = {"summary": record, "timeline": f"{record}timeline"}
     for section in RecordSection.values:
         response = page.goto(f"{record}{section}")
         if response is not None and response.status == 200:

@@ -154,6 +154,9 @@ PERSONAL: dict[str, Callable[[Scene], list[Visit]]] = {
     ],
     f"/record/{UUID}/": _record,
     f"/record/{UUID}/x": _sections,
+    f"/record/{UUID}/timeline": lambda s: [
+        (s.gp, f"/record/{s.record.public_id}/timeline", s.record.nhs_number)
+    ],
     f"/record/{UUID}/documents/{UUID}": lambda s: [
         (s.gp, f"/record/{s.record.public_id}/documents/{s.document}", s.record.nhs_number)
     ],

@@ -38,6 +38,7 @@ pytestmark = pytest.mark.django_db
 SUMMARY = 22
 SECTION = {section: 23 for section in RecordSection.values}
 DOCUMENT = 19
+TIMELINE = 23
 FHIR_PATIENT_READ = 11
 FHIR_PATIENT_SEARCH = 9
 FHIR_EVERYTHING = 13
@@ -88,6 +89,13 @@ def test_each_record_section(
     with django_assert_max_num_queries(SECTION[section]):
         response = gp.get(f"/record/{record.public_id}/{section}")
     assert response.status_code == 200
+
+
+def test_the_timeline(gp: Client, record: Patient, django_assert_max_num_queries: Any) -> None:
+    with django_assert_max_num_queries(TIMELINE):
+        response = gp.get(f"/record/{record.public_id}/timeline")
+    assert response.status_code == 200
+    assert len(shown_entries(response)) >= 10  # the bound is for a full page
 
 
 def test_a_document(gp: Client, record: Patient, django_assert_max_num_queries: Any) -> None:

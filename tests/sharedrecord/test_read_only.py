@@ -22,6 +22,7 @@ ROUTES = {
     "/accounts/session": "the session's remaining time: read-only",
     "/accounts/timed-out": "the idle sign-out (POST)",
     "/help/roles": "the roles table: read-only",
+    "/about": "the residents' page: read-only (GET only)",
     f"/access/{UUID}/": "the access basis (audited)",
     f"/access/{UUID}/emergency": "emergency access (audited)",
     "/optouts/": "the opt-out registry (GP practices)",
