@@ -31,7 +31,7 @@ def test_the_timeline_lists_every_source_newest_first_and_audits_what_it_showed(
     sources = {e.source_org.ods_code for e in clinical.filter(public_id__in=shown)}
     assert {"Z81001", "ZAC01", "ZCM01", "ZSC01"} <= sources
     rows = re.findall(
-        r'<tr class="nhsuk-table__row" data-entry="([0-9a-f-]{36})"', main_html(response)
+        r'<tr role="row" class="nhsuk-table__row" data-entry="([0-9a-f-]{36})"', main_html(response)
     )
     when = {str(k): v for k, v in clinical.values_list("public_id", "effective_at")}
     dates = [d for d in (when[row] for row in rows) if d is not None]
