@@ -36,6 +36,7 @@ class AuditAction(models.TextChoices):
     FEED_REJECTED = "feed-rejected", "Feed message rejected"
     MATCH_DECISION = "match-decision", "Patient matching decision"
     MATCH_QUEUE_VIEW = "match-queue-view", "Viewed a parked entry (data quality)"
+    IDENTITY_CHANGE = "identity-change", "Merged, linked or separated people (undone exactly)"
     RECORD_PURGED = "record-purged", "Record removed after opt-out"
     OPTOUT_CHANGE = "optout-change", "Opt-out registry changed"
     OPTOUT_VIEW = "optout-view", "Viewed the opt-out registry"

@@ -25,6 +25,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from audit.metrics import AUDIT_WRITE_SECONDS
 from audit.models import ActorType, AuditAction, AuditEvent, AuditOutcome
 from audit.sql import CHAIN_STRIPES
 
@@ -152,7 +153,11 @@ def audit_event_record(
     # PostgreSQL's jsonb hands back to the verifier.
     detail = json.loads(json.dumps(detail or {}, default=str))
     occurred_at = timezone.now()
-    with transaction.atomic(), connection.cursor() as cursor:
+    with (
+        AUDIT_WRITE_SECONDS.labels("event").time(),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
         stripe = _stripe()
         cursor.execute(
             "SELECT seq, hash FROM audit_chain_head WHERE stripe = %s FOR UPDATE", [stripe]
@@ -275,7 +280,11 @@ def audit_events_record(*, events: Sequence[PendingEvent]) -> list[int]:
         return []
     occurred_at = timezone.now()
     rows: list[list[Any]] = []
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    with (
+        AUDIT_WRITE_SECONDS.labels("batch").time(),
+        transaction.atomic(savepoint=False),
+        connection.cursor() as cursor,
+    ):
         stripe = _stripe()
         cursor.execute(
             "SELECT seq, hash FROM audit_chain_head WHERE stripe = %s FOR UPDATE", [stripe]

@@ -107,15 +107,19 @@ class FeedMessageAdmin(ReadOnlyAdmin):
 
 @admin.register(MatchQueueItem)
 class MatchQueueItemAdmin(ReadOnlyAdmin):
-    """Data-quality review of entries that could not be linked to a person with certainty.
+    """Entries that could not be linked to a person with certainty: ids and states only.
 
-    The list shows no personal data; opening an item shows the parked resource,
-    so each opening is an audited read (written before the page is built, so a
-    failed audit write means no page).
+    Never the parked resource or its columns: a parked entry is in nobody's
+    record, so no role may see its clinical content (data quality officers
+    decide cases on the workbench, /workbench/, from the identifiers and
+    demographics sent). The list shows no personal data; opening an item
+    shows the NHS number sent, so each opening is an audited read (written
+    before the page is built, so a failed audit write means no page).
     """
 
-    list_display = ("resource_type", "organisation", "reason", "created_at", "resolved_at")
-    list_filter = ("reason", "organisation", "resolved_at")
+    list_display = ("resource_type", "organisation", "reason", "state", "created_at", "resolved_at")
+    list_filter = ("reason", "state", "organisation")
+    exclude = ("resource", "entry_data")
 
     def change_view(
         self,

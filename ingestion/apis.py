@@ -12,7 +12,7 @@ from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,10 +23,11 @@ from ingestion.authentication import FeedTokenAuthentication, IsFeedSystem
 from ingestion.bulk import ndjson_upload_check
 from ingestion.failures import failure_issue
 from ingestion.fhir.results import FeedRejected
+from ingestion.health import SystemHealth, feed_health
 from ingestion.hl7_receiving import hl7_message_receive
 from ingestion.hl7v2.ack import ack as hl7_ack
 from ingestion.hl7v2.results import Hl7Problem
-from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageStatus
+from ingestion.models import FeedCredential, FeedMessage, MessageKind, MessageStatus, ParkState
 from ingestion.outcomes import issue, outcome_response
 from ingestion.receiving import (
     IdempotencyConflict,
@@ -35,6 +36,9 @@ from ingestion.receiving import (
     feed_message_receive,
     feed_message_refuse,
 )
+from ingestion.workbench import parked_entries_of, parked_for_sender
+from sharedrecord.access import feed_operator_for
+from sharedrecord.exceptions import NOT_KEPT, RETRY_AFTER_SECONDS, store_unavailable
 
 JSON_TYPES = {"application/fhir+json", "application/json"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "text/xml"}
@@ -127,6 +131,10 @@ class FeedApi(APIView):
             )
         if isinstance(exc, exceptions.APIException):
             return outcome_response(exc.status_code, code="invalid", diagnostics=str(exc.detail))
+        if store_unavailable(exc):
+            response = outcome_response(503, code="unavailable", diagnostics=NOT_KEPT)
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
         return super().handle_exception(exc)
 
 
@@ -316,6 +324,10 @@ class FeedHl7v2Api(APIView):
             return _hl7_transport_error(406, "The answer is an ACK: x-application/hl7-v2+er7.")
         if isinstance(exc, exceptions.APIException):
             return _hl7_transport_error(exc.status_code, str(exc.detail))
+        if store_unavailable(exc):
+            response = _hl7_transport_error(503, NOT_KEPT)
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
         return super().handle_exception(exc)
 
 
@@ -341,3 +353,82 @@ class FeedReceiptApi(FeedApi):
         if message is None:
             return outcome_response(404, code="not-found", diagnostics="No such receipt.")
         return Response(receipt_body(message))
+
+
+class FeedParkedApi(FeedApi):
+    """GET the sender's own parked entries and what the data quality team decided.
+
+    Each case: the receipt it came in, its entries (index, type and the
+    sender's own id), why it was parked, its state (parked, filed, rejected,
+    correction-requested, blocked) and the decision's code. Never content.
+    """
+
+    @extend_schema(
+        parameters=[OpenApiParameter("state", str, enum=ParkState.values)],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The sender's cases.")},
+    )
+    def get(self, request: Request) -> Response:
+        credential = cast(FeedCredential, request.auth)
+        state = request.query_params.get("state", "")
+        if state and state not in ParkState.values:
+            return outcome_response(
+                400, code="invalid-parameter", diagnostics="state is not a known state.",
+                expression=["state"],
+            )  # fmt: skip
+        cases = parked_for_sender(organisation_ods=credential.organisation.ods_code, state=state)
+        entries = parked_entries_of(groups=[case.group for case in cases])
+        return Response(
+            {
+                "cases": [
+                    {
+                        "id": str(case.group),
+                        "receipt": str(case.receipt),
+                        "reason": case.reason,
+                        "state": case.state,
+                        "decision": case.decision_code,
+                        "parkedAt": case.parked_at.isoformat(),
+                        "decidedAt": case.decided_at.isoformat() if case.decided_at else None,
+                        "entries": entries.get(case.group, []),
+                    }
+                    for case in cases
+                ]
+            }
+        )
+
+
+class FeedHealthApi(APIView):
+    """GET: every connected system's feed health (the programme's feed operators only)."""
+
+    class OutputSerializer(serializers.Serializer[Any]):
+        credential_id = serializers.CharField()
+        organisation = serializers.CharField()
+        ods_code = serializers.CharField()
+        system = serializers.CharField()
+        state = serializers.CharField()
+        late = serializers.BooleanField()
+        last_received_at = serializers.DateTimeField(allow_null=True)
+        expected_interval_seconds = serializers.SerializerMethodField()
+        received_last_24_hours = serializers.IntegerField(source="received_today")
+        hourly = serializers.ListField(child=serializers.IntegerField())
+        rejects = serializers.DictField(child=serializers.IntegerField())
+        parks = serializers.DictField(child=serializers.IntegerField())
+        failures = serializers.SerializerMethodField()
+
+        def get_expected_interval_seconds(self, health: SystemHealth) -> int | None:
+            interval = health.expected_interval
+            return None if interval is None else int(interval.total_seconds())
+
+        def get_failures(self, health: SystemHealth) -> list[dict[str, Any]]:
+            return [
+                {"id": f.public_id, "received_at": f.received_at.isoformat(),
+                 "attempts": f.attempts, "stage": f.stage, "error": f.error}
+                for f in health.failures
+            ]  # fmt: skip
+
+    @extend_schema(responses=OutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        if feed_operator_for(request.user) is None:
+            raise exceptions.PermissionDenied(
+                "Only the programme's feed operators see feed health."
+            )
+        return Response(self.OutputSerializer(feed_health(), many=True).data)

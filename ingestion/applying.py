@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from ingestion.fhir.fields import birth_date_of
 from ingestion.fhir.results import ParsedBundle, ParsedEntry
 from ingestion.hl7v2.results import Merge
 from ingestion.models import FeedMessage, MatchQueueItem, ParkReason
+from ingestion.parked import entry_data_columns
 from ingestion.progress import Outcome, Progress
 from optout.models import OptOutRoute
 from optout.selectors import optout_blocks
@@ -30,12 +32,13 @@ from sharedrecord.demographics import patient_demographics_refresh
 from sharedrecord.entries import (
     UpsertResult,
     entries_upsert,
+    entry_is_older,
     entry_remove,
     patient_create,
-    patient_entries_merge,
     patient_lock,
 )
 from sharedrecord.exceptions import PermissionDenied
+from sharedrecord.identity import patients_merge
 from sharedrecord.matching import (
     Demographics,
     MatchOutcome,
@@ -43,7 +46,7 @@ from sharedrecord.matching import (
     nhs_number_normalise,
     patient_match,
 )
-from sharedrecord.models import Organisation, OrganisationKind, SourceKey
+from sharedrecord.models import Entry, Organisation, OrganisationKind, SourceKey
 
 
 @dataclass
@@ -53,6 +56,10 @@ class _Person:
     nhs_number: str = ""
     park_reason: str = ""
     birth_date: datetime.date | None = None
+    # The source's Patient id the entries named, when the source never sent that Patient.
+    reference: str = ""
+    # The NHS number as sent, even when invalid: the reviewer sees what came.
+    sent: str = ""
     entries: list[ParsedEntry] = field(default_factory=list)
 
 
@@ -77,6 +84,7 @@ def _group(
             numbers = [n for n in patient_entry.nhs_numbers if n]
             key = f"bundle:{patient_entry.index}"
             person = groups[key]
+            person.sent = numbers[0][:32] if numbers else ""
             if len(set(numbers)) > 1:
                 person.park_reason = ParkReason.CONFLICTING_NHS_NUMBERS
             elif not numbers:
@@ -101,12 +109,14 @@ def _group(
             if key_row is None:
                 person = groups[f"unknown:{link.value}"]
                 person.park_reason = ParkReason.UNKNOWN_PATIENT
+                person.reference = link.value[:64]
             else:
                 person = groups[f"nhs:{key_row.patient.nhs_number}"]
                 person.nhs_number = key_row.patient.nhs_number
         else:
             number = nhs_number_normalise(link.value)
             person = groups[f"nhs:{number}"]
+            person.sent = number[:32]
             if nhs_number_is_valid(number):
                 person.nhs_number = number
             else:
@@ -131,16 +141,20 @@ def _park(
     outcome: Outcome,
     events: list[PendingEvent],
 ) -> None:
+    group = uuid.uuid4()  # the person's entries are decided together (ingestion/workbench.py)
     for entry in person.entries:
         MatchQueueItem.objects.create(
             message=message,
             organisation=message.organisation,
+            group=group,
             entry_index=entry.index,
             resource_type=entry.resource_type,
             source_id=entry.source_id,
             reason=reason,
-            nhs_number_sent=person.nhs_number,
+            nhs_number_sent=person.nhs_number or person.sent,
+            patient_reference=person.reference,
             resource=entry.resource,
+            entry_data=entry_data_columns(entry.data),
         )
         outcome.counts["parked"] += 1
     outcome.issues.append(
@@ -263,6 +277,66 @@ def _move_optout_holding(organisation: Organisation, person: _Person) -> None:
         )
 
 
+def _move_corrected(
+    message: FeedMessage,
+    organisation: Organisation,
+    person: _Person,
+    kept: list[ParsedEntry],
+    actor: AuditActor,
+) -> None:
+    """A source that corrects a person's NHS number moves its entries to the corrected one.
+
+    Its Patient (same source id) filed under another NHS number and not newer
+    than this one: every entry of this source on that person moves with it,
+    as a recorded identity operation (sharedrecord.identity) that can be
+    undone exactly. Other sources' entries stay: this source speaks for its
+    own. The caller holds this person's lock; the other is taken here.
+    """
+    for entry in kept:
+        if entry.resource_type != "Patient":
+            continue
+        key = (
+            SourceKey.objects.filter(
+                source_org=organisation, resource_type="Patient", source_id=entry.source_id
+            )
+            .select_related("patient")
+            .first()
+        )
+        if key is None or key.patient.nhs_number == person.nhs_number:
+            continue
+        earlier = key.patient
+        stored = Entry.objects.filter(
+            patient=earlier, source_org=organisation, resource_type="Patient",
+            source_id=entry.source_id,
+        ).first()  # fmt: skip
+        if stored is not None and entry_is_older(entry.data, stored):
+            continue  # an older message still naming the old number moves nothing
+        patient_lock(nhs_number=earlier.nhs_number)
+        blocked = optout_blocks(nhs_number=earlier.nhs_number)
+        moved = patients_merge(
+            from_nhs_number=earlier.nhs_number, to_nhs_number=person.nhs_number,
+            source_org=organisation, blocked=blocked, actor=actor,
+            reason="The source corrected the person's NHS number.",
+            feed_message_id=message.public_id,
+        )  # fmt: skip
+        audit_event_record(
+            action=AuditAction.MATCH_DECISION,
+            actor=actor,
+            subject=AuditSubject(
+                patient_id=moved.survivor.public_id if moved.survivor else None,
+                nhs_number=person.nhs_number,
+            ),
+            detail={
+                "message": str(message.public_id),
+                "decision": "nhs-number-corrected",
+                "operation": str(moved.operation.public_id),
+                "merged_from": str(moved.merged_id) if moved.merged_id else None,
+                "entries": moved.entries,
+            },
+            source_ods=[organisation.ods_code],
+        )
+
+
 def bundle_apply(
     *,
     message: FeedMessage,
@@ -349,6 +423,7 @@ def bundle_apply(
                 )
             else:
                 kept.append(entry)
+        _move_corrected(message, organisation, person, kept, system_actor)
         progress.at("upsert", kept)
         results = entries_upsert(
             patient=patient,
@@ -396,43 +471,58 @@ def merge_apply(
     """A40: move this sender's entries from the merged-away person to the surviving one.
 
     Only the sender's own entries move: it speaks for its records, not for
-    other organisations'. Both people are locked in NHS number order; an
-    opted-out survivor gets nothing (the entries are removed instead).
+    other organisations'. Both people are locked in NHS number order. The
+    merge is a recorded identity operation (sharedrecord.identity) that can
+    be undone exactly; an opt-out on either number wins (nothing moves and
+    both records are removed).
     """
     survivor_number = merge.survivor_nhs_number
     actor = AuditActor.system(INGESTION, org_ods=organisation.ods_code)
     survivor_id = merge.survivor_patient_id
     prior_id = merge.prior_patient_id
-    if (
-        prior_id
-        and prior_id != survivor_id
-        and entry_remove(
+    # The sender's record of the merged-away person ends: within a merge it is kept in
+    # the recorded operation (undone with it); without one it is simply removed.
+    retire = (("Patient", prior_id),) if prior_id and prior_id != survivor_id else ()
+    mergeable = (
+        merge.prior_nhs_number
+        and nhs_number_is_valid(survivor_number)
+        and merge.prior_nhs_number != survivor_number
+    )
+    if not mergeable:
+        if retire and entry_remove(
             source_org=organisation, resource_type="Patient", source_id=prior_id, as_of=as_of
-        )
-    ):
-        outcome.counts["deleted"] += 1
-    if not merge.prior_nhs_number or not nhs_number_is_valid(survivor_number):
-        return
-    if merge.prior_nhs_number == survivor_number:
+        ):
+            outcome.counts["deleted"] += 1
         return
     for number in sorted({merge.prior_nhs_number, survivor_number}):
         patient_lock(nhs_number=number)
-    moved = patient_entries_merge(
-        source_org=organisation, from_nhs_number=merge.prior_nhs_number,
-        to_nhs_number=survivor_number, blocked=optout_blocks(nhs_number=survivor_number),
+    # One person now: an opt-out on either number wins (nothing moves, both records go).
+    blocked = optout_blocks(nhs_number=merge.prior_nhs_number) or optout_blocks(
+        nhs_number=survivor_number
+    )
+    moved = patients_merge(
+        from_nhs_number=merge.prior_nhs_number, to_nhs_number=survivor_number,
+        source_org=organisation, blocked=blocked, actor=actor,
+        feed_message_id=message.public_id, retire=retire,
     )  # fmt: skip
     outcome.counts["merged"] += moved.entries
+    outcome.counts["deleted"] += len(moved.operation.snapshot.get("retired", []))
     audit_event_record(
         action=AuditAction.MATCH_DECISION,
         actor=actor,
-        subject=AuditSubject(patient_id=moved.survivor_id, nhs_number=survivor_number),
+        subject=AuditSubject(
+            patient_id=moved.survivor.public_id if moved.survivor else None,
+            nhs_number=survivor_number,
+        ),
         detail={
             "message": str(message.public_id),
             "decision": "merged",
+            "operation": str(moved.operation.public_id),
             "merged_from": str(moved.merged_id) if moved.merged_id else None,
             "merged_nhs_number": merge.prior_nhs_number,
             "entries": moved.entries,
             "merged_person_removed": moved.merged_removed,
+            "blocked": blocked,
         },
         source_ods=[organisation.ods_code],
     )

@@ -13,3 +13,9 @@ class IngestionConfig(AppConfig):
         from optout.services import optout_purger_register
 
         optout_purger_register(personal_data_purge)
+
+        from ingestion.metrics import FeedCollector, FeedFreshnessCollector, ParkedCollector
+        from sharedrecord.metrics import metrics_collector_register
+
+        for collector in (FeedCollector(), ParkedCollector(), FeedFreshnessCollector()):
+            metrics_collector_register(collector)

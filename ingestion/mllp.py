@@ -55,6 +55,7 @@ from ingestion.hl7v2.er7 import decode, read_header
 from ingestion.hl7v2.results import Hl7Header, Hl7Problem, Hl7Rejected
 from ingestion.models import FeedCredential, MessageKind
 from ingestion.receiving import feed_message_refuse
+from sharedrecord.exceptions import NOT_KEPT, store_unavailable
 
 START, END = b"\x0b", b"\x1c\x0d"
 _VT, _FS, _CR = 0x0B, 0x1C, 0x0D
@@ -201,11 +202,23 @@ class FeedHandler:
                 "it was not taken."
             )  # fmt: skip
             return self._refuse(item.payload, problem)
-        current = feed_credential_authenticate(token=self.token)  # revocation applies at once
-        if current is None:
-            problem = Hl7Problem("", 0, 0, "207", "The feed credential was revoked.")
-            return self._refuse(item.payload, problem)
-        return hl7_message_receive(credential=current, payload=item.payload).ack
+        try:
+            current = feed_credential_authenticate(token=self.token)  # revocation applies at once
+            if current is None:
+                problem = Hl7Problem("", 0, 0, "207", "The feed credential was revoked.")
+                return self._refuse(item.payload, problem)
+            return hl7_message_receive(credential=current, payload=item.payload).ack
+        except Exception as exc:
+            if not store_unavailable(exc):
+                raise
+            # Nothing was kept and nothing can be written to say so: an AR the sender
+            # retries, on a connection that stays open.
+            logger.warning("mllp: the record store is not answering; the message was not taken")
+            header = _header(item.payload)
+            unavailable = Hl7Problem("", 0, 0, "207", NOT_KEPT)
+            if header is None:
+                return None
+            return hl7_ack(header=header, code="AR", problems=[unavailable], text=NOT_KEPT)
 
     def _refuse(self, payload: bytes, problem: Hl7Problem) -> bytes | None:
         header = _header(payload)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -109,10 +110,28 @@ class ParkReason(models.TextChoices):
     UNKNOWN_PATIENT = "unknown-patient", "Refers to a patient this source never sent"
 
 
+class ParkState(models.TextChoices):
+    """Where a parked item stands: waiting, or the data quality officer's decision."""
+
+    PARKED = "parked", "Waiting for a decision"
+    FILED = "filed", "Filed to a person"
+    REJECTED = "rejected", "Rejected"
+    CORRECTION_REQUESTED = "correction-requested", "Sender asked to correct and re-send"
+    # Filing met the opt-out gate: the person opted out, so nothing was stored.
+    BLOCKED = "blocked", "Not stored: the person opted out"
+
+
 class MatchQueueItem(models.Model):
-    """An entry that could not be linked to a person with certainty: parked, never guessed."""
+    """An entry that could not be linked to a person with certainty: parked, never guessed.
+
+    The entries one message parked for one person share a `group`: the data
+    quality officer decides them together (ingestion/workbench.py). Once
+    decided, the resource and its columns are cleared: filed, they live in
+    the record; rejected, nothing of them is kept.
+    """
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    group = models.UUIDField(default=uuid.uuid4, db_index=True, editable=False)
     message = models.ForeignKey(FeedMessage, on_delete=models.CASCADE, related_name="parked")
     organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
     entry_index = models.PositiveIntegerField()
@@ -122,13 +141,34 @@ class MatchQueueItem(models.Model):
     # Kept for the data-quality reviewer; cleared by the opt-out purge when the
     # number it carries is opted out.
     nhs_number_sent = models.CharField(max_length=32, blank=True)
+    # The source's Patient id an entry named when this source never sent that Patient.
+    patient_reference = models.CharField(max_length=64, blank=True)
     resource = models.JSONField()
+    # The typed columns the parser gave (EntryData without the resource), so
+    # filing stores exactly what the feed would have stored.
+    entry_data = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    state = models.CharField(max_length=24, choices=ParkState.choices, default=ParkState.PARKED)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    # A code from the workbench's lists: what the sender is told (never free text).
+    decision_code = models.CharField(max_length=40, blank=True)
+    # The officer's own words: kept for governance, never sent to the sender.
+    decision_note = models.CharField(max_length=500, blank=True)
+    filed_patient_id = models.UUIDField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "matching queue item"
+        indexes = [
+            models.Index(
+                fields=["organisation", "created_at"],
+                name="match_queue_waiting",
+                condition=Q(state="parked"),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.resource_type} parked: {self.get_reason_display()}"
@@ -169,3 +209,30 @@ class ImportCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"Import of {self.file_name}: {self.lines_done} of {self.total_lines} lines"
+
+
+class ParkedDigest(models.Model):
+    """One organisation's daily digest of what its feeds parked, and why (no person).
+
+    Written once a day by beat (ingestion.parked_digests_compose); shown to
+    the organisation's data quality officers on the workbench. Counts only:
+    entries parked that day by reason, cases decided that day by state, and
+    cases still waiting (and overdue) at the end of it.
+    """
+
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    day = models.DateField()
+    parked = models.JSONField(default=dict)
+    decided = models.JSONField(default=dict)
+    waiting = models.PositiveIntegerField(default=0)
+    overdue = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-day", "organisation__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organisation", "day"], name="parked_digest_daily"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Parked digest of {self.organisation.ods_code} for {self.day}"

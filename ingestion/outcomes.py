@@ -29,6 +29,7 @@ ISSUE_TYPES = {
     "too-large": "too-costly",
     "unsupported-media-type": "not-supported",
     "unauthenticated": "login",
+    "unavailable": "transient",
     "agreement-inactive": "forbidden",
     "idempotency-conflict": "conflict",
     "not-found": "not-found",
@@ -56,6 +57,7 @@ ISSUE_TYPES = {
     "not-acceptable": "not-supported",
     "forbidden": "forbidden",
     "attempt-failed": "transient",
+    "invalid-parameter": "value",
 }
 
 

@@ -24,6 +24,7 @@ from ingestion.fhir.results import FeedRejected
 from ingestion.hl7v2.convert import convert
 from ingestion.hl7v2.datatypes import fhir_datetime
 from ingestion.hl7v2.results import Converted, Hl7Header, Hl7Rejected
+from ingestion.metrics import ACCEPT_TO_QUERYABLE_SECONDS
 from ingestion.models import FeedMessage, MessageKind, MessageStatus
 from ingestion.progress import RECEIPT_COUNTS, Outcome, Progress
 from ingestion.receiving import media_of
@@ -178,8 +179,20 @@ def _process_claimed(message_id: int, progress: Progress) -> str:
     )
     audit_events_record(events=events)
     _feed_seen_after_commit(organisation.pk)
+    _latency_after_commit(message)
     logger.info("feed message %s done: %s", message.public_id, message.counts)
     return MessageStatus.DONE
+
+
+def _latency_after_commit(message: FeedMessage) -> None:
+    """Observe accept-to-queryable once the entries are committed (readable by others)."""
+    ods, kind, received_at = message.organisation.ods_code, message.kind, message.received_at
+
+    def observe() -> None:
+        seconds = (timezone.now() - received_at).total_seconds()
+        ACCEPT_TO_QUERYABLE_SECONDS.labels(ods, kind).observe(max(0.0, seconds))
+
+    transaction.on_commit(observe)
 
 
 # When this process last noted each organisation's feed as seen (time.monotonic()).

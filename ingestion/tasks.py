@@ -49,9 +49,31 @@ def feed_messages_sweep_task() -> int:
     )
 
 
+@shared_task(name="ingestion.parked_digests_compose", ignore_result=True)
+def parked_digests_compose_task() -> int:
+    """Yesterday's digest of parked entries, per organisation (run by beat each morning)."""
+    from django.utils import timezone
+
+    from ingestion.workbench import parked_digests_compose
+
+    yesterday = timezone.localdate() - datetime.timedelta(days=1)
+    return len(parked_digests_compose(day=yesterday))
+
+
 @shared_task(name="maintenance.audit_partitions_ensure")
 def audit_partitions_ensure_task() -> int:
     """Keep three months of audit partitions ready ahead of time (run by beat)."""
     from audit.trail import audit_partitions_ensure
 
     return audit_partitions_ensure(months_ahead=3)
+
+
+@shared_task(name="maintenance.audit_verify", ignore_result=True)
+def audit_verify_task() -> bool:
+    """Walk the audit trail's chains and leave the outcome for the metrics (run by beat)."""
+    from audit.integrity import audit_chain_verify
+    from audit.metrics import audit_verify_outcome_note
+
+    report = audit_chain_verify()
+    audit_verify_outcome_note(intact=report.intact, events_checked=report.events_checked)
+    return report.intact

@@ -14,17 +14,21 @@ from dataclasses import dataclass
 from django.db.models import Max, QuerySet
 
 from optout.models import OptOut, OptOutChange, OptOutStatus
+from sharedrecord.identity import identity_numbers_joined
 from sharedrecord.models import Organisation, Patient
 
 
 def optout_blocks(*, nhs_number: str) -> bool:
     """True when this NHS number has an active opt-out, so nothing may be stored for it.
 
-    Any practice's active entry counts. Call it inside the upsert transaction
-    after taking the person's lock (sharedrecord.entries.patient_lock): the
-    opt-out takes the same lock, so a concurrent opt-out always wins.
+    Any practice's active entry counts, on this number or on any number a
+    standing merge or link joins to it (sharedrecord.identity): one person's
+    opt-out wins whichever number a source uses. Call it inside the upsert
+    transaction after taking the person's lock (sharedrecord.entries.patient_lock):
+    the opt-out takes the same lock, so a concurrent opt-out always wins.
     """
-    return OptOut.objects.active().filter(nhs_number=nhs_number).exists()
+    numbers = identity_numbers_joined(nhs_number=nhs_number)
+    return OptOut.objects.active().filter(nhs_number__in=sorted(numbers)).exists()
 
 
 def optouts_for_practice(*, practice: Organisation, search: str = "") -> QuerySet[OptOut]:

@@ -33,6 +33,7 @@ from sharedrecord.access import (
 from sharedrecord.auditing import actor_for
 from sharedrecord.entries import patient_lock, patient_purge
 from sharedrecord.exceptions import PermissionDenied
+from sharedrecord.identity import identity_numbers_joined, identity_snapshots_clear
 from sharedrecord.matching import nhs_number_is_valid, nhs_number_normalise
 from sharedrecord.models import Organisation, OrganisationKind, User
 
@@ -204,7 +205,16 @@ def _record(
     """Make the entry active, remove the person's record, audit it (caller holds the lock)."""
     number = optout.nhs_number
     purged = patient_purge(nhs_number=number)
-    optout.purged_source_ods = sorted(set(optout.purged_source_ods) | set(purged.source_ods))
+    joined_sources: set[str] = set()
+    # The same person under a number a standing merge or link joins to this one.
+    joined = identity_numbers_joined(nhs_number=number)
+    for other in sorted(joined - {number}):
+        patient_lock(nhs_number=other)
+        joined_sources |= set(patient_purge(nhs_number=other).source_ods)
+    identity_snapshots_clear(nhs_numbers=joined)
+    optout.purged_source_ods = sorted(
+        set(optout.purged_source_ods) | set(purged.source_ods) | joined_sources
+    )
     _apply_change(
         optout, OptOutStatus.OPTED_OUT, practice, route, note, recorded_by, recorded_by_system
     )

@@ -34,6 +34,7 @@ Every other "who may" lives here too, one function per rule:
    people (optout_practice_may_record), and who records objections for the
    programme (optout_objections_office_for).
 10. Whose feeds may be taken (organisation_may_send_feeds).
+11. Who may decide parked feed items, and whose (data_quality_scope_for).
 """
 
 from __future__ import annotations
@@ -629,6 +630,66 @@ def optout_objections_office_for(user: User) -> Organisation | None:
     organisation = user.organisation
     if not user.is_active or user.role != StaffRole.OBJECTIONS_OFFICER:
         return None
+    if organisation is None:
+        return None
+    if organisation.ods_code not in settings.GOVERNANCE_ODS_CODES:
+        return None
+    return organisation
+
+
+# ------------------------------------------------------------------ who may decide parked items
+
+
+@dataclass(frozen=True)
+class DataQualityScope:
+    """Whose parked items a data quality officer sees and decides.
+
+    `organisation_ods` is None for the programme's officers (every item);
+    otherwise only the items that organisation's own feeds parked.
+    """
+
+    organisation_ods: str | None
+
+    def covers(self, sender_ods: str) -> bool:
+        return self.organisation_ods is None or self.organisation_ods == sender_ods
+
+
+def data_quality_scope_for(user: Any) -> DataQualityScope | None:
+    """Whose parked items this user may see and decide, or None.
+
+    Only active data quality officers. Those of an organisation in
+    GOVERNANCE_ODS_CODES (the programme that runs the record) see every
+    item; any other organisation's see the items its own feeds parked. No
+    superuser or global permission shortcut. A parked item never shows
+    clinical content to anyone (only what is needed to decide who it is).
+    """
+    if not isinstance(user, User) or not user.is_authenticated or not user.is_active:
+        return None
+    if user.role != StaffRole.DATA_QUALITY_OFFICER:
+        return None
+    organisation = user.organisation
+    if organisation is None:
+        return None
+    if organisation.ods_code in settings.GOVERNANCE_ODS_CODES:
+        return DataQualityScope(organisation_ods=None)
+    return DataQualityScope(organisation_ods=organisation.ods_code)
+
+
+# ------------------------------------------------------- who may watch the feeds (operations)
+
+
+def feed_operator_for(user: Any) -> Organisation | None:
+    """The programme organisation whose feeds this user watches and replays, or None.
+
+    An active feed operator of an organisation in GOVERNANCE_ODS_CODES (the
+    programme that runs the record). Operators see systems, times, counts and
+    reason codes, never a record; no superuser or global permission shortcut.
+    """
+    if not isinstance(user, User) or not user.is_authenticated or not user.is_active:
+        return None
+    if user.role != StaffRole.FEED_OPERATOR:
+        return None
+    organisation = user.organisation
     if organisation is None:
         return None
     if organisation.ods_code not in settings.GOVERNANCE_ODS_CODES:

@@ -16,3 +16,10 @@ class SharedRecordConfig(AppConfig):
         governance_resolver_register(governance_viewer_for)
         directory_register(directory_names)
         subject_lookup_register(governance_subject)
+
+        from audit.metrics import AuditChainCollector
+        from sharedrecord.metrics import NotificationsPendingCollector, metrics_collector_register
+        from sharedrecord.taskmetrics import QueueCollector
+
+        for collector in (AuditChainCollector(), NotificationsPendingCollector(), QueueCollector()):
+            metrics_collector_register(collector)

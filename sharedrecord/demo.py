@@ -69,4 +69,9 @@ USERS: tuple[DemoUser, ...] = (
     DemoUser("privacy.officer", "Oliver", "Grant", "ZSR01", StaffRole.PRIVACY_OFFICER),
     DemoUser("objections", "Nadia", "Rahman", "ZSR01", StaffRole.OBJECTIONS_OFFICER),
     DemoUser("sysadmin", "Fatima", "Hussain", "ZSR01", StaffRole.SYSTEM_ADMIN),
+    # Data quality officers (ingestion/workbench.py): the programme's, and the hospital's own.
+    DemoUser("dq.programme", "Joan", "Okeke", "ZSR01", StaffRole.DATA_QUALITY_OFFICER),
+    DemoUser("dq.hospital", "Sam", "Patel", "ZAC01", StaffRole.DATA_QUALITY_OFFICER),
+    # ---- operations (#26): feed health, replays
+    DemoUser("feeds.operator", "Samuel", "Osei", "ZSR01", StaffRole.FEED_OPERATOR),
 )

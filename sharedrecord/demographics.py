@@ -37,7 +37,7 @@ DEMOGRAPHIC_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _demographics_of(resource: dict[str, Any]) -> dict[str, str]:
+def demographics_of(resource: dict[str, Any]) -> dict[str, str]:
     """The shown demographic fields of one source's Patient resource ("" where not sent)."""
     name = next(
         (n for n in resource.get("name", []) if n.get("use") == "official"),
@@ -125,8 +125,8 @@ def patient_demographics_refresh(
     previous = patient.registered_gp_ods
     registered = registration_asserted(sources=sources, current=previous)
     ordered = _demographic_precedence(sources, registered)
-    found = [_demographics_of(e.resource) for e in ordered]
-    shown = dict.fromkeys(_demographics_of({}), "")
+    found = [demographics_of(e.resource) for e in ordered]
+    shown = dict.fromkeys(demographics_of({}), "")
     for keys in DEMOGRAPHIC_GROUPS.values():
         giver = next((f for f in found if any(f[k] for k in keys)), None)
         if giver is not None:

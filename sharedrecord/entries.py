@@ -2,8 +2,9 @@
 
 Every write of Entry rows, and the creation, purge and merge of Patient rows,
 under the person's lock (patient_lock): the upsert, a source's removal of one
-resource, the purge when a person opts out, and the merge of two people (HL7
-A40). A person's shown demographics are recomputed by sharedrecord.demographics.
+resource and the purge when a person opts out (merging and linking people, and
+undoing either, are sharedrecord.identity's). A person's shown demographics are
+recomputed by sharedrecord.demographics.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from django.db import connection
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
-from sharedrecord.demographics import patient_demographics_refresh
 from sharedrecord.entrydata import EntryData
 from sharedrecord.models import (
     Entry,
@@ -90,6 +90,11 @@ def _newer(incoming: EntryData, existing: _Versioned) -> bool | None:
     if new_time and old_time and new_time != old_time:
         return new_time > old_time
     return None
+
+
+def entry_is_older(incoming: EntryData, existing: Entry) -> bool:
+    """True when the versions tell that `incoming` is older than the stored entry."""
+    return _newer(incoming, existing) is False
 
 
 class _Stored(NamedTuple):
@@ -371,49 +376,3 @@ def patient_purge(*, nhs_number: str) -> PurgeResult:
     public_id = patient.public_id
     patient.delete()  # entries and source keys go with it (CASCADE)
     return PurgeResult(public_id, counts, sources)
-
-
-@dataclass(frozen=True)
-class MergeResult:
-    survivor_id: uuid.UUID | None
-    merged_id: uuid.UUID | None
-    entries: int
-    merged_removed: bool
-
-
-def patient_entries_merge(
-    *, source_org: Organisation, from_nhs_number: str, to_nhs_number: str, blocked: bool
-) -> MergeResult:
-    """Move one source's entries from a merged-away person to the surviving person (HL7 A40).
-
-    The caller holds patient_lock for both numbers. Only `source_org`'s
-    entries move; the merged person stays while other sources hold entries for
-    them, and is removed when nothing is left. `blocked` (the survivor opted
-    out): the entries are removed instead of moved.
-    """
-    prior = Patient.objects.filter(nhs_number=from_nhs_number).first()
-    if prior is None:
-        survivor = Patient.objects.filter(nhs_number=to_nhs_number).first()
-        return MergeResult(survivor.public_id if survivor else None, None, 0, False)
-    entries = Entry.objects.filter(patient=prior, source_org=source_org)
-    keys = SourceKey.objects.filter(patient=prior, source_org=source_org)
-    survivor = None
-    if blocked:
-        count = entries.count()
-        entries.delete()
-        keys.delete()
-    else:
-        survivor = Patient.objects.filter(nhs_number=to_nhs_number).first() or patient_create(
-            nhs_number=to_nhs_number
-        )
-        count = entries.update(patient=survivor)
-        keys.update(patient=survivor)
-    merged_id = prior.public_id
-    removed = not Entry.objects.filter(patient=prior).exists()
-    if removed:
-        prior.delete()
-    else:
-        patient_demographics_refresh(patient=prior)
-    if survivor is not None:
-        patient_demographics_refresh(patient=survivor)
-    return MergeResult(survivor.public_id if survivor else None, merged_id, count, removed)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from django.db import InterfaceError, OperationalError
+
+# How long a caller is asked to wait (Retry-After) when the record store is not answering.
+RETRY_AFTER_SECONDS = 30
+# What a feed sender is told then (an OperationOutcome's diagnostics, an AR's text).
+NOT_KEPT = "The record store is not answering just now; nothing was kept. Send it again."
+
 
 class DomainError(Exception):
     """Base of every error the platform raises on purpose."""
@@ -63,3 +70,12 @@ class SectionNotAvailable(DomainError):
 
     code = "section_not_available"
     status = 403
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """Whether an error means PostgreSQL is not answering (down, restarting, pool exhausted).
+
+    Every door answers it with a 503 and Retry-After in its own protocol: the
+    caller's request was not kept and should be sent again, which is not a defect.
+    """
+    return isinstance(exc, OperationalError | InterfaceError)

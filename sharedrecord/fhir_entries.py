@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from django.core import signing
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connections
 from django.db.models import F, Q, QuerySet
 from django.db.models.fields.tuple_lookups import (  # type: ignore[import-untyped]
     Tuple,
@@ -41,6 +41,7 @@ from sharedrecord.access import (
     ViewPolicy,
     entries_visible,
 )
+from sharedrecord.dbrouter import read_alias
 from sharedrecord.exceptions import PatientNotFound
 from sharedrecord.fhir_read import ORD_URL, ApiBasis, ApiCaller, api_event_detail, api_policy
 from sharedrecord.fhirapi.params import DateParam, Token, TypeSearch
@@ -274,7 +275,7 @@ def _text(patient: Patient, entry_id: int, policy: ViewPolicy) -> str:
         " WHERE e.patient_id = %s AND e.id = %s"
     )
     params = [*resource.expression_params, *resource.join_params, patient.pk, entry_id]
-    with connection.cursor() as cursor:
+    with connections[read_alias()].cursor() as cursor:
         cursor.execute(sql, params)
         (text,) = cursor.fetchone()
     return str(text)
@@ -382,7 +383,7 @@ def _page_read(
         json.dumps(PROVENANCE_AUTHOR),
         ODS_SYSTEM,
     ]
-    with connection.cursor() as cursor:
+    with connections[read_alias()].cursor() as cursor:
         cursor.execute(sql, params)
         fetched, shown, entries, prov, ids, sources, last_received, last_id = cursor.fetchone()
     last = (last_received, last_id) if last_id is not None else None

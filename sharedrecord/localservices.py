@@ -236,6 +236,7 @@ def resolved_environment(*, dev: bool, redis_db: int | None) -> dict[str, str]:
     if dev:
         env.setdefault("DEBUG", "true")
         env.setdefault("GOVERNANCE_ODS_CODES", "ZSR01")  # the demo programme
+        env.setdefault("LOG_FORMAT", "console")  # readable lines in a developer's terminal
     env.setdefault("DJANGO_SETTINGS_MODULE", "sharedrecord.settings")
     return env
 
@@ -246,70 +247,118 @@ def _port_free(port: int) -> bool:
 
 
 def celery_workers(python: str, *, queue: str, loglevel: str = "INFO") -> list[list[str]]:
-    """The worker layout's commands: one pool per queue, each of one process per core.
+    """The worker layout's commands: one pool per kind of work.
 
     `queue` is the feeds queue (CELERY_QUEUE); large messages go to `<queue>-large`
-    (FEED_LARGE_QUEUE's default). Only a busy queue's pool uses the cores, so one
-    queue alone has them all, and in a burst of both each has its share: HL7 v2
-    never waits behind large messages. Prefetch stays at one task a process (settings):
-    tasks are idempotent and acknowledged late, and an idle process waits for the
-    next one only a Redis round trip.
+    (FEED_LARGE_QUEUE's default), notifications and maintenance (the sweep, audit
+    partitions) to `<queue>-notifications` and `<queue>-maintenance`
+    (sharedrecord/celery.py). The feed pools have one process per core each: only a
+    busy queue's pool uses the cores, so one queue alone has them all, and in a
+    burst of both each has its share: HL7 v2 never waits behind large messages.
+    Background work has one process, so a sweep never waits behind a burst of feeds.
+    Prefetch stays at one task a process (settings): tasks are idempotent and
+    acknowledged late, and an idle process waits for the next one only a Redis round trip.
     """
     cores = str(os.cpu_count() or 1)
     worker = [python, "-m", "celery", "-A", "sharedrecord", "worker", "--loglevel", loglevel,
-              "--concurrency", cores, "--without-gossip", "--without-mingle"]  # fmt: skip
+              "--without-gossip", "--without-mingle"]  # fmt: skip
     return [
-        [*worker, "--queues", queue, "--hostname", f"feeds-{queue}@%h"],
-        [*worker, "--queues", f"{queue}-large", "--hostname", f"large-{queue}@%h"],
+        [*worker, "--concurrency", cores, "--queues", queue, "--hostname", f"feeds-{queue}@%h"],
+        [*worker, "--concurrency", cores, "--queues", f"{queue}-large",
+         "--hostname", f"large-{queue}@%h"],
+        [*worker, "--concurrency", "1", "--queues", f"{queue}-notifications,{queue}-maintenance",
+         "--hostname", f"background-{queue}@%h"],
     ]  # fmt: skip
 
 
+class _StopRequested(Exception):
+    """A stop signal (SIGTERM, SIGINT, SIGHUP) reached the local runner."""
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _StopRequested(signal.Signals(signum).name)
+
+
+def stop_processes(processes: dict[str, subprocess.Popen[bytes]], *, grace: float = 30) -> None:
+    """SIGTERM every process still running, wait up to `grace` seconds, then kill the rest.
+
+    SIGTERM is each program's clean stop: a Celery worker finishes the tasks it
+    holds (warm shutdown; a task it cannot finish was acknowledged late, so the
+    broker hands it to the next worker), beat and the web server exit, and
+    `seed_demo` stops between messages (each is committed before its receipt).
+    """
+    for proc in processes.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in processes.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def run_platform(env: dict[str, str]) -> int:
-    """Migrate, load the demo borough, then run web, worker and beat until Ctrl-C."""
+    """Migrate, load the demo borough, then run web, worker and beat until told to stop.
+
+    Ctrl-C (SIGINT), SIGTERM and SIGHUP all stop everything this started and
+    return 0; a child that exits by itself stops the rest and returns 1.
+    """
     python = sys.executable
     manage = [python, str(BASE_DIR / "manage.py")]
-    subprocess.run([*manage, "migrate", "--no-input"], env=env, check=True)
     port = int(env.get("PORT", "8000"))
     if not _port_free(port):
         raise SystemExit(f"127.0.0.1:{port} is already in use; set PORT to another.")
     celery = [python, "-m", "celery", "-A", "sharedrecord"]
-    feeds, large = celery_workers(python, queue=env.get("CELERY_QUEUE", "sharedrecord"))
-    processes = {
-        "web": subprocess.Popen([*manage, "runserver", "--noreload", f"127.0.0.1:{port}"], env=env),
-        "worker": subprocess.Popen(feeds, env=env),
-        "worker-large": subprocess.Popen(large, env=env),
-        "beat": subprocess.Popen(
-            [
-                *celery,
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(DATA_DIR / "celerybeat-schedule"),
-            ],
-            env=env,
-        ),
+    feeds, large, background = celery_workers(python, queue=env.get("CELERY_QUEUE", "sharedrecord"))
+    schedule = env.get("CELERY_BEAT_SCHEDULE_FILE") or str(DATA_DIR / "celerybeat-schedule")
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        # A process group of its own: Ctrl-C at the terminal reaches only this runner,
+        # which stops each child once, the same way whichever signal it was sent.
+        processes[name] = subprocess.Popen(argv, env=env, process_group=0)
+        return processes[name]
+
+    previous = {
+        signum: signal.signal(signum, _raise_stop)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     }
     try:
+        if start("migrate", [*manage, "migrate", "--no-input"]).wait() != 0:
+            return 1
+        del processes["migrate"]
+        start("web", [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"])
+        start("worker", feeds)
+        start("worker-large", large)
+        start("worker-background", background)
+        start("beat", [*celery, "beat", "--loglevel", "INFO", "--schedule", schedule])
         # The demo feeds go through the real pipeline, so the worker must be up.
-        subprocess.run([*manage, "seed_demo"], env=env, check=True)
-        print(f"\nShared care record running at http://127.0.0.1:{port}/  (Ctrl-C stops it)\n")
+        seeded = start("seed", [*manage, "seed_demo"]).wait()
+        del processes["seed"]
+        if seeded != 0:
+            _say("seed_demo failed; shutting down")
+            return 1
+        print(
+            f"\nShared care record running at http://127.0.0.1:{port}/  (Ctrl-C stops it)\n",
+            flush=True,
+        )
         while all(proc.poll() is None for proc in processes.values()):
             time.sleep(0.5)
         stopped = [name for name, proc in processes.items() if proc.poll() is not None]
         _say(f"{', '.join(stopped)} stopped; shutting down the rest")
         return 1
-    except KeyboardInterrupt:
+    except _StopRequested as stop:
+        _say(f"{stop} received; stopping {', '.join(processes) or 'nothing'}")
         return 0
     finally:
-        for proc in processes.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in processes.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        # A second signal while stopping must not leave children behind.
+        for signum in previous:
+            signal.signal(signum, signal.SIG_IGN)
+        stop_processes(processes)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,6 +77,16 @@ class Organisation(models.Model):
         editable=False,
         help_text="When a feed message from this organisation was last processed.",
     )
+    feed_expected_interval = models.DurationField(
+        "expected feed interval",
+        null=True,
+        blank=True,
+        help_text=(
+            "How often this organisation's feeds normally send data (for example 1:00:00 for "
+            "hourly). Once nothing has arrived for longer, its data is shown as possibly out "
+            "of date and its feed as late. Blank: not monitored."
+        ),
+    )
 
     objects: ClassVar[OrganisationQuerySet] = OrganisationQuerySet.as_manager()  # type: ignore[assignment]
 
@@ -107,6 +117,16 @@ class Organisation(models.Model):
         if self.dsa_end and self.dsa_start and self.dsa_end < self.dsa_start:
             raise ValidationError({"dsa_end": "The agreement must end on or after its start."})
 
+    def feed_is_late(self, now: datetime.datetime) -> bool:
+        """Whether a feed that normally sends data has been silent past its expected interval.
+
+        Only an organisation with an expected interval that has sent something is
+        ever late: one that never sent data has nothing of its own to be stale.
+        """
+        if self.feed_expected_interval is None or self.last_feed_at is None:
+            return False
+        return now - self.last_feed_at > self.feed_expected_interval
+
     def agreement_active(self, on: datetime.date | None = None) -> bool:
         """True when the data sharing agreement covers the given day (default today)."""
         day = on or timezone.localdate()
@@ -134,7 +154,13 @@ class StaffRole(models.TextChoices):
     # The programme's team that takes objections by phone or e-mail and records
     # them on behalf of the person's registered practice (St Helens' route).
     OBJECTIONS_OFFICER = "objections-officer", "Objections officer (programme team)"
+    # Decides the entries feeds parked (ingestion/workbench.py): the programme's
+    # officers see every item, an organisation's the items its own feeds parked.
+    DATA_QUALITY_OFFICER = "data-quality-officer", "Data quality officer"
     SYSTEM_ADMIN = "system-admin", "System administrator"
+    # ---- operations (#26): the programme's team that watches the feeds and replays
+    # failed messages; it sees ids, counts and reasons, never a record.
+    FEED_OPERATOR = "feed-operator", "Feed operator (programme operations)"
 
 
 RBAC_JOB_ROLE_CODES: dict[str, str] = {
@@ -147,7 +173,9 @@ RBAC_JOB_ROLE_CODES: dict[str, str] = {
     StaffRole.ADMIN_CLERK: "R8008",  # Admin/Clinical Support Access Role
     StaffRole.PRIVACY_OFFICER: "R8014",  # Privacy Officer Access Role
     StaffRole.OBJECTIONS_OFFICER: "R8008",  # Admin/Clinical Support Access Role
+    StaffRole.DATA_QUALITY_OFFICER: "R8008",  # Admin/Clinical Support Access Role
     StaffRole.SYSTEM_ADMIN: "R8015",  # Systems Support Access Role
+    StaffRole.FEED_OPERATOR: "R8015",  # Systems Support Access Role
 }
 
 # Roles that read clinical content (the access policy narrows what each sees).
@@ -309,6 +337,57 @@ class SourceKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource_type}/{self.source_id}"
+
+
+class IdentityKind(models.TextChoices):
+    # One source's records of a person (HL7 A40), or every source's, move to another person.
+    MERGE = "merge", "Merge"
+    # Two NHS numbers are recorded as one person; nothing moves (the opt-out gate joins them).
+    LINK = "link", "Link"
+
+
+class IdentityOperation(models.Model):
+    """A recorded merge or link of two people: what moved, so it can be undone exactly.
+
+    `snapshot` holds what the undo needs (sharedrecord/identity.py): each
+    patient's row as it was, the ids of the entries and source keys that
+    moved, and whether the merge created the survivor or removed the merged
+    person. While an operation stands (not undone) the two NHS numbers are one
+    person to the opt-out gate: an opt-out on either blocks both.
+    """
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    kind = models.CharField(max_length=8, choices=IdentityKind.choices)
+    from_nhs_number = models.CharField(max_length=10)
+    to_nhs_number = models.CharField(max_length=10)
+    # The source whose records moved (an A40 moves only its sender's); none: every source's.
+    source_org = models.ForeignKey(
+        "Organisation", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    feed_message_id = models.UUIDField(null=True, blank=True)
+    actor = models.CharField(max_length=150)
+    reason = models.CharField(max_length=500, blank=True)
+    # An opt-out on either number: nothing moved, the survivor's record was removed.
+    blocked = models.BooleanField(default=False)
+    snapshot = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+    undone_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["from_nhs_number"], condition=Q(undone_at__isnull=True),
+                name="identity_from_standing",
+            ),
+            models.Index(
+                fields=["to_nhs_number"], condition=Q(undone_at__isnull=True),
+                name="identity_to_standing",
+            ),
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"Identity {self.kind} {self.public_id}"
 
 
 # The types access.relationships_of reads (a test keeps the two lists the same).

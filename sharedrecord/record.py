@@ -15,6 +15,7 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Max, Q, QuerySet, Value
 from django.utils import timezone
+from django.utils.timesince import timesince
 
 from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditContext, audit_event_record
@@ -70,6 +71,10 @@ class SourceRow:
     last_feed_at: datetime.datetime | None
     items_for_person: int
     latest_for_person: datetime.datetime | None
+    # Silent past its expected interval (Organisation.feed_is_late): its data may be stale.
+    late: bool = False
+    expected_every: str = ""  # "1 day", its expected interval in words
+    last_received_ago: str = ""  # "3 days", for the stale-data banner
 
 
 @dataclass
@@ -499,6 +504,7 @@ def _sources(patient: Patient, visible: VisibleEntries) -> tuple[list[SourceRow]
     """
     connected = list(Organisation.objects.with_active_agreement().order_by("kind", "name"))
     mine = _source_counts(patient, visible, connected)
+    now = timezone.now()
     nothing: tuple[int, datetime.datetime | None, int] = (0, None, 0)
     rows = [
         SourceRow(
@@ -508,10 +514,22 @@ def _sources(patient: Patient, visible: VisibleEntries) -> tuple[list[SourceRow]
             last_feed_at=org.last_feed_at,
             items_for_person=mine.get(org.pk, nothing)[0],
             latest_for_person=mine.get(org.pk, nothing)[1],
+            late=org.feed_is_late(now),
+            expected_every=(
+                _in_words(now - org.feed_expected_interval, now, depth=2)
+                if org.feed_expected_interval
+                else ""
+            ),
+            last_received_ago=_in_words(org.last_feed_at, now),
         )
         for org in connected
     ]
     return rows, sum(withheld for _, _, withheld in mine.values())
+
+
+def _in_words(since: datetime.datetime | None, now: datetime.datetime, depth: int = 1) -> str:
+    """ "3 days", "1 day, 6 hours": a span in words with ordinary spaces ("" for none)."""
+    return timesince(since, now, depth=depth).replace("\xa0", " ") if since else ""
 
 
 SOURCE_COUNTS_SECONDS = 300

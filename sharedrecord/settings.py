@@ -8,10 +8,12 @@ environment (deploy/README.md); none of them is defaulted to something unsafe.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from celery.schedules import crontab
 
 from sharedrecord.env import env_bool, env_int, env_list, env_secret, env_str
 from sharedrecord.smart import smart_scopes
@@ -50,6 +52,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Request counts and latencies by view name, method and status (never a path).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "sharedrecord.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "sharedrecord.middleware.StaticFilesMiddleware",
@@ -57,10 +61,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Read traffic on the streaming replica where the rules allow (DATABASE_REPLICA_URL).
+    "sharedrecord.dbrouter.ReplicaReadsMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "sharedrecord.middleware.NoStoreMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as django-axes asks: it turns a locked-out sign-in into our lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -107,6 +114,19 @@ _database["OPTIONS"] = {
     },
 }
 DATABASES = {"default": _database}
+# A streaming replica for read traffic (sharedrecord/dbrouter.py): record pages, the
+# FHIR API and governance reads use it while its replay lag is at most
+# REPLICA_MAX_LAG_SECONDS; writes, audit events and read-after-write stay on the
+# primary, and a session that wrote stays there for REPLICA_STICKY_SECONDS.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", "")
+if DATABASE_REPLICA_URL:
+    _replica: dict[str, Any] = {**_database, **dj_database_url.parse(DATABASE_REPLICA_URL)}
+    _replica["OPTIONS"] = {**_database["OPTIONS"], **_replica.get("OPTIONS", {})}
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"] = _replica
+DATABASE_ROUTERS = ["sharedrecord.dbrouter.ReplicaRouter"]
+REPLICA_MAX_LAG_SECONDS = env_int("REPLICA_MAX_LAG_SECONDS", default=5)
+REPLICA_STICKY_SECONDS = env_int("REPLICA_STICKY_SECONDS", default=30)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "sharedrecord.User"
@@ -191,6 +211,9 @@ RELATIONSHIP_DAYS = env_int("RELATIONSHIP_DAYS", default=90)
 # read the whole audit trail; every other privacy officer reads their own
 # organisation's record-holder view.
 GOVERNANCE_ODS_CODES = env_list("GOVERNANCE_ODS_CODES")
+# A parked case waiting longer than this is counted as overdue on the data
+# quality officer's front page and in metrics (ingestion/workbench.py).
+WORKBENCH_WAITING_HOURS = env_int("WORKBENCH_WAITING_HOURS", default=48)
 # The key that signs the audit trail's checkpoints (manage.py audit_checkpoint
 # and audit_verify), at least 32 characters. Give it only to the process that
 # writes checkpoints, never to web or the workers: then nobody who can write
@@ -242,13 +265,30 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", default=3600)
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers log through LOGGING below (JSON lines with the task's id), not Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # A failure kept in the result backend could carry an exception's text (PostgreSQL's
 # quote the values they refused): feed tasks ignore their results, errors included.
 CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED = False
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "sharedrecord")
+# Queues by kind (sharedrecord/celery.py): blank means CELERY_QUEUE followed by
+# "-notifications" or "-maintenance" (FEED_LARGE_QUEUE below for large messages).
+CELERY_TASK_ROUTES = ("sharedrecord.celery.route_task",)
+NOTIFICATIONS_QUEUE = env_str("NOTIFICATIONS_QUEUE", "")
+MAINTENANCE_QUEUE = env_str("MAINTENANCE_QUEUE", "")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "audit-partitions": {"task": "maintenance.audit_partitions_ensure", "schedule": 6 * 3600},
     "feed-sweep": {"task": "ingestion.feed_messages_sweep", "schedule": 60},
+    # Each organisation's digest of what its feeds parked yesterday, and why.
+    "parked-digest": {
+        "task": "ingestion.parked_digests_compose",
+        "schedule": crontab(hour=6, minute=0),
+    },
+    # The outcome feeds the metrics' audit chain alerts (deploy/prometheus/alerts.yml).
+    "audit-verify": {
+        "task": "maintenance.audit_verify",
+        "schedule": env_int("AUDIT_VERIFY_SECONDS", default=6 * 3600),
+    },
 }
 
 # Feeds: limits a partner system is told about in its 413, and the sweep.
@@ -384,11 +424,21 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# Logs: one JSON object a line (sharedrecord/logs.py), with the request id the audit
+# trail records; LOG_FORMAT=console for readable lines while developing.
+LOG_FORMAT = env_str("LOG_FORMAT", "json")
+if LOG_FORMAT not in {"json", "console"}:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("LOG_FORMAT must be json or console.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "json": {"()": "sharedrecord.logs.json_formatter"},
+        "console": {"()": "sharedrecord.logs.console_formatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # Request lines carry paths only; NHS numbers never travel in paths.
     "loggers": {
@@ -397,6 +447,23 @@ LOGGING = {
         "axes": {"level": "WARNING"},
     },
 }
+
+# Metrics (GET /metrics, sharedrecord/metrics.py): a scraper sends METRICS_TOKEN
+# (or the content of METRICS_TOKEN_FILE) as a bearer token. With none set the
+# endpoint answers 401, except in DEBUG (make run), where it is open.
+METRICS_TOKEN = (
+    env_secret("METRICS_TOKEN")
+    if os.environ.get("METRICS_TOKEN") or os.environ.get("METRICS_TOKEN_FILE")
+    else ""
+)
+# Where each process of a multi-process server (gunicorn, a Celery worker's pool)
+# keeps its metrics for the endpoint to sum: a folder of its own per server, emptied
+# at its start. Read by prometheus_client itself; named here so deploy files may set it.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "")
+# A Celery worker serves its own metrics on this port (0: none), summed over its
+# pool processes through PROMETHEUS_MULTIPROC_DIR (sharedrecord/taskmetrics.py).
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", default=0)
+WORKER_METRICS_ADDRESS = env_str("WORKER_METRICS_ADDRESS", "127.0.0.1")
 
 # The demo borough (seed_demo): the password every demo user gets in DEBUG.
 DEMO_PASSWORD = env_str("DEMO_PASSWORD", "demo-sharedrecord-2026")

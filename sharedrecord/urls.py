@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from sharedrecord.admin import admin_sign_in, admin_sign_out
 from sharedrecord.apis import HealthzApi, ReadyzApi
+from sharedrecord.metrics import metrics_page
 from sharedrecord.oauth import views as oauth
 from sharedrecord.views import (
     SignInView,
@@ -56,8 +57,11 @@ urlpatterns = [
     ),
     path("optouts/", include("optout.page_urls", namespace="optout-pages")),
     path("governance/", include("audit.page_urls", namespace="governance")),
+    path("workbench/", include("ingestion.workbench_urls", namespace="workbench")),
+    path("operations/", include("ingestion.page_urls", namespace="operations")),
     path("healthz", HealthzApi.as_view(), name="healthz"),
     path("readyz", ReadyzApi.as_view(), name="readyz"),
+    path("metrics", metrics_page, name="metrics"),
     # The admin's own sign-in and sign-out, audited like the staff pages' (sharedrecord/admin.py).
     path("admin/login/", admin_sign_in, name="admin-sign-in"),
     path("admin/logout/", admin_sign_out, name="admin-sign-out"),
@@ -66,6 +70,7 @@ urlpatterns = [
     path("api/v1/optouts/", include("ingestion.optin_urls", namespace="optins")),
     path("api/v1/optouts/", include("optout.urls", namespace="optouts")),
     path("api/v1/audit/", include("audit.urls", namespace="audit-api")),
+    path("api/v1/workbench/", include("ingestion.workbench_api_urls", namespace="workbench-api")),
     path("fhir/R4/", include("sharedrecord.fhirapi.urls", namespace="fhir")),
     # OAuth2 for the read API: only what a client needs. No device flow, and no
     # application-management pages (manage.py api_client_register registers them).
@@ -86,3 +91,4 @@ urlpatterns = [
 # sent (an OperationOutcome under /fhir/, the error object under /api/), not HTML.
 handler404 = "sharedrecord.apis.not_found"
 handler400 = "sharedrecord.apis.bad_request"
+handler500 = "sharedrecord.apis.server_error"

@@ -30,6 +30,8 @@ from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditActor, audit_event_record
 from sharedrecord.access import (
     basis_kind_routine,
+    data_quality_scope_for,
+    feed_operator_for,
     governance_viewer_for,
     optout_objections_office_for,
     optout_practice_for,
@@ -168,6 +170,8 @@ def _home_context(user: User, **extra: Any) -> dict[str, Any]:
         "unreviewed_staff": audit_unreviewed_count(viewer=staff_view) if staff_view else 0,
         "can_manage_optouts": optout_practice_for(user) is not None,
         "can_record_objections": optout_objections_office_for(user) is not None,
+        "can_decide_parked": data_quality_scope_for(user) is not None,
+        "can_watch_feeds": feed_operator_for(user) is not None,
         "can_search": viewer_may_search(user),
         "cap": SEARCH_RESULT_CAP,
         **extra,

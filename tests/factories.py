@@ -239,6 +239,63 @@ def fed_person(key: str = "rec") -> Patient:
     return Patient.objects.get(nhs_number=someone.nhs_number)
 
 
+# Why ingestion parks a person's entries (ingestion.models.ParkReason), each made by parking_feed.
+PARK_REASONS = ("no-nhs-number", "invalid-nhs-number", "demographics-conflict", "unknown-patient")
+
+
+def invalid_nhs_number() -> str:
+    """Ten digits whose check digit is wrong."""
+    valid = next_nhs_number()
+    return valid[:9] + str((int(valid[9]) + 1) % 10)
+
+
+def clinical_bundle(number: str | None, *, key: str, text: str, birth: str = "") -> dict[str, Any]:
+    """A Patient and a Condition whose coding display and text are `text` (clinical content)."""
+    bundle = small_bundle(number, key=key)
+    condition = bundle["entry"][1]["resource"]
+    condition["code"]["coding"][0]["display"] = text
+    condition["code"]["text"] = text
+    if birth:
+        bundle["entry"][0]["resource"]["birthDate"] = birth
+    return bundle
+
+
+def parking_feed(
+    credential: Any, reason: str, *, key: str, text: str, nhs_number: str = ""
+) -> FeedMessage:
+    """Feed a message whose entries the worker parks for `reason` (one of PARK_REASONS).
+
+    A demographics conflict first files the person (under `nhs_number`, or a
+    new one) with another date of birth; an unknown patient is a Condition
+    naming a Patient id the sender never sent.
+    """
+    if reason == "no-nhs-number":
+        return feed(credential, clinical_bundle(None, key=key, text=text))
+    if reason == "invalid-nhs-number":
+        return feed(credential, clinical_bundle(invalid_nhs_number(), key=key, text=text))
+    if reason == "demographics-conflict":
+        number = nhs_number or next_nhs_number()
+        first = feed(credential, clinical_bundle(number, key=key + "-first", text=text + " (1)"))
+        assert first.status == "done", first.issues
+        return feed(credential, clinical_bundle(number, key=key, text=text, birth="1990-01-01"))
+    assert reason == "unknown-patient", reason
+    condition_id = f"{key}-condition"
+    bundle = {
+        "resourceType": "Bundle", "type": "transaction", "id": str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
+        "entry": [{
+            "fullUrl": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, condition_id)}",
+            "resource": {
+                "resourceType": "Condition", "id": condition_id,
+                "subject": {"reference": f"Patient/{key}-never-sent"},
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003",
+                                     "display": text}], "text": text},
+            },
+            "request": {"method": "PUT", "url": f"Condition/{condition_id}"},
+        }],
+    }  # fmt: skip
+    return feed(credential, bundle)
+
+
 def make_optout(nhs_number: str, practice: Organisation) -> OptOut:
     """The practice's active opt-out for the person (recorded by the system, as a feed would)."""
     return optout_register(

@@ -75,11 +75,23 @@ def database_url(db: dict[str, Any]) -> str:
     return f"postgresql://{auth}@{host}{port}/{db['NAME']}"
 
 
+# Every kind of work (sharedrecord/celery.py): feeds, large, notifications, maintenance.
+WORKER_QUEUE_SUFFIXES = ("", "-large", "-notifications", "-maintenance")
+
+
 class CeleryWorker:
     """A real `celery worker` process consuming the test session's own queue."""
 
-    def __init__(self, *, database: str, queue: str, concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        database: str,
+        queue: str,
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.database = database
+        self.extra_env = env or {}
         self.queue = queue
         self.concurrency = concurrency
         self.proc: subprocess.Popen[bytes] | None = None
@@ -88,11 +100,12 @@ class CeleryWorker:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "DATABASE_URL": self.database, "CELERY_QUEUE": self.queue}
+        env.update(self.extra_env)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "sharedrecord", "worker",
              "--loglevel", "WARNING", "--concurrency", str(self.concurrency),
-             "--queues", f"{self.queue},{self.queue}-large", "--hostname", f"{self.queue}@%h",
+             "--queues", ",".join(f"{self.queue}{kind}" for kind in WORKER_QUEUE_SUFFIXES), "--hostname", f"{self.queue}@%h",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=BASE_DIR,
         )  # fmt: skip

@@ -54,3 +54,13 @@ def test_the_clinical_fidelity_findings_each_have_a_named_test() -> None:
     for n in range(1, 14):
         body = hazards[f"H-{n:03d}"]
         assert f"::test_finding_{n:02d}_" in body, n
+
+
+def test_the_platform_wide_hazards_are_logged() -> None:
+    titles = re.findall(r"^## (H-\d{3}) (.+)$", LOG.read_text(), flags=re.MULTILINE)
+    text = " ".join(title.lower() for _, title in titles)
+    for topic in (
+        "wrong person", "missing data", "stale data", "opted-out", "sensitive data",
+        "break-glass", "audit trail", "notification not delivered",
+    ):  # fmt: skip
+        assert topic in text, topic

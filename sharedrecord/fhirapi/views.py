@@ -33,7 +33,12 @@ from rest_framework.views import APIView
 from audit.context import context_for
 from audit.outcomes import FHIR_JSON, outcome_http_response
 from sharedrecord.access import viewer_may_search
-from sharedrecord.exceptions import InvalidParameter, PatientNotFound
+from sharedrecord.exceptions import (
+    RETRY_AFTER_SECONDS,
+    InvalidParameter,
+    PatientNotFound,
+    store_unavailable,
+)
 from sharedrecord.fhir_entries import (
     Cursor,
     api_entries_page,
@@ -152,6 +157,10 @@ class FhirApi(APIView):
             return _error(403, "forbidden", str(exc.detail))
         if isinstance(exc, exceptions.APIException):
             return _error(exc.status_code, "processing", str(exc.detail))
+        if store_unavailable(exc):
+            response = _error(503, "transient", "The record store is not answering; try again.")
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
         raise exc
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:

@@ -17,7 +17,8 @@ from django.core.management import get_commands
 BASE_DIR = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((BASE_DIR / "deploy" / "compose.yaml").read_text())
 APP_SERVICES = [
-    "migrate", "grants", "web", "worker", "worker-large", "beat", "mllp", "audit-checkpoint",
+    "migrate", "grants", "web", "worker", "worker-large", "worker-background", "beat", "mllp",
+    "audit-checkpoint",
 ]  # fmt: skip
 
 
@@ -82,3 +83,17 @@ def test_each_feed_queue_has_its_own_workers() -> None:
     # The settings' defaults: CELERY_QUEUE, and FEED_LARGE_QUEUE after it.
     assert queues("worker") == "sharedrecord"
     assert queues("worker-large") == "sharedrecord-large"
+
+
+def test_every_kind_of_work_has_a_worker() -> None:
+    from sharedrecord.celery import platform_queues
+
+    def queues(name: str) -> set[str]:
+        command = service(name)["command"]
+        return set(str(command[command.index("--queues") + 1]).split(","))
+
+    taken = set().union(*(queues(name) for name in APP_SERVICES if "worker" in name))
+    # The settings' defaults, with CELERY_QUEUE at its default.
+    default = {kind: q.replace(platform_queues()["feeds"], "sharedrecord", 1)
+               for kind, q in platform_queues().items()}  # fmt: skip
+    assert set(default.values()) <= taken, set(default.values()) - taken

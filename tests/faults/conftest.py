@@ -41,7 +41,15 @@ import psycopg
 import pytest
 from celery import Celery
 
-from tests.services import BASE_DIR, PrivatePostgres, RedisServer, free_port, postgres_bin_dir
+from tests.factories import wait_until_listening
+from tests.services import (
+    BASE_DIR,
+    WORKER_QUEUE_SUFFIXES,
+    PrivatePostgres,
+    RedisServer,
+    free_port,
+    postgres_bin_dir,
+)
 
 SUMMARY_PATH = BASE_DIR / ".data" / "fault-summary.json"
 SUMMARY: list[dict[str, Any]] = []
@@ -251,10 +259,21 @@ class Stack:
         worker = self._process(
             f"worker-{number}",
             [sys.executable, "-m", "celery", "-A", "sharedrecord", "worker", "--loglevel", "INFO",
-             "--concurrency", "2", "-Q", f"{self.queue},{self.queue}-large", "--hostname", f"faults-{number}@%h"],
+             "--concurrency", "2", "-Q", ",".join(f"{self.queue}{kind}" for kind in WORKER_QUEUE_SUFFIXES), "--hostname", f"faults-{number}@%h"],
         )  # fmt: skip
         self.workers.append(worker)
         return worker
+
+    def start_mllp(self) -> tuple[Process, int]:
+        """An MLLP listener for the stack's practice, on a port of its own."""
+        port = free_port()
+        listener = self._process(
+            "mllp", [sys.executable, "manage.py", "mllp_listen", "--port", str(port)],
+            extra_env={"MLLP_FEED_TOKEN": self.token},
+        )  # fmt: skip
+        assert listener.proc is not None
+        wait_until_listening(listener.proc, port, "mllp_listen")
+        return listener, port
 
     @property
     def worker(self) -> Process:

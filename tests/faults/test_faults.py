@@ -11,6 +11,7 @@ once. The stack itself is in conftest.py.
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from ingestion.mllp import FrameReader, frame
 from ingestion.processing import MESSAGE_LOCK_NAMESPACE
 from tests.factories import gp_bundle, hl7_message, next_nhs_number
 from tests.faults.conftest import ODS, Stack
@@ -116,10 +118,13 @@ class Partner:
         *,
         content_type: str = FHIR_JSON,
         token: str | None = None,
+        cookie: str = "",
         timeout: float = 30,
     ) -> Answer:
         token = self.stack.token if token is None else token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if cookie:
+            headers["Cookie"] = cookie
         if body is not None:
             headers["Content-Type"] = content_type
         request = urllib.request.Request(
@@ -473,7 +478,7 @@ def test_a_redis_restart_mid_stream_loses_and_doubles_nothing(
 
     until = time.monotonic() + 60
     retried = [
-        [a] if a.status == 202 else [a, *partner.deliver(m, until=until)]
+        [a] if a.status in (200, 202) else [a, *partner.deliver(m, until=until)]
         for m, a in zip(during, first_during, strict=True)
     ]
     later = deliver_all(partner, after, until)
@@ -488,7 +493,8 @@ def test_a_redis_restart_mid_stream_loses_and_doubles_nothing(
         "slowest answer while down, seconds": round(slowest, 2),
         "first answers after restart": statuses(first_after),
     }
-    assert [r[-1].status for r in [*retried, *later]] == [202] * (len(during) + len(after))
+    taken = [200 if m.content_type == HL7_ER7 else 202 for m in [*during, *after]]
+    assert [r[-1].status for r in [*retried, *later]] == taken
     restarted: list[str] = []
     wait_finished(stack, messages, timeout=90, restarted=restarted)
     fault_record["notes"]["exited, restarted by the supervisor"] = restarted
@@ -522,8 +528,11 @@ def test_a_postgres_restart_mid_ingest_loses_and_doubles_nothing(
     stack: Stack, fault_record: dict[str, Any]
 ) -> None:
     partner = Partner(stack)
+    mllp, mllp_port = stack.start_mllp()  # before the messages: it takes seconds to start
+    by_mllp = hl7v2_message("pgmllp")
     messages = [fhir_message(f"pg{n}", observations=80) for n in range(16)]
-    before, during, after = messages[:10], messages[10:13], messages[13:]
+    messages.insert(13, hl7v2_message("pgdown"))
+    before, during, after = messages[:10], messages[10:14], messages[14:]
     answers = send_all(partner, before)
     assert [a.status for a in answers] == [202] * len(before)
 
@@ -533,15 +542,26 @@ def test_a_postgres_restart_mid_ingest_loses_and_doubles_nothing(
     fault_record["faults"] = ["PostgreSQL stopped (fast: sessions killed) mid-ingest, restarted"]
     with ThreadPoolExecutor(4) as pool:
         ready_job = pool.submit(partner.request, "GET", "/readyz", token="", timeout=30)
+        # A reader too: the FHIR API checks its token, a page its session, in the database.
+        fhir_job = pool.submit(partner.request, "GET", "/fhir/R4/Patient", token="expired")
+        page_job = pool.submit(partner.request, "GET", "/search", cookie=f"sessionid={'s' * 32}")
+        mllp_sender = socket.create_connection(("127.0.0.1", mllp_port))
+        mllp_job = pool.submit(mllp_send, mllp_sender, by_mllp)
         first_during = list(pool.map(lambda m: partner.send(m, timeout=30), during))
         ready_down = ready_job.result()
+        fhir_down, page_down, mllp_down = fhir_job.result(), page_job.result(), mllp_job.result()
     time.sleep(max(0.0, 3 - (time.monotonic() - down_at)))
     stack.pg.start()
     down_for = time.monotonic() - down_at
+    # The listener kept the connection open; the same message, sent again, is taken.
+    mllp_again = mllp_send(mllp_sender, by_mllp, until=time.monotonic() + 60)
+    mllp_sender.close()
+    mllp.stop()
+    messages.append(by_mllp)
 
     until = time.monotonic() + 60
     retried = [
-        [a] if a.status == 202 else [a, *partner.deliver(m, until=until)]
+        [a] if a.status in (200, 202) else [a, *partner.deliver(m, until=until)]
         for m, a in zip(during, first_during, strict=True)
     ]
     later = deliver_all(partner, after, until)
@@ -560,7 +580,8 @@ def test_a_postgres_restart_mid_ingest_loses_and_doubles_nothing(
         ),
     }
     fault_record["notes"] = notes
-    assert [r[-1].status for r in [*retried, *later]] == [202] * (len(during) + len(after))
+    taken = [200 if m.content_type == HL7_ER7 else 202 for m in [*during, *after]]
+    assert [r[-1].status for r in [*retried, *later]] == taken
     restarted: list[str] = []
     wait_finished(stack, messages, timeout=120, restarted=restarted)
     notes["exited, restarted by the supervisor"] = restarted
@@ -572,6 +593,22 @@ def test_a_postgres_restart_mid_ingest_loses_and_doubles_nothing(
     assert cut, "no message was mid-transaction when PostgreSQL stopped"
     assert not restarted, f"{restarted} exited when PostgreSQL restarted"
 
+    # While it is down a sender is told, in its own protocol, to send again later:
+    # a 503 with Retry-After, an OperationOutcome (transient) or an HL7 AR ACK.
+    assert 503 in [a.status for a in first_during], statuses(first_during)
+    for message, answer in zip(during, first_during, strict=True):
+        if answer.status == 503:
+            assert_told_to_retry(message, answer)
+    assert not [a.status for a in every if a.status >= 500 and a.status != 503]
+    assert fhir_down.status == 503, fhir_down
+    assert_told_to_retry(Message("", "", 0, b""), fhir_down)
+    assert page_down.status == 503, page_down
+    assert "not available just now" in page_down.body.decode()
+    assert page_down.headers.get("Retry-After"), page_down.headers
+    assert "MSA|AR|" in mllp_down, mllp_down
+    assert "nothing was kept" in mllp_down, mllp_down
+    assert "MSA|AA|" in mllp_again, mllp_again
+
     # Nothing a sender was told may make it give up on a message, and no error page
     # under DEBUG=false shows a traceback or the message's content.
     assert not [a.status for a in every if 400 <= a.status < 500]
@@ -579,6 +616,35 @@ def test_a_postgres_restart_mid_ingest_loses_and_doubles_nothing(
         text = answer.body.decode(errors="replace")
         assert not [marker for marker in DEBUG_MARKERS if marker in text], text[:500]
         assert not [m.nhs_number for m in messages if m.nhs_number in text]
+
+
+def mllp_send(sock: socket.socket, message: Message, until: float = 0) -> str:
+    """Send one framed message and read its ACK; until `until`, send again after an AR."""
+    reader = FrameReader(1_000_000)
+    sock.settimeout(30)
+    while True:
+        sock.sendall(frame(message.body))
+        acks: list[str] = []
+        while not acks:
+            data = sock.recv(65536)
+            assert data, "the MLLP listener closed the connection"
+            acks = [f.payload.decode() for f in reader.feed(data)]
+        if "MSA|AR|" not in acks[0] or time.monotonic() > until:
+            return acks[0]
+        time.sleep(0.5)
+
+
+def assert_told_to_retry(message: Message, answer: Answer) -> None:
+    headers = {name.lower(): value for name, value in answer.headers.items()}
+    assert int(headers.get("retry-after", "0")) > 0, headers
+    if message.content_type == HL7_ER7:
+        assert headers["content-type"].startswith("x-application/hl7-v2+er7"), headers
+        assert b"MSA|AR|" in answer.body, answer.body[:300]
+    else:
+        assert headers["content-type"].startswith(FHIR_JSON), headers
+        outcome = answer.json()
+        assert outcome["resourceType"] == "OperationOutcome", outcome
+        assert [issue["code"] for issue in outcome["issue"]] == ["transient"], outcome
 
 
 # ------------------------------------------------------------------ 5. duplicate delivery

@@ -250,6 +250,7 @@ class World:
     officer: dict[str, str]  # cookies
     practice: dict[str, str]
     objections: dict[str, str]
+    quality: dict[str, str]
     csrf: str
     feed_token: str
 
@@ -287,6 +288,9 @@ def world(live_server: Any, settings: Any) -> World:
     objections = User.objects.create_user(
         "fuzz.oo", organisation=programme, role=StaffRole.OBJECTIONS_OFFICER
     )
+    quality = User.objects.create_user(
+        "fuzz.dq", organisation=programme, role=StaffRole.DATA_QUALITY_OFFICER
+    )
     # A CSRF secret of our own, in the cookie and the header, as a browser sends it.
     csrf = secrets.token_hex(16)
     credential, feed_token = feed_credential_issue(organisation=practice, system="Fuzz EPR")
@@ -294,7 +298,8 @@ def world(live_server: Any, settings: Any) -> World:
     feed(credential, small_bundle(next_nhs_number(), key="fuzz"))
     return World(
         officer=_session(officer, csrf), practice=_session(gp, csrf),
-        objections=_session(objections, csrf), csrf=csrf, feed_token=feed_token,
+        objections=_session(objections, csrf), quality=_session(quality, csrf), csrf=csrf,
+        feed_token=feed_token,
     )  # fmt: skip
 
 
@@ -319,6 +324,8 @@ def _credentials(world: World, path: str, security: list[dict[str, Any]]) -> dic
         cookies = world.officer
     elif path.startswith("/api/v1/optouts/objections"):
         cookies = world.objections
+    elif path.startswith("/api/v1/workbench/"):
+        cookies = world.quality
     else:
         cookies = world.practice
     return {"headers": {"X-CSRFToken": world.csrf}, "cookies": cookies}

@@ -49,6 +49,9 @@ HOLDS_NONE_TO_PURGE = {
     "audit.AuditCheckpoint": "signed hash-chain heads: stripe, ids, hashes, counts",
     "sharedrecord.ApiAuthorization": "a member of staff's API consent and its session: no patient",
     "sharedrecord.RecordChange": "how often a person's entries changed, by internal id: a count",
+    "ingestion.ParkedDigest": "an organisation's daily counts of parked entries by reason: no person",
+    "sharedrecord.IdentityOperation": "the two NHS numbers a merge or link joined, kept so the "
+    "opt-out goes on blocking both; the opt-out clears what it kept of the people",
 }
 OUR_APPS = {"sharedrecord", "ingestion", "optout", "audit"}
 

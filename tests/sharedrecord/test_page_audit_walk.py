@@ -29,6 +29,7 @@ from tests.factories import (
     make_credential,
     make_officer,
     make_optout,
+    make_staff,
     next_nhs_number,
     partner,
     small_bundle,
@@ -53,8 +54,12 @@ NO_PERSONAL_DATA = {
     "/optouts/record": "the empty form on GET; the confirm step is an audited POST",
     "/optouts/objections/": "the empty form on GET; the confirm step is an audited POST",
     "/governance/": "the governance home: search forms and counts, no person",
+    "/workbench/": "the data quality workbench: counts and cases by sender and reason, no person",
     "/healthz": "liveness",
     "/readyz": "readiness",
+    "/metrics": "counts by organisation, kind, queue and view: no person",
+    "/operations/feeds": "feed health: systems, times, counts and reason codes, no person",
+    f"/operations/feeds/replay/{UUID}": "POST only: replays a failed message (audited)",
     "/admin/": "the admin index",
     "/admin/login/": "the admin sign-in form",
     "/admin/logout/": "signing out",
@@ -91,6 +96,7 @@ class Scene:
     gp: Client
     practice: Client
     officer: Client
+    data_quality: Client
     admin: Client
     optout: str
     optout_number: str
@@ -120,6 +126,7 @@ def scene(record: Patient, registered_gp: User, settings: Any, django_user_model
     event = AuditEvent.objects.filter(patient_id=record.public_id).order_by("-id")[0]
     return Scene(
         record=record, gp=gp, practice=gp, officer=client_for(make_officer()),
+        data_quality=client_for(make_staff(PROGRAMME_ODS, "other", "data-quality-officer")),
         admin=client_for(root), optout=str(optout.public_id), optout_number=number,
         parked=parked, document=str(document.public_id), event=event.id,
     )  # fmt: skip
@@ -170,6 +177,11 @@ PERSONAL: dict[str, Callable[[Scene], list[Visit]]] = {
     "/governance/subject-access": _governance("/governance/subject-access"),
     "/governance/events/1": lambda s: [(s.officer, f"/governance/events/{s.event}", "")],
     "/governance/reviews": lambda s: [(s.officer, "/governance/reviews", "")],
+    "/workbench/identity": lambda s: [(s.data_quality, "/workbench/identity", "")],
+    "/workbench/disputes": lambda s: [(s.data_quality, "/workbench/disputes", "")],
+    f"/workbench/{UUID}": lambda s: [
+        (s.data_quality, f"/workbench/{s.parked.group}", s.parked.nhs_number_sent)
+    ],
     "/admin/ingestion/matchqueueitem/x/change/": lambda s: [
         (s.admin, f"/admin/ingestion/matchqueueitem/{s.parked.pk}/change/", "")
     ],

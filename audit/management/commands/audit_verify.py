@@ -12,6 +12,7 @@ from audit.integrity import (
     audit_chain_verify,
     audit_checkpoints_record,
 )
+from audit.metrics import audit_verify_outcome_note
 
 
 class Command(BaseCommand):
@@ -22,6 +23,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         report = audit_chain_verify()
+        audit_verify_outcome_note(intact=report.intact, events_checked=report.events_checked)
         self._checkpoint(report)
         if report.intact:
             self.stdout.write(

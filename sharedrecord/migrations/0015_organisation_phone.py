@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("sharedrecord", "0010_record_change"),
+        ("sharedrecord", "0014_user_role_feed_operator"),
     ]
 
     operations = [

@@ -1,0 +1,45 @@
+"""The replica router's rules that need no replica (tests/sharedrecord/test_replica.py runs one)."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.sessions.models import Session
+from oauth2_provider.models import AccessToken
+
+from audit.models import AuditEvent
+from sharedrecord.dbrouter import PRIMARY, ReplicaRouter, read_alias, replica_reads
+from sharedrecord.models import AccessBasis, Entry, Patient, User
+
+router = ReplicaRouter()
+
+
+def test_without_a_replica_everything_reads_the_primary() -> None:
+    assert read_alias() == PRIMARY
+    with replica_reads(allowed=True) as reads:
+        assert not reads.allowed  # DATABASE_REPLICA_URL is not set in the tests
+        assert router.db_for_read(Entry) == PRIMARY
+
+
+@pytest.mark.parametrize("model", [Session, User, AccessBasis, AccessToken])
+def test_what_must_never_be_stale_always_reads_the_primary(model: type) -> None:
+    with replica_reads(allowed=True) as reads:
+        reads.allowed, reads.fresh = True, True  # as if a fresh replica were there
+        assert router.db_for_read(model) == PRIMARY
+        assert router.db_for_read(Patient) == "replica"
+        assert router.db_for_read(AuditEvent) == "replica"
+
+
+def test_a_write_sends_the_rest_of_the_request_to_the_primary() -> None:
+    with replica_reads(allowed=True) as reads:
+        reads.allowed, reads.fresh = True, True
+        assert router.db_for_read(Entry) == "replica"
+        router.db_for_write(Session)  # saving the session is not a write of the record
+        assert router.db_for_read(Entry) == "replica"
+        assert router.db_for_write(AccessBasis) == PRIMARY
+        assert reads.wrote
+        assert router.db_for_read(Entry) == PRIMARY
+
+
+def test_only_the_primary_is_migrated() -> None:
+    assert router.allow_migrate(PRIMARY, "sharedrecord")
+    assert not router.allow_migrate("replica", "sharedrecord")

@@ -1,0 +1,107 @@
+"""Logs are JSON lines carrying the request id the audit trail records, and no personal data."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from audit.models import AuditAction, AuditEvent
+from ingestion.models import FeedMessage
+from ingestion.tasks import feed_message_process_task
+from sharedrecord.logs import MASK, json_formatter
+from sharedrecord.models import Patient, User
+from tests.factories import (
+    confirm_basis,
+    feed,
+    make_credential,
+    next_nhs_number,
+    partner,
+    signed_in,
+    small_bundle,
+)
+
+pytestmark = pytest.mark.django_db
+
+Lines = Callable[[], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def log_lines() -> Iterator[Lines]:
+    """What the configured JSON formatter writes while the test runs, parsed line by line."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+    def lines() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in stream.getvalue().splitlines() if line]
+
+    try:
+        yield lines
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def test_a_record_view_logs_the_request_id_its_audit_event_records(
+    client: Client, registered_gp: User, record: Patient, log_lines: Lines
+) -> None:
+    signed_in(client, registered_gp)
+    confirm_basis(client, record)
+    response = client.get(f"/record/{record.public_id}/")
+    assert response.status_code == 200
+    event = AuditEvent.objects.filter(action=AuditAction.RECORD_VIEW).latest("id")
+    assert event.request_id == response["X-Request-ID"]
+    (line,) = [
+        line for line in log_lines() if line["event"] == "request" and line["route"] == "record"
+    ]
+    assert line["request_id"] == event.request_id
+    assert (line["method"], line["status"], line["level"]) == ("GET", 200, "info")
+    assert line["user"] == str(registered_gp.public_id)
+    assert {"timestamp", "logger", "duration_ms"} <= set(line)
+    # Nothing about the person: not their NHS number, name or date of birth, nor the path.
+    text = json.dumps(log_lines())
+    for personal in (record.nhs_number, record.family_name, str(record.birth_date)):
+        assert personal
+        assert personal not in text
+    assert str(record.public_id) not in line.values()
+
+
+def test_a_callers_request_id_is_kept(client: Client, log_lines: Lines) -> None:
+    response = client.get("/healthz", HTTP_X_REQUEST_ID="trace-abc.123")
+    assert response["X-Request-ID"] == "trace-abc.123"
+    assert [line["request_id"] for line in log_lines() if line["event"] == "request"] == [
+        "trace-abc.123"
+    ]
+
+
+def test_anything_shaped_like_an_nhs_number_is_masked(log_lines: Lines) -> None:
+    number = next_nhs_number()
+    spaced = f"{number[:3]} {number[3:6]} {number[6:]}"
+    logging.getLogger("ingestion.test").warning("matched %s and %s", number, spaced)
+    (line,) = log_lines()
+    assert number not in line["event"]
+    assert line["event"] == f"matched {MASK} and {MASK}"
+
+
+def test_a_tasks_lines_carry_its_id_and_name(log_lines: Lines) -> None:
+    credential, _ = make_credential(partner("ZAC01"))
+    message = feed(credential, small_bundle(next_nhs_number(), key="log"), process=False)
+    result = feed_message_process_task.apply((message.pk,))
+    assert FeedMessage.objects.get(pk=message.pk).status == "done"
+    done = [line for line in log_lines() if str(message.public_id) in line["event"]]
+    assert done
+    assert all(line["task_id"] == result.id for line in done)
+    assert all(line["task"] == "ingestion.feed_message_process" for line in done)
+    # Bound values end with the task: a later line carries none.
+    logging.getLogger("x").info("after")
+    assert "task_id" not in log_lines()[-1]
