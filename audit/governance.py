@@ -19,6 +19,7 @@ from django.utils import timezone
 from audit.integrity import review_digest
 from audit.models import CLOSING_OUTCOMES, AccessReview, AuditAction, AuditEvent, ReviewOutcome
 from audit.selectors import (
+    BASIS_ACTIONS,
     AuditQuery,
     Cursor,
     EventPage,
@@ -29,6 +30,7 @@ from audit.selectors import (
     audit_events_about,
     audit_events_page,
     audit_events_stream,
+    audit_opened_under_basis,
     audit_review_queue,
 )
 from audit.trail import AuditActor, AuditContext, AuditSubject, audit_event_record
@@ -204,6 +206,70 @@ def access_review_record(
     return review
 
 
+# What each access showed, in words a citizen reads (audit imports none of our apps, so
+# the record's section names are repeated here).
+SECTION_WORDS = {
+    "summary": "the summary", "demographics": "personal details",
+    "contacts": "contacts and care team", "alerts": "alerts", "allergies": "allergies",
+    "medications": "medicines", "problems": "problems and diagnoses", "results": "test results",
+    "encounters": "visits and admissions", "referrals": "referrals",
+    "appointments": "appointments", "care-plans": "care plans", "documents": "documents",
+    "procedures": "procedures", "immunisations": "vaccinations",
+}  # fmt: skip
+ACTION_WORDS = {
+    AuditAction.PATIENT_SEARCH: "found the person in a search",
+    AuditAction.ACCESS_BASIS: "recorded why they needed the record",
+    AuditAction.BREAK_GLASS: "used emergency access",
+    AuditAction.DOCUMENT_VIEW: "a document",
+}
+
+
+@dataclass(frozen=True)
+class AccessGroup:
+    """One member of staff's accesses on one day, from one organisation."""
+
+    organisation_ods: str
+    actor_name: str
+    actor_role: str
+    day: datetime.date
+    events: list[AuditEvent]
+
+    @property
+    def seen(self) -> list[str]:
+        """What they looked at or did, in words, in the order they first did it."""
+        words: list[str] = []
+        for event in sorted(self.events, key=lambda e: (e.occurred_at, e.id)):
+            section = event.detail.get("section") if isinstance(event.detail, dict) else None
+            if isinstance(section, str) and section:
+                words.append(SECTION_WORDS.get(section, section.replace("-", " ")))
+            elif event.action in ACTION_WORDS:
+                words.append(ACTION_WORDS[AuditAction(event.action)])
+            else:
+                words.append(event.get_action_display().lower())
+        return list(dict.fromkeys(words))
+
+    @property
+    def reasons(self) -> list[AuditEvent]:
+        """The events that say why they looked (an emergency, or a relationship described)."""
+        return [e for e in self.events if e.action in (AuditAction.BREAK_GLASS,
+                                                      AuditAction.ACCESS_BASIS)]  # fmt: skip
+
+    @property
+    def emergency(self) -> bool:
+        return any(
+            e.action == AuditAction.BREAK_GLASS or e.detail.get("break_glass") is True
+            for e in self.events
+        )
+
+    @property
+    def first_at(self) -> datetime.datetime:
+        return min(e.occurred_at for e in self.events)
+
+    @property
+    def last_at(self) -> datetime.datetime:
+        return max(e.occurred_at for e in self.events)
+
+
 @dataclass(frozen=True)
 class SubjectAccessReport:
     nhs_number: str
@@ -215,6 +281,29 @@ class SubjectAccessReport:
     @property
     def emergency_count(self) -> int:
         return sum(1 for e in self.events if e.action == AuditAction.BREAK_GLASS)
+
+    @property
+    def care_events(self) -> list[AuditEvent]:
+        """Accesses by staff caring for the person (governance work is listed apart)."""
+        return [e for e in self.events if e.purpose != "HOPERAT"]
+
+    @property
+    def governance_events(self) -> list[AuditEvent]:
+        """Searches and reports by privacy officers about the person."""
+        return [e for e in self.events if e.purpose == "HOPERAT"]
+
+    @property
+    def groups(self) -> list[AccessGroup]:
+        """Care accesses grouped by organisation, member of staff and day, newest day first."""
+        grouped: dict[tuple[str, str, datetime.date], list[AuditEvent]] = {}
+        for event in self.care_events:
+            day = timezone.localtime(event.occurred_at).date()
+            grouped.setdefault((event.actor_org_ods, event.actor_name, day), []).append(event)
+        groups = [
+            AccessGroup(ods, name, events[0].actor_role, day, events)
+            for (ods, name, day), events in grouped.items()
+        ]
+        return sorted(groups, key=lambda g: (g.day, g.last_at), reverse=True)
 
 
 @transaction.atomic
@@ -283,6 +372,35 @@ def audit_event_view(
             context=context,
         )  # fmt: skip
         return event, access_reviews_for(event_id=event.id)
+
+
+def audit_opened_under_basis_view(
+    *, viewer: GovernanceViewer, event: AuditEvent, context: AuditContext
+) -> list[AuditEvent]:
+    """What the member of staff opened under the basis `event` recorded (for its review).
+
+    `event` must be one the viewer was shown (audit_event_view). Side effects:
+    one AUDIT_QUERY event naming the events shown, when there are any.
+    """
+    if event.action not in BASIS_ACTIONS:
+        return []
+    with transaction.atomic():
+        opened = audit_opened_under_basis(scope=viewer.scope, event=event)
+        if not opened and not viewer.scope.whole_trail:
+            for scope in viewer.scopes:
+                opened = audit_opened_under_basis(scope=scope, event=event)
+                if opened:
+                    break
+        if opened:
+            audit_event_record(
+                action=AuditAction.AUDIT_QUERY,
+                actor=viewer.actor,
+                subject=AuditSubject(nhs_number=event.nhs_number),
+                purpose="HOPERAT",
+                detail={"via": "basis-use", "of": event.id, "shown": [e.id for e in opened]},
+                context=context,
+            )  # fmt: skip
+        return opened
 
 
 def audit_unreviewed_count(*, viewer: GovernanceViewer) -> int:

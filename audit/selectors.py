@@ -323,15 +323,51 @@ def _closed() -> QuerySet[AccessReview]:
 
 
 def audit_review_queue(*, scope: GovernanceScope) -> QuerySet[AuditEvent]:
-    """Flagged accesses (break-glass, self-claimed) with no closing finding, oldest first.
+    """Flagged accesses (break-glass, self-claimed) with no closing finding.
 
+    Emergency (break-glass) accesses first, then the rest; each oldest first.
     A referred access stays here until someone records justified or not justified.
     """
+    emergency_first = models.Case(
+        models.When(action=AuditAction.BREAK_GLASS, then=models.Value(0)),
+        default=models.Value(1),
+        output_field=models.IntegerField(),
+    )
     return (
         scope.events()
         .filter(FLAGGED_FOR_REVIEW)
         .exclude(Exists(_closed()))
-        .order_by("occurred_at", "id")
+        .order_by(emergency_first, "occurred_at", "id")
+    )
+
+
+# The events that record an access basis (the ones a privacy officer reviews).
+BASIS_ACTIONS = (AuditAction.ACCESS_BASIS, AuditAction.BREAK_GLASS)
+# What a member of staff can open under an access basis.
+OPENED_UNDER_BASIS = (AuditAction.RECORD_VIEW, AuditAction.SECTION_VIEW, AuditAction.DOCUMENT_VIEW)
+OPENED_SHOWN = 200
+
+
+def audit_opened_under_basis(*, scope: GovernanceScope, event: AuditEvent) -> list[AuditEvent]:
+    """What the member of staff opened under the basis this event recorded, oldest first.
+
+    Empty for an event that recorded no basis. Only events in the scope, by
+    the same actor, about the same person, at or after the basis (at most
+    OPENED_SHOWN): one query.
+    """
+    basis = event.detail.get("basis") if isinstance(event.detail, dict) else None
+    if event.action not in BASIS_ACTIONS or not isinstance(basis, str) or not basis:
+        return []
+    return list(
+        scope.events()
+        .filter(
+            nhs_number=event.nhs_number,
+            actor_id=event.actor_id,
+            occurred_at__gte=event.occurred_at,
+            action__in=OPENED_UNDER_BASIS,
+            detail__basis=basis,
+        )
+        .order_by("occurred_at", "id")[:OPENED_SHOWN]
     )
 
 

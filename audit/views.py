@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.forms import Form
@@ -32,6 +33,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from audit.context import context_for
 from audit.csvstream import csv_lines
+from audit.directory import names_for, subject_of
 from audit.forms import AuditQueryForm, ReviewForm, SubjectAccessForm, cursor_parse
 from audit.governance import (
     GovernanceViewer,
@@ -40,6 +42,7 @@ from audit.governance import (
     access_review_record,
     audit_event_view,
     audit_export,
+    audit_opened_under_basis_view,
     audit_review_queue_view,
     audit_search,
     audit_unreviewed_count,
@@ -47,7 +50,7 @@ from audit.governance import (
     subject_access_report,
 )
 from audit.models import CLOSING_OUTCOMES, AuditEvent, ReviewOutcome
-from audit.selectors import Cursor, GovernanceScope, ScopeKind
+from audit.selectors import BASIS_ACTIONS, Cursor, GovernanceScope, ScopeKind
 
 CSV_COLUMNS = (
     "id", "occurred_at", "action", "outcome", "actor_type", "actor_name", "actor_role",
@@ -158,6 +161,7 @@ def governance_events_page(request: HttpRequest) -> HttpResponse:
     context.update(
         searched=True,
         events=page.events,
+        names=names_for(page.events),
         base_query=params.urlencode(),
         next_after=page.next_cursor.token() if page.next_cursor else "",
         paged=after is not None,
@@ -205,7 +209,8 @@ def governance_reviews_page(request: HttpRequest) -> HttpResponse:
         context = {"form": form, **scope_context(viewer, request, "governance:reviews")}
         return render(request, "audit/reviews.html", context, status=400)
     events, total = audit_review_queue_view(viewer=viewer, context=context_for(request))
-    context = {"events": events, "total": total,
+    context = {"events": events, "total": total, "names": names_for(events),
+               "review_buttons": True,
                **scope_context(viewer, request, "governance:reviews")}  # fmt: skip
     return render(request, "audit/reviews.html", context)
 
@@ -238,13 +243,20 @@ def governance_event_page(request: HttpRequest, event_id: int) -> HttpResponse:
         except ReviewRefused as refused:
             error = str(refused)
         else:
+            outcome = ReviewOutcome(form.cleaned_data["outcome"]).label
+            messages.success(
+                request, f"Finding saved: {outcome}. The access is recorded as reviewed."
+            )
             return redirect(_reviews_url(viewer))
     shown = audit_event_view(viewer=viewer, event_id=event_id, context=context_for(request))
     if shown is None:
         raise Http404("No such event in your part of the trail.")
     event, reviews = shown
     closed = any(r.outcome in CLOSING_OUTCOMES for r in reviews)
+    opened = audit_opened_under_basis_view(viewer=viewer, event=event, context=context_for(request))
     context = {"event": event, "reviews": reviews, "form": form, "error": error,
+               "opened": opened, "names": names_for([event, *opened]),
+               "basis_event": event.action in BASIS_ACTIONS and bool(event.detail.get("basis")),
                "reviewable": event.flagged_for_review and not closed,
                "reviews_url": _reviews_url(viewer)}  # fmt: skip
     status = 400 if request.method == "POST" else 200
@@ -263,5 +275,13 @@ def subject_access_page(request: HttpRequest) -> HttpResponse:
     report = subject_access_report(
         viewer=viewer, nhs_number=form.cleaned_data["nhs_number"], context=context_for(request)
     )
-    context = {"report": report, "scope": scope_description(viewer.scope), "sar_form": form}
+    context = {
+        "report": report,
+        "scope": scope_description(viewer.scope),
+        "sar_form": form,
+        "names": names_for(
+            report.events, extra_ods=[viewer.scope.holder_ods or viewer.scope.staff_ods]
+        ),
+        "subject": subject_of(report.nhs_number),
+    }
     return render(request, "audit/subject_access.html", context)

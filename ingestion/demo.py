@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,8 +170,155 @@ class BundleBuilder:
         }
 
 
-def gp_summary(person: DemoPerson) -> dict[str, Any]:
-    b = BundleBuilder(person, person.gp_ods, "gp").patient()
+# ------------------------------------------------------------------ the people's own care
+# Each demo person's GP record fits them: their age, their conditions, the medicines and
+# results those conditions bring. Margaret Ellison (serial 1) keeps the record the tests
+# read; the others vary, so a walk through the borough shows what real records look like.
+
+CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+
+def _allergy(b: BundleBuilder, code: str, display: str, days: int) -> None:
+    b.add(
+        "AllergyIntolerance",
+        {"clinicalStatus": _cc(ALLERGY_CLINICAL, "active", "Active"),
+         "code": _cc(SNOMED, code, display), "recordedDate": _ago(days)},
+        "patient",
+    )  # fmt: skip
+
+
+def _problem(b: BundleBuilder, code: str, display: str, days: int, resolved: int = 0) -> None:
+    status = ("resolved", "Resolved") if resolved else ("active", "Active")
+    body: dict[str, Any] = {
+        "clinicalStatus": _cc(CLINICAL, *status),
+        "code": _cc(SNOMED, code, display),
+        "onsetDateTime": _ago(days),
+    }
+    if resolved:
+        body["abatementDateTime"] = _ago(resolved)
+    b.add("Condition", body)
+
+
+def _medicine(
+    b: BundleBuilder, name: str, dose: str, days: int, course: str = "continuous"
+) -> None:
+    b.add(
+        "MedicationRequest",
+        {"status": "active", "intent": "order", "medicationCodeableConcept": {"text": name},
+         "authoredOn": _ago(days), "dosageInstruction": [{"text": dose}],
+         "courseOfTherapyType": _cc(
+             "http://terminology.hl7.org/CodeSystem/medicationrequest-course-of-therapy",
+             course, "Continuous long term therapy" if course == "continuous" else "Short course",
+         )},
+    )  # fmt: skip
+
+
+def _results(
+    b: BundleBuilder,
+    code: str,
+    display: str,
+    unit: str,
+    low: float,
+    high: float,
+    series: tuple[tuple[int, float], ...],
+) -> None:
+    for days, value in series:
+        outside = value < low or value > high
+        b.add(
+            "Observation",
+            {"status": "final", "code": _cc(LOINC, code, display),
+             "effectiveDateTime": _ago(days),
+             "valueQuantity": {"value": value, "unit": unit},
+             "referenceRange": [{"low": {"value": low, "unit": unit},
+                                 "high": {"value": high, "unit": unit}}],
+             **({"interpretation": [_cc(INTERPRETATION, "H" if value > high else "L",
+                                        "High" if value > high else "Low")]}
+                if outside else {})},
+        )  # fmt: skip
+
+
+def _copd(b: BundleBuilder) -> None:
+    """Joseph Okonkwo, 68: COPD and raised cholesterol; inhalers and a statin."""
+    b.add(
+        "AllergyIntolerance",
+        {"code": _cc(SNOMED, "716186003", "No known allergy"), "recordedDate": _ago(1200)},
+        "patient",
+    )
+    _problem(b, "13645005", "Chronic obstructive lung disease", 2600)
+    _problem(b, "13644009", "Hypercholesterolaemia", 1900)
+    _medicine(b, "Tiotropium 2.5micrograms/dose inhaler", "Two puffs once a day", 2500)
+    _medicine(b, "Salbutamol 100micrograms/dose inhaler", "One to two puffs when needed", 2500)
+    _medicine(b, "Atorvastatin 20mg tablets", "One tablet at night", 1800)
+    _results(b, "2093-3", "Total cholesterol", "mmol/L", 0, 5,
+             ((700, 6.4), (360, 5.2), (30, 4.6)))  # fmt: skip
+
+
+def _asthma(b: BundleBuilder) -> None:
+    """Aisha Rahman, 39: asthma and a peanut allergy; inhalers, and a past fracture."""
+    _allergy(b, "91935009", "Allergy to peanut", 5000)
+    _problem(b, "195967001", "Asthma", 9000)
+    _problem(b, "263204007", "Fracture of wrist", 1500, resolved=1400)
+    _medicine(b, "Beclometasone 100micrograms/dose inhaler", "Two puffs twice a day", 3000)
+    _medicine(b, "Salbutamol 100micrograms/dose inhaler", "One to two puffs when needed", 3000)
+    _results(b, "19935-6", "Peak expiratory flow", "L/min", 350, 600,
+             ((500, 380), (250, 340), (20, 410)))  # fmt: skip
+
+
+def _frailty(b: BundleBuilder) -> None:
+    """Thomas Byrne, 90: atrial fibrillation and heart failure; anticoagulated; DNACPR."""
+    _allergy(b, "293586001", "Allergy to aspirin", 8000)
+    _problem(b, "49436004", "Atrial fibrillation", 2200)
+    _problem(b, "84114007", "Heart failure", 1100)
+    _medicine(b, "Apixaban 2.5mg tablets", "One tablet twice a day", 2100)
+    _medicine(b, "Furosemide 40mg tablets", "One tablet each morning", 1000)
+    _medicine(b, "Bisoprolol 2.5mg tablets", "One tablet each morning", 1000)
+    _results(b, "62238-1", "eGFR (CKD-EPI)", "mL/min/1.73m2", 60, 120,
+             ((600, 52), (300, 47), (15, 43)))  # fmt: skip
+    b.add(
+        "Flag",
+        {"status": "active", "code": _cc(SNOMED, "304253006", "Not for resuscitation"),
+         "period": {"start": _ago(300)}},
+    )  # fmt: skip
+
+
+def _child(b: BundleBuilder) -> None:
+    """Chloe Fernandes, 10: eczema, an emollient, and her childhood vaccinations."""
+    b.add(
+        "AllergyIntolerance",
+        {"code": _cc(SNOMED, "409137002", "No known drug allergy"), "recordedDate": _ago(2500)},
+        "patient",
+    )
+    _problem(b, "24079001", "Atopic dermatitis", 2800)
+    _medicine(b, "Emollient cream", "Apply to dry skin twice a day", 2700)
+    _medicine(b, "Hydrocortisone 1% cream", "Apply thinly once a day for 7 days", 60, "acute")
+    b.add(
+        "Immunization",
+        {"status": "completed", "vaccineCode": _cc(SNOMED, "871831003",
+                                                   "Measles, mumps and rubella vaccine"),
+         "occurrenceDateTime": _ago(3300)},
+        "patient",
+    )  # fmt: skip
+
+
+def _blood_pressure(b: BundleBuilder) -> None:
+    """Dennis Walsh, 54: hypertension and knee osteoarthritis; amlodipine and pain relief."""
+    _allergy(b, "91936005", "Allergy to penicillin", 6000)
+    _problem(b, "38341003", "Hypertensive disorder", 1500)
+    _problem(b, "239873007", "Osteoarthritis of knee", 900)
+    _medicine(b, "Amlodipine 5mg tablets", "One tablet each morning", 1400)
+    _medicine(b, "Paracetamol 500mg tablets", "Two tablets up to four times a day", 800)
+    _results(b, "718-7", "Haemoglobin", "g/L", 130, 180, ((400, 142), (35, 138)))
+
+
+PROFILES: dict[int, Callable[[BundleBuilder], None]] = {
+    2: _copd, 3: _asthma, 4: _frailty, 5: _child, 6: _blood_pressure,
+}  # fmt: skip
+
+
+def _diabetes_and_hypertension(b: BundleBuilder) -> None:
+    """Type 2 diabetes and hypertension, on metformin and ramipril, with HbA1c results."""
     b.add(
         "AllergyIntolerance",
         {
@@ -282,6 +430,11 @@ def gp_summary(person: DemoPerson) -> dict[str, Any]:
                 },
             },
         )
+
+
+def gp_summary(person: DemoPerson) -> dict[str, Any]:
+    b = BundleBuilder(person, person.gp_ods, "gp").patient()
+    PROFILES.get(b.person.serial, _diabetes_and_hypertension)(b)
     b.add(
         "Immunization",
         {

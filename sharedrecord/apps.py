@@ -9,13 +9,18 @@ class SharedRecordConfig(AppConfig):
     def ready(self) -> None:
         from django.core.checks import Tags, register
 
+        from audit.directory import directory_register, subject_lookup_register
         from audit.governance import governance_resolver_register
         from sharedrecord.checks import passwords_need_a_second_factor
 
         register(passwords_need_a_second_factor, Tags.security, deploy=True)
         from sharedrecord.access import governance_viewer_for
+        from sharedrecord.demographics import governance_subject
+        from sharedrecord.organisations import directory_names
 
         governance_resolver_register(governance_viewer_for)
+        directory_register(directory_names)
+        subject_lookup_register(governance_subject)
 
         from audit.metrics import AuditChainCollector
         from sharedrecord.metrics import NotificationsPendingCollector, metrics_collector_register

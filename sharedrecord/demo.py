@@ -19,6 +19,7 @@ class DemoOrganisation:
     ods_code: str
     name: str
     kind: OrganisationKind
+    phone: str = ""
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,15 @@ class DemoUser:
     manages_optouts: bool = False
 
 
+# Phone numbers are from Ofcom's range kept for drama (01632 960xxx): never a real line.
 ORGANISATIONS: tuple[DemoOrganisation, ...] = (
-    DemoOrganisation("Z81001", "Riverside Medical Practice", OrganisationKind.GP_PRACTICE),
-    DemoOrganisation("Z81002", "Hillview Surgery", OrganisationKind.GP_PRACTICE),
-    DemoOrganisation("Z81003", "Market Street Health Centre", OrganisationKind.GP_PRACTICE),
+    DemoOrganisation(
+        "Z81001", "Riverside Medical Practice", OrganisationKind.GP_PRACTICE, "01632 960 101"
+    ),
+    DemoOrganisation("Z81002", "Hillview Surgery", OrganisationKind.GP_PRACTICE, "01632 960 202"),
+    DemoOrganisation(
+        "Z81003", "Market Street Health Centre", OrganisationKind.GP_PRACTICE, "01632 960 303"
+    ),
     DemoOrganisation("ZAC01", "Borough General Hospital NHS Trust", OrganisationKind.ACUTE),
     DemoOrganisation("ZCM01", "Borough Community Health NHS Trust", OrganisationKind.COMMUNITY),
     DemoOrganisation("ZMH01", "Borough Mental Health NHS Trust", OrganisationKind.MENTAL_HEALTH),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from audit.directory import Subject
 from audit.models import AuditAction
 from audit.trail import AuditActor, AuditSubject, audit_event_record
 from sharedrecord.access import may_assert_registration, registration_asserted
@@ -170,3 +171,20 @@ def patient_demographics_refresh(
             source_ods=[ods for ods in (previous, registered) if ods],
         )
     return patient
+
+
+def governance_subject(nhs_number: str) -> Subject | None:
+    """The person's shown name and date of birth, for the subject access report they asked for.
+
+    None when no record is held for the number (never held, or opted out).
+    One query. The report itself is audited by the governance service.
+    """
+    found = (
+        Patient.objects.filter(nhs_number=nhs_number)
+        .values_list("given_names", "family_name", "birth_date")
+        .first()
+    )
+    if found is None:
+        return None
+    given, family, born = found
+    return Subject(f"{given} {family}".strip() or "Name not recorded", born)

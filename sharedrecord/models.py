@@ -65,6 +65,12 @@ class Organisation(models.Model):
         blank=True,
         help_text="Blank while the agreement runs without an end date.",
     )
+    phone = models.CharField(
+        "phone number",
+        max_length=40,
+        blank=True,
+        help_text="The number staff call about a patient (a GP practice's is in the banner).",
+    )
     last_feed_at = models.DateTimeField(
         "last sent data",
         null=True,

@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
+from audit.directory import Names
 from sharedrecord.models import (
     Organisation,
     StaffRole,
@@ -27,12 +28,18 @@ def organisation_upsert(
     kind: str,
     dsa_start: datetime.date | None,
     dsa_end: datetime.date | None = None,
+    phone: str | None = None,
 ) -> Organisation:
-    """Create or update the organisation with this ODS code; repeating it changes nothing."""
+    """Create or update the organisation with this ODS code; repeating it changes nothing.
+
+    A phone of None leaves the organisation's phone number as it is.
+    """
     org = Organisation.objects.filter(ods_code=ods_code.upper()).first() or Organisation(
         ods_code=ods_code.upper()
     )
     org.name, org.kind, org.dsa_start, org.dsa_end = name, kind, dsa_start, dsa_end
+    if phone is not None:
+        org.phone = phone
     org.full_clean()
     org.save()
     return org
@@ -82,3 +89,22 @@ def organisation_feed_seen(*, organisation_id: int) -> None:
     Organisation.objects.filter(pk=organisation_id).filter(
         Q(last_feed_at__isnull=True) | Q(last_feed_at__lt=now - datetime.timedelta(minutes=1))
     ).update(last_feed_at=now)
+
+
+def directory_names(usernames: set[str], ods_codes: set[str]) -> Names:
+    """Staff names, organisation names and role labels for the governance pages.
+
+    Two queries whatever the number of events: one for the people, one for
+    the organisations. Someone with no name on their account reads as their
+    username.
+    """
+    people = {
+        username: f"{first} {last}".strip() or username
+        for username, first, last in User.objects.filter(username__in=usernames).values_list(
+            "username", "first_name", "last_name"
+        )
+    }
+    organisations = dict(
+        Organisation.objects.filter(ods_code__in=ods_codes).values_list("ods_code", "name")
+    )
+    return Names(people, organisations, {str(v): str(label) for v, label in StaffRole.choices})

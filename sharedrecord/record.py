@@ -96,19 +96,111 @@ class Summary:
 
     def blocks(self) -> list[tuple[str, str, list[ShownEntry], str]]:
         """(section, heading, items, what to say when empty), in the page's order."""
+        return [*self.first_column(), *self.second_column()]
+
+    def first_column(self) -> list[tuple[str, str, list[ShownEntry], str]]:
+        """What to check before treating: allergies, alerts, medicines, problems."""
         return [
-            ("alerts", "Alerts and flags", self.alerts, "No alerts recorded."),
             ("allergies", "Allergies and adverse reactions", self.allergies, ""),
+            ("alerts", "Alerts and flags", self.alerts, "No alerts recorded."),
             ("medications", "Current medications", self.medications,
              "No current medications shared."),
             ("problems", "Active problems", self.problems, "No active problems shared."),
+        ]  # fmt: skip
+
+    def second_column(self) -> list[tuple[str, str, list[ShownEntry], str]]:
+        """What has happened and what comes next: results, encounters, appointments, plans."""
+        return [
+            ("results", "Latest results", self.results, "No results shared."),
             ("encounters", "Recent encounters", self.encounters, "No encounters shared."),
-            ("results", "Recent results", self.results, "No results shared."),
             ("appointments", "Upcoming appointments", self.appointments,
              "No upcoming appointments shared."),
             ("care-plans", 'Care plans and "about me"', self.care_plans,
              "No care plans shared."),
         ]  # fmt: skip
+
+
+# Alerts the banner names on their own, wherever they are recorded (an alert, a care
+# plan): by SNOMED CT code, or by the words senders use. Each is a reason to stop and
+# read before treating the person.
+BANNER_FLAGS: tuple[tuple[str, frozenset[str], tuple[str, ...]], ...] = (
+    ("DNACPR", frozenset({"304253006", "450476008", "1066391000000105"}),
+     ("dnacpr", "do not attempt cardiopulmonary", "not for resuscitation")),
+    ("ReSPECT plan", frozenset({"1108161000000109"}), ("respect",)),
+    ("End of life care", frozenset({"736373009", "395104009"}), ("end of life", "palliative")),
+    ("Safeguarding", frozenset({"1010601000000100"}), ("safeguarding", "child protection")),
+)  # fmt: skip
+BANNER_ROWS = 40
+
+
+@dataclass(frozen=True)
+class Banner:
+    """What the patient banner says of the record, from what this viewer may see.
+
+    `allergies_known` is None when the viewer's role does not include allergies.
+    """
+
+    allergies: list[str]
+    no_known_allergies: list[str]
+    allergies_known: bool | None
+    alerts: list[ShownEntry]
+    flags: list[str]
+
+    @property
+    def entries(self) -> list[str]:
+        """The items whose words the banner shows (for the audit)."""
+        return [a.public_id for a in self.alerts]
+
+
+def _flags_of(items: list[ShownEntry]) -> list[str]:
+    found = []
+    for name, codes, words in BANNER_FLAGS:
+        for item in items:
+            lowered = item.title.lower()
+            if codes & {c.rpartition("|")[2] for c in item.codes} or any(
+                w in lowered.split() or (" " in w and w in lowered) for w in words
+            ):
+                found.append(name)
+                break
+    return found
+
+
+def _banner_of(shown: list[ShownEntry], policy: ViewPolicy) -> Banner:
+    """The banner from the viewer's shown allergies, active alerts and active care plans."""
+    allergies = [
+        s for s in shown if s.section == RecordSection.ALLERGIES
+        and s.verification not in NOT_A_PROBLEM and s.status in ("", *ACTIVE_CLINICAL)
+    ]  # fmt: skip
+    alerts = [s for s in shown if s.section == RecordSection.ALERTS and s.current]
+    return Banner(
+        allergies=[a.title for a in allergies if a.code not in NO_KNOWN_ALLERGY_CODES],
+        no_known_allergies=[
+            NO_KNOWN_ALLERGIES[a.code][0] for a in allergies if a.code in NO_KNOWN_ALLERGY_CODES
+        ],
+        allergies_known=(
+            None if not policy.may_see_section(RecordSection.ALLERGIES) else bool(allergies)
+        ),
+        alerts=alerts,
+        flags=_flags_of([s for s in shown if s.current and s.section != RecordSection.ALLERGIES]),
+    )
+
+
+def _banner(everything: VisibleEntries, policy: ViewPolicy) -> Banner:
+    """The banner's allergy status, current alerts and flags: one query, whatever the record.
+
+    Reads the viewer's visible allergies, active alerts and active care plans
+    (newest first, at most BANNER_ROWS); entered-in-error items say nothing.
+    The summary page has these already and builds its banner from them.
+    """
+    wanted = Q(section=RecordSection.ALLERGIES) | Q(
+        section__in=(RecordSection.ALERTS, RecordSection.CARE_PLANS), status="active"
+    )
+    rows = (
+        everything.entries.filter(wanted)
+        .exclude(status="entered-in-error")
+        .order_by("-effective_at", "-id")[:BANNER_ROWS]
+    )
+    return _banner_of(_shown(rows, policy), policy)
 
 
 @dataclass
@@ -129,6 +221,12 @@ class CombinedRecord:
     trends: list[Trend] | None = None
     page: int = 1  # of a section, newest first
     pages: int = 1
+    banner: Banner | None = None
+    # A section's page split into what is current and what is past (medicines, problems).
+    groups: list[tuple[str, list[ShownEntry], str]] | None = None
+    cumulative: Cumulative | None = None
+    filters: ResultFilters | None = None
+    tests: list[tuple[str, str]] | None = None  # (code, name) of the tests on the page
 
     @property
     def first_shown(self) -> int:
@@ -143,6 +241,83 @@ class CombinedRecord:
 
 SECTION_PAGE_SIZE = 100
 SUMMARY_RECENT = 5
+CUMULATIVE_COLUMNS = 8  # dates across a results table, newest first
+
+
+@dataclass(frozen=True)
+class ResultFilters:
+    """What a results page was narrowed to: one test (its code), and a date range (UK days)."""
+
+    code: str = ""
+    date_from: datetime.date | None = None
+    date_to: datetime.date | None = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.code or self.date_from or self.date_to)
+
+    def apply(self, entries: QuerySet[Entry]) -> QuerySet[Entry]:
+        if self.code:
+            entries = entries.filter(code=self.code)
+        if self.date_from:
+            entries = entries.filter(effective_at__date__gte=self.date_from)
+        if self.date_to:
+            entries = entries.filter(effective_at__date__lte=self.date_to)
+        return entries
+
+    def audit_detail(self) -> dict[str, str]:
+        return {
+            k: v for k, v in (
+                ("code", self.code),
+                ("from", self.date_from.isoformat() if self.date_from else ""),
+                ("to", self.date_to.isoformat() if self.date_to else ""),
+            ) if v
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CumulativeRow:
+    """One test across the dates of a results page: the value on each date, or None."""
+
+    title: str
+    unit: str
+    cells: list[ShownEntry | None]
+
+
+@dataclass(frozen=True)
+class Cumulative:
+    """Results grouped by test (rows) across dates (columns, newest first)."""
+
+    dates: list[str]
+    rows: list[CumulativeRow]
+
+
+def cumulative_of(items: list[ShownEntry]) -> Cumulative | None:
+    """The page's results with a value, by test and date (the newest CUMULATIVE_COLUMNS dates).
+
+    Each cell is the newest result of that test on that day; a test with no
+    result on a date has an empty cell. None when fewer than two results.
+    """
+    results = [i for i in items if i.resource_type == "Observation" and i.result and i.when_shown]
+    if len(results) < 2:
+        return None
+    day_of = {i.public_id: i.when_shown.split(" ")[0:3] for i in results}
+    days: list[str] = []
+    for item in results:  # newest first already
+        day = " ".join(day_of[item.public_id])
+        if day not in days:
+            days.append(day)
+    days = days[:CUMULATIVE_COLUMNS]
+    by_test: dict[tuple[str, str], dict[str, ShownEntry]] = {}
+    for item in results:
+        day = " ".join(day_of[item.public_id])
+        if day in days:
+            by_test.setdefault((item.code or item.title, item.title), {}).setdefault(day, item)
+    rows = [
+        CumulativeRow(title, next(iter(cells.values())).unit, [cells.get(d) for d in days])
+        for (_, title), cells in sorted(by_test.items(), key=lambda kv: kv[0][1].lower())
+    ]
+    return Cumulative(days, rows)
 
 
 def _one_shown(
@@ -165,6 +340,7 @@ def _one_shown(
         sensitive=entry_is_sensitive(entry),
         now=now,
         linked=linked,
+        codes=entry.codes,
     )
 
 
@@ -420,8 +596,11 @@ def record_view(
     section: str | None = None,
     page: int = 1,
     context: AuditContext | None = None,
+    filters: ResultFilters | None = None,
 ) -> CombinedRecord:
     """The record (its summary, or one page of a section) as this viewer may see it; audited.
+
+    `filters` narrow the results section to one test and a date range.
 
     A section comes SECTION_PAGE_SIZE items a page, newest first; a page past
     the last raises SectionPageNotFound, reading and auditing nothing.
@@ -457,9 +636,7 @@ def record_view(
             patient=patient,
             basis=basis,
             policy=policy,
-            registered_gp=Organisation.objects.filter(ods_code=patient.registered_gp_ods).first()
-            if patient.registered_gp_ods
-            else None,
+            registered_gp=_registered_gp(patient),
             sources=sources,
             withheld=withheld,
             hidden_sections=[
@@ -469,8 +646,18 @@ def record_view(
         )
         if section is None:
             record.summary = _summary(visible, policy)
+            record.trends = trends_of(record.summary.results)
+            summary = record.summary
+            banner = _banner_of(
+                [*summary.allergies, *summary.no_known_allergies, *summary.alerts,
+                 *summary.care_plans],
+                policy,
+            )  # fmt: skip
             shown = [item for part in vars(record.summary).values() for item in part]
         else:
+            if section == RecordSection.RESULTS:
+                record.filters = filters or ResultFilters()
+                visible = record.filters.apply(visible)
             ordered = visible.order_by("-effective_at", "-id")
             record.total_in_section = ordered.count()
             record.page = page
@@ -481,7 +668,17 @@ def record_view(
             record.items = _shown(ordered[start : start + SECTION_PAGE_SIZE], policy, visible)
             if section == RecordSection.RESULTS:
                 record.trends = trends_of(record.items)
+                record.cumulative = cumulative_of(record.items)
+                # Only the tests this page shows (each audited with its row) to filter by.
+                record.tests = sorted(
+                    {(i.code, i.title) for i in record.items
+                     if i.resource_type == "Observation" and i.code},
+                    key=lambda t: t[1].lower(),
+                )  # fmt: skip
+            record.groups = _groups(section, record.items)
             shown = record.items
+            banner = _banner(everything, policy)
+        record.banner = banner
         audit_event_record(
             action=AuditAction.SECTION_VIEW if section else AuditAction.RECORD_VIEW,
             actor=actor_for(viewer),
@@ -491,7 +688,12 @@ def record_view(
                 "basis": str(basis.public_id),
                 "section": section or "summary",
                 **({"page": page} if section else {}),
-                "entries": _audited(shown),
+                **(
+                    {"filters": record.filters.audit_detail()}
+                    if record.filters and record.filters.any
+                    else {}
+                ),
+                "entries": list(dict.fromkeys([*_audited(shown), *banner.entries])),
                 "withheld": withheld,
                 "break_glass": policy.break_glass,
             },
@@ -501,11 +703,42 @@ def record_view(
     return record
 
 
+def _groups(
+    section: str, items: list[ShownEntry]
+) -> list[tuple[str, list[ShownEntry], str]] | None:
+    """Medicines split into current and stopped or past; problems into active and past.
+
+    The page's items keep their order (newest first) within each group; an
+    item is current only as the summary counts it (its status, its period, a
+    diagnosis not refuted), so nothing is listed as current here that is not
+    on the summary's lists.
+    """
+    if section == RecordSection.MEDICATIONS:
+        current = [i for i in items if i.status in CURRENT_MEDICATION and i.current]
+        return [
+            ("Current medications", current, "No current medications on this page."),
+            ("Stopped and past medications", [i for i in items if i not in current],
+             "No stopped or past medications on this page."),
+        ]  # fmt: skip
+    if section == RecordSection.PROBLEMS:
+        active = [
+            i for i in items if i.status in ACTIVE_CLINICAL and i.verification not in NOT_A_PROBLEM
+        ]
+        return [
+            ("Active problems", active, "No active problems on this page."),
+            ("Past problems", [i for i in items if i not in active],
+             "No past problems on this page."),
+        ]  # fmt: skip
+    return None
+
+
 @dataclass(frozen=True)
 class DocumentShown:
     patient: Patient
     entry: ShownEntry
     attachment: Attachment | None
+    registered_gp: Organisation | None = None
+    banner: Banner | None = None
 
 
 def document_view(
@@ -540,15 +773,29 @@ def document_view(
         )
         raise PatientNotFound("No such document is available to you.")
     with transaction.atomic():
+        banner = _banner(entries_visible(patient=patient, policy=policy), policy)
         audit_event_record(
             action=AuditAction.DOCUMENT_VIEW,
             actor=actor_for(viewer),
             subject=audit_subject_of(patient),
             purpose="ETREAT" if policy.break_glass else "TREAT",
-            detail={"basis": str(basis.public_id), "entries": [str(entry.public_id)]},
+            detail={
+                "basis": str(basis.public_id),
+                "entries": list(dict.fromkeys([str(entry.public_id), *banner.entries])),
+            },
             source_ods=[entry.source_org.ods_code],
             context=context,
         )
     return DocumentShown(
-        patient, _one_shown(entry, policy, timezone.now()), attachment_of(entry.resource)
+        patient,
+        _one_shown(entry, policy, timezone.now()),
+        attachment_of(entry.resource),
+        registered_gp=_registered_gp(patient),
+        banner=banner,
     )
+
+
+def _registered_gp(patient: Patient) -> Organisation | None:
+    if not patient.registered_gp_ods:
+        return None
+    return Organisation.objects.filter(ods_code=patient.registered_gp_ods).first()

@@ -168,7 +168,14 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".data" / "static"
 # The NHS design system, installed from npm by `make` (package.json), never copied by hand.
 NHSUK_FRONTEND = BASE_DIR / "node_modules" / "nhsuk-frontend" / "dist" / "nhsuk"
-STATICFILES_DIRS = [("nhsuk", NHSUK_FRONTEND)]
+# Its stylesheets are served without the web font it names on a third-party host
+# (sharedrecord/staticfinders.py); the stripped copies are kept here.
+NHSUK_FRONTEND_BUILT = BASE_DIR / ".data" / "nhsuk-frontend"
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "sharedrecord.staticfinders.NhsukFrontendFinder",
+]
 LOGIN_URL = "/accounts/login/"
 
 # Sign-in and session. Lockout after repeated failures (django-axes) counts

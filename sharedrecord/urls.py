@@ -22,6 +22,8 @@ from sharedrecord.views import (
     record_document_page,
     record_page,
     record_section_page,
+    record_timeline_page,
+    residents_page,
     roles_help_page,
     session_status,
     session_timed_out,
@@ -53,11 +55,13 @@ urlpatterns = [
     path("smart/callback", smart_callback_page, name="smart-callback"),
     path("accounts/timed-out", session_timed_out, name="session-timed-out"),
     path("help/roles", roles_help_page, name="roles-help"),
+    path("about", residents_page, name="residents"),
     # The access basis: the only record-related pages that take a POST.
     path("access/<uuid:patient_id>/", access_basis_page, name="access-basis"),
     path("access/<uuid:patient_id>/emergency", break_glass_page, name="break-glass"),
     # The record itself: GET only (tests/sharedrecord/test_read_only.py).
     path("record/<uuid:patient_id>/", record_page, name="record"),
+    path("record/<uuid:patient_id>/timeline", record_timeline_page, name="record-timeline"),
     path("record/<uuid:patient_id>/<slug:section>", record_section_page, name="record-section"),
     path(
         "record/<uuid:patient_id>/documents/<uuid:entry_id>",

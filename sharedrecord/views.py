@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 from base64 import b32encode
 from typing import Any, cast
+from urllib.parse import quote
 from uuid import UUID
 
 from django.conf import settings
@@ -62,8 +63,9 @@ from sharedrecord.models import (
 )
 from sharedrecord.oauth.consent import api_tokens_revoke_for
 from sharedrecord.policy import policy_table
+from sharedrecord.presentation.types import DATE_LABELS
 from sharedrecord.presenting import document_text
-from sharedrecord.record import document_view, record_view
+from sharedrecord.record import ResultFilters, document_view, record_view
 from sharedrecord.search import SEARCH_RESULT_CAP, patient_search, patient_search_by_demographics
 from sharedrecord.secondfactor import (
     second_factor_needed,
@@ -73,6 +75,7 @@ from sharedrecord.secondfactor import (
 )
 from sharedrecord.sso.provider import end_session_url, provider_config
 from sharedrecord.sso.views import SIGN_IN
+from sharedrecord.timeline import TimelineFilters, record_timeline
 
 # ------------------------------------------------------------------ sign-in and session
 
@@ -479,6 +482,22 @@ def _page_number(request: HttpRequest) -> int | None:
     return int(raw)
 
 
+def _result_filters(request: HttpRequest) -> ResultFilters | None:
+    """The results page's filters (test code, from, to); None if a date is not a date."""
+    code = request.GET.get("test", "").strip()[:64]
+    dates: list[datetime.date | None] = []
+    for name in ("from", "to"):
+        raw = request.GET.get(name, "").strip()
+        if not raw:
+            dates.append(None)
+            continue
+        try:
+            dates.append(datetime.date.fromisoformat(raw))
+        except ValueError:
+            return None
+    return ResultFilters(code, dates[0], dates[1])
+
+
 def _record_response(
     request: HttpRequest, patient_id: UUID, section: str | None
 ) -> HttpResponseBase:
@@ -490,13 +509,15 @@ def _record_response(
     if pinned is not None:
         return pinned
     page = _page_number(request) if section else 1
-    if page is None:
-        missing = {"patient_id": patient_id, "section": section}
+    filters = _result_filters(request) if section == RecordSection.RESULTS else None
+    if page is None or (section == RecordSection.RESULTS and filters is None):
+        missing = {"patient_id": patient_id, "section": section, "bad_filter": page is not None}
         return render(request, "sharedrecord/no_such_page.html", missing, status=400)
     try:
         record = record_view(
             viewer=user, patient_id=str(patient_id), section=section, page=page,
             session_key=request.session.session_key or "", context=context_for(request),
+            filters=filters,
         )  # fmt: skip
     except PatientNotFound:
         return _not_found(request)
@@ -528,6 +549,12 @@ def _record_response(
             if value in record.policy.sections
         ],
         "section_label": RecordSection(section).label if section else "Summary",
+        "date_label": DATE_LABELS.get(section or "", "Date"),
+        "filter_query": "".join(
+            f"{k}={quote(v)}&amp;" for k in ("test", "from", "to") if (v := request.GET.get(k, ""))
+        ),
+        "registered_gp": record.registered_gp,
+        "banner": record.banner,
     }
     template = (
         "sharedrecord/record_summary.html"
@@ -551,6 +578,71 @@ def record_section_page(request: HttpRequest, patient_id: UUID, section: str) ->
     if section not in RecordSection.values:
         return _not_found(request)
     return _record_response(request, patient_id, section)
+
+
+def _timeline_filters(request: HttpRequest) -> TimelineFilters | None:
+    """The timeline's filters from the query string; None if a date is not a date."""
+    dates: list[datetime.date | None] = []
+    for name in ("from", "to"):
+        raw = request.GET.get(name, "").strip()
+        try:
+            dates.append(datetime.date.fromisoformat(raw) if raw else None)
+        except ValueError:
+            return None
+    setting = request.GET.get("setting", "").strip()
+    kind = request.GET.get("kind", "").strip()
+    return TimelineFilters(
+        date_from=dates[0],
+        date_to=dates[1],
+        organisation=request.GET.get("organisation", "").strip().upper()[:12],
+        setting=setting if setting in OrganisationKind.values else "",
+        kind=kind if kind in RecordSection.values else "",
+    )
+
+
+@login_required
+@require_GET
+@never_cache
+def record_timeline_page(request: HttpRequest, patient_id: UUID) -> HttpResponseBase:
+    """Everything the viewer may see of the record, across sources, newest first, filtered."""
+    user = cast(User, request.user)
+    if not viewer_may_search(user):
+        raise PermissionDenied("Reading records needs a clinical or care role.")
+    page = _page_number(request)
+    filters = _timeline_filters(request)
+    if page is None or filters is None:
+        missing = {"patient_id": patient_id, "section": "results", "bad_filter": page is not None}
+        return render(request, "sharedrecord/no_such_page.html", missing, status=400)
+    try:
+        timeline = record_timeline(
+            viewer=user, patient_id=str(patient_id), filters=filters, page=page,
+            session_key=request.session.session_key or "", context=context_for(request),
+        )  # fmt: skip
+    except PatientNotFound:
+        return _not_found(request)
+    except AccessBasisRequired:
+        return redirect("access-basis", patient_id=patient_id)
+    except SectionPageNotFound:
+        missing = {"patient_id": patient_id, "section": "results"}
+        return render(request, "sharedrecord/no_such_page.html", missing, status=404)
+    record = timeline.record
+    context = {
+        "timeline": timeline,
+        "record": record,
+        "patient": record.patient,
+        "registered_gp": record.registered_gp,
+        "banner": record.banner,
+        "sections": [
+            (value, label) for value, label in RecordSection.choices
+            if value in record.policy.sections
+        ],
+        "filter_query": "".join(
+            f"{k}={quote(v)}&amp;"
+            for k in ("from", "to", "organisation", "setting", "kind")
+            if (v := request.GET.get(k, ""))
+        ),
+    }  # fmt: skip
+    return render(request, "sharedrecord/timeline.html", context)
 
 
 # Types a browser shows safely on its own (inside a sandbox); others download.
@@ -590,6 +682,8 @@ def record_document_page(
     kind, body = document_text(attachment) if attachment else ("", "")
     context = {
         "patient": shown.patient,
+        "registered_gp": shown.registered_gp,
+        "banner": shown.banner,
         "entry": shown.entry,
         "attachment": attachment,
         "kind": kind,
@@ -601,10 +695,8 @@ def record_document_page(
 # ------------------------------------------------------------------ what each role sees
 
 
-@login_required
-@require_GET
-def roles_help_page(request: HttpRequest) -> HttpResponse:
-    """The access policy table, as configured, for staff and governance to read."""
+def _role_grid() -> list[tuple[str, list[tuple[str, list[str], list[str]]]]]:
+    """Per role that reads records: (where, the parts it sees, the parts it does not)."""
     table = policy_table()
     grid = []
     for role, role_label in StaffRole.choices:
@@ -623,7 +715,42 @@ def roles_help_page(request: HttpRequest) -> HttpResponse:
             )
             for sections, kinds in groups.items()
         ]
-        grid.append((role_label, rows))
+        grid.append((str(role_label), rows))
+    return grid
+
+
+@require_GET
+def residents_page(request: HttpRequest) -> HttpResponse:
+    """For residents, no sign-in: what the record is, who takes part, who sees what, choices.
+
+    Built from the agreements in force today and the access policy as
+    configured, so it cannot drift from what the platform does. Shows no
+    personal data.
+    """
+    taking_part = Organisation.objects.with_active_agreement().exclude(
+        kind=OrganisationKind.REGISTRATION_AUTHORITY
+    )
+    by_kind: dict[str, list[str]] = {}
+    for organisation in taking_part.order_by("kind", "name"):
+        by_kind.setdefault(organisation.get_kind_display(), []).append(organisation.name)
+    programme = Organisation.objects.filter(ods_code__in=settings.GOVERNANCE_ODS_CODES).first()
+    table = policy_table()
+    context = {
+        "by_kind": sorted(by_kind.items()),
+        "grid": _role_grid(),
+        "categories": [c.label for c in table.sensitivity.categories],
+        "programme": programme,
+        "consent_model": settings.CONSENT_MODEL,
+    }
+    return render(request, "sharedrecord/residents.html", context)
+
+
+@login_required
+@require_GET
+def roles_help_page(request: HttpRequest) -> HttpResponse:
+    """The access policy table, as configured, for staff and governance to read."""
+    table = policy_table()
+    grid = _role_grid()
     sections = dict(RecordSection.choices)
     section_fields = [
         (sections[section], sorted(f.replace(".", " ") for f in fields))

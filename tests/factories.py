@@ -214,8 +214,10 @@ PARTNERS = {
 def partner(ods: str) -> Organisation:
     """One of the borough's feeding partners (created on first use)."""
     name, kind = PARTNERS[ods]
+    phone = "01632 960 101" if kind == "gp-practice" else ""
     organisation, _ = Organisation.objects.get_or_create(
-        ods_code=ods, defaults={"name": name, "kind": kind, "dsa_start": "2025-01-01"}
+        ods_code=ods,
+        defaults={"name": name, "kind": kind, "dsa_start": "2025-01-01", "phone": phone},
     )
     return organisation
 
@@ -358,8 +360,13 @@ def main_html(response: Any) -> str:
 
 
 def shown_entries(response: Any) -> set[str]:
-    """The public ids of the record entries a page shows."""
+    """The public ids of the record entries a page shows (in its body, not the banner)."""
     return set(re.findall(r'data-entry="([0-9a-f-]{36})"', response.content.decode()))
+
+
+def banner_entries(response: Any) -> list[str]:
+    """The public ids of the entries the patient banner names (its alerts), in order."""
+    return re.findall(r'data-banner-entry="([0-9a-f-]{36})"', response.content.decode())
 
 
 # ------------------------------------------------------------------ the opt-out API

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import template
 
+from audit.directory import Names
 from audit.models import AuditAction, AuditEvent
 
 register = template.Library()
@@ -44,7 +45,8 @@ def shown(event: AuditEvent) -> str:
     if "section" in detail:
         parts.append(str(detail["section"]).replace("-", " "))
     if isinstance(detail.get("entries"), list):
-        parts.append(f"{len(detail['entries'])} items")
+        count = len(detail["entries"])
+        parts.append(f"{count} item{'' if count == 1 else 's'}")
     if detail.get("withheld"):
         parts.append(f"{detail['withheld']} withheld")
     if isinstance(detail.get("shown"), int):
@@ -62,3 +64,21 @@ def emergency(event: AuditEvent) -> bool:
 @register.filter
 def spaced(number: str) -> str:
     return f"{number[:3]} {number[3:6]} {number[6:]}" if len(number) == 10 else number
+
+
+@register.filter
+def person(username: str, names: Names | None) -> str:
+    """The member of staff's name (their username, the evidence, is on hover)."""
+    return names.person(username) if names else username
+
+
+@register.filter
+def organisation(ods_code: str, names: Names | None) -> str:
+    """The organisation's name (its ODS code is on hover)."""
+    return names.organisation(ods_code) if names else ods_code
+
+
+@register.filter
+def role(code: str, names: Names | None) -> str:
+    """The role's label (its code is on hover)."""
+    return names.role(code) if names else code

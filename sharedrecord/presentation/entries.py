@@ -20,7 +20,18 @@ from sharedrecord.presentation.dates import (
     period_shown,
 )
 from sharedrecord.presentation.dosage import dosage_shown
-from sharedrecord.presentation.types import CODE_WORDS, STATUS_WORDS, TYPES, Shows, TypeView
+from sharedrecord.presentation.types import (
+    CODE_WORDS,
+    COURSE_WORDS,
+    DATE_LABELS,
+    SECTION_LABELS,
+    SETTING_DISPLAYS,
+    SETTING_WORDS,
+    STATUS_WORDS,
+    TYPES,
+    Shows,
+    TypeView,
+)
 from sharedrecord.presentation.values import (
     choice_shown,
     codes_of,
@@ -112,6 +123,16 @@ class ShownEntry:
     has_document: bool = False
     current: bool = True  # False once its period has ended (an alert that no longer applies)
     verification: str = ""
+    codes: list[str] = field(default_factory=list)  # "system|code" of every coding it holds
+
+    @property
+    def section_label(self) -> str:
+        return SECTION_LABELS.get(self.section, self.section)
+
+    @property
+    def date_label(self) -> str:
+        """What the item's date means in its section: "Onset", "Taken", "Started", ..."""
+        return DATE_LABELS.get(self.section, "Date")
 
     @property
     def linked_entries(self) -> list[str]:
@@ -159,6 +180,63 @@ def _concept(value: Any, label: str, ctx: _Context) -> Rows:
 
 def _concepts(value: Any, label: str, ctx: _Context) -> Rows:
     return _one(label, texts_of(_list(value)))
+
+
+def _setting(value: Any, label: str, ctx: _Context) -> Rows:
+    """A care setting (Encounter.class, a Coding) in plain English, from its code or display."""
+    if not isinstance(value, dict):
+        return []
+    code = str(value.get("code") or "")
+    display = str(value.get("display") or "").strip()
+    if code in SETTING_WORDS:
+        return [Detail(label, SETTING_WORDS[code])]
+    if display.lower() in SETTING_DISPLAYS:
+        return [Detail(label, SETTING_WORDS[SETTING_DISPLAYS[display.lower()]])]
+    return _one(label, text_of(value))
+
+
+def _course(value: Any, label: str, ctx: _Context) -> Rows:
+    """Repeat or acute, in a GP's words, from the course's code (else as the sender wrote it)."""
+    for code in sorted(codes_of(value)):
+        if code in COURSE_WORDS:
+            return [Detail(label, COURSE_WORDS[code])]
+    return _one(label, text_of(value))
+
+
+def _extensions(value: Any, ending: str) -> list[dict[str, Any]]:
+    return [
+        e for e in _list(value)
+        if isinstance(e, dict) and str(e.get("url", "")).endswith(ending)
+    ]  # fmt: skip
+
+
+def _repeat_information(value: Any, label: str, ctx: _Context) -> Rows:
+    """UK Core's repeat information: how many times issued, and until when it is authorised."""
+    rows = []
+    for repeat in _extensions(value, "Extension-UKCore-MedicationRepeatInformation"):
+        parts = {
+            str(p.get("url")): p for p in _list(repeat.get("extension")) if isinstance(p, dict)
+        }
+        issued = number_shown(
+            (parts.get("numberOfPrescriptionsIssued") or {}).get("valueUnsignedInt")
+        )
+        expiry = date_shown((parts.get("authorisationExpiryDate") or {}).get("valueDateTime"))
+        words = []
+        if issued != "":
+            words.append(f"{issued} time{'' if issued == '1' else 's'}")
+        if expiry:
+            words.append(f"authorised until {expiry}")
+        if words:
+            rows.append(Detail(label, ", ".join(words)))
+    return rows
+
+
+def _last_issued(value: Any, label: str, ctx: _Context) -> Rows:
+    """UK Core's last issue date of a medicine (MedicationStatementLastIssueDate)."""
+    for extension in _extensions(value, "MedicationStatementLastIssueDate"):
+        if when := date_shown(extension.get("valueDateTime")):
+            return [Detail(label, when)]
+    return []
 
 
 def _code(value: Any, label: str, ctx: _Context) -> Rows:
@@ -348,7 +426,8 @@ def _participants(value: Any, label: str, ctx: _Context) -> Rows:
         name = str(item["actor"].get("display") or "")
         if name:
             status = str(item.get("status") or "")
-            rows.append(Detail(label, f"{name} ({status})" if status else name))
+            words = CODE_WORDS.get(status, status).lower()
+            rows.append(Detail(label, f"{name} ({words})" if words else name))
     return rows
 
 
@@ -494,7 +573,9 @@ def _linked(value: Any, label: str, ctx: _Context) -> Rows:
 
 
 RENDERERS: dict[str, Callable[[Any, str, _Context], Rows]] = {
-    "string": _string, "concept": _concept, "concepts": _concepts, "code": _code,
+    "string": _string, "concept": _concept, "setting": _setting, "concepts": _concepts,
+    "code": _code, "course": _course, "repeat_information": _repeat_information,
+    "last_issued": _last_issued,
     "codes": _codes, "date": _date, "period": _period, "quantity": _quantity,
     "reference": _reference, "references": _references, "notes": _notes, "dosage": _dosage,
     "supply": _supply, "result": _result, "components": _components, "ranges": _ranges,
@@ -674,6 +755,7 @@ def entry_shown(
     sensitive: bool,
     now: datetime.datetime,
     linked: Mapping[str, ShownEntry] | None = None,
+    codes: list[str] | None = None,
 ) -> ShownEntry:
     """The page's view of one stored resource.
 
@@ -700,6 +782,7 @@ def entry_shown(
         sensitive=sensitive,
         qualifiers=qualifiers_of(resource, resource_type, now=now),
         verification=next(iter(sorted(codes_of(resource.get("verificationStatus")))), ""),
+        codes=list(codes or []),
     )
     if resource_type == "Observation":
         _observation(resource, shown)

@@ -1,4 +1,9 @@
-"""Repeated numeric results as a trend chart (an inline SVG drawn by the template)."""
+"""Repeated numeric results as a trend chart (an inline SVG drawn by the template).
+
+The chart is read, not admired: its y axis is labelled with the unit and the
+values at its ends, its x axis with the dates of the first and last results,
+each point with its value, and the reference range is a shaded band.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,16 @@ class TrendPoint:
     when_shown: str
     shown: str  # the result as the page shows it: the digits sent, and the unit
     abnormal: bool
+
+    @property
+    def label_y(self) -> str:
+        """Where the point's value is written: above it, or below it near the top."""
+        return f"{self.y - 8:.1f}" if self.y > 24 else f"{self.y + 16:.1f}"
+
+    @property
+    def value_text(self) -> str:
+        """The value written beside the point: the result's digits as sent, without its unit."""
+        return self.shown.split(" ", 1)[0] if self.shown else _number(self.value)
 
     @property
     def cx(self) -> str:
@@ -41,6 +56,28 @@ class Trend:
     high: float
     width: int = 480
     height: int = 160
+    y_ticks: tuple[tuple[str, str], ...] = ()  # (y, the value written there)
+    x_ticks: tuple[tuple[str, str, str], ...] = ()  # (x, text-anchor, the date written there)
+
+    @property
+    def axis_left(self) -> int:
+        return LEFT
+
+    @property
+    def axis_bottom(self) -> int:
+        return self.height - BOTTOM
+
+    @property
+    def axis_right(self) -> int:
+        return self.width - RIGHT
+
+    @property
+    def band_width(self) -> int:
+        return self.width - RIGHT - LEFT
+
+    @property
+    def middle(self) -> int:
+        return (LEFT + self.width - RIGHT) // 2
 
     @property
     def band_shown(self) -> tuple[str, str] | None:
@@ -52,14 +89,21 @@ class Trend:
         return " ".join(f"{p.x:.1f},{p.y:.1f}" for p in self.points)
 
 
-def trends_of(results: list[ShownEntry], *, width: int = 480, height: int = 160) -> list[Trend]:
+# Room around the plot for the axes' labels.
+LEFT, RIGHT, TOP, BOTTOM = 56, 24, 30, 40
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def trends_of(results: list[ShownEntry], *, width: int = 480, height: int = 200) -> list[Trend]:
     """One trend per result code with two or more numeric values, oldest to newest."""
     by_code: dict[tuple[str, str], list[ShownEntry]] = {}
     for item in results:
         if item.value is not None and item.when is not None and item.code:
             by_code.setdefault((item.code, item.unit), []).append(item)
     trends = []
-    pad = 16.0
     for (_, unit), items in sorted(by_code.items()):
         if len(items) < 2:
             continue
@@ -75,11 +119,11 @@ def trends_of(results: list[ShownEntry], *, width: int = 480, height: int = 160)
         seconds = (last - first).total_seconds() or 1.0
 
         def y_of(v: float, low: float = low, span: float = span) -> float:
-            return height - pad - (v - low) / span * (height - 2 * pad)
+            return height - BOTTOM - (v - low) / span * (height - TOP - BOTTOM)
 
         points = tuple(
             TrendPoint(
-                x=pad + ((i.when - first).total_seconds() / seconds) * (width - 2 * pad),
+                x=LEFT + ((i.when - first).total_seconds() / seconds) * (width - LEFT - RIGHT),
                 y=y_of(i.value),
                 value=i.value,
                 when=i.when,
@@ -93,5 +137,15 @@ def trends_of(results: list[ShownEntry], *, width: int = 480, height: int = 160)
         band = None
         if ref and ref.low is not None and ref.high is not None:
             band = (y_of(ref.high), y_of(ref.low) - y_of(ref.high))
-        trends.append(Trend(items[-1].title, unit, points, band, low, high, width, height))
+        ticks = sorted({low, high, *(v for v in limits if v is not None)})
+        y_ticks = tuple((f"{y_of(v) + 4:.1f}", _number(v)) for v in ticks)
+        dates = [p.when_shown.rsplit(" ", 1)[0] if ":" in p.when_shown else p.when_shown
+                 for p in (points[0], points[-1])]  # fmt: skip
+        x_ticks = (
+            (f"{LEFT:.1f}", "start", dates[0]),
+            (f"{width - RIGHT:.1f}", "end", dates[1]),
+        )
+        trends.append(
+            Trend(items[-1].title, unit, points, band, low, high, width, height, y_ticks, x_ticks)
+        )
     return trends

@@ -67,6 +67,7 @@ TYPES: dict[str, TypeView] = {
         "medications", ("medicationCodeableConcept", "medicationReference"),
         ("effectiveDateTime", "effectivePeriod.start", "dateAsserted"),
         (Shows("Dose", "dosage", "dosage"), Shows("Taken", "effective", "choice"),
+         Shows("Last issued", "extension", "last_issued"),
          Shows("Status reason", "statusReason", "concepts"),
          Shows("Reason", "reasonCode", "concepts"), REASON_REFERENCE,
          Shows("Category", "category", "concept"), Shows("Asserted", "dateAsserted", "date"), NOTE),
@@ -78,7 +79,8 @@ TYPES: dict[str, TypeView] = {
          Shows("Status reason", "statusReason", "concept"),
          Shows("Reason", "reasonCode", "concepts"), REASON_REFERENCE,
          Shows("Supply", "dispenseRequest", "supply"),
-         Shows("Course", "courseOfTherapyType", "concept"),
+         Shows("Repeat or acute", "courseOfTherapyType", "course"),
+         Shows("Issued", "extension", "repeat_information"),
          Shows("Prescribed", "authoredOn", "date"), NOTE),
         "Medication", frozenset({"active"}),
     ),
@@ -103,7 +105,7 @@ TYPES: dict[str, TypeView] = {
     ),
     "Encounter": TypeView(
         "encounters", ("type", "serviceType"), ("period.start",),
-        (Shows("Setting", "class", "concept"), Shows("Reason", "reasonCode", "concepts"),
+        (Shows("Setting", "class", "setting"), Shows("Reason", "reasonCode", "concepts"),
          Shows("Reason", "reasonReference", "references"),
          Shows("Diagnosis", "diagnosis", "diagnoses"), Shows("Ended", "period.end", "date"),
          Shows("Length", "length", "quantity"),
@@ -265,8 +267,104 @@ CODE_WORDS: dict[str, str] = {
     "urgent": "Urgent",
     "asap": "As soon as possible",
     "stat": "Immediately",
+    "accepted": "Accepted",
+    "declined": "Declined",
+    "tentative": "Tentative",
+    "needs-action": "Not yet replied",
     "male": "Male",
     "female": "Female",
     "other": "Other",
     "unknown": "Unknown",
+}
+
+# Care settings (Encounter.class, HL7 v3 ActCode): what the code means, in plain English.
+SETTING_WORDS: dict[str, str] = {
+    "AMB": "Outpatient or community",
+    "EMER": "Emergency department",
+    "IMP": "Inpatient",
+    "ACUTE": "Inpatient (acute)",
+    "NONAC": "Inpatient (non-acute)",
+    "OBSENC": "Observation stay",
+    "PRENC": "Pre-admission",
+    "SS": "Short stay",
+    "VR": "Virtual (telephone or video)",
+    "HH": "Home visit",
+    "FLD": "Field visit",
+}
+# The value set's own displays, which senders copy into Coding.display (lower case,
+# jargon): read through the code they stand for.
+SETTING_DISPLAYS: dict[str, str] = {
+    "ambulatory": "AMB",
+    "emergency": "EMER",
+    "inpatient encounter": "IMP",
+    "inpatient acute": "ACUTE",
+    "inpatient non-acute": "NONAC",
+    "observation encounter": "OBSENC",
+    "pre-admission": "PRENC",
+    "short stay": "SS",
+    "virtual": "VR",
+    "home health": "HH",
+    "field": "FLD",
+}
+
+# Each section's name where an item is listed outside its section (the timeline); the same
+# words as RecordSection's labels.
+SECTION_LABELS: dict[str, str] = {
+    "demographics": "Demographics", "contacts": "Contacts and care team",
+    "alerts": "Alerts and flags", "allergies": "Allergies and adverse reactions",
+    "medications": "Medications", "problems": "Problems and diagnoses",
+    "results": "Test results", "encounters": "Encounters", "referrals": "Referrals",
+    "appointments": "Appointments", "care-plans": "Care plans", "documents": "Documents",
+    "procedures": "Procedures", "immunisations": "Immunisations",
+}  # fmt: skip
+
+# What the date beside an item means, per section: a bare "Date" leaves the reader
+# guessing whether a problem's date is its onset or when someone wrote it down.
+DATE_LABELS: dict[str, str] = {
+    "demographics": "Recorded",
+    "contacts": "From",
+    "alerts": "From",
+    "allergies": "Recorded",
+    "medications": "Started",
+    "problems": "Onset",
+    "results": "Taken",
+    "encounters": "When",
+    "referrals": "Requested",
+    "appointments": "When",
+    "care-plans": "Started",
+    "documents": "Written",
+    "procedures": "Performed",
+    "immunisations": "Given",
+}
+
+
+def label_for(code: str) -> str:
+    """The one label table: a status, a required code or a care setting, in plain English.
+
+    An unknown code comes back as it was sent (never guessed), capitalised.
+    """
+    if code in STATUS_WORDS:
+        return STATUS_WORDS[code][0]
+    if code in CODE_WORDS:
+        return CODE_WORDS[code]
+    if code in SETTING_WORDS:
+        return SETTING_WORDS[code]
+    if code.lower() in SETTING_DISPLAYS:
+        return SETTING_WORDS[SETTING_DISPLAYS[code.lower()]]
+    return code.replace("-", " ").capitalize()
+
+
+# Every code and sender's jargon the label table turns into words: none may reach a page
+# as an item's value on its own (tests/sharedrecord/test_plain_english.py).
+RAW_CODES: frozenset[str] = frozenset(
+    {*STATUS_WORDS, *CODE_WORDS, *SETTING_WORDS, *SETTING_DISPLAYS}
+)
+
+# Courses of therapy (MedicationRequest.courseOfTherapyType; FHIR's and UK Core's codes):
+# what a GP calls them.
+COURSE_WORDS: dict[str, str] = {
+    "acute": "Acute (short course)",
+    "continuous": "Repeat",
+    "continuous-repeat-dispensing": "Repeat dispensing",
+    "seasonal": "Seasonal",
 }

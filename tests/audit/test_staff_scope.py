@@ -319,7 +319,10 @@ def test_our_staffs_flagged_access_to_someone_registered_elsewhere_waits_for_us(
     holder_queue = api.get("/api/v1/audit/reviews").json()
     assert ours not in [r["id"] for r in holder_queue["results"]]
     home = main_html(api.get("/governance/"))
-    assert 'href="/governance/reviews?scope=staff">1 access by your staff to review' in home
+    assert (
+        'href="/governance/reviews?scope=staff" id="staff-review-count">'
+        '<strong class="nhsuk-tag nhsuk-tag--orange">1</strong> access by your staff to review'
+    ) in home
 
     queue = main_html(api.get("/governance/reviews", {"scope": "staff"}))
     assert f'href="/governance/events/{ours}?scope=staff"' in queue

@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -38,22 +39,28 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh page; the test fails if anything the platform sent broke its own CSP."""
+    """A fresh page; the test fails if anything the platform sent broke its own CSP, or if
+    the page asked anything of a host other than the platform's own (fonts included)."""
     context = browser.new_context(viewport={"width": 1024, "height": 768})
     opened = context.new_page()
     refused: list[str] = []
+    elsewhere: list[str] = []
 
     def watch(text: str) -> None:
-        # The design system's CSS names the Frutiger web font on assets.nhs.uk; its
-        # licence does not let us serve it ourselves, so the CSP blocks the request
-        # (nothing leaves for a third-party host) and pages use the Arial fallback.
-        if "Content Security Policy" in text and "https://assets.nhs.uk/fonts/" not in text:
+        if "Content Security Policy" in text:
             refused.append(text)
 
+    def asked(url: str) -> None:
+        host = urlsplit(url).hostname
+        if urlsplit(url).scheme in ("http", "https") and host not in ("localhost", "127.0.0.1"):
+            elsewhere.append(url)
+
     opened.on("console", lambda message: watch(message.text))
+    opened.on("request", lambda request: asked(request.url))
     yield opened
     context.close()
     assert refused == [], refused
+    assert elsewhere == [], elsewhere
 
 
 def serious_accessibility_violations(page: Page) -> list[str]:

@@ -58,8 +58,9 @@ def test_a_gp_confirms_direct_care_and_reads_the_whole_record(
     page.get_by_role("button", name="View record").click()
 
     expect(page.get_by_role("heading", name="Summary", exact=True)).to_be_visible()
-    expect(page.get_by_text("Allergy to penicillin")).to_be_visible()
-    expect(page.get_by_text("Metformin 500mg tablets")).to_be_visible()
+    main = page.locator(".sr-record-main")  # the banner repeats allergies and alerts
+    expect(main.get_by_text("Allergy to penicillin")).to_be_visible()
+    expect(main.get_by_text("Metformin 500mg tablets")).to_be_visible()
     violations["summary"] = serious_accessibility_violations(page)
     page.get_by_text("Where this record comes from").click()
     expect(
@@ -101,6 +102,8 @@ def test_an_ae_doctor_on_a_tablet_uses_emergency_access(
 
     expect(page.get_by_text("You are viewing this record under emergency access")).to_be_visible()
     violations = serious_accessibility_violations(page)
+    # On a tablet the parts of the record are a closed menu above the content.
+    page.get_by_text("Parts of the record", exact=True).click()
     page.get_by_role("link", name="Problems and diagnoses").click()
     expect(page.get_by_text("Depressive disorder")).to_be_visible()
     expect(page.get_by_text("Sensitive", exact=True)).to_be_visible()
@@ -123,8 +126,9 @@ def test_a_social_worker_sees_care_and_is_told_what_is_not_shown(
     expect(page.get_by_label("Describe your role in this person's care")).to_have_count(0)
     page.get_by_label("I am directly involved in this person's care").check()
     page.get_by_role("button", name="View record").click()
-    expect(page.get_by_text("Home care package")).to_be_visible()
-    expect(page.get_by_text("Lives alone")).to_be_visible()
+    main = page.locator(".sr-record-main")  # the banner repeats the alerts
+    expect(main.get_by_text("Home care package")).to_be_visible()
+    expect(main.get_by_text("Lives alone")).to_be_visible()
     expect(page.get_by_role("link", name="Test results")).to_have_count(0)
     expect(page.get_by_text("Not part of what your role sees")).to_contain_text("Test results")
     assert "HbA1c" not in page.content()

@@ -105,8 +105,10 @@ def words(markup: str) -> str:
 
 
 def row(markup: str, entry: Entry) -> str:
-    """The words of one item's row."""
-    found = re.search(rf'<tr[^>]*data-entry="{entry.public_id}".*?</tr>', markup, flags=re.DOTALL)
+    """The words of one item's row (a section's table row, or the summary's list item)."""
+    found = re.search(
+        rf'<(tr|li)[^>]*data-entry="{entry.public_id}".*?</\1>', markup, flags=re.DOTALL
+    )
     assert found is not None, f"{entry.resource_type} {entry.source_id} is not on the page"
     return words(found.group(0))
 

@@ -57,6 +57,7 @@ NO_PERSONAL_DATA = {
     "/accounts/oidc/role": "single sign-on: the user's own role profiles",
     "/accounts/timed-out": "the idle sign-out (POST only)",
     "/help/roles": "the roles table",
+    "/about": "the residents' page: organisations taking part and the access policy",
     "/optouts/record": "the empty form on GET; the confirm step is an audited POST",
     "/optouts/objections/": "the empty form on GET; the confirm step is an audited POST",
     "/governance/": "the governance home: search forms and counts, no person",
@@ -171,6 +172,9 @@ PERSONAL: dict[str, Callable[[Scene], list[Visit]]] = {
     ],
     f"/record/{UUID}/": _record,
     f"/record/{UUID}/x": _sections,
+    f"/record/{UUID}/timeline": lambda s: [
+        (s.gp, f"/record/{s.record.public_id}/timeline", s.record.nhs_number)
+    ],
     f"/record/{UUID}/documents/{UUID}": lambda s: [
         (s.gp, f"/record/{s.record.public_id}/documents/{s.document}", s.record.nhs_number)
     ],

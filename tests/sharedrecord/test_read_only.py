@@ -29,6 +29,7 @@ ROUTES = {
     "/accounts/oidc/role": "single sign-on: the role chosen for this sign-in",
     "/accounts/timed-out": "the idle sign-out (POST)",
     "/help/roles": "the roles table: read-only",
+    "/about": "the residents' page: read-only (GET only)",
     f"/access/{UUID}/": "the access basis (audited)",
     f"/access/{UUID}/emergency": "emergency access (audited)",
     "/optouts/": "the opt-out registry (GP practices)",

@@ -17,6 +17,7 @@ from ingestion.demo import PEOPLE, BundleBuilder, acute_attendance
 from sharedrecord.models import AccessBasis, BasisKind, Entry, Organisation, Patient, User
 from sharedrecord.record import SECTION_PAGE_SIZE
 from tests.factories import (
+    banner_entries,
     confirm_basis,
     fed_person,
     feed,
@@ -153,7 +154,7 @@ def test_restricted_items_are_withheld_and_counted_for_roles_not_permitted(
     assert "1 item withheld" in main_html(ae)
     (event,) = _events(treating_clinician, AuditAction.SECTION_VIEW)
     assert event.detail["withheld"] == 1
-    assert set(event.detail["entries"]) == shown_entries(ae)
+    assert set(event.detail["entries"]) == shown_entries(ae) | set(banner_entries(ae))
 
     signed_in(client, registered_gp)
     confirm_basis(client, record)
@@ -278,7 +279,8 @@ def test_a_discharge_letter_opens_and_the_opening_is_audited(
     letter = client.get(f"/record/{record.public_id}/documents/{entry_id}")
     assert "Troponin normal. Discharged home with GP follow-up." in main_html(letter)
     (event,) = _events(treating_clinician, AuditAction.DOCUMENT_VIEW)
-    assert event.detail["entries"] == [entry_id]
+    # The letter, then the alerts the banner names (each shown, so each audited).
+    assert event.detail["entries"] == [entry_id, *banner_entries(letter)]
 
     signed_in(client, social_worker)
     confirm_basis(client, record, claim="Allocated social worker for the care package")
@@ -546,7 +548,11 @@ def test_a_long_section_is_paged_newest_first_and_each_page_audits_only_its_item
     assert 'href="?page=2"' in main_html(first)
     assert 'href="?page=1"' in main_html(second)
     events = _events(registered_gp, AuditAction.SECTION_VIEW)[-2:]
-    assert [set(e.detail["entries"]) for e in events] == [on_first, on_second]
+    # Each page's items, and the alerts its banner names (shown, so audited).
+    assert [set(e.detail["entries"]) for e in events] == [
+        on_first | set(banner_entries(first)),
+        on_second | set(banner_entries(second)),
+    ]
     assert [e.detail["page"] for e in events] == [1, 2]
     # Newest first: every item on page 2 is older than every item on page 1.
     when = dict(

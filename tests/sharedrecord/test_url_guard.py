@@ -12,6 +12,7 @@ pytestmark = pytest.mark.django_db
 # Routes that are public on purpose, and why.
 PUBLIC = {
     "/healthz": "liveness, no data",
+    "/about": "the residents' page: organisations taking part and the access policy, no person",
     "/readyz": "readiness, no data",
     "/admin/login/": "the admin sign-in form",
     "/admin/logout/": "signing out needs no sign-in",

@@ -38,6 +38,7 @@ class Command(BaseCommand):
                     name=spec.name,
                     kind=spec.kind,
                     dsa_start=demo.AGREEMENT_START,
+                    phone=spec.phone,
                 )
                 for spec in demo.ORGANISATIONS
             }
