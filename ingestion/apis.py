@@ -425,6 +425,15 @@ class FeedHealthApi(APIView):
                 for f in health.failures
             ]  # fmt: skip
 
+    def handle_exception(self, exc: Exception) -> Response:
+        """Under /api/v1/feeds/ every error is an OperationOutcome, as the feeds' own are."""
+        if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+            return outcome_response(401, code="unauthenticated", diagnostics="Sign in first.")
+        if isinstance(exc, exceptions.APIException):
+            code = "forbidden" if exc.status_code == 403 else "invalid"
+            return outcome_response(exc.status_code, code=code, diagnostics=str(exc.detail))
+        return super().handle_exception(exc)
+
     @extend_schema(responses=OutputSerializer(many=True))
     def get(self, request: Request) -> Response:
         if feed_operator_for(request.user) is None:

@@ -56,7 +56,11 @@ def test_a_worker_exports_task_rates_failures_latency_and_queues(tmp_path: Path)
         deadline = time.monotonic() + 30
         while True:  # a task is counted just after it ends (the message commits before)
             samples = scrape(port)
-            if (task("failed") and task("succeeded")) or time.monotonic() > deadline:
+            latency_seen = any(n == "sharedrecord_feed_accept_to_queryable_seconds_count"
+                               for n, _ in samples)  # fmt: skip
+            if (task("failed") and task("succeeded") and latency_seen) or (
+                time.monotonic() > deadline
+            ):
                 break
             time.sleep(0.2)
         assert task("succeeded") == 1

@@ -85,7 +85,21 @@ const provider = new Provider(ISSUER, {
   },
   features: {
     devInteractions: { enabled: false },
-    rpInitiatedLogout: { enabled: true },
+    // The provider's own pages without its default third-party web font: the browser
+    // tests fail on any request to another host.
+    rpInitiatedLogout: {
+      enabled: true,
+      async logoutSource(ctx, form) {
+        ctx.body = `<!DOCTYPE html><html lang="en"><head><title>Sign out</title></head><body>
+          <h1>Sign out of the test provider?</h1>${form}
+          <button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
+          <button type="submit" form="op.logoutForm">No, stay signed in</button></body></html>`;
+      },
+      async postLogoutSuccessSource(ctx) {
+        ctx.body = `<!DOCTYPE html><html lang="en"><head><title>Signed out</title></head>
+          <body><h1>Signed out</h1></body></html>`;
+      },
+    },
   },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   async findAccount(ctx, id) {
