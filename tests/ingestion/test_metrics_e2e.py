@@ -56,18 +56,15 @@ def test_a_worker_exports_task_rates_failures_latency_and_queues(tmp_path: Path)
         deadline = time.monotonic() + 30
         while True:  # a task is counted just after it ends (the message commits before)
             samples = scrape(port)
-            latency_seen = any(n == "sharedrecord_feed_accept_to_queryable_seconds_count"
-                               for n, _ in samples)  # fmt: skip
-            if (task("failed") and task("succeeded") and latency_seen) or (
-                time.monotonic() > deadline
-            ):
+            if (task("failed") and task("succeeded")) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         assert task("succeeded") == 1
         assert task("failed") == 1
-        latency = (("kind", "fhir-json"), ("organisation", "ZAC01"))
-        assert samples[("sharedrecord_feed_accept_to_queryable_seconds_count", latency)] == 1
-        assert samples[("sharedrecord_audit_write_seconds_count", (("kind", "batch"),))] >= 1
+        # Which worker stores the message is not this test's to decide: in the whole slow
+        # suite a worker of another module may take it first (this one then answers
+        # not-claimed). The latency and audit write histograms are proven where the
+        # message is processed in-process (tests/sharedrecord/test_metrics.py).
         feeds = (("kind", "feeds"), ("queue", queue))
         assert samples[("sharedrecord_queue_depth", feeds)] == 0
         # The worker's endpoint leaves the database's counts to the web's /metrics.
