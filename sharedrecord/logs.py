@@ -18,8 +18,9 @@ from typing import Any
 
 import structlog
 
-# Ten digits, optionally spaced 3-3-4 or hyphenated: an NHS number's shapes.
-_NHS_NUMBER = re.compile(r"(?<![\d.])\d{3}[ -]?\d{3}[ -]?\d{4}(?![\d.])")
+# Ten digits, optionally spaced 3-3-4 or hyphenated: an NHS number's shapes. Not
+# when letters or digits adjoin: hex ids (request ids, UUIDs) hold digit runs.
+_NHS_NUMBER = re.compile(r"(?<![0-9A-Za-z.])\d{3}[ -]?\d{3}[ -]?\d{4}(?![0-9A-Za-z.])")
 MASK = "[nhs-number removed]"
 REQUEST_FIELDS = ("method", "route", "status", "duration_ms", "user")
 

@@ -93,6 +93,15 @@ def test_anything_shaped_like_an_nhs_number_is_masked(log_lines: Lines) -> None:
     assert line["event"] == f"matched {MASK} and {MASK}"
 
 
+def test_ids_that_begin_with_ten_digits_are_not_masked(log_lines: Lines) -> None:
+    # A request id is 32 hex characters: about one in 600 begins with ten digits.
+    request_id = "1368777391db45c5a7eee09d4b27686a"
+    public_id = "13687773-9123-4c5a-8eee-0123456789ab"
+    logging.getLogger("ingestion.test").warning("ids %s %s", request_id, public_id)
+    (line,) = log_lines()
+    assert line["event"] == f"ids {request_id} {public_id}"
+
+
 def test_a_tasks_lines_carry_its_id_and_name(log_lines: Lines) -> None:
     credential, _ = make_credential(partner("ZAC01"))
     message = feed(credential, small_bundle(next_nhs_number(), key="log"), process=False)
