@@ -236,3 +236,21 @@ class ParkedDigest(models.Model):
 
     def __str__(self) -> str:
         return f"Parked digest of {self.organisation.ods_code} for {self.day}"
+
+    @property
+    def parked_in_words(self) -> list[tuple[str, int]]:
+        """Entries parked that day, by reason in words."""
+        return [(_label(ParkReason, code), n) for code, n in self.parked.items()]
+
+    @property
+    def decided_in_words(self) -> list[tuple[str, int]]:
+        """Cases decided that day, by decision in words."""
+        return [(_label(ParkState, code), n) for code, n in self.decided.items()]
+
+
+def _label(choices: type[models.TextChoices], code: str) -> str:
+    """A stored code's label; a code no longer in the choices shows as itself."""
+    try:
+        return str(choices(code).label)
+    except ValueError:
+        return code

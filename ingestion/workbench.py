@@ -555,17 +555,11 @@ def parked_case_reject(
     """
     if code not in REJECT_REASONS:
         raise WorkbenchRefused("Choose a reason for rejecting.", code="reason_required")
-    items = _waiting_items(scope, group)
-    _close(items, state=ParkState.REJECTED, viewer=viewer, code=code, note=note)
-    _receipt_note(
-        items, code="parked-rejected", severity="error",
-        diagnostics=f"{len(items)} parked entries were rejected by the data quality team "
-        f"({code}): {REJECT_REASONS[code]}",
-        counts={"rejected": len(items)},
+    return _decline(
+        viewer, scope, group, state=ParkState.REJECTED, code=code, note=note, context=context,
+        receipt_code="parked-rejected", said=REJECT_REASONS[code],
+        done="were rejected by the data quality team",
     )  # fmt: skip
-    _decision_event(viewer, items, "rejected", code=code, context=context,
-                    outcome=AuditOutcome.REJECTED)  # fmt: skip
-    return Decision(ParkState.REJECTED, len(items))
 
 
 @transaction.atomic
@@ -581,17 +575,29 @@ def parked_case_correction_request(
     """
     if code not in CORRECTION_REASONS:
         raise WorkbenchRefused("Choose what the sender should correct.", code="reason_required")
+    return _decline(
+        viewer, scope, group, state=ParkState.CORRECTION_REQUESTED, code=code, note=note,
+        context=context, receipt_code="parked-correction-requested",
+        said=CORRECTION_REASONS[code],
+        done="were not stored. Correct them and send them again",
+    )  # fmt: skip
+
+
+def _decline(
+    viewer: User, scope: DataQualityScope, group: uuid.UUID, *, state: ParkState, code: str,
+    note: str, context: AuditContext | None, receipt_code: str, said: str, done: str,
+) -> Decision:  # fmt: skip
+    """Close a waiting case storing nothing; its receipt counts it rejected and says why."""
     items = _waiting_items(scope, group)
-    _close(items, state=ParkState.CORRECTION_REQUESTED, viewer=viewer, code=code, note=note)
+    _close(items, state=state, viewer=viewer, code=code, note=note)
     _receipt_note(
-        items, code="parked-correction-requested", severity="error",
-        diagnostics=f"{len(items)} parked entries were not stored. Correct them and send them "
-        f"again ({code}): {CORRECTION_REASONS[code]}",
+        items, code=receipt_code, severity="error",
+        diagnostics=f"{len(items)} parked entries {done} ({code}): {said}",
         counts={"rejected": len(items)},
     )  # fmt: skip
-    _decision_event(viewer, items, "correction-requested", code=code, context=context,
+    _decision_event(viewer, items, state.value, code=code, context=context,
                     outcome=AuditOutcome.REJECTED)  # fmt: skip
-    return Decision(ParkState.CORRECTION_REQUESTED, len(items))
+    return Decision(state, len(items))
 
 
 def parked_for_sender(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any, cast
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
@@ -169,7 +170,24 @@ class WorkbenchCaseFileApi(APIView):
         return Response(DecisionOutput(done).data)
 
 
-class WorkbenchCaseRejectApi(APIView):
+class _WorkbenchCaseDeclineApi(APIView):
+    """Close a case storing nothing, with a reason code the sender reads on its receipt."""
+
+    InputSerializer: type[serializers.Serializer[Any]]
+    decide: Callable[..., Decision]
+
+    def post(self, request: Request, group: uuid.UUID) -> Response:
+        scope = workbench_scope(request)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        done = self.decide(
+            viewer=cast(User, request.user), scope=scope, group=group,
+            context=context_for(request), **data.validated_data,
+        )  # fmt: skip
+        return Response(DecisionOutput(done).data)
+
+
+class WorkbenchCaseRejectApi(_WorkbenchCaseDeclineApi):
     """Reject a case with a reason code (the sender reads it on its receipt)."""
 
     @extend_schema_serializer(component_name="WorkbenchRejectInput")
@@ -177,19 +195,14 @@ class WorkbenchCaseRejectApi(APIView):
         code = serializers.ChoiceField(choices=sorted(REJECT_REASONS))
         note = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
 
+    decide = staticmethod(parked_case_reject)
+
     @extend_schema(request=InputSerializer, responses=DecisionOutput)
     def post(self, request: Request, group: uuid.UUID) -> Response:
-        scope = workbench_scope(request)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        done = parked_case_reject(
-            viewer=cast(User, request.user), scope=scope, group=group,
-            context=context_for(request), **data.validated_data,
-        )  # fmt: skip
-        return Response(DecisionOutput(done).data)
+        return super().post(request, group)
 
 
-class WorkbenchCaseCorrectionApi(APIView):
+class WorkbenchCaseCorrectionApi(_WorkbenchCaseDeclineApi):
     """Ask the sender to correct a case and send it again (a code it reads on its receipt)."""
 
     @extend_schema_serializer(component_name="WorkbenchCorrectionInput")
@@ -197,16 +210,11 @@ class WorkbenchCaseCorrectionApi(APIView):
         code = serializers.ChoiceField(choices=sorted(CORRECTION_REASONS))
         note = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
 
+    decide = staticmethod(parked_case_correction_request)
+
     @extend_schema(request=InputSerializer, responses=DecisionOutput)
     def post(self, request: Request, group: uuid.UUID) -> Response:
-        scope = workbench_scope(request)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        done = parked_case_correction_request(
-            viewer=cast(User, request.user), scope=scope, group=group,
-            context=context_for(request), **data.validated_data,
-        )  # fmt: skip
-        return Response(DecisionOutput(done).data)
+        return super().post(request, group)
 
 
 class IdentityOperationOutput(serializers.Serializer[IdentityOperation]):
