@@ -97,3 +97,14 @@ def test_every_kind_of_work_has_a_worker() -> None:
     default = {kind: q.replace(platform_queues()["feeds"], "sharedrecord", 1)
                for kind, q in platform_queues().items()}  # fmt: skip
     assert set(default.values()) <= taken, set(default.values()) - taken
+
+
+def test_the_web_service_takes_single_sign_on_and_launch_from_the_operators_environment() -> None:
+    # The doors staff come through (#23) are configured per deployment, never baked in.
+    env = service("web")["environment"]
+    for name in (
+        "OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET_FILE", "OIDC_CLIENT_PRIVATE_KEY_FILE",
+        "OIDC_CLIENT_KEY_ID", "OIDC_ACR_VALUES", "RECORD_MIN_AAL", "SIGN_IN_PASSWORDS",
+        "LAUNCH_AUDIENCE",
+    ):  # fmt: skip
+        assert env.get(name) == f"${{{name}:-}}", name
