@@ -11,9 +11,13 @@ class SharedRecordConfig(AppConfig):
 
         from audit.directory import directory_register, subject_lookup_register
         from audit.governance import governance_resolver_register
-        from sharedrecord.checks import passwords_need_a_second_factor
+        from sharedrecord.checks import (
+            credentials_sealed_under_their_own_keys,
+            passwords_need_a_second_factor,
+        )
 
         register(passwords_need_a_second_factor, Tags.security, deploy=True)
+        register(credentials_sealed_under_their_own_keys, Tags.security, deploy=True)
         from sharedrecord.access import governance_viewer_for
         from sharedrecord.demographics import governance_subject
         from sharedrecord.organisations import directory_names

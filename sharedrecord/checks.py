@@ -22,3 +22,20 @@ def passwords_need_a_second_factor(**kwargs: Any) -> list[CheckMessage]:
             id="sharedrecord.W001",
         )
     ]
+
+
+def credentials_sealed_under_their_own_keys(**kwargs: Any) -> list[CheckMessage]:
+    """Warn when sealed credentials hang on SECRET_KEY (rotating it would lose them)."""
+    if settings.DEBUG or settings.SEALING_KEYS:
+        return []
+    return [
+        Warning(
+            "Credentials kept in the database are sealed under a key derived from SECRET_KEY.",
+            hint=(
+                "Set SEALING_KEYS_FILE (a key from `manage.py secrets_reseal --new-key`), then "
+                "run `manage.py secrets_reseal`; rotating SECRET_KEY would otherwise make "
+                "subscription and SMART client secrets unreadable."
+            ),
+            id="sharedrecord.W002",
+        )
+    ]

@@ -16,6 +16,7 @@ from django.db.models.functions import Upper
 from django.utils import timezone
 
 from sharedrecord.presentation.dates import death_of
+from sharedrecord.sealing import SealedTextField
 
 
 class OrganisationKind(models.TextChoices):
@@ -661,7 +662,7 @@ class LaunchSystem(models.Model):
     # those of the ID tokens it issues.
     smart_fhir_base = models.URLField(max_length=500, blank=True)
     smart_client_id = models.CharField(max_length=200, blank=True)
-    smart_client_secret = models.CharField(max_length=200, blank=True)
+    smart_client_secret = SealedTextField(blank=True)  # sealed at rest (sealing.py)
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -22,6 +22,13 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 DEBUG = env_bool("DEBUG", default=False)
 SECRET_KEY = env_secret("SECRET_KEY")
+# Keys that seal credentials kept in the database (sharedrecord/sealing.py): Fernet keys,
+# comma-separated, the first sealing and each opening. Unset, one is derived from SECRET_KEY.
+SEALING_KEYS = (
+    env_secret("SEALING_KEYS").split(",")
+    if (os.environ.get("SEALING_KEYS") or os.environ.get("SEALING_KEYS_FILE"))
+    else []
+)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default="localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 

@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import Q
 
 from sharedrecord.models import Organisation, Patient, User
+from sharedrecord.sealing import SealedTextField
 
 
 class EventKind(models.TextChoices):
@@ -117,7 +118,7 @@ class Subscription(models.Model):
     kind = models.CharField(max_length=20, choices=EventKind.choices)
     endpoint = models.URLField(max_length=500)
     content = models.CharField(max_length=16, choices=PayloadContent.choices)
-    secret = models.CharField(max_length=64)
+    secret = SealedTextField()  # sealed at rest (sharedrecord/sealing.py)
     heartbeat_seconds = models.PositiveIntegerField(default=0)
     status = models.CharField(
         max_length=12, choices=SubscriptionStatus.choices, default=SubscriptionStatus.REQUESTED

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from sharedrecord.env import env_bool, env_list, env_secret, env_str
@@ -44,6 +45,7 @@ PRODUCTION_ENV = {
     "SECURE_SSL_REDIRECT": "true",
     "SECURE_HSTS_SECONDS": "31536000",
     "SECURE_HSTS_PRELOAD": "true",
+    "SEALING_KEYS": Fernet.generate_key().decode(),
 }
 
 
@@ -113,6 +115,13 @@ def test_check_deploy_warns_when_passwords_need_no_second_factor_in_production()
         {**PRODUCTION_ENV, "SIGN_IN_OTP_REQUIRED": "false", "SIGN_IN_PASSWORDS": "false"},
     )
     assert single_sign_on_only.returncode == 0, single_sign_on_only.stdout
+
+
+def test_check_deploy_warns_when_sealed_credentials_hang_on_the_secret_key() -> None:
+    unsealed = {k: v for k, v in PRODUCTION_ENV.items() if k != "SEALING_KEYS"}
+    result = _manage(["check", "--deploy", "--fail-level", "WARNING"], unsealed)
+    assert result.returncode != 0
+    assert "sharedrecord.W002" in result.stderr + result.stdout
 
 
 def test_env_bool_accepts_only_true_and_false(monkeypatch: pytest.MonkeyPatch) -> None:
