@@ -13,6 +13,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.admin import UserAdmin
 from django.db import models
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -95,6 +96,30 @@ class AuditedAdminMixin:
         _audit_admin_change(request, obj, "deleted")
         super().delete_model(request, obj)  # type: ignore[misc]
 
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        """The "delete selected" action: one event per object deleted."""
+        for obj in queryset:
+            _audit_admin_change(request, obj, "deleted")
+        super().delete_queryset(request, queryset)  # type: ignore[misc]
+
+
+def _audit_every_admin_change() -> None:
+    """Give the admins other apps registered (groups, lockouts, second factors, OAuth
+    applications and tokens) the audited mixin, so no change made in the admin is unaudited.
+
+    Their apps come before ours in INSTALLED_APPS, so they are registered by now.
+    """
+    for model, model_admin in list(admin.site._registry.items()):
+        if isinstance(model_admin, AuditedAdminMixin) or model._meta.app_label in _OURS:
+            continue
+        name = f"Audited{type(model_admin).__name__}"
+        audited = type(name, (AuditedAdminMixin, type(model_admin)), {})
+        admin.site.unregister(model)
+        admin.site.register(model, audited)
+
+
+_OURS = {"sharedrecord", "notifications", "ingestion", "optout", "audit"}
+
 
 @admin.register(Organisation)
 class OrganisationAdmin(AuditedAdminMixin, GuardedModelAdmin):  # type: ignore[misc]
@@ -141,3 +166,6 @@ class PullSourceAdmin(AuditedAdminMixin, admin.ModelAdmin):  # type: ignore[type
         "secret_name", "key_id", "scope", "search", "resource_types", "timeout_seconds",
         "public_id", "created_at",
     )  # fmt: skip
+
+
+_audit_every_admin_change()
