@@ -89,10 +89,10 @@ def test_the_review_page_shows_what_was_opened_under_that_basis_and_audits_it(
         if e.actor_name == scene.ae.username and e.action == AuditAction.RECORD_VIEW
     ]  # fmt: skip
     assert opened
-    table = re.search(r'<table class="nhsuk-table" id="opened-under-basis">.*?</table>', page, re.S)
+    table = re.search(r'<table [^>]*id="opened-under-basis">.*?</table>', page, re.S)
     assert table is not None
     assert "What Daniel Reyes opened under this basis" in page
-    assert words(table.group(0)).count("Viewed a record (summary") == len(opened)
+    assert words(table.group(0)).count("Viewed a record (the summary") == len(opened)
     audited = AuditEvent.objects.filter(
         actor_name=user.username, action=AuditAction.AUDIT_QUERY, detail__via="basis-use"
     ).get()
@@ -136,11 +136,9 @@ def test_the_subject_access_report_reads_for_a_citizen(scene: Scene) -> None:
     said = words(page)
     assert re.search(r"Who has looked at Margaret \w+'s shared care record", said)
     assert "Date of birth 14 March 1941" in said
-    table = re.search(
-        r'<table class="nhsuk-table governance-report" id="sar-accesses">.*?</table>', page, re.S
-    )
+    table = re.search(r'<table [^>]*id="sar-accesses">.*?</table>', page, re.S)
     assert table is not None
-    rows = re.findall(r"<tr class=\"nhsuk-table__row\">.*?</tr>", table.group(0), re.S)
+    rows = re.findall(r'<tr role="row" class="nhsuk-table__row">.*?</tr>', table.group(0), re.S)
     # One line per organisation, member of staff and day: the A&E doctor's search, basis
     # and views are one line, saying what was looked at and that it was an emergency.
     ae_rows = [words(r) for r in rows if "Daniel Reyes" in r]
