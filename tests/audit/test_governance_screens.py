@@ -113,11 +113,9 @@ def test_a_saved_finding_is_confirmed_and_a_missing_one_gets_an_error_summary(
         r'<div class="nhsuk-error-summary".*?</div>\s*</div>', missing.content.decode(), re.S
     )
     assert summary is not None
-    assert (
-        'href="#id_outcome"' in summary.group(0)
-        or 'href="#id_outcome_0"' in summary.group(0)
-        or "This field is required" in summary.group(0)
-    )
+    # Each message says what to do and leads to its field (the first radio, the note).
+    assert '<a href="#id_outcome_0">Choose a finding' in summary.group(0)
+    assert '<a href="#id_note">Write a note saying why' in summary.group(0)
     saved = reviewer.post(
         f"/governance/events/{glass.id}",
         {"outcome": "referred", "note": "Asked the Caldicott Guardian"},
@@ -129,8 +127,12 @@ def test_a_saved_finding_is_confirmed_and_a_missing_one_gets_an_error_summary(
 
 
 def test_the_subject_access_report_reads_for_a_citizen(scene: Scene) -> None:
-    officer = client_for(make_officer())
-    officer.get("/governance/events", {"nhs_number": scene.nhs_number})  # a governance search
+    maker = make_officer()
+    maker.first_name, maker.last_name = "Oliver", "Grant"
+    maker.save()
+    officer = client_for(maker)
+    for _ in range(2):  # governance searches
+        officer.get("/governance/events", {"nhs_number": scene.nhs_number})
     response = officer.get("/governance/subject-access", {"nhs_number": scene.nhs_number})
     page = main_html(response)
     said = words(page)
@@ -151,6 +153,13 @@ def test_the_subject_access_report_reads_for_a_citizen(scene: Scene) -> None:
     # Governance work is listed apart, never as a look at the care record.
     assert "Privacy and governance checks" in said
     assert not any("Subject access report" in words(r) for r in rows)
+    # One line per officer, day and kind of work, however many searches it took.
+    checks = re.search(r'<ul [^>]*id="sar-governance">.*?</ul>', page, re.S)
+    assert checks is not None
+    mine = [words(li) for li in re.findall(r"<li>.*?</li>", checks.group(0), re.S)
+            if "Oliver Grant" in li]  # fmt: skip
+    assert len(mine) == 1
+    assert "(searched the audit trail, 2 times)" in mine[0]
 
 
 def test_a_practices_report_says_what_it_covers_and_nothing_in_its_view(

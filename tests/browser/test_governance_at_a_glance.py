@@ -219,7 +219,8 @@ def test_the_programmes_privacy_officer_reads_every_governance_page_at_three_wid
     page.get_by_role("button", name="Save finding").click()
     summary = page.locator(".nhsuk-error-summary")
     expect(summary).to_be_visible()
-    expect(summary.get_by_role("link", name="This field is required.").first).to_be_visible()
+    expect(summary.get_by_role("link", name=re.compile("^Choose a finding"))).to_be_visible()
+    expect(summary.get_by_role("link", name=re.compile("^Write a note"))).to_be_visible()
     # The summary comes before the heading, and each message leads to its field.
     assert summary.bounding_box()["y"] < page.locator("h1").bounding_box()["y"]  # type: ignore[index]
     hrefs = summary.locator("a").evaluate_all("links => links.map(a => a.hash)")
