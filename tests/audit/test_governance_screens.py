@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
+from audit.templatetags.governance import shown, why
 from sharedrecord.models import Organisation
 from tests.audit.test_governance import Scene, events_for
 from tests.factories import client_for, main_html, make_officer, next_nhs_number
@@ -175,3 +176,24 @@ def test_a_practices_report_says_what_it_covers_and_nothing_in_its_view(
     assert f"Nothing in {name}'s view" in page
     assert "Nobody has been shown anything" not in page
     assert "No record is held for this NHS number now" in page
+
+
+def test_why_an_access_happened_reads_in_words_not_codes() -> None:
+    # The relationships the feeds showed, and an unknown override reason, were shown as codes.
+    basis = AuditEvent(
+        action=AuditAction.ACCESS_BASIS, purpose="TREAT",
+        detail={"relationships": ["encounter", "registered"], "self_claimed": False},
+    )  # fmt: skip
+    assert why(basis) == (
+        "Direct care; their organisation's link: a recent visit or stay, "
+        "registered with their practice"
+    )
+    glass = AuditEvent(
+        action=AuditAction.BREAK_GLASS, purpose="ETREAT",
+        detail={"reason_code": "OVRXX", "reason_text": "Collapsed in clinic"},
+    )  # fmt: skip
+    assert why(glass) == "Emergency access (another reason): Collapsed in clinic"
+    viewed = AuditEvent(action=AuditAction.SECTION_VIEW, detail={"section": "care-plans"})
+    assert shown(viewed) == "care plans"
+    summary = AuditEvent(action=AuditAction.RECORD_VIEW, detail={"section": "summary"})
+    assert shown(summary) == "the summary"
