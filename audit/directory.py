@@ -43,14 +43,23 @@ def directory_register(directory: Directory) -> None:
     _directory[:] = [directory]
 
 
-def names_for(events: Iterable[AuditEvent], *, extra_ods: Iterable[str] = ()) -> Names:
-    """Names for everyone and every organisation these events name: one look-up for all."""
+def names_for(
+    events: Iterable[AuditEvent],
+    *,
+    extra_ods: Iterable[str] = (),
+    extra_usernames: Iterable[str] = (),
+) -> Names:
+    """Names for everyone and every organisation these events name: one look-up for all.
+
+    `extra_ods` and `extra_usernames` add what the page shows beside the events
+    (the scope's organisation, a finding's reviewer, the report's maker).
+    """
     listed = list(events)
-    usernames = {e.actor_name for e in listed if e.actor_name}
+    usernames = {e.actor_name for e in listed if e.actor_name} | {u for u in extra_usernames if u}
     ods = {e.actor_org_ods for e in listed if e.actor_org_ods} | {
         code for e in listed for code in (e.source_ods or [])
     }
-    ods |= set(extra_ods)
+    ods |= {code for code in extra_ods if code}
     if not _directory or not (usernames or ods):
         return Names()
     return _directory[0](usernames, ods)

@@ -147,11 +147,18 @@ class ReviewForm(forms.Form):
         label="Finding",
         choices=ReviewOutcome.choices,
         widget=forms.RadioSelect,
-        error_messages={"invalid_choice": "Choose a finding from the list."},
+        error_messages={
+            "required": "Choose a finding: justified, not justified or referred",
+            "invalid_choice": "Choose a finding from the list.",
+        },
     )
     note = forms.CharField(
         label="Note",
         max_length=2000,
+        error_messages={
+            "required": "Write a note saying why you reached this finding",
+            "max_length": "Write the note in 2,000 characters or fewer",
+        },
         widget=forms.Textarea(attrs={"rows": 4}),
         help_text="Why you reached this finding, and what happens next.",
     )

@@ -218,6 +218,7 @@ SECTION_WORDS = {
 }  # fmt: skip
 ACTION_WORDS = {
     AuditAction.PATIENT_SEARCH: "found the person in a search",
+    AuditAction.IDENTITY_VIEW: "checked who the person is",
     AuditAction.ACCESS_BASIS: "recorded why they needed the record",
     AuditAction.BREAK_GLASS: "used emergency access",
     AuditAction.DOCUMENT_VIEW: "a document",
@@ -271,6 +272,19 @@ class AccessGroup:
 
 
 @dataclass(frozen=True)
+class GovernanceLine:
+    """What one privacy officer did about the person on one day (how many times, when)."""
+
+    organisation_ods: str
+    actor_name: str
+    day: datetime.date
+    did: str
+    times: int
+    first_at: datetime.datetime
+    last_at: datetime.datetime
+
+
+@dataclass(frozen=True)
 class SubjectAccessReport:
     nhs_number: str
     produced_at: datetime.datetime
@@ -291,6 +305,22 @@ class SubjectAccessReport:
     def governance_events(self) -> list[AuditEvent]:
         """Searches and reports by privacy officers about the person."""
         return [e for e in self.events if e.purpose == "HOPERAT"]
+
+    @property
+    def governance_lines(self) -> list[GovernanceLine]:
+        """Governance work grouped by officer, organisation, day and what they did, newest
+        first: one line however many searches it took."""
+        grouped: dict[tuple[str, str, datetime.date, str], list[AuditEvent]] = {}
+        for event in self.governance_events:
+            day = timezone.localtime(event.occurred_at).date()
+            key = (event.actor_org_ods, event.actor_name, day, event.get_action_display())
+            grouped.setdefault(key, []).append(event)
+        lines = [
+            GovernanceLine(ods, name, day, action.lower(), len(events),
+                           min(e.occurred_at for e in events), max(e.occurred_at for e in events))
+            for (ods, name, day, action), events in grouped.items()
+        ]  # fmt: skip
+        return sorted(lines, key=lambda line: line.last_at, reverse=True)
 
     @property
     def groups(self) -> list[AccessGroup]:

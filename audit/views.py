@@ -89,14 +89,14 @@ def _after(request: HttpRequest, form: Form) -> Cursor | None:
 
 
 def scope_description(scope: GovernanceScope) -> str:
+    """The part of the trail in use, in words (the organisation by its name)."""
     if scope.whole_trail:
         return "the whole audit trail"
+    ods = scope.staff_ods or scope.holder_ods
+    name = names_for([], extra_ods=[ods]).organisation(ods)
     if scope.staff_ods:
-        return f"every access by staff and systems of {scope.staff_ods}, to anyone"
-    return (
-        f"accesses to people registered with {scope.holder_ods} and to data "
-        f"{scope.holder_ods} contributed"
-    )
+        return f"every access by staff and systems of {name}, to anyone"
+    return f"accesses to people registered with {name} and to data {name} contributed"
 
 
 def scope_context(
@@ -255,7 +255,9 @@ def governance_event_page(request: HttpRequest, event_id: int) -> HttpResponse:
     closed = any(r.outcome in CLOSING_OUTCOMES for r in reviews)
     opened = audit_opened_under_basis_view(viewer=viewer, event=event, context=context_for(request))
     context = {"event": event, "reviews": reviews, "form": form, "error": error,
-               "opened": opened, "names": names_for([event, *opened]),
+               "opened": opened,
+               "names": names_for([event, *opened],
+                                  extra_usernames=[r.reviewer_name for r in reviews]),
                "basis_event": event.action in BASIS_ACTIONS and bool(event.detail.get("basis")),
                "reviewable": event.flagged_for_review and not closed,
                "reviews_url": _reviews_url(viewer)}  # fmt: skip
@@ -280,7 +282,9 @@ def subject_access_page(request: HttpRequest) -> HttpResponse:
         "scope": scope_description(viewer.scope),
         "sar_form": form,
         "names": names_for(
-            report.events, extra_ods=[viewer.scope.holder_ods or viewer.scope.staff_ods]
+            report.events,
+            extra_ods=[viewer.scope.holder_ods or viewer.scope.staff_ods],
+            extra_usernames=[report.produced_by],
         ),
         "subject": subject_of(report.nhs_number),
     }

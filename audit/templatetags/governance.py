@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import template
 
 from audit.directory import Names
+from audit.governance import SECTION_WORDS
 from audit.models import AuditAction, AuditEvent
 
 register = template.Library()
@@ -20,6 +21,14 @@ REASONS = {
     "OVRPS": "patient's safety",
     "OVRTPS": "third party's safety",
 }
+# How the viewer's organisation was linked to the person (sharedrecord.access.Relationship).
+RELATIONSHIP_WORDS = {
+    "registered": "registered with their practice",
+    "encounter": "a recent visit or stay",
+    "referral": "a referral",
+    "appointment": "an appointment",
+    "care-team": "in their care team",
+}
 
 
 @register.filter
@@ -27,13 +36,19 @@ def why(event: AuditEvent) -> str:
     """The basis given for an access, in words."""
     detail = event.detail
     if event.action == AuditAction.BREAK_GLASS:
-        reason = REASONS.get(str(detail.get("reason_code", "")), str(detail.get("reason_code")))
+        reason = REASONS.get(str(detail.get("reason_code", "")), "another reason")
         return f"Emergency access ({reason}): {detail.get('reason_text', '')}"
     if event.action == AuditAction.ACCESS_BASIS:
-        relationships = ", ".join(detail.get("relationships", [])) or "none shown by the feeds"
+        kinds = detail.get("relationships", [])
+        relationships = (
+            ", ".join(
+                RELATIONSHIP_WORDS.get(str(kind), str(kind).replace("-", " ")) for kind in kinds
+            )
+            or "none shown by the feeds"
+        )
         if detail.get("self_claimed"):
             return f"Self-declared relationship: {detail.get('reason_text', '')}"
-        return f"Direct care; relationships: {relationships}"
+        return f"Direct care; their organisation's link: {relationships}"
     return PURPOSES.get(event.purpose, event.purpose)
 
 
@@ -43,7 +58,8 @@ def shown(event: AuditEvent) -> str:
     detail = event.detail
     parts = []
     if "section" in detail:
-        parts.append(str(detail["section"]).replace("-", " "))
+        section = str(detail["section"])
+        parts.append(SECTION_WORDS.get(section, section.replace("-", " ")))
     if isinstance(detail.get("entries"), list):
         count = len(detail["entries"])
         parts.append(f"{count} item{'' if count == 1 else 's'}")

@@ -363,7 +363,7 @@ def test_recording_findings(scene: Scene) -> None:
 
     no_note = reviewer.post(f"/governance/events/{glass.id}", {"outcome": "justified", "note": ""})
     assert no_note.status_code == 400
-    assert "This field is required" in main_html(no_note)
+    assert "Write a note saying why you reached this finding" in main_html(no_note)
 
     referred = reviewer.post(f"/governance/events/{glass.id}",
                              {"outcome": "referred", "note": "Asked the Caldicott Guardian"})  # fmt: skip

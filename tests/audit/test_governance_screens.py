@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
+from audit.templatetags.governance import shown, why
 from sharedrecord.models import Organisation
 from tests.audit.test_governance import Scene, events_for
 from tests.factories import client_for, main_html, make_officer, next_nhs_number
@@ -89,10 +90,10 @@ def test_the_review_page_shows_what_was_opened_under_that_basis_and_audits_it(
         if e.actor_name == scene.ae.username and e.action == AuditAction.RECORD_VIEW
     ]  # fmt: skip
     assert opened
-    table = re.search(r'<table class="nhsuk-table" id="opened-under-basis">.*?</table>', page, re.S)
+    table = re.search(r'<table [^>]*id="opened-under-basis">.*?</table>', page, re.S)
     assert table is not None
     assert "What Daniel Reyes opened under this basis" in page
-    assert words(table.group(0)).count("Viewed a record (summary") == len(opened)
+    assert words(table.group(0)).count("Viewed a record (the summary") == len(opened)
     audited = AuditEvent.objects.filter(
         actor_name=user.username, action=AuditAction.AUDIT_QUERY, detail__via="basis-use"
     ).get()
@@ -113,11 +114,9 @@ def test_a_saved_finding_is_confirmed_and_a_missing_one_gets_an_error_summary(
         r'<div class="nhsuk-error-summary".*?</div>\s*</div>', missing.content.decode(), re.S
     )
     assert summary is not None
-    assert (
-        'href="#id_outcome"' in summary.group(0)
-        or 'href="#id_outcome_0"' in summary.group(0)
-        or "This field is required" in summary.group(0)
-    )
+    # Each message says what to do and leads to its field (the first radio, the note).
+    assert '<a href="#id_outcome_0">Choose a finding' in summary.group(0)
+    assert '<a href="#id_note">Write a note saying why' in summary.group(0)
     saved = reviewer.post(
         f"/governance/events/{glass.id}",
         {"outcome": "referred", "note": "Asked the Caldicott Guardian"},
@@ -129,18 +128,20 @@ def test_a_saved_finding_is_confirmed_and_a_missing_one_gets_an_error_summary(
 
 
 def test_the_subject_access_report_reads_for_a_citizen(scene: Scene) -> None:
-    officer = client_for(make_officer())
-    officer.get("/governance/events", {"nhs_number": scene.nhs_number})  # a governance search
+    maker = make_officer()
+    maker.first_name, maker.last_name = "Oliver", "Grant"
+    maker.save()
+    officer = client_for(maker)
+    for _ in range(2):  # governance searches
+        officer.get("/governance/events", {"nhs_number": scene.nhs_number})
     response = officer.get("/governance/subject-access", {"nhs_number": scene.nhs_number})
     page = main_html(response)
     said = words(page)
     assert re.search(r"Who has looked at Margaret \w+'s shared care record", said)
     assert "Date of birth 14 March 1941" in said
-    table = re.search(
-        r'<table class="nhsuk-table governance-report" id="sar-accesses">.*?</table>', page, re.S
-    )
+    table = re.search(r'<table [^>]*id="sar-accesses">.*?</table>', page, re.S)
     assert table is not None
-    rows = re.findall(r"<tr class=\"nhsuk-table__row\">.*?</tr>", table.group(0), re.S)
+    rows = re.findall(r'<tr role="row" class="nhsuk-table__row">.*?</tr>', table.group(0), re.S)
     # One line per organisation, member of staff and day: the A&E doctor's search, basis
     # and views are one line, saying what was looked at and that it was an emergency.
     ae_rows = [words(r) for r in rows if "Daniel Reyes" in r]
@@ -153,6 +154,13 @@ def test_the_subject_access_report_reads_for_a_citizen(scene: Scene) -> None:
     # Governance work is listed apart, never as a look at the care record.
     assert "Privacy and governance checks" in said
     assert not any("Subject access report" in words(r) for r in rows)
+    # One line per officer, day and kind of work, however many searches it took.
+    checks = re.search(r'<ul [^>]*id="sar-governance">.*?</ul>', page, re.S)
+    assert checks is not None
+    mine = [words(li) for li in re.findall(r"<li>.*?</li>", checks.group(0), re.S)
+            if "Oliver Grant" in li]  # fmt: skip
+    assert len(mine) == 1
+    assert "(searched the audit trail, 2 times)" in mine[0]
 
 
 def test_a_practices_report_says_what_it_covers_and_nothing_in_its_view(
@@ -168,3 +176,24 @@ def test_a_practices_report_says_what_it_covers_and_nothing_in_its_view(
     assert f"Nothing in {name}'s view" in page
     assert "Nobody has been shown anything" not in page
     assert "No record is held for this NHS number now" in page
+
+
+def test_why_an_access_happened_reads_in_words_not_codes() -> None:
+    # The relationships the feeds showed, and an unknown override reason, were shown as codes.
+    basis = AuditEvent(
+        action=AuditAction.ACCESS_BASIS, purpose="TREAT",
+        detail={"relationships": ["encounter", "registered"], "self_claimed": False},
+    )  # fmt: skip
+    assert why(basis) == (
+        "Direct care; their organisation's link: a recent visit or stay, "
+        "registered with their practice"
+    )
+    glass = AuditEvent(
+        action=AuditAction.BREAK_GLASS, purpose="ETREAT",
+        detail={"reason_code": "OVRXX", "reason_text": "Collapsed in clinic"},
+    )  # fmt: skip
+    assert why(glass) == "Emergency access (another reason): Collapsed in clinic"
+    viewed = AuditEvent(action=AuditAction.SECTION_VIEW, detail={"section": "care-plans"})
+    assert shown(viewed) == "care plans"
+    summary = AuditEvent(action=AuditAction.RECORD_VIEW, detail={"section": "summary"})
+    assert shown(summary) == "the summary"

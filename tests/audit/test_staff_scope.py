@@ -23,6 +23,7 @@ from audit.models import AccessReview, ActorType, AuditAction, AuditEvent
 from audit.selectors import AuditQuery, GovernanceScope, audit_events_page
 from audit.trail import AuditActor, AuditSubject, audit_event_record
 from sharedrecord.access import governance_viewer_for
+from sharedrecord.models import Organisation
 from tests.factories import client_for, fed_person, main_html, next_nhs_number
 from tests.factories import make_officer as officer
 from tests.factories import make_staff as staff
@@ -152,7 +153,8 @@ def test_staff_scope_shows_our_staffs_accesses_to_anyone_and_no_one_elses(
     assert page.status_code == 200
     html = main_html(page)
     assert rows_shown(html) == expected
-    assert f"every access by staff and systems of {borough.ours}, to anyone" in html
+    ours = Organisation.objects.get(ods_code=borough.ours).name  # its name; its code on hover
+    assert f"every access by staff and systems of {ours}, to anyone" in html
     assert f'href="/governance/events/{borough.ours_elsewhere}?scope=staff"' in html
 
 
@@ -164,7 +166,8 @@ def test_holder_scope_is_the_default_and_unchanged(borough: Borough) -> None:
     assert api_ids(api, scope="holder") == holder_view
     html = main_html(api.get("/governance/events"))
     assert rows_shown(html) == [str(i) for i in holder_view]
-    assert f"accesses to people registered with {borough.ours}" in html
+    ours = Organisation.objects.get(ods_code=borough.ours).name
+    assert f"accesses to people registered with {ours}" in html
 
 
 def test_the_pages_show_a_switch_that_keeps_the_search(borough: Borough) -> None:

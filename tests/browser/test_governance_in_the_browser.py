@@ -58,7 +58,7 @@ def test_a_privacy_officer_reviews_break_glass_and_prints_a_subject_access_repor
     expect(page.get_by_text("Emergency access (emergency treatment): Brought in")).to_be_visible()
     violations["event"] = serious_accessibility_violations(page)
     page.get_by_role("button", name="Save finding").click()
-    expect(page.get_by_text("This field is required.").first).to_be_visible()
+    expect(page.locator(".nhsuk-error-summary")).to_contain_text("Choose a finding")
     page.get_by_label("Justified", exact=True).check()
     page.get_by_label("Note").fill("Resus notes confirm the patient arrived unconscious")
     page.get_by_role("button", name="Save finding").click()
