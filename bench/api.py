@@ -38,7 +38,9 @@ from percentiles import p50_p95  # noqa: E402 (bench/, beside this file)
 from records import bench_database, bench_practice, long_record_person  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("BENCH_API_SIZES", "2000,5000,50000").split(",")]
-PAGE = 1000
+PAGE = int(os.environ.get("BENCH_API_PAGE", "1000"))
+# A worktree of its own may name its own database (its migrations may differ).
+DATABASE = os.environ.get("BENCH_API_DATABASE", "sharedrecord_bench_api")
 
 
 def _free_port() -> int:
@@ -63,7 +65,7 @@ def main() -> None:
         "ALLOWED_HOSTS": "127.0.0.1,testserver",
         "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-only-secret-key"),
     }
-    bench_database("sharedrecord_bench_api", **env)
+    bench_database(DATABASE, **env)
     import psutil
     import requests
     from django.db import connection
