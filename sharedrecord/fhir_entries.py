@@ -359,7 +359,17 @@ SELECT
         '{{"fullUrl":"' || %s || '/' || s.resource_type || '/' || s.public_id::text
         || '","resource":' || s.text || ',"search":{{"mode":"match"}}}}',
         ',' ORDER BY s.n), '') AS entries,
-    CASE WHEN %s THEN coalesce(string_agg(jsonb_build_object(
+    {provenance} AS provenance,
+    coalesce(array_agg(s.public_id::text ORDER BY s.n), '{{}}') AS ids,
+    coalesce(array_agg(DISTINCT s.ods_code), '{{}}') AS sources,
+    -- Where the next page starts, if one follows: the page's last row.
+    (SELECT received_at FROM numbered WHERE n = %s) AS last_received,
+    (SELECT public_id FROM numbered WHERE n = %s) AS last_id
+FROM shown s
+"""
+# The page's Provenance entries (`_revinclude=Provenance:target`), only when asked
+# for: an aggregate's argument is built for every row, whatever CASE is around it.
+PROVENANCE_SQL = """coalesce(string_agg(jsonb_build_object(
         'fullUrl', %s || '/Provenance/' || s.public_id::text || '-source',
         'resource', jsonb_build_object(
             'resourceType', 'Provenance',
@@ -374,14 +384,7 @@ SELECT
                     'identifier', jsonb_build_object('system', %s, 'value', s.ods_code),
                     'display', s.org_name || CASE WHEN s.source_system = '' THEN ''
                                                   ELSE ' (' || s.source_system || ')' END)))),
-        'search', jsonb_build_object('mode', 'include'))::text, ',' ORDER BY s.n), '')
-        ELSE '' END AS provenance,
-    coalesce(array_agg(s.public_id::text ORDER BY s.n), '{{}}') AS ids,
-    coalesce(array_agg(DISTINCT s.ods_code), '{{}}') AS sources,
-    (array_agg(s.received_at ORDER BY s.n DESC))[1] AS last_received,
-    (array_agg(s.public_id ORDER BY s.n DESC))[1] AS last_id
-FROM shown s
-"""
+        'search', jsonb_build_object('mode', 'include'))::text, ',' ORDER BY s.n), '')"""
 
 
 @dataclass(frozen=True)
@@ -425,17 +428,21 @@ def _page_read(
     }
     page = keys.annotate(**generated).values(*PAGE_COLUMNS, *resource.stored)[: count + 1]
     keys_sql, keys_params = page.query.sql_with_params()
-    sql = PAGE_SQL.format(keys=keys_sql, resource=resource.expression, joins=resource.joins)
+    sql = PAGE_SQL.format(
+        keys=keys_sql,
+        resource=resource.expression,
+        joins=resource.joins,
+        provenance=PROVENANCE_SQL if provenance else "''",
+    )
     params = [
         *keys_params,
         *resource.expression_params,
         *resource.join_params,
         count,
         json.dumps(base)[1:-1],  # JSON-escaped once, not per entry
-        provenance,
-        base,
-        json.dumps(PROVENANCE_AUTHOR),
-        ODS_SYSTEM,
+        *([base, json.dumps(PROVENANCE_AUTHOR), ODS_SYSTEM] if provenance else []),
+        count,
+        count,
     ]
     with connections[read_alias()].cursor() as cursor:
         cursor.execute(sql, params)
