@@ -159,3 +159,25 @@ def test_every_resource_is_served_as_stored_with_our_id_provenance_and_reference
     other = _person(practice)
     Entry.objects.filter(patient=person).update(patient=other)
     _check(client, token, other)
+
+
+def test_a_page_is_as_big_as_the_client_asks_up_to_the_configured_most(
+    client: Client, settings: Any
+) -> None:
+    settings.FHIR_PAGE_MAX = 2
+    practice = partner(PRACTICE)
+    person = _person(practice)
+    _store(person, practice, RESOURCES)
+    token = partner_token(client, practice, role="gp")
+    path: str | None = f"Patient/{person.public_id}/$everything"
+    params: dict[str, str] | None = {"_count": "5000", "_type": ",".join(r[0] for r in RESOURCES)}
+    pages: list[list[str]] = []
+    while path:
+        bundle = fhir_get(client, token, path, params).json_body
+        pages.append([e["resource"]["id"] for e in bundle.get("entry", [])])
+        following = [link["url"] for link in bundle["link"] if link["relation"] == "next"]
+        path = following[0].split("/fhir/R4/", 1)[1] if following else None
+        params = None
+    assert [len(page) for page in pages] == [2, 2, 1]
+    shown = [key for page in pages for key in page]
+    assert sorted(shown) == sorted(str(e.public_id) for e in Entry.objects.filter(patient=person))
