@@ -340,6 +340,15 @@ GENERATED_COLUMNS: dict[str, Field[Any, Any]] = {
     "served_body": TextField(),
     "served_parts": ArrayField(TextField()),
 }
+# The page is read in index order, never by sorting the person's rows: the
+# planner, misjudging how many rows the policy's joins keep (it takes the
+# organisations with an agreement for a small share), can otherwise choose to
+# read every row after the cursor and sort them (on disk at 50,000 entries: a
+# page of 5,000 took 248 ms instead of 48 ms, and every page again). SET LOCAL
+# in the same simple query holds for that query's implicit transaction only
+# (inside a caller's transaction, until it ends: later plans may change, never
+# answers).
+PAGE_PLAN_SQL = "SET LOCAL enable_sort = off;\n"
 PAGE_SQL = """
 WITH k AS ({keys}),
 numbered AS (
@@ -445,7 +454,8 @@ def _page_read(
         count,
     ]
     with connections[read_alias()].cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(PAGE_PLAN_SQL + sql, params)
+        cursor.nextset()  # past the SET
         fetched, shown, entries, prov, ids, sources, last_received, last_id = cursor.fetchone()
     last = (last_received, last_id) if last_id is not None else None
     return _PageRead(fetched > count, shown, entries, prov, ids, sources, last)
