@@ -5,6 +5,7 @@ Run: .venv/bin/python -m sharedrecord.localservices exec -- .venv/bin/python ben
 Steps:
 1. Make a private database (sharedrecord_bench_api), migrate it, and load
    each person's entries (bench/view.py's synthetic long record); ANALYZE.
+   BENCH_API_ARRIVALS=over-time spreads their arrival a second apart, in order.
 2. Start a real web process (gunicorn, one sync worker) on it, register a
    partner system and get its token from /o/token/ over HTTP.
 3. Read the whole record through $everything, page after page (_count=1000, then 5000,
@@ -40,6 +41,9 @@ from records import bench_database, bench_practice, long_record_person  # noqa: 
 SIZES = [int(n) for n in os.environ.get("BENCH_API_SIZES", "2000,5000,50000").split(",")]
 # Page sizes a client asks for: the old most (1,000) and the new (FHIR_PAGE_MAX, 5,000).
 PAGES = [int(n) for n in os.environ.get("BENCH_API_PAGES", "1000,5000").split(",")]
+# "one-upsert": each person's entries arrive together (one received_at, so the
+# paging order is the random public ids'); "over-time": one a second, in order.
+ARRIVALS = os.environ.get("BENCH_API_ARRIVALS", "one-upsert")
 # A worktree of its own may name its own database (its migrations may differ).
 DATABASE = os.environ.get("BENCH_API_DATABASE", "sharedrecord_bench_api")
 
@@ -84,6 +88,17 @@ def main() -> None:
         )
         for serial, size in enumerate(SIZES)
     ]  # fmt: skip
+    if ARRIVALS == "over-time":
+        # Each entry arrives a second after the one before (as feeds bring them),
+        # rather than all in one upsert: the paging index then follows the rows'
+        # order on disk, as in a record built up over years.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE sharedrecord_entry SET received_at = received_at"
+                " - (SELECT max(id) FROM sharedrecord_entry) * interval '1 second'"
+                " + id * interval '1 second'"
+            )
+            cursor.execute("VACUUM ANALYZE sharedrecord_entry")
     issued = api_client_register(
         name="Bench partner", grant="client-credentials", organisation=gp_org, role="gp"
     )
@@ -131,7 +146,8 @@ def main() -> None:
         for page, patient in [(page, patient) for page in PAGES for patient in people]:
             if patient == people[0]:
                 print(
-                    f"\n$everything over HTTP, {page} entries a page, one gunicorn sync worker (s)"
+                    f"\n$everything over HTTP, {page} entries a page, arrivals {ARRIVALS},"
+                    " one gunicorn sync worker (s)"
                 )
                 print(
                     f"{'entries':>8} {'pages':>6} {'runs':>5} {'p50':>8} {'p95':>8} {'raw p50':>8}"
