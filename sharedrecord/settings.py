@@ -421,7 +421,9 @@ REST_FRAMEWORK = {
 # Bundles and the CapabilityStatement); blank means "as the request came in".
 FHIR_BASE_URL = env_str("FHIR_BASE_URL", "").rstrip("/")
 FHIR_PAGE_SIZE = env_int("FHIR_PAGE_SIZE", default=100)
-FHIR_PAGE_MAX = env_int("FHIR_PAGE_MAX", default=1000)
+# A client may ask for a whole long record in a few pages (issue 20: each page has a
+# fixed cost); a page is held in memory once, as text.
+FHIR_PAGE_MAX = env_int("FHIR_PAGE_MAX", default=5000)
 OAUTH2_PROVIDER: dict[str, Any] = {
     "SCOPES": smart_scopes(),
     "DEFAULT_SCOPES": ["user/*.read"],
