@@ -183,7 +183,7 @@ def query_key(params: Iterable[tuple[str, str]]) -> str:
 # client can follow it; the source's own reference names the source's id.
 #
 # SERVED_SQL, for a policy that withholds no element (nearly every read): text
-# laid in front of the stored resource's served_body (migration 0020: the
+# laid in front of the stored resource's served_body (migration 0021: the
 # resource as text less id, meta and a subject or patient Reference, kept by
 # PostgreSQL with every write), with the stored meta, subject and patient less
 # what we set (served_parts) spliced in. No JSONB is built or turned into text
@@ -334,7 +334,7 @@ PAGE_COLUMNS = (
     "received_at", "public_id", "resource_type", "updated_at", "source_system",
     "source_org_id",
 )  # fmt: skip
-# The generated columns of migration 0020, which the model does not name (so
+# The generated columns of migration 0021, which the model does not name (so
 # loading an Entry never reads them).
 GENERATED_COLUMNS: dict[str, Field[Any, Any]] = {
     "served_body": TextField(),

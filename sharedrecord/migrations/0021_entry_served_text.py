@@ -45,7 +45,7 @@ ALTER TABLE sharedrecord_entry DROP COLUMN served_body, DROP COLUMN served_parts
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("sharedrecord", "0019_organisation_phone"),
+        ("sharedrecord", "0020_sealed_credentials"),
     ]
 
     operations = [migrations.RunSQL(ADD_SQL, DROP_SQL)]
