@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.cache import cache
@@ -56,6 +56,7 @@ from sharedrecord.presentation.entries import (
     linked_references,
     reference_id,
 )
+from sharedrecord.presentation.prsb import AboutLine, about_the_person
 from sharedrecord.presentation.trends import Trend, trends_of
 from sharedrecord.presenting import Attachment, attachment_of
 from sharedrecord.search import audit_subject_of, patient_or_denied
@@ -88,6 +89,26 @@ class Summary:
     results: list[ShownEntry]
     appointments: list[ShownEntry]
     care_plans: list[ShownEntry]
+    # The person's own Patient (the banner's source) and their related people: read for
+    # "About the person" (PRSB, presentation/prsb.py), not listed on their own.
+    person: list[ShownEntry] = field(default_factory=list)
+    contacts: list[ShownEntry] = field(default_factory=list)
+    about: list[AboutLine] = field(default_factory=list)
+
+    def shown(self) -> list[ShownEntry]:
+        """Every item whose content the summary shows (for the audit)."""
+        about = {line.entry for line in self.about}
+        return [
+            *self.alerts, *self.allergies, *self.no_known_allergies, *self.medications,
+            *self.problems, *self.encounters, *self.results, *self.appointments,
+            *self.care_plans, *(i for i in [*self.person, *self.contacts] if i.public_id in about),
+        ]  # fmt: skip
+
+    @property
+    def other_care_plans(self) -> list[ShownEntry]:
+        """The care plans "About the person" does not already show under a PRSB heading."""
+        about = {line.entry for line in self.about}
+        return [p for p in self.care_plans if p.public_id not in about]
 
     @property
     def no_known_statements(self) -> list[tuple[str, str, ShownEntry]]:
@@ -115,8 +136,8 @@ class Summary:
             ("encounters", "Recent encounters", self.encounters, "No encounters shared."),
             ("appointments", "Upcoming appointments", self.appointments,
              "No upcoming appointments shared."),
-            ("care-plans", 'Care plans and "about me"', self.care_plans,
-             "No care plans shared."),
+            ("care-plans", "Other care plans", self.other_care_plans,
+             "No other care plans shared."),
         ]  # fmt: skip
 
 
@@ -124,7 +145,7 @@ class Summary:
 # plan): by SNOMED CT code, or by the words senders use. Each is a reason to stop and
 # read before treating the person.
 BANNER_FLAGS: tuple[tuple[str, frozenset[str], tuple[str, ...]], ...] = (
-    ("DNACPR", frozenset({"304253006", "450476008", "1066391000000105"}),
+    ("DNACPR", frozenset({"304253006", "450476008", "1066391000000105", "dnr"}),
      ("dnacpr", "do not attempt cardiopulmonary", "not for resuscitation")),
     ("ReSPECT plan", frozenset({"1108161000000109"}), ("respect",)),
     ("End of life care", frozenset({"736373009", "395104009"}), ("end of life", "palliative")),
@@ -241,6 +262,7 @@ class CombinedRecord:
 
 SECTION_PAGE_SIZE = 100
 SUMMARY_RECENT = 5
+SUMMARY_CONTACTS = 10  # related people read for next of kin, carers and attorneys
 CUMULATIVE_COLUMNS = 8  # dates across a results table, newest first
 
 
@@ -402,7 +424,7 @@ class _Part:
     limit: int | None = None
 
 
-def _summary_parts(now: datetime.datetime) -> list[_Part]:
+def _summary_parts(now: datetime.datetime, person_source: str = "") -> list[_Part]:
     """What the summary lists as current: each filter says what "current" means.
 
     An alert whose period has ended, a problem whose diagnosis was refuted and
@@ -428,17 +450,28 @@ def _summary_parts(now: datetime.datetime) -> list[_Part]:
             order=("effective_at", "id"), limit=SUMMARY_RECENT,
         ),
         _Part("care_plans", RecordSection.CARE_PLANS, Q(status="active")),
+        # The Patient the banner's demographics come from: phone, e-mail, language (PRSB).
+        _Part(
+            "person", RecordSection.DEMOGRAPHICS,
+            Q(resource_type="Patient", source_org__ods_code=person_source) if person_source
+            else Q(resource_type="Patient"),
+            order=("-updated_at", "-id"), limit=1,
+        ),
+        _Part(
+            "contacts", RecordSection.CONTACTS, Q(resource_type="RelatedPerson"),
+            order=("-updated_at", "-id"), limit=SUMMARY_CONTACTS,
+        ),
     ]  # fmt: skip
 
 
-def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
+def _summary(visible: QuerySet[Entry], policy: ViewPolicy, person_source: str = "") -> Summary:
     """The summary's lists, read in two queries whatever the record's size.
 
     The first names each list's entries (one ordered, limited subquery per
     list, served by the entry_section index); the second reads them.
     """
     now = timezone.now()
-    parts = [p for p in _summary_parts(now) if policy.may_see_section(p.section)]
+    parts = [p for p in _summary_parts(now, person_source) if policy.may_see_section(p.section)]
     current = visible.exclude(status="entered-in-error")
     named = [
         current.filter(part.where, section=part.section)
@@ -458,7 +491,8 @@ def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
     def listed(name: str) -> list[ShownEntry]:
         return lists.get(name, [])  # a part outside the viewer's role lists nothing
 
-    return Summary(
+    person = next((e for e in entries if chosen[e.pk] == "person"), None)
+    summary = Summary(
         alerts=[a for a in listed("alerts") if a.current],
         allergies=[a for a in listed("allergies") if a.code not in NO_KNOWN_ALLERGY_CODES],
         no_known_allergies=[a for a in listed("allergies") if a.code in NO_KNOWN_ALLERGY_CODES],
@@ -468,7 +502,16 @@ def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
         results=listed("results"),
         appointments=listed("appointments"),
         care_plans=listed("care_plans"),
+        person=listed("person"),
+        contacts=listed("contacts"),
     )
+    summary.about = about_the_person(
+        person=policy.redact("Patient", person.resource) if person else None,
+        person_entry=str(person.public_id) if person else "",
+        items=[*summary.alerts, *summary.care_plans, *summary.contacts],
+        now=now,
+    )
+    return summary
 
 
 def _ordered(entries: list[Entry], order: tuple[str, ...]) -> list[Entry]:
@@ -476,14 +519,14 @@ def _ordered(entries: list[Entry], order: tuple[str, ...]) -> list[Entry]:
 
     PostgreSQL puts NULL above every value: last going up, first going down.
     """
-    for field in reversed(order):  # stable sorts, the last key first
-        name = field.lstrip("-")
+    for order_field in reversed(order):  # stable sorts, the last key first
+        name = order_field.lstrip("-")
 
         def key(entry: Entry, name: str = name) -> tuple[bool, Any]:
             value = getattr(entry, name)
             return (True, 0) if value is None else (False, value)
 
-        entries.sort(key=key, reverse=field.startswith("-"))
+        entries.sort(key=key, reverse=order_field.startswith("-"))
     return entries
 
 
@@ -645,7 +688,7 @@ def record_view(
             section=section,
         )
         if section is None:
-            record.summary = _summary(visible, policy)
+            record.summary = _summary(visible, policy, patient.demographics_source_ods)
             record.trends = trends_of(record.summary.results)
             summary = record.summary
             banner = _banner_of(
@@ -653,7 +696,7 @@ def record_view(
                  *summary.care_plans],
                 policy,
             )  # fmt: skip
-            shown = [item for part in vars(record.summary).values() for item in part]
+            shown = summary.shown()
         else:
             if section == RecordSection.RESULTS:
                 record.filters = filters or ResultFilters()
