@@ -203,8 +203,8 @@ def person_lines(
     if chosen is not None and (language := text_of(chosen.get("language"))):
         lines.append(AboutLine("Communication", "Preferred language", language, entry))
     interpreter = _extension_flag(person.get("extension"))
-    for language in spoken:
-        found = _extension_flag(language.get("extension"))
+    for each in spoken:
+        found = _extension_flag(each.get("extension"))
         interpreter = found if found is not None else interpreter
     if interpreter is not None:
         lines.append(
