@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Max, Q, QuerySet, Value
+from django.db.models import Count, Max, Q, QuerySet, Value, Window
 from django.utils import timezone
 from django.utils.timesince import timesince
 
@@ -94,6 +94,8 @@ class Summary:
     person: list[ShownEntry] = field(default_factory=list)
     contacts: list[ShownEntry] = field(default_factory=list)
     about: list[AboutLine] = field(default_factory=list)
+    # How many items each list leaves out past its limit (it shows its latest few).
+    beyond: dict[str, int] = field(default_factory=dict)
 
     def shown(self) -> list[ShownEntry]:
         """Every item whose content the summary shows (for the audit)."""
@@ -103,6 +105,18 @@ class Summary:
             *self.problems, *self.encounters, *self.results, *self.appointments,
             *self.care_plans, *(i for i in [*self.person, *self.contacts] if i.public_id in about),
         ]  # fmt: skip
+
+    @property
+    def latest_results(self) -> list[ShownEntry]:
+        """The newest result of each test: its earlier ones are in its small trend."""
+        seen: set[tuple[str, str]] = set()
+        latest = []
+        for item in self.results:  # newest first
+            key = (item.resource_type, item.code or item.public_id)
+            if key not in seen:
+                seen.add(key)
+                latest.append(item)
+        return latest
 
     @property
     def other_care_plans(self) -> list[ShownEntry]:
@@ -115,29 +129,37 @@ class Summary:
         """(what the code says, what it leaves open, the item) for each "no known …" entry."""
         return [(*NO_KNOWN_ALLERGIES[item.code], item) for item in self.no_known_allergies]
 
-    def blocks(self) -> list[tuple[str, str, list[ShownEntry], str]]:
-        """(section, heading, items, what to say when empty), in the page's order."""
+    def blocks(self) -> list[tuple[str, str, list[ShownEntry], str, int]]:
+        """(section, heading, items, what to say when empty, how many in all), in page order."""
         return [*self.first_column(), *self.second_column()]
 
-    def first_column(self) -> list[tuple[str, str, list[ShownEntry], str]]:
+    def _total(self, part: str, items: list[ShownEntry]) -> int:
+        """The list's items in all, for "see all N": those shown and those past its limit."""
+        return len(items) + self.beyond.get(part, 0)
+
+    def first_column(self) -> list[tuple[str, str, list[ShownEntry], str, int]]:
         """What to check before treating: allergies, alerts, medicines, problems."""
         return [
-            ("allergies", "Allergies and adverse reactions", self.allergies, ""),
-            ("alerts", "Alerts and flags", self.alerts, "No alerts recorded."),
+            ("allergies", "Allergies and adverse reactions", self.allergies, "",
+             len(self.allergies)),
+            ("alerts", "Alerts and flags", self.alerts, "No alerts recorded.", len(self.alerts)),
             ("medications", "Current medications", self.medications,
-             "No current medications shared."),
-            ("problems", "Active problems", self.problems, "No active problems shared."),
+             "No current medications shared.", self._total("medications", self.medications)),
+            ("problems", "Active problems", self.problems, "No active problems shared.",
+             self._total("problems", self.problems)),
         ]  # fmt: skip
 
-    def second_column(self) -> list[tuple[str, str, list[ShownEntry], str]]:
+    def second_column(self) -> list[tuple[str, str, list[ShownEntry], str, int]]:
         """What has happened and what comes next: results, encounters, appointments, plans."""
         return [
-            ("results", "Latest results", self.results, "No results shared."),
-            ("encounters", "Recent encounters", self.encounters, "No encounters shared."),
+            ("results", "Latest results", self.latest_results, "No results shared.",
+             self._total("results", self.results)),
+            ("encounters", "Recent encounters", self.encounters, "No encounters shared.",
+             self._total("encounters", self.encounters)),
             ("appointments", "Upcoming appointments", self.appointments,
-             "No upcoming appointments shared."),
+             "No upcoming appointments shared.", self._total("appointments", self.appointments)),
             ("care-plans", "Other care plans", self.other_care_plans,
-             "No other care plans shared."),
+             "No other care plans shared.", len(self.other_care_plans)),
         ]  # fmt: skip
 
 
@@ -261,7 +283,8 @@ class CombinedRecord:
 
 
 SECTION_PAGE_SIZE = 100
-SUMMARY_RECENT = 5
+SUMMARY_RECENT = 5  # results, encounters, appointments: the latest (or next) few
+SUMMARY_CURRENT = 6  # current medicines and active problems: the latest few, then "see all"
 SUMMARY_CONTACTS = 10  # related people read for next of kin, carers and attorneys
 CUMULATIVE_COLUMNS = 8  # dates across a results table, newest first
 
@@ -434,8 +457,14 @@ def _summary_parts(now: datetime.datetime, person_source: str = "") -> list[_Par
     return [
         _Part("alerts", RecordSection.ALERTS, Q(status="active")),
         _Part("allergies", RecordSection.ALLERGIES, Q()),
-        _Part("medications", RecordSection.MEDICATIONS, Q(status__in=CURRENT_MEDICATION)),
-        _Part("problems", RecordSection.PROBLEMS, Q(status__in=ACTIVE_CLINICAL)),
+        _Part(
+            "medications", RecordSection.MEDICATIONS, Q(status__in=CURRENT_MEDICATION),
+            limit=SUMMARY_CURRENT,
+        ),
+        _Part(
+            "problems", RecordSection.PROBLEMS, Q(status__in=ACTIVE_CLINICAL),
+            limit=SUMMARY_CURRENT,
+        ),
         _Part(
             "encounters", RecordSection.ENCOUNTERS, Q(effective_at__lte=now),
             limit=SUMMARY_RECENT,
@@ -473,14 +502,21 @@ def _summary(visible: QuerySet[Entry], policy: ViewPolicy, person_source: str = 
     now = timezone.now()
     parts = [p for p in _summary_parts(now, person_source) if policy.may_see_section(p.section)]
     current = visible.exclude(status="entered-in-error")
+    # Each list's count in all rides along its rows (a window over the list before its
+    # limit), so "see all N" costs no query of its own.
     named = [
         current.filter(part.where, section=part.section)
         .order_by(*part.order)
-        .annotate(part=Value(part.name))
-        .values_list("id", "part")[: part.limit]
+        .annotate(part=Value(part.name), total=Window(Count("id")))
+        .values_list("id", "part", "total")[: part.limit]
         for part in parts
     ]
-    chosen: dict[int, str] = dict(named[0].union(*named[1:], all=True)) if named else {}
+    rows = list(named[0].union(*named[1:], all=True)) if named else []
+    chosen: dict[int, str] = {pk: name for pk, name, _ in rows}
+    fetched: dict[str, int] = {}
+    for _, name, _ in rows:
+        fetched[name] = fetched.get(name, 0) + 1
+    beyond = {name: total - fetched[name] for _, name, total in rows}
     entries = list(visible.filter(pk__in=list(chosen)))
     shown = dict(zip((e.pk for e in entries), _shown(entries, policy, visible), strict=True))
     lists: dict[str, list[ShownEntry]] = {}
@@ -504,6 +540,7 @@ def _summary(visible: QuerySet[Entry], policy: ViewPolicy, person_source: str = 
         care_plans=listed("care_plans"),
         person=listed("person"),
         contacts=listed("contacts"),
+        beyond=beyond,
     )
     summary.about = about_the_person(
         person=policy.redact("Patient", person.resource) if person else None,

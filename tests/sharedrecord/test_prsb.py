@@ -195,9 +195,7 @@ def test_a_record_with_none_of_it_says_so(client: Client, registered_gp: Any) ->
         {"resourceType": "Flag", "status": "active", "code": {"text": "Uses a wheelchair"}}
     )
     said = about(page(client, registered_gp, bare.patient))
-    assert (
-        "No contact details, communication needs, legal or end of life information shared." in said
-    )
+    assert "Nothing shared on contact, communication, legal or end of life." in said
 
 
 def test_the_documented_table_is_the_table_in_code() -> None:
