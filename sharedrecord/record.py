@@ -56,7 +56,7 @@ from sharedrecord.presentation.entries import (
     linked_references,
     reference_id,
 )
-from sharedrecord.presentation.prsb import AboutLine, about_the_person
+from sharedrecord.presentation.prsb import HEADINGS, AboutLine, about_the_person, prsb_item_of
 from sharedrecord.presentation.trends import Trend, trends_of
 from sharedrecord.presenting import Attachment, attachment_of
 from sharedrecord.search import audit_subject_of, patient_or_denied
@@ -786,7 +786,8 @@ def record_view(
 def _groups(
     section: str, items: list[ShownEntry]
 ) -> list[tuple[str, list[ShownEntry], str]] | None:
-    """Medicines split into current and stopped or past; problems into active and past.
+    """Medicines split into current and stopped or past; problems into active and past; care
+    plans and consents under their PRSB headings (About me, Legal information, End of life).
 
     The page's items keep their order (newest first) within each group; an
     item is current only as the summary counts it (its status, its period, a
@@ -809,7 +810,26 @@ def _groups(
             ("Past problems", [i for i in items if i not in active],
              "No past problems on this page."),
         ]  # fmt: skip
+    if section == RecordSection.CARE_PLANS:
+        return _prsb_groups(items)
     return None
+
+
+def _prsb_groups(items: list[ShownEntry]) -> list[tuple[str, list[ShownEntry], str]]:
+    """Care plans and consents under their PRSB headings (presentation/prsb.py), then the rest.
+
+    Only the headings the page has items for are listed, besides "Other care plans".
+    """
+    by_heading: dict[str, list[ShownEntry]] = {}
+    rest: list[ShownEntry] = []
+    for item in items:
+        found = prsb_item_of(item)
+        if found is None:
+            rest.append(item)
+        else:
+            by_heading.setdefault(found[0], []).append(item)
+    groups = [(heading, by_heading[heading], "") for heading in HEADINGS if heading in by_heading]
+    return [*groups, ("Other care plans", rest, "No other care plans on this page.")]
 
 
 @dataclass(frozen=True)

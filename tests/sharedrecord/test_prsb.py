@@ -166,6 +166,11 @@ def test_the_care_plans_page_lists_a_consent_in_plain_english(
     assert "Decision: Refuses" in said
     assert "About: Mechanical ventilation" in said
     assert raw_codes_on(plans) == []
+    # Grouped under the PRSB headings, in their order, then the rest.
+    headings = re.findall(r'<h2 class="nhsuk-heading-s sr-group-heading"[^>]*>(.*?)</h2>', plans)
+    assert [words(h) for h in headings] == [
+        "About me (1)", "Legal information (1)", "End of life care (1)", "Other care plans (0)",
+    ]  # fmt: skip
 
 
 def test_a_role_without_care_plans_sees_contact_and_communication_but_not_legal_or_about_me(
