@@ -815,10 +815,11 @@ def _groups(
     return None
 
 
-def _prsb_groups(items: list[ShownEntry]) -> list[tuple[str, list[ShownEntry], str]]:
+def _prsb_groups(items: list[ShownEntry]) -> list[tuple[str, list[ShownEntry], str]] | None:
     """Care plans and consents under their PRSB headings (presentation/prsb.py), then the rest.
 
-    Only the headings the page has items for are listed, besides "Other care plans".
+    Only the headings the page has items for are listed, besides "Other care plans"; a page
+    with none of them is one list, as before (None).
     """
     by_heading: dict[str, list[ShownEntry]] = {}
     rest: list[ShownEntry] = []
@@ -828,6 +829,8 @@ def _prsb_groups(items: list[ShownEntry]) -> list[tuple[str, list[ShownEntry], s
             rest.append(item)
         else:
             by_heading.setdefault(found[0], []).append(item)
+    if not by_heading:
+        return None
     groups = [(heading, by_heading[heading], "") for heading in HEADINGS if heading in by_heading]
     return [*groups, ("Other care plans", rest, "No other care plans on this page.")]
 
