@@ -178,6 +178,8 @@ class BundleBuilder:
 CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+CONSENT_CATEGORY = "http://terminology.hl7.org/CodeSystem/consentcategorycodes"
 
 
 def _allergy(b: BundleBuilder, code: str, display: str, days: int) -> None:
@@ -259,6 +261,7 @@ def _asthma(b: BundleBuilder) -> None:
     """Aisha Rahman, 39: asthma and a peanut allergy; inhalers, and a past fracture."""
     _allergy(b, "91935009", "Allergy to peanut", 5000)
     _problem(b, "195967001", "Asthma", 9000)
+    _prsb_communication(b)
     _problem(b, "263204007", "Fracture of wrist", 1500, resolved=1400)
     _medicine(b, "Beclometasone 100micrograms/dose inhaler", "Two puffs twice a day", 3000)
     _medicine(b, "Salbutamol 100micrograms/dose inhaler", "One to two puffs when needed", 3000)
@@ -280,6 +283,68 @@ def _frailty(b: BundleBuilder) -> None:
         "Flag",
         {"status": "active", "code": _cc(SNOMED, "304253006", "Not for resuscitation"),
          "period": {"start": _ago(300)}},
+    )  # fmt: skip
+    _prsb_end_of_life(b)
+
+
+def _prsb_end_of_life(b: BundleBuilder) -> None:
+    """PRSB content (sharedrecord/presentation/prsb.py): contact, about me, legal, ReSPECT."""
+    b.entries[0]["resource"]["telecom"] = [
+        {"system": "phone", "value": "01632 960 414", "use": "home"},
+    ]
+    b.add(
+        "CarePlan",
+        {"status": "active", "intent": "plan", "title": "About me",
+         "description": "Likes to be called Tom. Deaf in his left ear: sit on his right. "
+                        "Wants to stay at home.",
+         "period": {"start": _ago(200)}},
+    )  # fmt: skip
+    b.add(
+        "CarePlan",
+        {"status": "active", "intent": "plan",
+         "category": [_cc(SNOMED, "1108161000000109", "ReSPECT care plan")],
+         "title": "ReSPECT: ward-based care, not for intensive care",
+         "description": "Discussed with Thomas and his daughter; review if he asks.",
+         "period": {"start": _ago(300)}},
+    )  # fmt: skip
+    b.add(
+        "Consent",
+        {"status": "active",
+         "scope": _cc(CONSENT_SCOPE, "adr", "Advanced Care Directive"),
+         "category": [{"coding": [{"system": CONSENT_CATEGORY, "code": "acd",
+                                   "display": "Advance Directive"}],
+                       "text": "Advance decision to refuse treatment"}],
+         "dateTime": _ago(400),
+         "provision": {"type": "deny", "code": [{"text": "Mechanical ventilation"}]}},
+        "patient",
+    )  # fmt: skip
+    b.add(
+        "RelatedPerson",
+        {"active": True,
+         "relationship": [{"text": "Lasting power of attorney for health and welfare"}],
+         "name": [{"family": b.person.family, "given": ["Helen"]}],
+         "telecom": [{"system": "phone", "value": "07700 900 414", "use": "mobile"}]},
+        "patient",
+    )  # fmt: skip
+
+
+def _prsb_communication(b: BundleBuilder) -> None:
+    """PRSB communication needs: the person's own phone and e-mail, language, interpreter."""
+    b.entries[0]["resource"].update(
+        {
+            "telecom": [
+                {"system": "phone", "value": "07700 900 303", "use": "mobile"},
+                {"system": "email", "value": "aisha.rahman@example.org", "use": "home"},
+            ],
+            "communication": [
+                {"language": _cc("urn:ietf:bcp:47", "bn", "Bengali"), "preferred": True},
+                {"language": _cc("urn:ietf:bcp:47", "en", "English")},
+            ],
+            "extension": [
+                {"url": "http://hl7.org/fhir/StructureDefinition/patient-interpreterRequired",
+                 "valueBoolean": False},
+            ],
+        }
     )  # fmt: skip
 
 

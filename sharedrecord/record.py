@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Max, Q, QuerySet, Value
+from django.db.models import Count, Max, Q, QuerySet, Value, Window
 from django.utils import timezone
 from django.utils.timesince import timesince
 
@@ -56,6 +56,7 @@ from sharedrecord.presentation.entries import (
     linked_references,
     reference_id,
 )
+from sharedrecord.presentation.prsb import HEADINGS, AboutLine, about_the_person, prsb_item_of
 from sharedrecord.presentation.trends import Trend, trends_of
 from sharedrecord.presenting import Attachment, attachment_of
 from sharedrecord.search import audit_subject_of, patient_or_denied
@@ -88,35 +89,77 @@ class Summary:
     results: list[ShownEntry]
     appointments: list[ShownEntry]
     care_plans: list[ShownEntry]
+    # The person's own Patient (the banner's source) and their related people: read for
+    # "About the person" (PRSB, presentation/prsb.py), not listed on their own.
+    person: list[ShownEntry] = field(default_factory=list)
+    contacts: list[ShownEntry] = field(default_factory=list)
+    about: list[AboutLine] = field(default_factory=list)
+    # How many items each list leaves out past its limit (it shows its latest few).
+    beyond: dict[str, int] = field(default_factory=dict)
+
+    def shown(self) -> list[ShownEntry]:
+        """Every item whose content the summary shows (for the audit)."""
+        about = {line.entry for line in self.about}
+        return [
+            *self.alerts, *self.allergies, *self.no_known_allergies, *self.medications,
+            *self.problems, *self.encounters, *self.results, *self.appointments,
+            *self.care_plans, *(i for i in [*self.person, *self.contacts] if i.public_id in about),
+        ]  # fmt: skip
+
+    @property
+    def latest_results(self) -> list[ShownEntry]:
+        """The newest result of each test: its earlier ones are in its small trend."""
+        seen: set[tuple[str, str]] = set()
+        latest = []
+        for item in self.results:  # newest first
+            key = (item.resource_type, item.code or item.public_id)
+            if key not in seen:
+                seen.add(key)
+                latest.append(item)
+        return latest
+
+    @property
+    def other_care_plans(self) -> list[ShownEntry]:
+        """The care plans "About the person" does not already show under a PRSB heading."""
+        about = {line.entry for line in self.about}
+        return [p for p in self.care_plans if p.public_id not in about]
 
     @property
     def no_known_statements(self) -> list[tuple[str, str, ShownEntry]]:
         """(what the code says, what it leaves open, the item) for each "no known …" entry."""
         return [(*NO_KNOWN_ALLERGIES[item.code], item) for item in self.no_known_allergies]
 
-    def blocks(self) -> list[tuple[str, str, list[ShownEntry], str]]:
-        """(section, heading, items, what to say when empty), in the page's order."""
+    def blocks(self) -> list[tuple[str, str, list[ShownEntry], str, int]]:
+        """(section, heading, items, what to say when empty, how many in all), in page order."""
         return [*self.first_column(), *self.second_column()]
 
-    def first_column(self) -> list[tuple[str, str, list[ShownEntry], str]]:
+    def _total(self, part: str, items: list[ShownEntry]) -> int:
+        """The list's items in all, for "see all N": those shown and those past its limit."""
+        return len(items) + self.beyond.get(part, 0)
+
+    def first_column(self) -> list[tuple[str, str, list[ShownEntry], str, int]]:
         """What to check before treating: allergies, alerts, medicines, problems."""
         return [
-            ("allergies", "Allergies and adverse reactions", self.allergies, ""),
-            ("alerts", "Alerts and flags", self.alerts, "No alerts recorded."),
+            ("allergies", "Allergies and adverse reactions", self.allergies, "",
+             len(self.allergies)),
+            ("alerts", "Alerts and flags", self.alerts, "No alerts recorded.", len(self.alerts)),
             ("medications", "Current medications", self.medications,
-             "No current medications shared."),
-            ("problems", "Active problems", self.problems, "No active problems shared."),
+             "No current medications shared.", self._total("medications", self.medications)),
+            ("problems", "Active problems", self.problems, "No active problems shared.",
+             self._total("problems", self.problems)),
         ]  # fmt: skip
 
-    def second_column(self) -> list[tuple[str, str, list[ShownEntry], str]]:
+    def second_column(self) -> list[tuple[str, str, list[ShownEntry], str, int]]:
         """What has happened and what comes next: results, encounters, appointments, plans."""
         return [
-            ("results", "Latest results", self.results, "No results shared."),
-            ("encounters", "Recent encounters", self.encounters, "No encounters shared."),
+            ("results", "Latest results", self.latest_results, "No results shared.",
+             self._total("results", self.results)),
+            ("encounters", "Recent encounters", self.encounters, "No encounters shared.",
+             self._total("encounters", self.encounters)),
             ("appointments", "Upcoming appointments", self.appointments,
-             "No upcoming appointments shared."),
-            ("care-plans", 'Care plans and "about me"', self.care_plans,
-             "No care plans shared."),
+             "No upcoming appointments shared.", self._total("appointments", self.appointments)),
+            ("care-plans", "Other care plans", self.other_care_plans,
+             "No other care plans shared.", len(self.other_care_plans)),
         ]  # fmt: skip
 
 
@@ -124,7 +167,7 @@ class Summary:
 # plan): by SNOMED CT code, or by the words senders use. Each is a reason to stop and
 # read before treating the person.
 BANNER_FLAGS: tuple[tuple[str, frozenset[str], tuple[str, ...]], ...] = (
-    ("DNACPR", frozenset({"304253006", "450476008", "1066391000000105"}),
+    ("DNACPR", frozenset({"304253006", "450476008", "1066391000000105", "dnr"}),
      ("dnacpr", "do not attempt cardiopulmonary", "not for resuscitation")),
     ("ReSPECT plan", frozenset({"1108161000000109"}), ("respect",)),
     ("End of life care", frozenset({"736373009", "395104009"}), ("end of life", "palliative")),
@@ -240,7 +283,9 @@ class CombinedRecord:
 
 
 SECTION_PAGE_SIZE = 100
-SUMMARY_RECENT = 5
+SUMMARY_RECENT = 5  # results, encounters, appointments: the latest (or next) few
+SUMMARY_CURRENT = 6  # current medicines and active problems: the latest few, then "see all"
+SUMMARY_CONTACTS = 10  # related people read for next of kin, carers and attorneys
 CUMULATIVE_COLUMNS = 8  # dates across a results table, newest first
 
 
@@ -402,7 +447,7 @@ class _Part:
     limit: int | None = None
 
 
-def _summary_parts(now: datetime.datetime) -> list[_Part]:
+def _summary_parts(now: datetime.datetime, person_source: str = "") -> list[_Part]:
     """What the summary lists as current: each filter says what "current" means.
 
     An alert whose period has ended, a problem whose diagnosis was refuted and
@@ -412,8 +457,14 @@ def _summary_parts(now: datetime.datetime) -> list[_Part]:
     return [
         _Part("alerts", RecordSection.ALERTS, Q(status="active")),
         _Part("allergies", RecordSection.ALLERGIES, Q()),
-        _Part("medications", RecordSection.MEDICATIONS, Q(status__in=CURRENT_MEDICATION)),
-        _Part("problems", RecordSection.PROBLEMS, Q(status__in=ACTIVE_CLINICAL)),
+        _Part(
+            "medications", RecordSection.MEDICATIONS, Q(status__in=CURRENT_MEDICATION),
+            limit=SUMMARY_CURRENT,
+        ),
+        _Part(
+            "problems", RecordSection.PROBLEMS, Q(status__in=ACTIVE_CLINICAL),
+            limit=SUMMARY_CURRENT,
+        ),
         _Part(
             "encounters", RecordSection.ENCOUNTERS, Q(effective_at__lte=now),
             limit=SUMMARY_RECENT,
@@ -428,26 +479,44 @@ def _summary_parts(now: datetime.datetime) -> list[_Part]:
             order=("effective_at", "id"), limit=SUMMARY_RECENT,
         ),
         _Part("care_plans", RecordSection.CARE_PLANS, Q(status="active")),
+        # The Patient the banner's demographics come from: phone, e-mail, language (PRSB).
+        _Part(
+            "person", RecordSection.DEMOGRAPHICS,
+            Q(resource_type="Patient", source_org__ods_code=person_source) if person_source
+            else Q(resource_type="Patient"),
+            order=("-updated_at", "-id"), limit=1,
+        ),
+        _Part(
+            "contacts", RecordSection.CONTACTS, Q(resource_type="RelatedPerson"),
+            order=("-updated_at", "-id"), limit=SUMMARY_CONTACTS,
+        ),
     ]  # fmt: skip
 
 
-def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
+def _summary(visible: QuerySet[Entry], policy: ViewPolicy, person_source: str = "") -> Summary:
     """The summary's lists, read in two queries whatever the record's size.
 
     The first names each list's entries (one ordered, limited subquery per
     list, served by the entry_section index); the second reads them.
     """
     now = timezone.now()
-    parts = [p for p in _summary_parts(now) if policy.may_see_section(p.section)]
+    parts = [p for p in _summary_parts(now, person_source) if policy.may_see_section(p.section)]
     current = visible.exclude(status="entered-in-error")
+    # Each list's count in all rides along its rows (a window over the list before its
+    # limit), so "see all N" costs no query of its own.
     named = [
         current.filter(part.where, section=part.section)
         .order_by(*part.order)
-        .annotate(part=Value(part.name))
-        .values_list("id", "part")[: part.limit]
+        .annotate(part=Value(part.name), total=Window(Count("id")))
+        .values_list("id", "part", "total")[: part.limit]
         for part in parts
     ]
-    chosen: dict[int, str] = dict(named[0].union(*named[1:], all=True)) if named else {}
+    rows = list(named[0].union(*named[1:], all=True)) if named else []
+    chosen: dict[int, str] = {pk: name for pk, name, _ in rows}
+    fetched: dict[str, int] = {}
+    for _, name, _ in rows:
+        fetched[name] = fetched.get(name, 0) + 1
+    beyond = {name: total - fetched[name] for _, name, total in rows}
     entries = list(visible.filter(pk__in=list(chosen)))
     shown = dict(zip((e.pk for e in entries), _shown(entries, policy, visible), strict=True))
     lists: dict[str, list[ShownEntry]] = {}
@@ -458,7 +527,8 @@ def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
     def listed(name: str) -> list[ShownEntry]:
         return lists.get(name, [])  # a part outside the viewer's role lists nothing
 
-    return Summary(
+    person = next((e for e in entries if chosen[e.pk] == "person"), None)
+    summary = Summary(
         alerts=[a for a in listed("alerts") if a.current],
         allergies=[a for a in listed("allergies") if a.code not in NO_KNOWN_ALLERGY_CODES],
         no_known_allergies=[a for a in listed("allergies") if a.code in NO_KNOWN_ALLERGY_CODES],
@@ -468,7 +538,17 @@ def _summary(visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
         results=listed("results"),
         appointments=listed("appointments"),
         care_plans=listed("care_plans"),
+        person=listed("person"),
+        contacts=listed("contacts"),
+        beyond=beyond,
     )
+    summary.about = about_the_person(
+        person=policy.redact("Patient", person.resource) if person else None,
+        person_entry=str(person.public_id) if person else "",
+        items=[*summary.alerts, *summary.care_plans, *summary.contacts],
+        now=now,
+    )
+    return summary
 
 
 def _ordered(entries: list[Entry], order: tuple[str, ...]) -> list[Entry]:
@@ -476,14 +556,14 @@ def _ordered(entries: list[Entry], order: tuple[str, ...]) -> list[Entry]:
 
     PostgreSQL puts NULL above every value: last going up, first going down.
     """
-    for field in reversed(order):  # stable sorts, the last key first
-        name = field.lstrip("-")
+    for order_field in reversed(order):  # stable sorts, the last key first
+        name = order_field.lstrip("-")
 
         def key(entry: Entry, name: str = name) -> tuple[bool, Any]:
             value = getattr(entry, name)
             return (True, 0) if value is None else (False, value)
 
-        entries.sort(key=key, reverse=field.startswith("-"))
+        entries.sort(key=key, reverse=order_field.startswith("-"))
     return entries
 
 
@@ -645,7 +725,7 @@ def record_view(
             section=section,
         )
         if section is None:
-            record.summary = _summary(visible, policy)
+            record.summary = _summary(visible, policy, patient.demographics_source_ods)
             record.trends = trends_of(record.summary.results)
             summary = record.summary
             banner = _banner_of(
@@ -653,7 +733,7 @@ def record_view(
                  *summary.care_plans],
                 policy,
             )  # fmt: skip
-            shown = [item for part in vars(record.summary).values() for item in part]
+            shown = summary.shown()
         else:
             if section == RecordSection.RESULTS:
                 record.filters = filters or ResultFilters()
@@ -706,7 +786,8 @@ def record_view(
 def _groups(
     section: str, items: list[ShownEntry]
 ) -> list[tuple[str, list[ShownEntry], str]] | None:
-    """Medicines split into current and stopped or past; problems into active and past.
+    """Medicines split into current and stopped or past; problems into active and past; care
+    plans and consents under their PRSB headings (About me, Legal information, End of life).
 
     The page's items keep their order (newest first) within each group; an
     item is current only as the summary counts it (its status, its period, a
@@ -729,7 +810,29 @@ def _groups(
             ("Past problems", [i for i in items if i not in active],
              "No past problems on this page."),
         ]  # fmt: skip
+    if section == RecordSection.CARE_PLANS:
+        return _prsb_groups(items)
     return None
+
+
+def _prsb_groups(items: list[ShownEntry]) -> list[tuple[str, list[ShownEntry], str]] | None:
+    """Care plans and consents under their PRSB headings (presentation/prsb.py), then the rest.
+
+    Only the headings the page has items for are listed, besides "Other care plans"; a page
+    with none of them is one list, as before (None).
+    """
+    by_heading: dict[str, list[ShownEntry]] = {}
+    rest: list[ShownEntry] = []
+    for item in items:
+        found = prsb_item_of(item)
+        if found is None:
+            rest.append(item)
+        else:
+            by_heading.setdefault(found[0], []).append(item)
+    if not by_heading:
+        return None
+    groups = [(heading, by_heading[heading], "") for heading in HEADINGS if heading in by_heading]
+    return [*groups, ("Other care plans", rest, "No other care plans on this page.")]
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ from sharedrecord.models import (
 )
 from sharedrecord.oauth.consent import api_tokens_revoke_for
 from sharedrecord.policy import policy_table
+from sharedrecord.presentation.notices import record_notices
 from sharedrecord.presentation.types import DATE_LABELS
 from sharedrecord.presenting import document_text
 from sharedrecord.record import ResultFilters, document_view, record_view
@@ -555,7 +556,11 @@ def _record_response(
         ),
         "registered_gp": record.registered_gp,
         "banner": record.banner,
-    }
+        "notices": record_notices(
+            patient_id=str(record.patient.public_id), launch=request.session.get("launch"),
+            sources=record.sources, live=live,
+        ),
+    }  # fmt: skip
     template = (
         "sharedrecord/record_summary.html"
         if section is None
@@ -632,6 +637,10 @@ def record_timeline_page(request: HttpRequest, patient_id: UUID) -> HttpResponse
         "patient": record.patient,
         "registered_gp": record.registered_gp,
         "banner": record.banner,
+        "notices": record_notices(
+            patient_id=str(record.patient.public_id), launch=request.session.get("launch"),
+            sources=record.sources,
+        ),
         "sections": [
             (value, label) for value, label in RecordSection.choices
             if value in record.policy.sections
@@ -684,6 +693,9 @@ def record_document_page(
         "patient": shown.patient,
         "registered_gp": shown.registered_gp,
         "banner": shown.banner,
+        "notices": record_notices(
+            patient_id=str(shown.patient.public_id), launch=request.session.get("launch")
+        ),
         "entry": shown.entry,
         "attachment": attachment,
         "kind": kind,

@@ -125,6 +125,11 @@ REQUIRED_CODES: dict[str, dict[str, frozenset[str]]] = {
         )
     },
     "Flag": {"status": frozenset({"active", "inactive", "entered-in-error"})},
+    "Consent": {
+        "status": frozenset(
+            {"draft", "proposed", "active", "rejected", "inactive", "entered-in-error"}
+        )
+    },
     "CareTeam": {
         "status": frozenset({"proposed", "active", "suspended", "inactive", "entered-in-error"})
     },

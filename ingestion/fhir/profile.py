@@ -27,6 +27,9 @@ SUPPORTED: dict[str, tuple[str, tuple[str, ...]]] = {
     "Flag": ("alerts", ("subject",)),
     "RelatedPerson": ("contacts", ("patient",)),
     "CareTeam": ("contacts", ("subject",)),
+    # Advance decisions, lasting powers of attorney, DNACPR: the PRSB "Legal information"
+    # (sharedrecord/presentation/prsb.py), governed with the care plans.
+    "Consent": ("care-plans", ("patient",)),
 }
 # Envelope resources that travel with a message but are not part of a record.
 ENVELOPE_TYPES = frozenset({"MessageHeader"})
@@ -49,6 +52,7 @@ EFFECTIVE_PATHS: dict[str, tuple[str, ...]] = {
     "Flag": ("period.start",),
     "CareTeam": ("period.start",),
     "RelatedPerson": ("period.start",),
+    "Consent": ("dateTime", "provision.period.start"),
 }
 CODE_PATHS: dict[str, tuple[str, ...]] = {
     "MedicationStatement": ("medicationCodeableConcept",),
@@ -59,6 +63,7 @@ CODE_PATHS: dict[str, tuple[str, ...]] = {
     "Appointment": ("serviceType[0]", "appointmentType"),
     "CareTeam": ("category[0]",),
     "RelatedPerson": ("relationship[0]",),
+    "Consent": ("category[0]",),
 }
 STATUS_PATHS = ("clinicalStatus", "status")
 XHTML_NS = "http://www.w3.org/1999/xhtml"

@@ -22,6 +22,7 @@ class TrendPoint:
     when_shown: str
     shown: str  # the result as the page shows it: the digits sent, and the unit
     abnormal: bool
+    entry: str = ""  # the result's public id: a page that shows its value names it
 
     @property
     def label_y(self) -> str:
@@ -58,6 +59,7 @@ class Trend:
     height: int = 160
     y_ticks: tuple[tuple[str, str], ...] = ()  # (y, the value written there)
     x_ticks: tuple[tuple[str, str, str], ...] = ()  # (x, text-anchor, the date written there)
+    code: str = ""  # the test's code: the results page filters by it
 
     @property
     def axis_left(self) -> int:
@@ -104,7 +106,7 @@ def trends_of(results: list[ShownEntry], *, width: int = 480, height: int = 200)
         if item.value is not None and item.when is not None and item.code:
             by_code.setdefault((item.code, item.unit), []).append(item)
     trends = []
-    for (_, unit), items in sorted(by_code.items()):
+    for (code, unit), items in sorted(by_code.items()):
         if len(items) < 2:
             continue
         items.sort(key=lambda i: (i.when, i.public_id))
@@ -130,6 +132,7 @@ def trends_of(results: list[ShownEntry], *, width: int = 480, height: int = 200)
                 when_shown=i.when_shown,
                 shown=i.result,
                 abnormal=i.abnormal,
+                entry=i.public_id,
             )
             for i in items
             if i.when is not None and i.value is not None
@@ -146,6 +149,18 @@ def trends_of(results: list[ShownEntry], *, width: int = 480, height: int = 200)
             (f"{width - RIGHT:.1f}", "end", dates[1]),
         )
         trends.append(
-            Trend(items[-1].title, unit, points, band, low, high, width, height, y_ticks, x_ticks)
+            Trend(
+                items[-1].title,
+                unit,
+                points,
+                band,
+                low,
+                high,
+                width,
+                height,
+                y_ticks,
+                x_ticks,
+                code,
+            )
         )
     return trends

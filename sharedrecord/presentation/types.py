@@ -187,6 +187,17 @@ TYPES: dict[str, TypeView] = {
          Shows("Address", "address", "addresses"), Shows("Period", "period", "period")),
         "Related person", frozenset({"active"}),
     ),
+    # PRSB "Legal information" (presentation/prsb.py): advance decisions, lasting powers
+    # of attorney, DNACPR decisions; listed with the care plans, whose roles may see them.
+    "Consent": TypeView(
+        "care-plans", ("category", "scope"), ("dateTime", "provision.period.start"),
+        (Shows("Kind", "scope", "concept"), Shows("Category", "category", "concepts"),
+         Shows("Decision", "provision.type", "code"), Shows("About", "provision.code", "concepts"),
+         Shows("In force", "provision.period", "period"), Shows("Recorded", "dateTime", "date"),
+         Shows("Held by", "organization", "references"),
+         Shows("Document", "sourceAttachment.title", "string")),
+        "Legal decision", frozenset({"active"}),
+    ),
 }  # fmt: skip
 
 # What a status code means beside an item, and how loudly: red changes what the item is
@@ -215,6 +226,7 @@ STATUS_WORDS: dict[str, tuple[str, str]] = {
     "suspended": ("Suspended", "orange"),
     "intended": ("Intended, not yet started", "orange"),
     "proposed": ("Proposed", "orange"),
+    "rejected": ("Rejected", "red"),
     "pending": ("Pending", "orange"),
     "waitlist": ("Waiting list", "orange"),
     "planned": ("Planned", "orange"),
@@ -271,6 +283,8 @@ CODE_WORDS: dict[str, str] = {
     "declined": "Declined",
     "tentative": "Tentative",
     "needs-action": "Not yet replied",
+    "deny": "Refuses",
+    "permit": "Agrees",
     "male": "Male",
     "female": "Female",
     "other": "Other",

@@ -125,17 +125,63 @@ def test_trend_charts_have_labelled_axes_dates_values_and_the_reference_band(
     page.goto(f"{live_server.url}/access/{person.public_id}/")
     page.get_by_label("I am directly involved in this person's care").check()
     page.get_by_role("button", name="View record").click()
-    for url in ("", "results"):
-        page.goto(f"{live_server.url}/record/{person.public_id}/{url}")
-        chart = page.get_by_role("img", name="Trend of HbA1c level (IFCC standardised)")
-        expect(chart).to_be_visible()
-        labels = [t.strip() for t in chart.locator("text").all_text_contents()]
-        assert "mmol/mol" in labels  # the y axis says its unit
-        assert "Date taken" in labels  # the x axis says what it is
-        assert {"20", "48"} <= set(labels)  # the reference range's ends are on the y axis
-        assert {"26 Oct 2025", "21 Oct 2026"} <= set(labels)  # first and last dates
-        assert {"58", "54", "49"} <= set(labels)  # each point's value
-        expect(chart.locator("rect.sr-band title")).to_have_text("Reference range")
+    # The results page: the full chart, with axes, dates, values and the reference band.
+    page.goto(f"{live_server.url}/record/{person.public_id}/results")
+    chart = page.get_by_role("img", name="Trend of HbA1c level (IFCC standardised)")
+    expect(chart).to_be_visible()
+    labels = [t.strip() for t in chart.locator("text").all_text_contents()]
+    assert "mmol/mol" in labels  # the y axis says its unit
+    assert "Date taken" in labels  # the x axis says what it is
+    assert {"20", "48"} <= set(labels)  # the reference range's ends are on the y axis
+    assert {"26 Oct 2025", "21 Oct 2026"} <= set(labels)  # first and last dates
+    assert {"58", "54", "49"} <= set(labels)  # each point's value
+    expect(chart.locator("rect.sr-band title")).to_have_text("Reference range")
+    # The summary: a small trend, no axes, read out in full (unit, each value and date),
+    # captioned with the latest value and a link to the full chart.
+    page.goto(f"{live_server.url}/record/{person.public_id}/")
+    spark = page.get_by_role("img", name="Trend of HbA1c level (IFCC standardised) (mmol/mol)")
+    expect(spark).to_be_visible()
+    said = str(spark.get_attribute("aria-label"))
+    for value, day in (("58", "26 Oct 2025"), ("49", "21 Oct 2026")):
+        assert f"{value} mmol/mol on {day}" in said, said
+    figure = page.locator("figure.sr-spark", has=spark)
+    expect(figure.locator("figcaption")).to_contain_text("HbA1c level (IFCC standardised) 49")
+    figure.get_by_role("link", name="Chart of HbA1c level (IFCC standardised)").click()
+    expect(page.get_by_role("heading", name="Test results", level=1)).to_be_visible()
+
+
+def test_the_summary_fits_about_one_screen_at_1280_by_800(live_server: Any, page: Page) -> None:
+    """At 1280x800 the summary's lists end within a screen and a half of the page's top.
+
+    "One screen" measured honestly: the summary's two columns (banner, notices and
+    headings above them included) end by 1.5 x 800 px, each list shows its latest few
+    with "see all N" to its section, and the first clinical item is on the first screen.
+    """
+    person = fed_person("glance-screen")
+    User.objects.create_user(
+        "gp.screen", password=PASSWORD, organisation=partner("Z81001"), role="gp"
+    )
+    page.set_viewport_size({"width": 1280, "height": 800})
+    _sign_in(page, live_server.url, "gp.screen")
+    page.goto(f"{live_server.url}/access/{person.public_id}/")
+    page.get_by_label("I am directly involved in this person's care").check()
+    page.get_by_role("button", name="View record").click()
+    expect(page.locator(".sr-summary")).to_be_visible()
+    bottom = page.evaluate(
+        "() => document.querySelector('.sr-summary').getBoundingClientRect().bottom"
+        " + window.scrollY"
+    )
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "summary-one-screen-1280x800.png"), full_page=True)
+    assert bottom <= 1.5 * 800, bottom
+    first = page.locator(".sr-summary [data-entry]").first.bounding_box()
+    assert first is not None
+    assert first["y"] < 800
+    columns = page.evaluate(
+        "() => [...document.querySelectorAll('.sr-summary__column')]"
+        ".map(c => Math.round(c.getBoundingClientRect().left))"
+    )
+    assert len(set(columns)) == 2, columns  # two columns side by side
 
 
 def test_a_printed_record_keeps_the_banner_and_drops_navigation_and_link_addresses(

@@ -34,6 +34,7 @@ SUBJECT = {
     "AllergyIntolerance": "patient",
     "Immunization": "patient",
     "RelatedPerson": "patient",
+    "Consent": "patient",
     "Appointment": "",
 }
 
