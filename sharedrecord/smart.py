@@ -30,7 +30,7 @@ SEARCHABLE_TYPES: tuple[str, ...] = (
     "Flag",
 )
 # Stored entries of these types come back in $everything (the record pages show them too).
-EVERYTHING_ONLY_TYPES: tuple[str, ...] = ("Patient", "RelatedPerson", "CareTeam")
+EVERYTHING_ONLY_TYPES: tuple[str, ...] = ("Patient", "RelatedPerson", "CareTeam", "Consent")
 READABLE_TYPES: frozenset[str] = frozenset({*SEARCHABLE_TYPES, *EVERYTHING_ONLY_TYPES})
 CONTEXTS = ("patient", "user", "system")
 

@@ -489,3 +489,12 @@ def parse_all_resources(resource: dict) -> None:
         parse_all(resource)
     else:
         get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+
+
+def test_the_read_api_serves_every_type_the_record_stores() -> None:
+    # A type stored but not readable would be on the pages and missing for every partner
+    # (an advance decision, a Consent, was: $everything left it out).
+    from ingestion.fhir.profile import SUPPORTED
+    from sharedrecord.smart import READABLE_TYPES
+
+    assert set(SUPPORTED) - READABLE_TYPES == set()
