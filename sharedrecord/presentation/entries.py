@@ -8,6 +8,7 @@ precision and a date-time is shown in UK time.
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,6 +134,14 @@ class ShownEntry:
     def date_label(self) -> str:
         """What the item's date means in its section: "Onset", "Taken", "Started", ..."""
         return DATE_LABELS.get(self.section, "Date")
+
+    @property
+    def date_in_details(self) -> bool:
+        """Whether a detail already says the item's date ("Onset: 5 Jun 2018"): said once."""
+        if not self.when_shown:
+            return False
+        said = re.compile(rf"(?<![\d:]){re.escape(self.when_shown)}(?![\d:])")
+        return any(said.search(d.value) for d in self.details)
 
     @property
     def linked_entries(self) -> list[str]:

@@ -137,7 +137,7 @@ def test_trend_charts_have_labelled_axes_dates_values_and_the_reference_band(
     assert {"58", "54", "49"} <= set(labels)  # each point's value
     expect(chart.locator("rect.sr-band title")).to_have_text("Reference range")
     # The summary: a small trend, no axes, read out in full (unit, each value and date),
-    # captioned with the latest value and a link to the full chart.
+    # inside its test's latest result (said once), with how many and a link to the full chart.
     page.goto(f"{live_server.url}/record/{person.public_id}/")
     spark = page.get_by_role("img", name="Trend of HbA1c level (IFCC standardised) (mmol/mol)")
     expect(spark).to_be_visible()
@@ -145,7 +145,12 @@ def test_trend_charts_have_labelled_axes_dates_values_and_the_reference_band(
     for value, day in (("58", "26 Oct 2025"), ("49", "21 Oct 2026")):
         assert f"{value} mmol/mol on {day}" in said, said
     figure = page.locator("figure.sr-spark", has=spark)
-    expect(figure.locator("figcaption")).to_contain_text("HbA1c level (IFCC standardised) 49")
+    expect(figure.locator("figcaption")).to_contain_text("3 results since 26 Oct 2025")
+    latest = page.locator("li.sr-compact__item", has=figure)
+    expect(latest).to_contain_text("HbA1c level (IFCC standardised)")
+    expect(latest).to_contain_text("49 mmol/mol")
+    results = page.locator("section[aria-labelledby=h-results]")
+    expect(results.get_by_text("HbA1c level (IFCC standardised)", exact=True)).to_have_count(1)
     figure.get_by_role("link", name="Chart of HbA1c level (IFCC standardised)").click()
     expect(page.get_by_role("heading", name="Test results", level=1)).to_be_visible()
 

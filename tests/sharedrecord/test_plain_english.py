@@ -109,6 +109,9 @@ def test_the_label_table_turns_each_code_into_words_and_leaves_unknown_codes_as_
     assert label_for("some-new-code") == "Some new code"
 
 
+DATE_SHOWN = re.compile(r"\d{1,2} [A-Z][a-z]{2} \d{4}(?: \d{2}:\d{2})?")
+
+
 @pytest.mark.parametrize(
     ("section", "label"),
     [("problems", "Onset"), ("results", "Taken"), ("medications", "Started"),
@@ -124,5 +127,29 @@ def test_each_section_says_what_its_dates_mean(
     assert f'<th scope="col" class="nhsuk-table__header">{label}</th>' in page
     summary = main_html(client.get(f"/record/{record.public_id}/"))
     block = re.search(rf'<section aria-labelledby="h-{section}">.*?</section>', summary, re.S)
-    if block is not None and "sr-compact__meta" in block.group(0):
-        assert f'<p class="sr-compact__meta">{label} ' in block.group(0)
+    # On the summary each item says its date once: in its details, or after them with the
+    # section's label ("Onset 5 Jun 2018 · Riverside Medical Practice").
+    assert block is not None
+    for item in re.findall(r'<li class="sr-compact__item".*?</li>', block.group(0), re.S):
+        meta = re.search(r'<p class="sr-compact__meta">(.*?)</p>', item, re.S)
+        assert meta is not None
+        dates = DATE_SHOWN.findall(re.sub(r"<[^>]+>", "", item))
+        assert len(dates) == len(set(dates)), item  # no date said twice
+        said_in_details = bool(DATE_SHOWN.search(item[: meta.start()]))
+        assert meta.group(1).startswith(f"{label} ") or said_in_details, item
+
+
+def test_a_date_is_left_off_the_summary_line_only_when_a_detail_says_that_very_date() -> None:
+    from sharedrecord.presentation.entries import Detail, ShownEntry
+
+    def item(detail: str) -> ShownEntry:
+        return ShownEntry(
+            public_id="x", resource_type="Condition", section="problems", title="Asthma",
+            when=None, status="", source_name="GP", source_ods="Z", updated_at=None,  # type: ignore[arg-type]
+            when_shown="5 May 2020 11:00", details=[Detail("Onset", detail)],
+        )  # fmt: skip
+
+    assert item("5 May 2020 11:00").date_in_details
+    assert item("from 5 May 2020 11:00").date_in_details
+    assert not item("15 May 2020 11:00").date_in_details  # another day
+    assert not item("5 May 2020 11:005").date_in_details
