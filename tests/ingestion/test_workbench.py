@@ -390,7 +390,7 @@ def test_each_organisation_gets_a_daily_digest_of_what_its_feeds_parked_and_why(
     parked_digests_compose(day=yesterday)
     assert ParkedDigest.objects.filter(day=yesterday).count() == 2
     page = client_for(hospital_officer()).get("/workbench/").content.decode()
-    assert "<title>Data quality workbench – Shared care record</title>" in page
+    assert "<title>Data quality workbench \N{EN DASH} Shared care record</title>" in page
     assert page.count('id="digests"') == 1
     digest = page[page.index('id="digests"') :]
     assert "No NHS number: 2" in digest  # reasons and decisions in words, not codes
