@@ -8,7 +8,8 @@ cannot be hashed (we must use them), so they are sealed with Fernet
 `SEALING_KEYS`: the first key seals, every key opens, so a key is rotated by
 putting a new one first and running `manage.py secrets_reseal`. Without the
 setting (a developer's machine) the key is derived from SECRET_KEY, and
-`check --deploy` warns.
+`check --deploy` warns; that derived key always opens last, so setting
+SEALING_KEYS later and running `secrets_reseal` moves what it sealed.
 """
 
 from __future__ import annotations
@@ -29,20 +30,23 @@ from psycopg import sql
 
 
 def _derived_key(secret_key: str) -> bytes:
+    """The key used while SEALING_KEYS is unset, derived from SECRET_KEY (HKDF-SHA256)."""
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"sharedrecord-sealing", info=None)
     return base64.urlsafe_b64encode(hkdf.derive(secret_key.encode()))
 
 
 @functools.lru_cache(maxsize=4)
 def _sealer(keys: tuple[str, ...], secret_key: str) -> MultiFernet:
+    # The derived key always opens last: what was sealed before SEALING_KEYS was set still
+    # opens, so `secrets_reseal` can move it under the configured keys.
     try:
-        fernets = [Fernet(key) for key in keys] or [Fernet(_derived_key(secret_key))]
+        fernets = [Fernet(key.strip()) for key in keys if key.strip()]
     except ValueError as exc:
         raise ImproperlyConfigured(
             "SEALING_KEYS holds a key that is not a Fernet key (32 bytes, url-safe base64; "
             "make one with `manage.py secrets_reseal --new-key`)."
         ) from exc
-    return MultiFernet(fernets)
+    return MultiFernet([*fernets, Fernet(_derived_key(secret_key))])
 
 
 def sealer() -> MultiFernet:
@@ -51,6 +55,7 @@ def sealer() -> MultiFernet:
 
 
 def seal(plain: str) -> str:
+    """The text sealed under the first key (a Fernet token, different every time)."""
     return sealer().encrypt(plain.encode()).decode()
 
 
@@ -64,7 +69,16 @@ def unseal(sealed: str) -> str:
         ) from exc
 
 
+def _opens(text: str) -> bool:
+    try:
+        sealer().decrypt(text.encode())
+    except InvalidToken:
+        return False
+    return True
+
+
 def new_key() -> str:
+    """A fresh key for SEALING_KEYS."""
     return Fernet.generate_key().decode()
 
 
@@ -110,6 +124,8 @@ def column_sealing(table: str, column: str) -> migrations.RunPython:
         with schema_editor.connection.cursor() as cursor:
             cursor.execute(select)
             for pk, value in cursor.fetchall():
+                if change is seal and _opens(value):
+                    continue  # sealed already (the step ran before): never seal twice
                 cursor.execute(update, [change(value), pk])
 
     return migrations.RunPython(

@@ -120,3 +120,24 @@ def test_the_command_prints_a_new_key_and_reseals(capsys: Any) -> None:
     assert (
         "sharedrecord.LaunchSystem.smart_client_secret: 1 sealed again" in capsys.readouterr().out
     )
+
+
+def test_setting_keys_later_still_opens_what_the_derived_key_sealed_until_resealed(
+    settings: Any,
+) -> None:
+    settings.SEALING_KEYS = []  # a deployment that started without them
+    system = launch_system()
+    key = Fernet.generate_key().decode()
+    settings.SEALING_KEYS = [key]  # as W002 asks
+    assert LaunchSystem.objects.get(pk=system.pk).smart_client_secret == SECRET
+    call_command("secrets_reseal")
+    raw = stored("sharedrecord_launchsystem", "smart_client_secret", system.pk)
+    assert Fernet(key).decrypt(raw.encode()).decode() == SECRET  # now under the set key
+
+
+def test_the_migration_step_never_seals_twice() -> None:
+    system = launch_system()  # sealed already, as after a first run of the step
+    step = column_sealing("sharedrecord_launchsystem", "smart_client_secret")
+    with connection.schema_editor() as editor:
+        step.code(cast(Any, apps), editor)
+    assert LaunchSystem.objects.get(pk=system.pk).smart_client_secret == SECRET
