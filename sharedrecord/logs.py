@@ -18,9 +18,12 @@ from typing import Any
 
 import structlog
 
-# Ten digits, optionally spaced 3-3-4 or hyphenated: an NHS number's shapes. Not
-# when letters or digits adjoin: hex ids (request ids, UUIDs) hold digit runs.
-_NHS_NUMBER = re.compile(r"(?<![0-9A-Za-z.])\d{3}[ -]?\d{3}[ -]?\d{4}(?![0-9A-Za-z.])")
+# Ten digits, optionally spaced 3-3-4 or hyphenated: an NHS number's shapes, wherever
+# they stand ("NHS9434765919", "9434765919."), except inside a hex id (a request id or
+# UUID holds digit runs: a hex digit beside them means an id) or a decimal number.
+_NHS_NUMBER = re.compile(
+    r"(?<![0-9A-Fa-f])(?<!\d\.)\d{3}[ -]?\d{3}[ -]?\d{4}(?![0-9A-Fa-f])(?!\.\d)"
+)
 MASK = "[nhs-number removed]"
 REQUEST_FIELDS = ("method", "route", "status", "duration_ms", "user")
 

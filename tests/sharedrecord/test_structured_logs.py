@@ -93,6 +93,14 @@ def test_anything_shaped_like_an_nhs_number_is_masked(log_lines: Lines) -> None:
     assert line["event"] == f"matched {MASK} and {MASK}"
 
 
+def test_a_number_next_to_a_word_or_ending_a_sentence_is_masked(log_lines: Lines) -> None:
+    number = next_nhs_number()
+    spaced = f"{number[:3]} {number[3:6]} {number[6:]}"
+    logging.getLogger("ingestion.test").warning("NHS%s, %sx and %s.", number, number, spaced)
+    (line,) = log_lines()
+    assert line["event"] == f"NHS{MASK}, {MASK}x and {MASK}."
+
+
 def test_ids_that_begin_with_ten_digits_are_not_masked(log_lines: Lines) -> None:
     # A request id is 32 hex characters: about one in 600 begins with ten digits.
     request_id = "1368777391db45c5a7eee09d4b27686a"
