@@ -98,6 +98,10 @@ class Detail:
     abnormal: bool = False
 
 
+# A date shown to the day ("5 Jun 2018"), not only a month or a year.
+_FULL_DAY = re.compile(r"^\d{1,2} [A-Z][a-z]{2} \d{4}")
+
+
 @dataclass
 class ShownEntry:
     """One item as a page shows it, with where it came from."""
@@ -137,11 +141,21 @@ class ShownEntry:
 
     @property
     def date_in_details(self) -> bool:
-        """Whether a detail already says the item's date ("Onset: 5 Jun 2018"): said once."""
-        if not self.when_shown:
+        """Whether a detail already says the item's date, so a line need not say it again.
+
+        Only a detail that means the same date: one with the item's own date label
+        ("Onset: 5 Jun 2018"), or a period starting then ("Taken: from 13 Sep 2018", which
+        is when a medicine started). A partial date ("2020") is always said.
+        """
+        when = self.when_shown
+        if not _FULL_DAY.search(when):
             return False
-        said = re.compile(rf"(?<![\d:]){re.escape(self.when_shown)}(?![\d:])")
-        return any(said.search(d.value) for d in self.details)
+        for detail in self.details:
+            if detail.label == self.date_label and detail.value == when:
+                return True
+            if detail.value == f"from {when}" or detail.value.startswith(f"{when} to "):
+                return True
+        return False
 
     @property
     def linked_entries(self) -> list[str]:

@@ -87,6 +87,11 @@ class Trend:
         return (f"{self.band[0]:.1f}", f"{self.band[1]:.1f}") if self.band else None
 
     @property
+    def first_day(self) -> str:
+        """The day of the first result, as the x axis writes it ("26 Oct 2025")."""
+        return self.x_ticks[0][2] if self.x_ticks else ""
+
+    @property
     def polyline(self) -> str:
         return " ".join(f"{p.x:.1f},{p.y:.1f}" for p in self.points)
 

@@ -142,14 +142,17 @@ def test_each_section_says_what_its_dates_mean(
 def test_a_date_is_left_off_the_summary_line_only_when_a_detail_says_that_very_date() -> None:
     from sharedrecord.presentation.entries import Detail, ShownEntry
 
-    def item(detail: str) -> ShownEntry:
+    def item(value: str, label: str = "Onset", when: str = "5 May 2020 11:00") -> ShownEntry:
         return ShownEntry(
             public_id="x", resource_type="Condition", section="problems", title="Asthma",
             when=None, status="", source_name="GP", source_ods="Z", updated_at=None,  # type: ignore[arg-type]
-            when_shown="5 May 2020 11:00", details=[Detail("Onset", detail)],
+            when_shown=when, details=[Detail(label, value)],
         )  # fmt: skip
 
     assert item("5 May 2020 11:00").date_in_details
-    assert item("from 5 May 2020 11:00").date_in_details
+    assert item("from 5 May 2020 11:00", label="Taken").date_in_details  # a period's start
+    assert item("5 May 2020 11:00 to 9 May 2020 10:00", label="Period").date_in_details
     assert not item("15 May 2020 11:00").date_in_details  # another day
-    assert not item("5 May 2020 11:005").date_in_details
+    assert not item("5 May 2020 11:00", label="Issued").date_in_details  # another meaning
+    assert not item("3 Mar 2020", when="2020").date_in_details  # a partial date is said
+    assert not item("2020", when="2020").date_in_details
