@@ -103,22 +103,20 @@ class AuditedAdminMixin:
         super().delete_queryset(request, queryset)  # type: ignore[misc]
 
 
-def _audit_every_admin_change() -> None:
-    """Give the admins other apps registered (groups, lockouts, second factors, OAuth
-    applications and tokens) the audited mixin, so no change made in the admin is unaudited.
+def admin_changes_audit() -> None:
+    """Give every registered admin that lacks it the audited mixin (groups, lockouts, second
+    factors, OAuth applications and tokens, our read-only pages), so no add, change or
+    delete made in the admin goes unaudited.
 
-    Their apps come before ours in INSTALLED_APPS, so they are registered by now.
+    Run once every app's admin is registered (AuditedAdminConfig.ready, after autodiscover).
     """
     for model, model_admin in list(admin.site._registry.items()):
-        if isinstance(model_admin, AuditedAdminMixin) or model._meta.app_label in _OURS:
+        if isinstance(model_admin, AuditedAdminMixin):
             continue
         name = f"Audited{type(model_admin).__name__}"
         audited = type(name, (AuditedAdminMixin, type(model_admin)), {})
         admin.site.unregister(model)
         admin.site.register(model, audited)
-
-
-_OURS = {"sharedrecord", "notifications", "ingestion", "optout", "audit"}
 
 
 @admin.register(Organisation)
@@ -166,6 +164,3 @@ class PullSourceAdmin(AuditedAdminMixin, admin.ModelAdmin):  # type: ignore[type
         "secret_name", "key_id", "scope", "search", "resource_types", "timeout_seconds",
         "public_id", "created_at",
     )  # fmt: skip
-
-
-_audit_every_admin_change()

@@ -1,4 +1,20 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
+
+
+class AuditedAdminConfig(admin_apps.AdminConfig):
+    """Django's admin, with every page that can change something audited (sharedrecord/admin.py).
+
+    Named in INSTALLED_APPS in place of django.contrib.admin; never this module's default.
+    """
+
+    default = False
+
+    def ready(self) -> None:
+        super().ready()  # autodiscover: every app's admin is registered now
+        from sharedrecord.admin import admin_changes_audit
+
+        admin_changes_audit()
 
 
 class SharedRecordConfig(AppConfig):

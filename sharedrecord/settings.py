@@ -36,7 +36,7 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/sharedrecord"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "sharedrecord.apps.AuditedAdminConfig",  # django.contrib.admin, every change audited
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
