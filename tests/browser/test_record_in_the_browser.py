@@ -67,7 +67,7 @@ def test_a_gp_confirms_direct_care_and_reads_the_whole_record(
         page.get_by_role("cell", name="Borough Adult Social Care Adult social care")
     ).to_be_visible()
 
-    page.get_by_role("link", name="Test results").click()
+    page.get_by_role("link", name="Test results", exact=True).click()
     expect(page.get_by_role("img", name="Trend of HbA1c level (IFCC standardised)")).to_be_visible()
     violations["results"] = serious_accessibility_violations(page)
     page.screenshot(path=str(BASE_DIR / ".data" / "record-results.png"), full_page=True)
@@ -129,7 +129,7 @@ def test_a_social_worker_sees_care_and_is_told_what_is_not_shown(
     main = page.locator(".sr-record-main")  # the banner repeats the alerts
     expect(main.get_by_text("Home care package")).to_be_visible()
     expect(main.get_by_text("Lives alone")).to_be_visible()
-    expect(page.get_by_role("link", name="Test results")).to_have_count(0)
+    expect(page.get_by_role("link", name="Test results", exact=True)).to_have_count(0)
     expect(page.get_by_text("Not part of what your role sees")).to_contain_text("Test results")
     assert "HbA1c" not in page.content()
     assert serious_accessibility_violations(page) == []
