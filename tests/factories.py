@@ -222,6 +222,16 @@ def partner(ods: str) -> Organisation:
     return organisation
 
 
+def day_shown(days_ago: int) -> str:
+    """The day the demo's `_ago(days_ago)` falls on, as pages write it ("26 Oct 2025").
+
+    The demo dates its entries from today, so a test names their days this way, never as
+    fixed dates (they would be wrong tomorrow).
+    """
+    day = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days_ago)
+    return f"{day.day} {day:%b %Y}"
+
+
 def fed_person(key: str = "rec") -> Patient:
     """A synthetic person with a GP summary, an A&E visit, community and social care, and
     a restricted mental health diagnosis: every partner's feed, through the real pipeline."""
