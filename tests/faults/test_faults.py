@@ -544,7 +544,11 @@ def test_a_postgres_restart_mid_ingest_loses_and_doubles_nothing(
         ready_job = pool.submit(partner.request, "GET", "/readyz", token="", timeout=30)
         # A reader too: the FHIR API checks its token, a page its session, in the database.
         fhir_job = pool.submit(partner.request, "GET", "/fhir/R4/Patient", token="expired")
-        page_job = pool.submit(partner.request, "GET", "/search", cookie=f"sessionid={'s' * 32}")
+        # Two gunicorn workers each wait up to DB_POOL_TIMEOUT_SECONDS on the pool, so the
+        # page may queue behind two waits and its own; PostgreSQL stays down until it answers.
+        page_job = pool.submit(
+            partner.request, "GET", "/search", cookie=f"sessionid={'s' * 32}", timeout=90
+        )
         mllp_sender = socket.create_connection(("127.0.0.1", mllp_port))
         mllp_job = pool.submit(mllp_send, mllp_sender, by_mllp)
         first_during = list(pool.map(lambda m: partner.send(m, timeout=30), during))
