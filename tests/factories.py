@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from django.http import StreamingHttpResponse
 from django.test import Client
+from django.utils import timezone
 
 from ingestion.credentials import feed_credential_issue
 from ingestion.demo import (
@@ -450,3 +451,25 @@ def wait_until_listening(proc: subprocess.Popen[bytes], port: int, name: str) ->
             assert proc.poll() is None, f"{name} exited"
             assert time.monotonic() < deadline, f"{name} did not start"
             time.sleep(0.2)
+
+
+def feed_long_results(record: Patient, count: int) -> None:
+    """`count` more results from the practice, one a day going back (through the real feed)."""
+    someone = dataclasses.replace(
+        PEOPLE[0], key=f"long-{record.pk}", nhs_number_sent=record.nhs_number
+    )
+    builder = BundleBuilder(someone, "Z81001", "long").patient()
+    today = timezone.now()
+    for day in range(count):
+        builder.add(
+            "Observation",
+            {
+                "status": "final",
+                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1000"}]},
+                "effectiveDateTime": (today - datetime.timedelta(days=day)).isoformat(),
+                "valueQuantity": {"value": day, "unit": "mmol/L"},
+            },
+        )
+    credential, _ = make_credential(partner("Z81001"))
+    message = feed(credential, builder.bundle())
+    assert message.status == "done", message.issues

@@ -13,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
-from ingestion.demo import PEOPLE, BundleBuilder, acute_attendance
+from ingestion.demo import PEOPLE, acute_attendance
 from sharedrecord.models import AccessBasis, BasisKind, Entry, Organisation, Patient, User
 from sharedrecord.record import SECTION_PAGE_SIZE
 from tests.factories import (
@@ -21,6 +21,7 @@ from tests.factories import (
     confirm_basis,
     fed_person,
     feed,
+    feed_long_results,
     main_html,
     make_credential,
     partner,
@@ -506,33 +507,11 @@ def test_script_in_a_fed_html_document_is_inert(client: Client, registered_gp) -
 # ------------------------------------------------------------------ a section, page by page
 
 
-def _long_results(record: Patient, count: int) -> None:
-    """`count` more results from the practice, one a day going back (through the real feed)."""
-    someone = dataclasses.replace(
-        PEOPLE[0], key=f"long-{record.pk}", nhs_number_sent=record.nhs_number
-    )
-    builder = BundleBuilder(someone, "Z81001", "long").patient()
-    today = timezone.now()
-    for day in range(count):
-        builder.add(
-            "Observation",
-            {
-                "status": "final",
-                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1000"}]},
-                "effectiveDateTime": (today - datetime.timedelta(days=day)).isoformat(),
-                "valueQuantity": {"value": day, "unit": "mmol/L"},
-            },
-        )
-    credential, _ = make_credential(partner("Z81001"))
-    message = feed(credential, builder.bundle())
-    assert message.status == "done", message.issues
-
-
 def test_a_long_section_is_paged_newest_first_and_each_page_audits_only_its_items(
     client: Client, registered_gp: User
 ) -> None:
     record = fed_person("paged")
-    _long_results(record, SECTION_PAGE_SIZE + 30)
+    feed_long_results(record, SECTION_PAGE_SIZE + 30)
     signed_in(client, registered_gp)
     assert confirm_basis(client, record).status_code == 302
     first = client.get(f"/record/{record.public_id}/results")

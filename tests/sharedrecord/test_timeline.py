@@ -10,7 +10,14 @@ from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
 from sharedrecord.models import Entry, Patient, RecordSection
-from tests.factories import banner_entries, confirm_basis, main_html, shown_entries
+from sharedrecord.record import SECTION_PAGE_SIZE
+from tests.factories import (
+    banner_entries,
+    confirm_basis,
+    feed_long_results,
+    main_html,
+    shown_entries,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -80,3 +87,21 @@ def test_the_timeline_holds_only_what_the_role_may_see_and_refuses_a_bad_date(
     bad = client.get(f"/record/{record.public_id}/timeline", {"from": "yesterday"})
     assert bad.status_code == 400
     assert not shown_entries(bad)
+
+
+def test_a_long_timeline_pages_newest_first_and_keeps_its_filters_on_newer_and_older(
+    client: Client, registered_gp: Any, record: Patient
+) -> None:
+    feed_long_results(record, SECTION_PAGE_SIZE + 5)
+    first = _timeline(client, registered_gp, record, kind="results")
+    second = client.get(f"/record/{record.public_id}/timeline", {"kind": "results", "page": "2"})
+    assert first.status_code == second.status_code == 200
+    on_first, on_second = shown_entries(first), shown_entries(second)
+    assert len(on_first) == SECTION_PAGE_SIZE
+    assert on_second
+    assert not on_first & on_second
+    html = main_html(first)
+    assert 'aria-label="Pages of the timeline"' in html
+    assert 'href="?kind=results&amp;page=2"' in html  # "Older" keeps the filter
+    assert "Newer" not in html
+    assert 'href="?kind=results&amp;page=1"' in main_html(second)
