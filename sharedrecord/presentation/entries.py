@@ -100,6 +100,9 @@ class Detail:
 
 # A date shown to the day ("5 Jun 2018"), not only a month or a year.
 _FULL_DAY = re.compile(r"^\d{1,2} [A-Z][a-z]{2} \d{4}")
+# A day and a time ("19 Nov 2026 10:00"), and the details that end an item's period.
+_DAY_AND_TIME = re.compile(r"^(\d{1,2} [A-Z][a-z]{2} \d{4}) (\d{2}:\d{2})$")
+_END_LABELS = frozenset({"Ended", "Ends"})
 
 
 @dataclass
@@ -156,6 +159,30 @@ class ShownEntry:
             if detail.value == f"from {when}" or detail.value.startswith(f"{when} to "):
                 return True
         return False
+
+    @property
+    def same_day_end(self) -> Detail | None:
+        """The detail ending the item on its own day ("Ended: 19 Nov 2026 11:00"), if any."""
+        start = _DAY_AND_TIME.match(self.when_shown)
+        if start is None:
+            return None
+        for detail in self.details:
+            end = _DAY_AND_TIME.match(detail.value)
+            if detail.label in _END_LABELS and end and end.group(1) == start.group(1):
+                return detail
+        return None
+
+    @property
+    def when_line(self) -> str:
+        """The date a one-line item says: "19 Nov 2026 10:00 to 11:00" when it ends that day."""
+        end = self.same_day_end
+        return f"{self.when_shown} to {end.value[-5:]}" if end else self.when_shown
+
+    @property
+    def line_details(self) -> list[Detail]:
+        """The details a one-line item lists: a same-day end is in its date (`when_line`)."""
+        end = self.same_day_end
+        return [d for d in self.details if d is not end]
 
     @property
     def linked_entries(self) -> list[str]:

@@ -127,15 +127,16 @@ def test_each_section_says_what_its_dates_mean(
     assert f'<th scope="col" class="nhsuk-table__header">{label}</th>' in page
     summary = main_html(client.get(f"/record/{record.public_id}/"))
     block = re.search(rf'<section aria-labelledby="h-{section}">.*?</section>', summary, re.S)
-    # On the summary each item says its date once: in its details, or after them with the
-    # section's label ("Onset 5 Jun 2018 · Riverside Medical Practice").
+    # On the summary each item says its date once: in its details, or beside its source with
+    # the section's label ("Onset 5 Jun 2018 · Riverside Medical Practice").
     assert block is not None
     for item in re.findall(r'<li class="sr-compact__item".*?</li>', block.group(0), re.S):
         meta = re.search(r'<p class="sr-compact__meta">(.*?)</p>', item, re.S)
         assert meta is not None
         dates = DATE_SHOWN.findall(re.sub(r"<[^>]+>", "", item))
         assert len(dates) == len(set(dates)), item  # no date said twice
-        said_in_details = bool(DATE_SHOWN.search(item[: meta.start()]))
+        details = re.search(r'<p class="sr-compact__details">(.*?)</p>', item, re.S)
+        said_in_details = details is not None and bool(DATE_SHOWN.search(details.group(1)))
         assert meta.group(1).startswith(f"{label} ") or said_in_details, item
 
 
@@ -156,3 +157,26 @@ def test_a_date_is_left_off_the_summary_line_only_when_a_detail_says_that_very_d
     assert not item("5 May 2020 11:00", label="Issued").date_in_details  # another meaning
     assert not item("3 Mar 2020", when="2020").date_in_details  # a partial date is said
     assert not item("2020", when="2020").date_in_details
+
+
+def test_an_end_on_the_same_day_is_said_in_the_summary_line_and_not_again() -> None:
+    from sharedrecord.presentation.entries import Detail, ShownEntry
+
+    def visit(end: str, label: str = "Ended") -> ShownEntry:
+        return ShownEntry(
+            public_id="x", resource_type="Encounter", section="encounters", title="Visit",
+            when=None, status="", source_name="GP", source_ods="Z", updated_at=None,  # type: ignore[arg-type]
+            when_shown="19 Nov 2026 10:00", details=[Detail("Setting", "Home"), Detail(label, end)],
+        )  # fmt: skip
+
+    same_day = visit("19 Nov 2026 11:00")
+    assert same_day.when_line == "19 Nov 2026 10:00 to 11:00"
+    assert [d.label for d in same_day.line_details] == ["Setting"]
+    assert [d.label for d in visit("19 Nov 2026 11:00", "Ends").line_details] == ["Setting"]
+    for other in (
+        visit("20 Nov 2026 09:00"),
+        visit("19 Nov 2026"),
+        visit("19 Nov 2026 11:00", "Due"),
+    ):
+        assert other.when_line == "19 Nov 2026 10:00"  # another day, no time, another meaning
+        assert len(other.line_details) == 2

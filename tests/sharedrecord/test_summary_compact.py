@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from sharedrecord.record import SUMMARY_CURRENT
-from tests.sharedrecord.fidelity import block, page, probe
+from tests.sharedrecord.fidelity import block, page, probe, words
 
 pytestmark = pytest.mark.django_db
 ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
@@ -53,3 +53,55 @@ def test_allergies_are_never_cut_short(client: Client, registered_gp: Any) -> No
     said = block(page(client, registered_gp, fed), "allergies")
     assert all(f"Allergy number {n:02d}" in said for n in range(1, many + 1))
     assert "See all" not in said
+
+
+def test_a_visit_that_ends_the_day_it_starts_says_both_times_on_one_line(
+    client: Client, registered_gp: Any
+) -> None:
+    visit = {
+        "resourceType": "Encounter",
+        "status": "finished",
+        "class": {"code": "AMB", "display": "ambulatory"},
+        "type": [{"text": "Diabetes review"}],
+        "period": {"start": "2026-03-05T10:00:00Z", "end": "2026-03-05T11:30:00Z"},
+    }
+    fed = probe(visit).patient
+    said = block(page(client, registered_gp, fed), "encounters")
+    assert "When 5 Mar 2026 10:00 to 11:30" in said
+    assert "Ended" not in said  # said once, in the line's date
+    # The section's table keeps the end as its own detail beside the start.
+    section = page(client, registered_gp, fed, "encounters")
+    assert "Ended: 5 Mar 2026 11:30" in words(section)
+
+
+def test_other_care_plans_give_their_titles_and_a_consent_its_decision(
+    client: Client, registered_gp: Any
+) -> None:
+    plan = {
+        "resourceType": "CarePlan",
+        "status": "active",
+        "intent": "plan",
+        "title": "Falls prevention plan",
+        "period": {"start": "2026-02-01"},
+        "activity": [
+            {"detail": {"code": {"text": "Strength and balance class"}, "status": "scheduled"}}
+        ],
+    }
+    # Worded so "About the person" does not recognise it: it is listed with the other plans.
+    consent = {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"text": "Local form 7"},
+        "category": [{"text": "Local form 7"}],
+        "dateTime": "2026-03-02",
+        "provision": {"type": "deny", "code": [{"text": "Blood transfusion"}]},
+    }
+    fed = probe(plan, consent).patient
+    summary = page(client, registered_gp, fed)
+    said = block(summary, "care-plans")
+    assert "Falls prevention plan" in said
+    assert "Strength and balance class" not in said  # a plan's content is on its page
+    assert "Decision: Refuses" in said  # a consent says what it decides, wherever it is listed
+    assert "Blood transfusion" in said
+    assert f'href="/record/{fed.public_id}/care-plans"' in summary
+    assert "Strength and balance class" in words(page(client, registered_gp, fed, "care-plans"))
