@@ -842,6 +842,9 @@ class DocumentShown:
     attachment: Attachment | None
     registered_gp: Organisation | None = None
     banner: Banner | None = None
+    # What the page says it is viewed under ("Viewing as", or emergency access).
+    basis: AccessBasis | None = None
+    policy: ViewPolicy | None = None
 
 
 def document_view(
@@ -895,6 +898,8 @@ def document_view(
         attachment_of(entry.resource),
         registered_gp=_registered_gp(patient),
         banner=banner,
+        basis=basis,
+        policy=policy,
     )
 
 

@@ -697,6 +697,7 @@ def record_document_page(
             patient_id=str(shown.patient.public_id), launch=request.session.get("launch")
         ),
         "entry": shown.entry,
+        "record": shown,  # its basis and policy: what the banner says it is viewed under
         "attachment": attachment,
         "kind": kind,
         "body": body,

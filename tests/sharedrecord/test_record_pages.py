@@ -598,3 +598,28 @@ def test_the_kept_source_counts_follow_every_change_to_the_record(
     signed_in(client, registered_gp)
     confirm_basis(client, record)
     assert "withheld" not in main_html(client.get(summary))
+
+
+def test_every_record_page_says_the_basis_it_is_viewed_under_except_emergency_access(
+    client: Client, unrelated_clinician: User, treating_clinician: User, record: Patient
+) -> None:
+    signed_in(client, unrelated_clinician)
+    assert confirm_basis(client, record, claim=CLAIM).status_code == 302
+    base = f"/record/{record.public_id}/"
+    (letter,) = shown_entries(client.get(f"{base}documents"))
+    for path in ("", "problems", "timeline", f"documents/{letter}"):
+        page = main_html(client.get(base + path))
+        viewing = re.search(r'<p class="nhsuk-body-s sr-viewing-as">(.*?)</p>', page, re.S)
+        assert viewing is not None, path
+        assert "Viewing as: Directly involved" in viewing.group(1)
+        # A described relationship is flagged where the viewer reads it.
+        assert "<strong>(relationship you described;" in viewing.group(1)
+    signed_in(client, treating_clinician)
+    client.post(
+        f"/access/{record.public_id}/emergency",
+        {"reason_code": "OVRER", "reason_text": "Unconscious in resus, no family present"},
+    )
+    for path in ("", "problems", "timeline", f"documents/{letter}"):
+        page = main_html(client.get(base + path))
+        assert "Viewing as:" not in page  # the banner's emergency access notice says it
+        assert "You are viewing this record under emergency access" in page
