@@ -132,6 +132,8 @@ class ShownEntry:
     current: bool = True  # False once its period has ended (an alert that no longer applies)
     verification: str = ""
     codes: list[str] = field(default_factory=list)  # "system|code" of every coding it holds
+    # Whether `when_shown` is the item's start (its type's first date path), not a fallback.
+    when_is_start: bool = False
 
     @property
     def section_label(self) -> str:
@@ -144,16 +146,19 @@ class ShownEntry:
 
     @property
     def date_in_details(self) -> bool:
-        """Whether a detail already says the item's date, so a line need not say it again.
+        """Whether a detail the summary lists already says the item's date.
 
         Only a detail that means the same date: one with the item's own date label
         ("Onset: 5 Jun 2018"), or a period starting then ("Taken: from 13 Sep 2018", which
         is when a medicine started). A partial date ("2020") is always said.
         """
+        return self._says_date(self.summary_details)
+
+    def _says_date(self, details: list[Detail]) -> bool:
         when = self.when_shown
         if not _FULL_DAY.search(when):
             return False
-        for detail in self.details:
+        for detail in details:
             if detail.label == self.date_label and detail.value == when:
                 return True
             if detail.value == f"from {when}" or detail.value.startswith(f"{when} to "):
@@ -162,25 +167,44 @@ class ShownEntry:
 
     @property
     def same_day_end(self) -> Detail | None:
-        """The detail ending the item on its own day ("Ended: 19 Nov 2026 11:00"), if any."""
+        """The detail ending the item later on the day it starts ("Ended: 19 Nov 2026 11:00").
+
+        None unless the item's date is its start (not a fallback such as when it was
+        created), both say a time, the end is not before the start, and no other detail
+        already says the date (the date line would then be left off, and the end with it).
+        """
         start = _DAY_AND_TIME.match(self.when_shown)
-        if start is None:
+        if start is None or not self.when_is_start or self._says_date(self.details):
             return None
         for detail in self.details:
             end = _DAY_AND_TIME.match(detail.value)
-            if detail.label in _END_LABELS and end and end.group(1) == start.group(1):
+            if (
+                detail.label in _END_LABELS
+                and end is not None
+                and end.group(1) == start.group(1)
+                and end.group(2) >= start.group(2)
+            ):
                 return detail
         return None
 
     @property
     def when_line(self) -> str:
-        """The date a one-line item says: "19 Nov 2026 10:00 to 11:00" when it ends that day."""
+        """The date a summary line says: "19 Nov 2026 10:00 to 11:00" when it ends that day."""
         end = self.same_day_end
-        return f"{self.when_shown} to {end.value[-5:]}" if end else self.when_shown
+        if end is None:
+            return self.when_shown
+        return f"{self.when_shown} to {_end_time(end)}"
 
     @property
-    def line_details(self) -> list[Detail]:
-        """The details a one-line item lists: a same-day end is in its date (`when_line`)."""
+    def summary_details(self) -> list[Detail]:
+        """The details the summary lists under the item's title.
+
+        A same-day end is said in the date (`when_line`); a care plan gives its period
+        only (its activities, goals and notes are on the care plans page, linked from
+        the summary). A consent, filed with care plans, says its decision in full.
+        """
+        if self.resource_type == "CarePlan":
+            return [d for d in self.details if d.label == "Period"]
         end = self.same_day_end
         return [d for d in self.details if d is not end]
 
@@ -677,6 +701,12 @@ def title_of(resource: dict[str, Any], resource_type: str) -> str:
     return view.fallback_title
 
 
+def _end_time(end: Detail) -> str:
+    """The time of an end detail ("11:00" of "19 Nov 2026 11:00")."""
+    found = _DAY_AND_TIME.match(end.value)
+    return found.group(2) if found else end.value
+
+
 def when_of(resource: dict[str, Any], view: TypeView | None) -> str:
     """The item's date as sent, shown with its precision (the entry's own date paths)."""
     for path in view.when if view else ():
@@ -813,6 +843,7 @@ def entry_shown(
     viewer may see: a report's results are shown on its row.
     """
     view = TYPES.get(resource_type)
+    start = view.when[0] if view and view.when else ""  # the path of the item's own start
     clinical = _list((resource.get("clinicalStatus") or {}).get("coding"))
     clinical_code = next(
         (str(c["code"]) for c in clinical if isinstance(c, dict) and c.get("code")), ""
@@ -824,6 +855,7 @@ def entry_shown(
         title=title_of(resource, resource_type),
         when=effective_at,
         when_shown=when_of(resource, view),
+        when_is_start=bool(start) and fhir_date(_get(resource, start)) is not None,
         status=clinical_code or str(resource.get("status") or "") or status,
         source_name=source_name,
         source_ods=source_ods,

@@ -178,10 +178,9 @@ def test_the_summary_fits_one_screen_at_1280_by_800(live_server: Any, page: Page
     )
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "summary-one-screen-1280x800.png"), full_page=True)
+    # About 780 px today: a notice under the banner (a stale source, a launch) or an
+    # emergency access box pushes it past the screen, as it should.
     assert bottom <= 800, bottom
-    first = page.locator(".sr-summary [data-entry]").first.bounding_box()
-    assert first is not None
-    assert first["y"] < 800
     columns = page.evaluate(
         "() => [...document.querySelectorAll('.sr-summary__column')]"
         ".map(c => Math.round(c.getBoundingClientRect().left))"

@@ -347,10 +347,11 @@ def test_finding_11_resolved_problems_show_resolution_and_care_plans_their_conte
     assert "Period: from 1 Feb 2023" in shown
     assert "Activity: Diabetic diet (in progress)" in shown
     assert "Activity: Exercise therapy (scheduled)" in shown
-    # The summary names the plan and links to its content (it gives titles only).
+    # The summary names the plan and its period, and links to its content.
     summary = page(client, registered_gp, sent.patient)
     assert row(summary, plan).startswith("Diabetes self management plan")
-    assert "Their details" in block(summary, "care-plans")
+    assert "Period: from 1 Feb 2023" in row(summary, plan)
+    assert "Open care plans" in block(summary, "care-plans")
 
 
 def test_finding_12_a_report_shows_its_conclusion_and_linked_results(

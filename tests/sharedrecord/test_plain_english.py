@@ -115,7 +115,7 @@ DATE_SHOWN = re.compile(r"\d{1,2} [A-Z][a-z]{2} \d{4}(?: \d{2}:\d{2})?")
 @pytest.mark.parametrize(
     ("section", "label"),
     [("problems", "Onset"), ("results", "Taken"), ("medications", "Started"),
-     ("allergies", "Recorded"), ("encounters", "When")],
+     ("allergies", "Recorded"), ("encounters", "When"), ("care-plans", "Started")],
 )  # fmt: skip
 def test_each_section_says_what_its_dates_mean(
     client: Client, registered_gp: Any, record: Patient, section: str, label: str
@@ -162,21 +162,43 @@ def test_a_date_is_left_off_the_summary_line_only_when_a_detail_says_that_very_d
 def test_an_end_on_the_same_day_is_said_in_the_summary_line_and_not_again() -> None:
     from sharedrecord.presentation.entries import Detail, ShownEntry
 
-    def visit(end: str, label: str = "Ended") -> ShownEntry:
+    def visit(end: str, label: str = "Ended", *, starts: bool = True, **more: str) -> ShownEntry:
+        details = [Detail("Setting", "Home"), *(Detail(k, v) for k, v in more.items()),
+                   Detail(label, end)]  # fmt: skip
         return ShownEntry(
             public_id="x", resource_type="Encounter", section="encounters", title="Visit",
             when=None, status="", source_name="GP", source_ods="Z", updated_at=None,  # type: ignore[arg-type]
-            when_shown="19 Nov 2026 10:00", details=[Detail("Setting", "Home"), Detail(label, end)],
+            when_shown="19 Nov 2026 10:00", details=details, when_is_start=starts,
         )  # fmt: skip
 
     same_day = visit("19 Nov 2026 11:00")
     assert same_day.when_line == "19 Nov 2026 10:00 to 11:00"
-    assert [d.label for d in same_day.line_details] == ["Setting"]
-    assert [d.label for d in visit("19 Nov 2026 11:00", "Ends").line_details] == ["Setting"]
-    for other in (
-        visit("20 Nov 2026 09:00"),
-        visit("19 Nov 2026"),
-        visit("19 Nov 2026 11:00", "Due"),
-    ):
-        assert other.when_line == "19 Nov 2026 10:00"  # another day, no time, another meaning
-        assert len(other.line_details) == 2
+    assert [d.label for d in same_day.summary_details] == ["Setting"]
+    assert [d.label for d in visit("19 Nov 2026 11:00", "Ends").summary_details] == ["Setting"]
+    left_alone = [
+        visit("20 Nov 2026 09:00"),  # another day
+        visit("19 Nov 2026"),  # no time
+        visit("19 Nov 2026 11:00", "Due"),  # another meaning
+        visit("19 Nov 2026 09:00"),  # before the start: said as sent, not as a period
+        visit("19 Nov 2026 11:00 (about)"),  # more than a date
+        visit("19 Nov 2026 11:00", starts=False),  # the date is not its start (created)
+        # Another detail says the date, so the line leaves it off: the end stays a detail.
+        visit("19 Nov 2026 11:00", Note="19 Nov 2026 10:00 to 10:30 on the ward"),
+    ]
+    for other in left_alone:
+        assert other.when_line == "19 Nov 2026 10:00", other.details
+        assert other.details[-1] in other.summary_details, other.details
+
+
+def test_a_care_plan_on_the_summary_gives_its_period_and_not_its_content() -> None:
+    from sharedrecord.presentation.entries import Detail, ShownEntry
+
+    plan = ShownEntry(
+        public_id="x", resource_type="CarePlan", section="care-plans", title="Falls plan",
+        when=None, status="", source_name="GP", source_ods="Z", updated_at=None,  # type: ignore[arg-type]
+        when_shown="1 Feb 2026", when_is_start=True,
+        details=[Detail("Plan", "Balance class"), Detail("Period", "from 1 Feb 2026"),
+                 Detail("Activity", "Strength and balance class (scheduled)")],
+    )  # fmt: skip
+    assert [d.label for d in plan.summary_details] == ["Period"]
+    assert plan.date_in_details  # "Period: from 1 Feb 2026" says it

@@ -3,6 +3,7 @@ and alerts are never cut short (they are what to check before treating)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -74,7 +75,7 @@ def test_a_visit_that_ends_the_day_it_starts_says_both_times_on_one_line(
     assert "Ended: 5 Mar 2026 11:30" in words(section)
 
 
-def test_other_care_plans_give_their_titles_and_a_consent_its_decision(
+def test_other_care_plans_give_their_titles_and_dates_and_a_consent_its_decision(
     client: Client, registered_gp: Any
 ) -> None:
     plan = {
@@ -100,8 +101,11 @@ def test_other_care_plans_give_their_titles_and_a_consent_its_decision(
     summary = page(client, registered_gp, fed)
     said = block(summary, "care-plans")
     assert "Falls prevention plan" in said
+    assert "Period: from 1 Feb 2026" in said  # its date, said once
     assert "Strength and balance class" not in said  # a plan's content is on its page
     assert "Decision: Refuses" in said  # a consent says what it decides, wherever it is listed
     assert "Blood transfusion" in said
-    assert f'href="/record/{fed.public_id}/care-plans"' in summary
+    markup = re.search(r'<section aria-labelledby="h-care-plans">.*?</section>', summary, re.S)
+    assert markup is not None
+    assert f'<a href="/record/{fed.public_id}/care-plans">Open care plans</a>' in markup.group(0)
     assert "Strength and balance class" in words(page(client, registered_gp, fed, "care-plans"))

@@ -105,3 +105,9 @@ def test_a_long_timeline_pages_newest_first_and_keeps_its_filters_on_newer_and_o
     assert 'href="?kind=results&amp;page=2"' in html  # "Older" keeps the filter
     assert "Newer" not in html
     assert 'href="?kind=results&amp;page=1"' in main_html(second)
+    # Newest first: today's result on the first page, the oldest fed on the second.
+    fed = Entry.objects.filter(patient=record, resource__code__coding__0__code="1000")
+    newest = fed.get(resource__valueQuantity__value=0)
+    oldest = fed.get(resource__valueQuantity__value=SECTION_PAGE_SIZE + 4)
+    assert str(newest.public_id) in on_first
+    assert str(oldest.public_id) in on_second
