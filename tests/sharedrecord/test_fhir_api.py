@@ -332,6 +332,38 @@ def test_a_partner_system_reads_as_its_organisation_and_is_audited_as_itself(
     assert ended.json_body["resourceType"] == "OperationOutcome"
 
 
+def test_a_revoked_or_expired_token_or_a_closed_account_fails_at_once(
+    client: Client, record: Patient
+) -> None:
+    # The token, its application and its account are one query, read afresh on
+    # every request: nothing is kept that could outlive a revocation.
+    from oauth2_provider.models import AccessToken
+
+    from sharedrecord.oauth.consent import token_digest
+
+    path = f"Patient/{record.public_id}/$everything"
+    hospital = partner("ZAC01")
+    for ends in ("revoked", "expired", "account closed"):
+        token = partner_token(client, hospital, name=f"Borough EPR {ends}")
+        assert fhir_get(client, token, path).status_code == 200
+        access = AccessToken.objects.select_related("application__user").get(
+            token_checksum=token_digest(token)
+        )
+        if ends == "revoked":
+            access.revoke()
+        elif ends == "expired":
+            access.expires = access.expires - datetime.timedelta(days=1)
+            access.save()
+        else:
+            account = access.application.user
+            account.is_active = False
+            account.save()
+        events = AuditEvent.objects.filter(action="api-read").count()
+        refused = fhir_get(client, token, path)
+        assert refused.status_code == 401, ends
+        assert AuditEvent.objects.filter(action="api-read").count() == events  # nothing read
+
+
 def test_nobody_learns_whether_a_person_or_entry_exists(
     client: Client, unrelated_clinician, record: Patient
 ) -> None:
