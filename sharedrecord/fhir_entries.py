@@ -377,13 +377,12 @@ SELECT
     {first_page}
 FROM shown s
 """
-# What only the first page asks, in its statement rather than one round trip
-# each: whether anything is withheld (overall), and the total when more pages
-# follow and the search wants one. A scalar subquery under a CASE that does not
-# take it is never run, so a record that fits in the page is not counted again.
-FIRST_PAGE_SQL = """EXISTS ({hidden}) AS withheld,
-    CASE WHEN (SELECT count(*) FROM numbered) > %s THEN ({counted}) END AS total"""
-LATER_PAGE_SQL = "NULL AS withheld, NULL AS total"
+# What only the first page asks, in its statement rather than a round trip of
+# its own: whether anything is withheld (overall). (The total of a record longer
+# than a page stays a query of its own: compiling it for every first page cost
+# more than the round trip it would save on the few that need it.)
+FIRST_PAGE_SQL = "EXISTS ({hidden}) AS withheld"
+LATER_PAGE_SQL = "NULL AS withheld"
 # The page's Provenance entries (`_revinclude=Provenance:target`), only when asked
 # for: an aggregate's argument is built for every row, whatever CASE is around it.
 PROVENANCE_SQL = """coalesce(string_agg(jsonb_build_object(
@@ -425,16 +424,7 @@ class _PageRead:
     ids: list[str]
     sources: list[str]
     last: tuple[datetime.datetime, uuid.UUID] | None
-    withheld: bool | None  # the first page's answers (None on a later page)
-    total: int | None  # None on a later page, when no more follow, or not counted
-
-
-@dataclass(frozen=True)
-class _FirstPage:
-    """The first page's questions: what is withheld, and the matching entries to count."""
-
-    hidden: QuerySet[Entry, Any]
-    matching: QuerySet[Entry, Any] | None  # None: no total asked for (_total=none)
+    withheld: bool | None  # the first page's answer (None on a later page)
 
 
 def _page_read(
@@ -445,12 +435,12 @@ def _page_read(
     policy: ViewPolicy,
     base: str,
     provenance: bool,
-    first: _FirstPage | None,
+    hidden: QuerySet[Entry, Any] | None,
 ) -> _PageRead:
     """The page (at most `count` entries of `keys`, which holds one more if more follow).
 
-    With `first`, the same statement says whether anything is withheld, and
-    counts `first.matching` if more pages follow.
+    With `hidden` (on a first page), the same statement says whether any of
+    those entries exists.
     """
     resource = _resource_sql(patient, policy)
     generated = {
@@ -460,19 +450,10 @@ def _page_read(
     }
     page = keys.annotate(**generated).values(*PAGE_COLUMNS, *resource.stored)[: count + 1]
     keys_sql, keys_params = page.query.sql_with_params()
-    first_sql, first_params = LATER_PAGE_SQL, []
-    if first is not None:
-        hidden_sql, hidden_params = first.hidden.values("pk")[:1].query.sql_with_params()
-        counted_sql, counted_params = (
-            first.matching.order_by().values("pk").query.sql_with_params()
-            if first.matching is not None
-            else ("", ())
-        )
-        first_sql = FIRST_PAGE_SQL.format(
-            hidden=hidden_sql,
-            counted=f"SELECT count(*) FROM ({counted_sql}) c" if counted_sql else "NULL",  # noqa: S608 (ORM SQL)
-        )
-        first_params = [*hidden_params, count, *counted_params]
+    first_sql, first_params = LATER_PAGE_SQL, ()
+    if hidden is not None:
+        hidden_sql, first_params = hidden.values("pk")[:1].query.sql_with_params()
+        first_sql = FIRST_PAGE_SQL.format(hidden=hidden_sql)
     sql = PAGE_SQL.format(
         keys=keys_sql,
         resource=resource.expression,
@@ -494,13 +475,10 @@ def _page_read(
     with connections[read_alias()].cursor() as cursor:
         cursor.execute(PAGE_PLAN_SQL + sql, params)
         cursor.nextset()  # past the SET
-        (fetched, shown, entries, prov, ids, sources, last_received, last_id, withheld,
-         total) = cursor.fetchone()  # fmt: skip
+        (fetched, shown, entries, prov, ids, sources, last_received, last_id,
+         withheld) = cursor.fetchone()  # fmt: skip
     last = (last_received, last_id) if last_id is not None else None
-    return _PageRead(
-        fetched > count, shown, entries, prov, ids, sources, last, withheld,
-        None if total is None else int(total),
-    )  # fmt: skip
+    return _PageRead(fetched > count, shown, entries, prov, ids, sources, last, withheld)
 
 
 def api_entries_page(
@@ -564,21 +542,18 @@ def api_entries_page(
         matching = matching.filter(after)
     keys = matching.select_related(None).order_by("received_at", "public_id")
     # The first page also asks whether anything is withheld (overall: never
-    # which type or section it is in) and, if more pages follow, the total.
-    first = None
-    if cursor is None:
-        first = _FirstPage(visible.hidden, matching if counted else None)
+    # which type or section it is in).
     read = _page_read(
         keys=keys,
         count=count, patient=patient, policy=policy, base=base, provenance=provenance,
-        first=first,
+        hidden=visible.hidden if cursor is None else None,
     )  # fmt: skip
     if cursor is not None:
         total, withheld = cursor.total, cursor.withheld
-    elif read.more:
-        total, withheld = read.total, bool(read.withheld)
-    else:  # the page holds every match (none at all with _count=0)
-        total = read.shown if count > 0 else (0 if counted else None)
+    else:
+        total = (
+            read.shown if not read.more and count > 0 else (matching.count() if counted else None)
+        )
         withheld = bool(read.withheld)
     next_cursor = None
     if read.more and read.last is not None:  # _count=0 asks for the total alone

@@ -367,7 +367,8 @@ def test_a_revoked_or_expired_token_or_a_closed_account_fails_at_once(
 def test_a_first_page_counts_and_flags_what_is_withheld_for_the_pages_after_it(
     client: Client, record: Patient
 ) -> None:
-    # The first page asks both in its own statement; later pages carry its answers.
+    # The first page asks what is withheld in its own statement; later pages carry
+    # its answers (and its total).
     nurse = User.objects.create_user(
         "persona.nurse2", organisation=partner("ZAC01"), role="nurse", password="x-password-123"
     )

@@ -35,7 +35,7 @@ PARTNER_ODS = "ZAC01"  # the acute trust, a feeding partner
 # withheld count in one scan, kept until the record changes: the bound is for a
 # page that has to count), and write one audit event (with its chain head).
 # An API page is one statement for its entries, whatever the page size (the
-# first page's total and withheld flag are asked in it too). A bearer token is
+# first page's withheld flag is asked in it too). A bearer token is
 # one query with its application, account and organisation; an audit event two
 # statements (its chain head, then the row and the head moved on together).
 # The summary and $everything ask once which pull sources to ask live (issue 25).
