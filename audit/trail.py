@@ -150,12 +150,17 @@ def audit_event_record(
     subject = subject or AuditSubject()
     context = context or AuditContext()
     # A round trip through JSON keeps the hashed detail identical to what
-    # PostgreSQL's jsonb hands back to the verifier.
-    detail = json.loads(json.dumps(detail or {}, default=str))
+    # PostgreSQL's jsonb hands back to the verifier. The text is written as made
+    # (an API read's detail names thousands of entries: it is encoded once here).
+    detail_text = json.dumps(detail or {}, default=str)
+    detail = json.loads(detail_text)
     occurred_at = timezone.now()
+    # Two statements: lock the stripe's head (its hash is the new row's
+    # prev_hash), then insert the row and move the head in one. No savepoint:
+    # a failure here fails the caller's whole transaction, as it must.
     with (
         AUDIT_WRITE_SECONDS.labels("event").time(),
-        transaction.atomic(),
+        transaction.atomic(savepoint=False),
         connection.cursor() as cursor,
     ):
         stripe = _stripe()
@@ -186,31 +191,19 @@ def audit_event_record(
             client_address=context.client_address,
         )
         digest = chain_link(head_hash, fields)
+        row_marks = "(" + ", ".join(["%s"] * 18 + ["%s::jsonb", "%s", "%s"]) + ")"
         cursor.execute(
-            """
-            INSERT INTO audit_event (
-                occurred_at, stripe, seq, prev_hash, hash, action, outcome, actor_type,
-                actor_id, actor_name, actor_role, actor_role_code, actor_org_ods, patient_id,
-                nhs_number, patient_gp_ods, source_ods, purpose, detail, request_id,
-                client_address
-            ) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                      %s::jsonb, %s, %s)
-            RETURNING id
-            """,
+            _INSERT_EVENTS.format(values=row_marks),
             [
                 occurred_at, stripe, seq, head_hash, digest, fields["action"], fields["outcome"],
                 fields["actor_type"], actor.id, fields["actor_name"], fields["actor_role"],
                 fields["actor_role_code"], fields["actor_org_ods"], subject.patient_id,
                 fields["nhs_number"], fields["patient_gp_ods"], fields["source_ods"],
-                fields["purpose"], json.dumps(detail), fields["request_id"],
-                fields["client_address"],
+                fields["purpose"], detail_text, fields["request_id"],
+                fields["client_address"], seq, digest, stripe,
             ],
         )  # fmt: skip
         (event_id,) = cursor.fetchone()
-        cursor.execute(
-            "UPDATE audit_chain_head SET seq = %s, hash = %s WHERE stripe = %s",
-            [seq, digest, stripe],
-        )
     return int(event_id)
 
 

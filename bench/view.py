@@ -3,7 +3,8 @@
 Run: .venv/bin/python -m sharedrecord.localservices exec -- .venv/bin/python bench/view.py
 
 Steps:
-1. Make a private database (sharedrecord_bench_view) and migrate it.
+1. Make a private database (BENCH_VIEW_DATABASE, default sharedrecord_bench_view) and
+   migrate it.
 2. For persons with 5,000 and 50,000 entries (60% results, the rest spread
    over medications, problems, encounters, appointments and care plans; one in
    twenty still active, like a long record), record a GP's access basis, and
@@ -34,6 +35,8 @@ from records import bench_database, bench_gp, bench_practice, long_record_person
 
 SIZES = [int(n) for n in os.environ.get("BENCH_VIEW_SIZES", "5000,50000").split(",")]
 RUNS = int(os.environ.get("BENCH_VIEW_RUNS", "15"))
+# A worktree of its own may name its own database (its migrations may differ).
+DATABASE = os.environ.get("BENCH_VIEW_DATABASE", "sharedrecord_bench_view")
 
 
 def _time(fn: Any) -> tuple[float, float]:
@@ -46,7 +49,7 @@ def _time(fn: Any) -> tuple[float, float]:
 
 
 def main() -> None:
-    bench_database("sharedrecord_bench_view")
+    bench_database(DATABASE)
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext

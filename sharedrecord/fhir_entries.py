@@ -373,9 +373,16 @@ SELECT
     coalesce(array_agg(DISTINCT s.ods_code), '{{}}') AS sources,
     -- Where the next page starts, if one follows: the page's last row.
     (SELECT received_at FROM numbered WHERE n = %s) AS last_received,
-    (SELECT public_id FROM numbered WHERE n = %s) AS last_id
+    (SELECT public_id FROM numbered WHERE n = %s) AS last_id,
+    {first_page}
 FROM shown s
 """
+# What only the first page asks, in its statement rather than a round trip of
+# its own: whether anything is withheld (overall). (The total of a record longer
+# than a page stays a query of its own: compiling it for every first page cost
+# more than the round trip it would save on the few that need it.)
+FIRST_PAGE_SQL = "EXISTS ({hidden}) AS withheld"
+LATER_PAGE_SQL = "NULL AS withheld"
 # The page's Provenance entries (`_revinclude=Provenance:target`), only when asked
 # for: an aggregate's argument is built for every row, whatever CASE is around it.
 PROVENANCE_SQL = """coalesce(string_agg(jsonb_build_object(
@@ -417,6 +424,7 @@ class _PageRead:
     ids: list[str]
     sources: list[str]
     last: tuple[datetime.datetime, uuid.UUID] | None
+    withheld: bool | None  # the first page's answer (None on a later page)
 
 
 def _page_read(
@@ -427,8 +435,13 @@ def _page_read(
     policy: ViewPolicy,
     base: str,
     provenance: bool,
+    hidden: QuerySet[Entry, Any] | None,
 ) -> _PageRead:
-    """The page (at most `count` entries of `keys`, which holds one more if more follow)."""
+    """The page (at most `count` entries of `keys`, which holds one more if more follow).
+
+    With `hidden` (on a first page), the same statement says whether any of
+    those entries exists.
+    """
     resource = _resource_sql(patient, policy)
     generated = {
         name: RawSQL(f'"sharedrecord_entry"."{name}"', [], output_field=GENERATED_COLUMNS[name])  # noqa: S611 (constants)
@@ -437,11 +450,16 @@ def _page_read(
     }
     page = keys.annotate(**generated).values(*PAGE_COLUMNS, *resource.stored)[: count + 1]
     keys_sql, keys_params = page.query.sql_with_params()
+    first_sql, first_params = LATER_PAGE_SQL, ()
+    if hidden is not None:
+        hidden_sql, first_params = hidden.values("pk")[:1].query.sql_with_params()
+        first_sql = FIRST_PAGE_SQL.format(hidden=hidden_sql)
     sql = PAGE_SQL.format(
         keys=keys_sql,
         resource=resource.expression,
         joins=resource.joins,
         provenance=PROVENANCE_SQL if provenance else "''",
+        first_page=first_sql,
     )
     params = [
         *keys_params,
@@ -452,13 +470,15 @@ def _page_read(
         *([base, json.dumps(PROVENANCE_AUTHOR), ODS_SYSTEM] if provenance else []),
         count,
         count,
+        *first_params,
     ]
     with connections[read_alias()].cursor() as cursor:
         cursor.execute(PAGE_PLAN_SQL + sql, params)
         cursor.nextset()  # past the SET
-        fetched, shown, entries, prov, ids, sources, last_received, last_id = cursor.fetchone()
+        (fetched, shown, entries, prov, ids, sources, last_received, last_id,
+         withheld) = cursor.fetchone()  # fmt: skip
     last = (last_received, last_id) if last_id is not None else None
-    return _PageRead(fetched > count, shown, entries, prov, ids, sources, last)
+    return _PageRead(fetched > count, shown, entries, prov, ids, sources, last, withheld)
 
 
 def api_entries_page(
@@ -521,9 +541,12 @@ def api_entries_page(
         )
         matching = matching.filter(after)
     keys = matching.select_related(None).order_by("received_at", "public_id")
+    # The first page also asks whether anything is withheld (overall: never
+    # which type or section it is in).
     read = _page_read(
         keys=keys,
         count=count, patient=patient, policy=policy, base=base, provenance=provenance,
+        hidden=visible.hidden if cursor is None else None,
     )  # fmt: skip
     if cursor is not None:
         total, withheld = cursor.total, cursor.withheld
@@ -531,8 +554,7 @@ def api_entries_page(
         total = (
             read.shown if not read.more and count > 0 else (matching.count() if counted else None)
         )
-        # Anything withheld, overall: never which type or section it is in.
-        withheld = visible.hidden.exists()
+        withheld = bool(read.withheld)
     next_cursor = None
     if read.more and read.last is not None:  # _count=0 asks for the total alone
         next_cursor = Cursor(as_of, read.last[0], read.last[1], total, withheld, query)

@@ -263,3 +263,27 @@ def test_partitions_are_made_ahead_and_guarded() -> None:
         made_ahead = cursor.fetchone()
     assert unguarded == 0
     assert made_ahead == (True, True)
+
+
+@pytest.mark.django_db
+def test_a_long_list_of_entries_is_stored_whole_uncompressed_in_every_partition() -> None:
+    from audit.trail import audit_partitions_ensure
+
+    audit_partitions_ensure(months_ahead=6)  # partitions made after the migration too
+    entries = [str(uuid.uuid4()) for _ in range(2000)]
+    event_id = _record(detail={"entries": entries})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT count(*) FILTER (WHERE a.attstorage <> 'e'), count(*)
+            FROM pg_attribute a
+            WHERE a.attname = 'detail' AND a.attrelid IN (
+                SELECT 'audit_event'::regclass
+                UNION ALL SELECT inhrelid FROM pg_inherits
+                WHERE inhparent = 'audit_event'::regclass)
+            """
+        )
+        compressing, partitions = cursor.fetchone()
+    assert (compressing, partitions > 6) == (0, True)
+    assert AuditEvent.objects.get(id=event_id).detail["entries"] == entries
+    assert audit_chain_verify().intact

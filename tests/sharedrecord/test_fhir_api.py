@@ -332,6 +332,73 @@ def test_a_partner_system_reads_as_its_organisation_and_is_audited_as_itself(
     assert ended.json_body["resourceType"] == "OperationOutcome"
 
 
+def test_a_revoked_or_expired_token_or_a_closed_account_fails_at_once(
+    client: Client, record: Patient
+) -> None:
+    # The token, its application and its account are one query, read afresh on
+    # every request: nothing is kept that could outlive a revocation.
+    from oauth2_provider.models import AccessToken
+
+    from sharedrecord.oauth.consent import token_digest
+
+    path = f"Patient/{record.public_id}/$everything"
+    hospital = partner("ZAC01")
+    for ends in ("revoked", "expired", "account closed"):
+        token = partner_token(client, hospital, name=f"Borough EPR {ends}")
+        assert fhir_get(client, token, path).status_code == 200
+        access = AccessToken.objects.select_related("application__user").get(
+            token_checksum=token_digest(token)
+        )
+        if ends == "revoked":
+            access.revoke()
+        elif ends == "expired":
+            access.expires = access.expires - datetime.timedelta(days=1)
+            access.save()
+        else:
+            account = access.application.user
+            account.is_active = False
+            account.save()
+        events = AuditEvent.objects.filter(action="api-read").count()
+        refused = fhir_get(client, token, path)
+        assert refused.status_code == 401, ends
+        assert AuditEvent.objects.filter(action="api-read").count() == events  # nothing read
+
+
+def test_a_first_page_counts_and_flags_what_is_withheld_for_the_pages_after_it(
+    client: Client, record: Patient
+) -> None:
+    # The first page asks what is withheld in its own statement; later pages carry
+    # its answers (and its total).
+    nurse = User.objects.create_user(
+        "persona.nurse2", organisation=partner("ZAC01"), role="nurse", password="x-password-123"
+    )
+    token = staff_token(client, nurse)
+    path = f"Patient/{record.public_id}/$everything"
+    whole = everything_ids(client, token, record)
+    page = fhir_get(client, token, path, {"_count": 2}).json_body
+    pages, seen = 0, []
+    while True:
+        pages += 1
+        assert page["total"] == len(whole)
+        modes = [e["search"]["mode"] for e in page["entry"]]
+        assert modes.count("outcome") == 1  # withheld, said on every page
+        seen += [i for i in entry_ids(page) if i != str(record.public_id)]
+        next_url = next((lk["url"] for lk in page["link"] if lk["relation"] == "next"), "")
+        if not next_url:
+            break
+        page = fhir_get(client, token, next_url.split("/fhir/R4/", 1)[1]).json_body
+    assert pages > 2
+    assert sorted(seen) == sorted(whole)
+    only_total = fhir_get(client, token, path, {"_count": 0}).json_body
+    assert only_total["total"] == len(whole)
+    for kind in ("Observation", "Immunization"):  # some entries, perhaps none
+        params = {"_type": kind}
+        listed = fhir_get(client, token, path, {**params, "_count": 1000}).json_body
+        counted = fhir_get(client, token, path, {**params, "_count": 0}).json_body
+        assert counted["total"] == listed["total"] == len(entry_ids(listed))
+        assert "entry" not in counted or not entry_ids(counted)
+
+
 def test_nobody_learns_whether_a_person_or_entry_exists(
     client: Client, unrelated_clinician, record: Patient
 ) -> None:
