@@ -151,7 +151,10 @@ class ReplicaReadsMiddleware:
         )
         with replica_reads(allowed=allowed) as reads:
             response = self.get_response(request)
-        if reads.wrote and session is not None:
+        # Only a session the request already has (a signed-in member of staff): a bearer
+        # client's write (its token) would otherwise be handed a session that is read
+        # and saved, with a durable commit, on every later read that sends it back.
+        if reads.wrote and session is not None and session.session_key is not None:
             session[STICKY_SESSION_KEY] = time.time() + settings.REPLICA_STICKY_SECONDS
         if reads.used_replica:
             response["X-Read-From"] = "replica"
