@@ -530,7 +530,8 @@ def test_a_postgres_restart_mid_ingest_loses_and_doubles_nothing(
     partner = Partner(stack)
     mllp, mllp_port = stack.start_mllp()  # before the messages: it takes seconds to start
     by_mllp = hl7v2_message("pgmllp")
-    messages = [fhir_message(f"pg{n}", observations=80) for n in range(16)]
+    # Big enough that a worker is well inside a message when PostgreSQL stops, not committing it.
+    messages = [fhir_message(f"pg{n}", observations=200) for n in range(16)]
     messages.insert(13, hl7v2_message("pgdown"))
     before, during, after = messages[:10], messages[10:14], messages[14:]
     answers = send_all(partner, before)
