@@ -21,11 +21,12 @@ import psutil
 import psycopg
 import pytest
 from django.conf import settings
+from django.db import transaction
 from psycopg import sql
 
 from ingestion.models import FeedMessage
 from ingestion.processing import MESSAGE_LOCK_NAMESPACE
-from ingestion.tasks import feed_message_process_task
+from sharedrecord.celery import app as celery_app
 from sharedrecord.localservices import with_database
 from tests.factories import feed, make_credential, next_nhs_number, partner, small_bundle
 from tests.services import BASE_DIR, CeleryWorker, database_url, free_port
@@ -100,18 +101,35 @@ def test_the_local_runner_stops_everything_it_started(
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_told_to_stop_finishes_the_message_it_holds() -> None:
     credential, _ = make_credential(partner("ZAC01"))
-    message = feed(credential, small_bundle(next_nhs_number(), key="stop1"), process=False)
     queue = f"stop-{uuid.uuid4().hex[:10]}"
+    # The message is queued on this test's own queue only: the session's worker
+    # (tests/conftest.py), if an earlier test started it, must never take it.
+    previous_queue = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = queue
+    try:
+        message = _stop_while_holding(queue, credential)
+    finally:
+        celery_app.conf.task_default_queue = previous_queue
+    assert FeedMessage.objects.get(pk=message.pk).status == "done"
+
+
+def _stop_while_holding(queue: str, credential: Any) -> FeedMessage:
+    """SIGTERM a worker while its message waits on a lock; returns once the worker exited."""
     worker = CeleryWorker(database=database_url(settings.DATABASES["default"]), queue=queue)
     worker.start()
     assert worker.proc is not None
     # Hold the message's processing lock, so the worker's task stays in flight.
     with psycopg.connect(database_url(settings.DATABASES["default"]), autocommit=True) as hold:
-        hold.execute("SELECT pg_advisory_lock(%s, %s)", [MESSAGE_LOCK_NAMESPACE, message.pk])
         try:
             worker.wait_ready()
             log_start = worker.log_path.stat().st_size
-            feed_message_process_task.apply_async((message.pk,), queue=queue)
+            # Stored and locked in one transaction; its commit queues it (receiving.py).
+            with transaction.atomic():
+                message = feed(credential, small_bundle(next_nhs_number(), key="stop1"),
+                               process=False)  # fmt: skip
+                hold.execute(
+                    "SELECT pg_advisory_lock(%s, %s)", [MESSAGE_LOCK_NAMESPACE, message.pk]
+                )
             _wait_for(
                 lambda: FeedMessage.objects.get(pk=message.pk).status == "processing",
                 "the worker to claim the message",
@@ -125,9 +143,9 @@ def test_a_worker_told_to_stop_finishes_the_message_it_holds() -> None:
             )
             assert worker.proc.poll() is None  # still finishing what it holds
         finally:
-            hold.execute("SELECT pg_advisory_unlock(%s, %s)", [MESSAGE_LOCK_NAMESPACE, message.pk])
+            hold.execute("SELECT pg_advisory_unlock_all()")
     try:
         assert worker.proc.wait(timeout=60) == 0
     finally:
         worker.stop()
-    assert FeedMessage.objects.get(pk=message.pk).status == "done"
+    return message
