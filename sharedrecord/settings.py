@@ -68,6 +68,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "sharedrecord.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "sharedrecord.sessions.SessionRenewalMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -202,7 +203,10 @@ AXES_DISABLE_ACCESS_LOG = True
 SESSION_IDLE_TIMEOUT_MINUTES = env_int("SESSION_IDLE_TIMEOUT_MINUTES", default=15)
 SESSION_IDLE_WARNING_SECONDS = env_int("SESSION_IDLE_WARNING_SECONDS", default=120)
 SESSION_COOKIE_AGE = SESSION_IDLE_TIMEOUT_MINUTES * 60
-SESSION_SAVE_EVERY_REQUEST = True
+# A session is renewed by use at most this often (sharedrecord/sessions.py), not saved on
+# every request: the server may end it up to this long before SESSION_COOKIE_AGE after
+# its last request, and every page counts down what the server really allows.
+SESSION_RENEW_SECONDS = env_int("SESSION_RENEW_SECONDS", default=60)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 
 # Viewing a record. The consent model is the programme's choice:

@@ -74,6 +74,7 @@ from sharedrecord.secondfactor import (
     totp_device_enrolling,
     totp_verify,
 )
+from sharedrecord.sessions import session_renew
 from sharedrecord.sso.provider import end_session_url, provider_config
 from sharedrecord.sso.views import SIGN_IN
 from sharedrecord.timeline import TimelineFilters, record_timeline
@@ -225,6 +226,7 @@ def sign_in_locked_out(
 @never_cache
 def session_status(request: HttpRequest) -> JsonResponse:
     """Renew the session (the "stay signed in" button) and say how long it now lasts."""
+    session_renew(request.session, force=True)
     return JsonResponse({"idle_seconds": settings.SESSION_COOKIE_AGE})
 
 
@@ -530,7 +532,8 @@ def _record_response(
     except SectionNotAvailable as denied:
         context = {"message": denied.message, "patient_id": patient_id}
         return render(request, "sharedrecord/section_not_available.html", context, status=403)
-    request.session[SESSION_RECORD_OPEN] = str(record.patient.public_id)
+    if request.session.get(SESSION_RECORD_OPEN) != str(record.patient.public_id):
+        request.session[SESSION_RECORD_OPEN] = str(record.patient.public_id)  # a session write
     # Issue 25: on the summary, the pull sources are asked live (sharedrecord/live.py).
     live = None
     if section is None:

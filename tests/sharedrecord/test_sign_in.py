@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 
 import pytest
+from django.contrib.sessions.models import Session
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
+from sharedrecord.sessions import SESSION_RENEWED
 from tests.factories import main_html
 
 pytestmark = pytest.mark.django_db
@@ -102,7 +108,6 @@ def test_the_session_ends_after_the_idle_timeout_and_every_page_says_when(
     client: Client, registered_gp, settings
 ) -> None:
     assert settings.SESSION_COOKIE_AGE == 15 * 60
-    assert settings.SESSION_SAVE_EVERY_REQUEST is True
     _sign_in(client, "persona.gp", PASSWORD)
     home = client.get("/")
     assert 'data-idle-seconds="900"' in home.content.decode()
@@ -118,3 +123,45 @@ def test_the_session_ends_after_the_idle_timeout_and_every_page_says_when(
     assert event.detail == {"idle_timeout": True}
     page = client.get("/accounts/login/?timeout=1")
     assert "You were signed out because you had not done anything" in main_html(page)
+
+
+def _session_row(client: Client) -> Session:
+    return Session.objects.get(session_key=client.session.session_key)
+
+
+def _as_if_used_seconds_ago(client: Client, seconds: int) -> None:
+    """Move the session's last renewal (and its expiry with it) back in time."""
+    session = client.session
+    session[SESSION_RENEWED] = session[SESSION_RENEWED] - seconds
+    session.save()
+    Session.objects.filter(session_key=session.session_key).update(
+        expire_date=timezone.now() + datetime.timedelta(seconds=900 - seconds)
+    )
+
+
+def test_a_page_renews_the_session_at_most_once_a_minute_and_says_what_is_left(
+    client: Client, registered_gp, settings
+) -> None:
+    _sign_in(client, "persona.gp", PASSWORD)
+    client.get("/")
+    with CaptureQueriesContext(connection) as queries:
+        again = client.get("/")
+    assert [q for q in queries.captured_queries if "UPDATE" in q["sql"]] == []
+    assert 'data-idle-seconds="900"' in again.content.decode()
+
+    _as_if_used_seconds_ago(client, 50)  # renewed 50 s ago: not yet renewed again
+    before = _session_row(client).expire_date
+    page = client.get("/")
+    assert _session_row(client).expire_date == before
+    # The page counts down what the server will allow, never more.
+    assert re.search(r'data-idle-seconds="(84\d|850)"', page.content.decode())
+
+    _as_if_used_seconds_ago(client, 30)  # 80 s since the last renewal: this one renews
+    page = client.get("/")
+    assert _session_row(client).expire_date - timezone.now() > datetime.timedelta(seconds=890)
+    assert 'data-idle-seconds="900"' in page.content.decode()
+
+    _as_if_used_seconds_ago(client, 50)
+    assert client.get("/accounts/session").json() == {"idle_seconds": 900}  # "stay signed in"
+    renewed = _session_row(client).expire_date - timezone.now()
+    assert renewed > datetime.timedelta(seconds=890)
