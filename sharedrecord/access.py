@@ -55,7 +55,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, Max, OuterRef, Q, QuerySet
+from django.contrib.postgres.fields import ArrayField
+from django.db.models import CharField, Exists, Max, OuterRef, Q, QuerySet, Value
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
@@ -559,13 +560,23 @@ def view_policy_for(
 
 def _restricted() -> Q:
     rules = policy_table().sensitivity
-    return Q(sensitivity__overlap=sorted(rules.restricted_labels)) | Q(
-        codes__overlap=sorted(rules.sensitive_codes)
+    return Q(sensitivity__overlap=_one_array(rules.restricted_labels)) | Q(
+        codes__overlap=_one_array(rules.sensitive_codes)
     )
 
 
 def _very_restricted() -> Q:
-    return Q(sensitivity__overlap=sorted(policy_table().sensitivity.very_restricted_labels))
+    return Q(sensitivity__overlap=_one_array(policy_table().sensitivity.very_restricted_labels))
+
+
+def _one_array(values: Collection[str]) -> Value:
+    """A list for an array lookup as one parameter, not an ARRAY[] of one per value.
+
+    Django wraps each value of a plain list in an expression of its own: for the
+    policy's hundreds of sensitive codes that took milliseconds to build and
+    compile in every statement, for every viewer without a relationship.
+    """
+    return Value(sorted(values), output_field=ArrayField(CharField()))
 
 
 @dataclass(frozen=True)
@@ -606,20 +617,24 @@ def entries_visible(
     own = Q(source_org_id=policy.organisation_id)
     hidden = _very_restricted() if policy.restricted_visible else _restricted() | _very_restricted()
     hidden &= ~own
-    care_shown = Entry.objects.filter(
-        patient=patient,
-        source_org_id=OuterRef("source_org_id"),
-        section__in=sorted(policy.sections - {RecordSection.DEMOGRAPHICS.value}),
-        source_org__in=active,
-    ).exclude(hidden)
-    knows_only = (
-        Q(section=RecordSection.DEMOGRAPHICS)
-        & ~own
-        & ~Q(source_org__kind=OrganisationKind.REGISTRATION_AUTHORITY)
-        & ~Q(source_org__ods_code=patient.registered_gp_ods)
-        & ~Q(Exists(care_shown))
-    )
-    shown = ~hidden & ~knows_only
+    shown = ~hidden
+    # Only a demographics entry can be a source's "knows only" copy: without the section
+    # the rule is false for every row, and its subquery costs the planner a millisecond
+    # or more in every statement that carries it.
+    if RecordSection.DEMOGRAPHICS.value in wanted:
+        care_shown = Entry.objects.filter(
+            patient=patient,
+            source_org_id=OuterRef("source_org_id"),
+            section__in=sorted(policy.sections - {RecordSection.DEMOGRAPHICS.value}),
+            source_org__in=active,
+        ).exclude(hidden)
+        shown &= ~(
+            Q(section=RecordSection.DEMOGRAPHICS)
+            & ~own
+            & ~Q(source_org__kind=OrganisationKind.REGISTRATION_AUTHORITY)
+            & ~Q(source_org__ods_code=patient.registered_gp_ods)
+            & ~Q(Exists(care_shown))
+        )
     return VisibleEntries(
         entries=in_scope.filter(shown).select_related("source_org"),
         hidden=in_scope.filter(hidden),

@@ -127,7 +127,7 @@ def record_timeline(
             policy,
             clinical,
         )
-        banner = _banner(everything, policy)
+        banner = _banner(patient, policy)
         record.banner = banner
         shown = record.items
         audit_event_record(

@@ -14,7 +14,8 @@ from django.test import Client
 
 from ingestion.demo import PEOPLE, BundleBuilder
 from ingestion.fhir.fields import codes_of
-from sharedrecord.models import Entry, Patient
+from sharedrecord.access import entries_visible, view_policy_for
+from sharedrecord.models import Entry, Patient, User
 from sharedrecord.policy import policy_table
 from tests.factories import (
     confirm_basis,
@@ -139,6 +140,20 @@ def test_coded_items_are_restricted_without_any_label(
             assert f"{prefix} {words}" in page, (section, words)
         assert "Sensitive" in page
         assert "withheld" not in page
+
+
+def test_the_policy_carries_the_sensitive_codes_as_one_parameter(treating_clinician) -> None:
+    # Hundreds of codes as one array each statement binds once, not an expression per
+    # code: building and compiling those took milliseconds per statement (issue 20).
+    codes = sorted(policy_table().sensitivity.sensitive_codes)
+    assert len(codes) > 100
+    patient = sensitive_record()
+    viewer = User.objects.select_related("organisation").get(pk=treating_clinician.pk)
+    policy = view_policy_for(viewer=viewer, basis_kind="direct-care", relationships=())
+    assert not policy.restricted_visible
+    _, params = entries_visible(patient=patient, policy=policy).entries.query.sql_with_params()
+    assert codes in params
+    assert len(params) < 50
 
 
 def test_stored_entries_keep_every_coding(registered_gp) -> None:
