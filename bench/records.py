@@ -60,6 +60,22 @@ def bench_gp(practice: Any) -> Any:
     )
 
 
+def bench_ed_doctor() -> Any:
+    """An A&E doctor at a hospital the person's feeds do not mention: no relationship, so the
+    policy withholds restricted items (the sensitive codes' rule is in every statement)."""
+    from sharedrecord.models import Organisation, User
+
+    hospital, _ = Organisation.objects.get_or_create(
+        ods_code="ZBH01",
+        defaults={"name": "Bench hospital", "kind": "acute",
+                  "dsa_start": datetime.date(2025, 1, 1)},
+    )  # fmt: skip
+    return User.objects.filter(username="bench.ed").first() or User.objects.create_user(
+        "bench.ed", password="bench-password-123", organisation=hospital,
+        role="clinical-practitioner",
+    )  # fmt: skip
+
+
 def long_record_person(*, number: str, size: int, serial: int, practice: Any) -> Any:
     """A person registered with the practice, made afresh with `size` entries; then ANALYZE
     (as autovacuum would after a load)."""
