@@ -1,4 +1,4 @@
-"""Repeated numeric results as a trend chart (an inline SVG drawn by the template).
+"""Repeated numeric results as a trend chart (an inline SVG).
 
 The chart is read, not admired: its y axis is labelled with the unit and the
 values at its ends, its x axis with the dates of the first and last results,
@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from sharedrecord.presentation.entries import ShownEntry
 
@@ -47,7 +50,8 @@ class TrendPoint:
 
 @dataclass(frozen=True)
 class Trend:
-    """An inline SVG's worth of one repeated numeric result (drawn by the template)."""
+    """An inline SVG's worth of one repeated numeric result (`svg`; the summary's sparkline
+    is drawn by its template)."""
 
     title: str
     unit: str
@@ -94,6 +98,70 @@ class Trend:
     @property
     def polyline(self) -> str:
         return " ".join(f"{p.x:.1f},{p.y:.1f}" for p in self.points)
+
+    @property
+    def svg(self) -> SafeString:
+        """The results page's chart, written here rather than by template loops.
+
+        A page of 100 results draws up to 40 charts: a template variable per
+        point, tick and label took about 15 ms a page. Every value is escaped
+        (format_html), as the template would.
+        """
+        band = (
+            format_html(
+                '<rect x="{}" y="{}" width="{}" height="{}" fill="#d8e8d8" class="sr-band">'
+                "<title>Reference range</title></rect>",
+                LEFT, self.band_shown[0], self.band_width, self.band_shown[1],
+            )
+            if self.band_shown
+            else ""
+        )  # fmt: skip
+        y_ticks = format_html_join(
+            "", '<text class="sr-tick sr-tick--y" x="{}" y="{}" text-anchor="end">{}</text>',
+            ((LEFT - 6, y, label) for y, label in self.y_ticks),
+        )  # fmt: skip
+        x_ticks = format_html_join(
+            "", '<text class="sr-tick sr-tick--x" x="{}" y="{}" text-anchor="{}">{}</text>',
+            ((x, self.axis_bottom + 16, anchor, label) for x, anchor, label in self.x_ticks),
+        )  # fmt: skip
+        points = format_html_join(
+            "",
+            '<circle cx="{}" cy="{}" r="4" fill="{}"/><text class="sr-point-value" x="{}" '
+            'y="{}" text-anchor="middle" font-size="11" fill="#212b32">{}</text>',
+            (
+                (p.cx, p.cy, "#d5281b" if p.abnormal else "#005eb8", p.cx, p.label_y,
+                 p.value_text)
+                for p in self.points
+            ),
+        )  # fmt: skip
+        return format_html(
+            '<svg role="img" aria-label="Trend of {}: {}" viewBox="0 0 {} {}" width="100%" '
+            'class="sr-trend-chart" focusable="false">\n'
+            "    {}\n"
+            '    <g class="sr-axis" stroke="#4c6272" stroke-width="1">\n'
+            '      <line x1="{}" y1="8" x2="{}" y2="{}"/>\n'
+            '      <line x1="{}" y1="{}" x2="{}" y2="{}"/>\n'
+            "    </g>\n"
+            '    <g class="sr-axis-labels" font-size="12" fill="#212b32">\n'
+            '      <text class="sr-axis-title sr-axis-title--y" x="4" y="12">{}</text>\n'
+            "      {}\n      {}\n"
+            '      <text class="sr-axis-title sr-axis-title--x" x="{}" y="{}" '
+            'text-anchor="middle">Date taken</text>\n'
+            "    </g>\n"
+            '    <polyline points="{}" fill="none" stroke="#005eb8" stroke-width="2"/>\n'
+            "    {}\n"
+            "  </svg>",
+            self.title, ", ".join(f"{p.shown} on {p.when_shown}" for p in self.points),
+            self.width, self.height,
+            band,
+            LEFT, LEFT, self.axis_bottom,
+            LEFT, self.axis_bottom, self.axis_right, self.axis_bottom,
+            self.unit or "value",
+            y_ticks, x_ticks,
+            self.middle, self.height - 4,
+            self.polyline,
+            points,
+        )  # fmt: skip
 
 
 # Room around the plot for the axes' labels.
