@@ -7,7 +7,9 @@ Steps:
    each person's entries (bench/view.py's synthetic long record); ANALYZE.
    BENCH_API_ARRIVALS=over-time spreads their arrival a second apart, in order.
 2. Start a real web process (gunicorn, one sync worker) on it, register a
-   partner system and get its token from /o/token/ over HTTP.
+   partner system (BENCH_API_PARTNER: "gp", the person's practice's, or "ed",
+   a hospital's the feeds do not mention) and get its token from /o/token/
+   over HTTP.
 3. Read the whole record through $everything, page after page (_count=1000, then 5000,
    following next links) over HTTP, several times: time to last byte of all
    pages (p50 / p95), and the web worker's peak resident memory (VmHWM)
@@ -36,7 +38,12 @@ from urllib.parse import urlsplit
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 from percentiles import p50_p95  # noqa: E402 (bench/, beside this file)
-from records import bench_database, bench_practice, long_record_person  # noqa: E402
+from records import (  # noqa: E402
+    bench_database,
+    bench_ed_doctor,
+    bench_practice,
+    long_record_person,
+)
 
 SIZES = [int(n) for n in os.environ.get("BENCH_API_SIZES", "2000,5000,50000").split(",")]
 # Page sizes a client asks for: the old most (1,000) and the new (FHIR_PAGE_MAX, 5,000).
@@ -46,6 +53,9 @@ PAGES = [int(n) for n in os.environ.get("BENCH_API_PAGES", "1000,5000").split(",
 ARRIVALS = os.environ.get("BENCH_API_ARRIVALS", "one-upsert")
 # A worktree of its own may name its own database (its migrations may differ).
 DATABASE = os.environ.get("BENCH_API_DATABASE", "sharedrecord_bench_api")
+# "gp": the person's practice's system (a relationship: restricted items shown); "ed": a
+# hospital's system the feeds do not mention (restricted items withheld by the policy).
+PARTNER = os.environ.get("BENCH_API_PARTNER", "gp")
 
 
 def _free_port() -> int:
@@ -99,9 +109,16 @@ def main() -> None:
                 " + id * interval '1 second'"
             )
             cursor.execute("VACUUM ANALYZE sharedrecord_entry")
-    issued = api_client_register(
-        name="Bench partner", grant="client-credentials", organisation=gp_org, role="gp"
-    )
+    if PARTNER == "ed":  # a hospital's system the person's feeds do not mention
+        hospital = bench_ed_doctor().organisation
+        issued = api_client_register(
+            name="Bench hospital system", grant="client-credentials", organisation=hospital,
+            role="clinical-practitioner",
+        )  # fmt: skip
+    else:
+        issued = api_client_register(
+            name="Bench partner", grant="client-credentials", organisation=gp_org, role="gp"
+        )
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "sharedrecord.wsgi", "--workers", "1",
