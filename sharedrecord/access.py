@@ -583,7 +583,7 @@ class _HasCodeAmong(Func):
     `codes && ARRAY[...]` compares every pair: for the policy's two thousand
     sensitive codes it took 300 ms over 30,000 results. `= ANY` of one array
     is hashed by PostgreSQL (14 and later) once per statement: 26 ms, the rows'
-    own read being 9 ms. The values go as one parameter (sql_array_literal).
+    own read being 9 ms. The values go as one parameter (_array_literal).
     """
 
     output_field = BooleanField()
@@ -595,13 +595,23 @@ class _HasCodeAmong(Func):
         super().__init__(F(column))
         self.values = values
 
-    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, tuple[Any, ...]]:
-        sql, params = super().as_sql(compiler, connection, **extra)
-        return sql, (*params, sql_array_literal(self.values))
+    def as_sql(
+        self,
+        compiler: Any,
+        connection: Any,
+        function: str | None = None,
+        template: str | None = None,
+        arg_joiner: str | None = None,
+        **extra_context: Any,
+    ) -> tuple[str, tuple[str | int, ...]]:
+        sql, params = super().as_sql(
+            compiler, connection, function, template, arg_joiner, **extra_context
+        )
+        return sql, (*params, _array_literal(self.values))
 
 
 @functools.lru_cache(maxsize=4)
-def sql_array_literal(values: frozenset[str]) -> str:
+def _array_literal(values: frozenset[str]) -> str:
     """PostgreSQL's text form of an array of `values`, made once per list.
 
     Bound as one string: psycopg binds a Python list value by value, which for
@@ -616,12 +626,7 @@ def _very_restricted() -> Q:
 
 
 def _one_array(values: Collection[str]) -> Value:
-    """A list for an array lookup as one parameter, not an ARRAY[] of one per value.
-
-    Django wraps each value of a plain list in an expression of its own: for the
-    policy's hundreds of sensitive codes that took milliseconds to build and
-    compile in every statement, for every viewer without a relationship.
-    """
+    """A few labels for an array lookup as one parameter, not an ARRAY[] of one per value."""
     return Value(sorted(values), output_field=ArrayField(CharField()))
 
 
@@ -631,14 +636,14 @@ class VisibleEntries:
 
     `entries` and `hidden` are for reading. `in_scope` (every entry in the
     asked-for sections from a sharing organisation, shown or not) is only
-    for counting both in one scan, with `shown_where` and `hidden_where`:
+    for counting both in one scan, with `items_where` and `hidden_where`:
     never read its rows.
     """
 
     entries: QuerySet[Entry]
     hidden: QuerySet[Entry]  # in the asked-for sections, withheld for sensitivity
     in_scope: QuerySet[Entry]
-    shown_where: Q  # which of in_scope are entries
+    items_where: Q  # which of in_scope are shown care items (entries less demographics)
     hidden_where: Q  # which of in_scope are hidden
 
 
@@ -685,7 +690,9 @@ def entries_visible(
         entries=in_scope.filter(shown).select_related("source_org"),
         hidden=in_scope.filter(hidden),
         in_scope=in_scope,
-        shown_where=shown,
+        # The "knows only" rule is about demographics alone: without them, not being
+        # withheld is enough (and far simpler SQL).
+        items_where=~hidden & ~Q(section=RecordSection.DEMOGRAPHICS),
         hidden_where=hidden,
     )
 

@@ -657,9 +657,7 @@ def _source_counts(
     sharing organisations as they are now, and the person's RecordChange
     counter, which the database moves on with every write to their entries.
     """
-    # Shown and not demographics: the policy's "knows only" rule (access.entries_visible)
-    # is about demographics alone, so not being withheld is enough, and far simpler SQL.
-    items = ~visible.hidden_where & ~Q(section=RecordSection.DEMOGRAPHICS)
+    items = visible.items_where
     query = (
         visible.in_scope.order_by()
         .values("source_org")

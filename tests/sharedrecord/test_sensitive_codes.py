@@ -14,7 +14,7 @@ from django.test import Client
 
 from ingestion.demo import PEOPLE, BundleBuilder
 from ingestion.fhir.fields import codes_of
-from sharedrecord.access import entries_visible, sql_array_literal, view_policy_for
+from sharedrecord.access import _array_literal, entries_visible, view_policy_for
 from sharedrecord.models import Entry, Patient, User
 from sharedrecord.policy import policy_table
 from tests.factories import (
@@ -142,7 +142,9 @@ def test_coded_items_are_restricted_without_any_label(
         assert "withheld" not in page
 
 
-def test_the_policy_carries_the_sensitive_codes_as_one_parameter(treating_clinician) -> None:
+def test_an_unrelated_viewers_policy_binds_the_sensitive_codes_once_and_withholds_them(
+    treating_clinician,
+) -> None:
     # Hundreds of codes as one array literal each statement binds once, not a value (or an
     # expression) per code: those took tens of milliseconds a page (issue 20).
     codes = sorted(policy_table().sensitivity.sensitive_codes)
@@ -161,10 +163,10 @@ def test_the_policy_carries_the_sensitive_codes_as_one_parameter(treating_clinic
     assert statement.count() == Entry.objects.filter(patient=patient).count() - 3 * len(CASES) - 1
 
 
-def test_thesql_array_literal_keeps_quotes_backslashes_commas_and_braces() -> None:
+def test_the_array_literal_keeps_quotes_backslashes_commas_and_braces() -> None:
     values = frozenset({'a"b', "c\\d", "e,f", "{g}", "h i", "NULL", ""})
     with connection.cursor() as cursor:
-        cursor.execute("SELECT %s::text[]", [sql_array_literal(values)])
+        cursor.execute("SELECT %s::text[]", [_array_literal(values)])
         assert sorted(cursor.fetchone()[0]) == sorted(values)
 
 

@@ -20,7 +20,16 @@ from audit.models import AuditAction, AuditEvent
 from ingestion.demo import PEOPLE, BundleBuilder
 from optout.models import OptOutRoute
 from optout.services import optout_register
-from sharedrecord.models import AccessBasis, Entry, Organisation, OrganisationKind, Patient, User
+from sharedrecord.access import entries_visible, relationships_of, view_policy_for
+from sharedrecord.models import (
+    AccessBasis,
+    BasisKind,
+    Entry,
+    Organisation,
+    OrganisationKind,
+    Patient,
+    User,
+)
 from sharedrecord.organisations import organisation_grant_optout_management
 from tests.factories import (
     confirm_basis,
@@ -481,3 +490,32 @@ def test_a_registration_change_is_audited_only_when_there_was_one() -> None:
     assert not changes.exists()  # a first registration is no move
     patient_says(number, "ZDS01", "Z81002", tag="pds")
     assert [(e.detail["from"], e.detail["to"]) for e in changes] == [("Z81001", "Z81002")]
+
+
+@pytest.mark.parametrize(
+    "persona", ["registered_gp", "treating_clinician", "social_worker", "unrelated_clinician"]
+)
+def test_one_sections_policy_shows_what_the_whole_policy_shows_in_that_section(
+    persona: str, record: Patient, request: pytest.FixtureRequest
+) -> None:
+    # Pages ask for their own sections (the summary's lists, a section, the banner); the
+    # policy then leaves out its rule on demographics. Each must show exactly what the
+    # whole record's policy shows in that section, restricted items and the mental health
+    # trust's copy of the demographics included.
+    viewer = User.objects.select_related("organisation").get(pk=request.getfixturevalue(persona).pk)
+    relationships = [r.kind for r in relationships_of(viewer=viewer, patient=record)]
+    policy = view_policy_for(
+        viewer=viewer, basis_kind=BasisKind.DIRECT_CARE, relationships=relationships
+    )
+    everything = entries_visible(patient=record, policy=policy)
+    whole = set(everything.entries.values_list("pk", flat=True))
+    assert whole
+    for section in policy.sections:
+        alone = entries_visible(patient=record, policy=policy, sections=frozenset({section}))
+        assert set(alone.entries.values_list("pk", flat=True)) == set(
+            everything.entries.filter(section=section).values_list("pk", flat=True)
+        ), section
+    # The sources panel counts the care items shown: everything shown but demographics.
+    assert set(everything.in_scope.filter(everything.items_where).values_list("pk", flat=True)) == (
+        set(everything.entries.exclude(section="demographics").values_list("pk", flat=True))
+    )
