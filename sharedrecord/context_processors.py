@@ -13,7 +13,9 @@ def session_timeout(request: HttpRequest) -> dict[str, int]:
     session = getattr(request, "session", None)
     return {
         "idle_seconds": (
-            session_seconds_left(session) if session is not None else settings.SESSION_COOKIE_AGE
+            session_seconds_left(session=session)
+            if session is not None
+            else settings.SESSION_COOKIE_AGE
         ),
         "idle_warning_seconds": min(
             settings.SESSION_IDLE_WARNING_SECONDS, settings.SESSION_COOKIE_AGE

@@ -226,7 +226,7 @@ def sign_in_locked_out(
 @never_cache
 def session_status(request: HttpRequest) -> JsonResponse:
     """Renew the session (the "stay signed in" button) and say how long it now lasts."""
-    session_renew(request.session, force=True)
+    session_renew(session=request.session, force=True)
     return JsonResponse({"idle_seconds": settings.SESSION_COOKIE_AGE})
 
 
