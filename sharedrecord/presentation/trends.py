@@ -50,8 +50,7 @@ class TrendPoint:
 
 @dataclass(frozen=True)
 class Trend:
-    """An inline SVG's worth of one repeated numeric result (`svg`; the summary's sparkline
-    is drawn by its template)."""
+    """An inline SVG's worth of one repeated numeric result (the summary draws a sparkline)."""
 
     title: str
     unit: str

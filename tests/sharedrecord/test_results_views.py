@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Any
 
@@ -10,6 +11,7 @@ from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
 from sharedrecord.models import Entry, Patient
+from sharedrecord.presentation.trends import Trend, TrendPoint
 from tests.factories import confirm_basis, day_shown, main_html, shown_entries
 from tests.sharedrecord.fidelity import words
 
@@ -68,3 +70,27 @@ def test_a_date_that_is_not_a_date_is_a_clear_error_and_shows_nothing(
     assert response.status_code == 400
     assert "Those dates could not be read" in main_html(response)
     assert not shown_entries(response)
+
+
+def test_a_trend_charts_words_from_a_feed_are_escaped_in_its_svg() -> None:
+    # The chart is written in Python (Trend.svg), not by the template: it must escape
+    # what a feed sent as the template's autoescape did.
+    when = datetime.datetime(2026, 1, 5, 9, 30, tzinfo=datetime.UTC)
+    point = TrendPoint(
+        x=60.0, y=40.0, value=5.0, when=when, when_shown="5 Jan 2026 09:30",
+        shown='5 <b>"mmol"</b>', abnormal=True,
+    )  # fmt: skip
+    trend = Trend(
+        title="Glucose <script>alert('x')</script> & co", unit='mmol/L"><x', points=(point,),
+        band=(30.0, 20.0), low=4.0, high=6.0, y_ticks=(("40.0", "<5>"),),
+        x_ticks=(("60.0", "start", "5 Jan 2026"),),
+    )  # fmt: skip
+    svg = str(trend.svg)
+    for raw in ("<script>", "<b>", '"><x'):
+        assert raw not in svg
+    assert "Glucose &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; co" in svg
+    assert "mmol/L&quot;&gt;&lt;x" in svg  # the y axis's title
+    assert "&lt;5&gt;" in svg  # a tick
+    assert "5 &lt;b&gt;&quot;mmol&quot;&lt;/b&gt; on 5 Jan 2026 09:30" in svg  # the aria-label
+    assert 'fill="#d5281b"' in svg  # outside the range: red
+    assert "<title>Reference range</title>" in svg
