@@ -191,9 +191,8 @@ def audit_event_record(
             client_address=context.client_address,
         )
         digest = chain_link(head_hash, fields)
-        row_marks = "(" + ", ".join(["%s"] * 18 + ["%s::jsonb", "%s", "%s"]) + ")"
         cursor.execute(
-            _INSERT_EVENTS.format(values=row_marks),
+            _INSERT_EVENTS.format(values=_ROW_MARKS),
             [
                 occurred_at, stripe, seq, head_hash, digest, fields["action"], fields["outcome"],
                 fields["actor_type"], actor.id, fields["actor_name"], fields["actor_role"],
@@ -311,14 +310,16 @@ def audit_events_record(*, events: Sequence[PendingEvent]) -> list[int]:
                 fields["client_address"],
             ])  # fmt: skip
             head_hash = digest
-        # Only placeholders go into the text: one row of them per event.
-        row_marks = "(" + ", ".join(["%s"] * 18 + ["%s::jsonb", "%s", "%s"]) + ")"
         cursor.execute(
-            _INSERT_EVENTS.format(values=", ".join([row_marks] * len(rows))),
+            _INSERT_EVENTS.format(values=", ".join([_ROW_MARKS] * len(rows))),
             [value for row in rows for value in row] + [seq, head_hash, stripe],
         )
         return [int(event_id) for (event_id,) in cursor.fetchall()]
 
+
+# One event's placeholders in _INSERT_EVENTS (only placeholders go into the text, a row
+# of them per event): its 21 columns, the detail as jsonb.
+_ROW_MARKS = "(" + ", ".join(["%s"] * 18 + ["%s::jsonb", "%s", "%s"]) + ")"
 
 _INSERT_EVENTS = """
 WITH inserted AS (

@@ -588,7 +588,8 @@ class _HasCodeAmong(Func):
 
     output_field = BooleanField()
     template = (
-        "EXISTS (SELECT 1 FROM unnest(%(expressions)s) AS code WHERE code = ANY(%%s::text[]))"
+        "EXISTS (SELECT 1 FROM unnest(%(expressions)s) AS listed(value)"
+        " WHERE listed.value = ANY(%%s::text[]))"
     )
 
     def __init__(self, column: str, values: frozenset[str]) -> None:

@@ -235,15 +235,12 @@ def _banner(patient: Patient, policy: ViewPolicy) -> Banner:
     (newest first, at most BANNER_ROWS); entered-in-error items say nothing.
     The summary page has these already and builds its banner from them.
     """
-    wanted = Q(section=RecordSection.ALLERGIES) | Q(
-        section__in=(RecordSection.ALERTS, RecordSection.CARE_PLANS), status="active"
-    )
-    shown_in = frozenset(
+    in_sections = frozenset(
         {RecordSection.ALLERGIES.value, RecordSection.ALERTS.value, RecordSection.CARE_PLANS.value}
     )
     rows = (
-        entries_visible(patient=patient, policy=policy, sections=shown_in)
-        .entries.filter(wanted)
+        entries_visible(patient=patient, policy=policy, sections=in_sections)
+        .entries.filter(Q(section=RecordSection.ALLERGIES) | Q(status="active"))
         .exclude(status="entered-in-error")
         .order_by("-effective_at", "-id")[:BANNER_ROWS]
     )
@@ -738,8 +735,6 @@ def record_view(
         raise SectionNotAvailable("Your role does not include this part of the record.")
     with transaction.atomic():
         everything = entries_visible(patient=patient, policy=policy)
-        # One section's entries are everything's in that section (the policy's
-        # other rules do not depend on the sections asked for).
         visible = _visible_in(patient, policy, section) if section else everything.entries
         sources, withheld = _sources(patient, everything)
         record = CombinedRecord(

@@ -1,6 +1,6 @@
 // Idle timeout: warn before the server-side session ends, then sign out.
-// The server is the authority (SESSION_COOKIE_AGE, renewed by use at most once a minute, and by "Stay signed in");
-// this only tells the person in time and leaves no record on screen.
+// The server is the authority (SESSION_COOKIE_AGE, renewed by use at most once a minute
+// and by "Stay signed in"); this only tells the person in time and leaves no record on screen.
 (function () {
   "use strict";
   var body = document.body;
