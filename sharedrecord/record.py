@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.cache import cache
-from django.db import transaction
-from django.db.models import BigIntegerField, Count, Max, Q, QuerySet, Value, Window
+from django.db import connections, transaction
+from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
 from django.utils.timesince import timesince
 
@@ -28,6 +28,7 @@ from sharedrecord.access import (
     view_policy,
 )
 from sharedrecord.auditing import actor_for
+from sharedrecord.dbrouter import read_alias
 from sharedrecord.exceptions import (
     AccessBasisRequired,
     PatientNotFound,
@@ -448,11 +449,16 @@ def _visible_in(patient: Patient, policy: ViewPolicy, section: str) -> QuerySet[
 
 @dataclass(frozen=True)
 class _Part:
-    """One list of the summary: which entries it holds, in what order, how many."""
+    """One list of the summary: which entries it holds, in what order, how many.
+
+    `where` is SQL over the entry's own columns (those of _LISTED), with a %s
+    for each of `params`; `order` names columns, "-" for newest first.
+    """
 
     name: str
     section: RecordSection
-    where: Q
+    where: str = "TRUE"
+    params: tuple[Any, ...] = ()
     order: tuple[str, ...] = ("-effective_at", "-id")
     limit: int | None = None
 
@@ -465,42 +471,107 @@ def _summary_parts(now: datetime.datetime, person_source: str = "") -> list[_Par
     sections, with their qualifiers.
     """
     return [
-        _Part("alerts", RecordSection.ALERTS, Q(status="active")),
-        _Part("allergies", RecordSection.ALLERGIES, Q()),
+        _Part("alerts", RecordSection.ALERTS, "status = 'active'"),
+        _Part("allergies", RecordSection.ALLERGIES),
         _Part(
-            "medications", RecordSection.MEDICATIONS, Q(status__in=CURRENT_MEDICATION),
+            "medications", RecordSection.MEDICATIONS, "status = ANY(%s)",
+            (sorted(CURRENT_MEDICATION),), limit=SUMMARY_CURRENT,
+        ),
+        _Part(
+            "problems", RecordSection.PROBLEMS, "status = ANY(%s)", (sorted(ACTIVE_CLINICAL),),
             limit=SUMMARY_CURRENT,
         ),
         _Part(
-            "problems", RecordSection.PROBLEMS, Q(status__in=ACTIVE_CLINICAL),
-            limit=SUMMARY_CURRENT,
-        ),
-        _Part(
-            "encounters", RecordSection.ENCOUNTERS, Q(effective_at__lte=now),
+            "encounters", RecordSection.ENCOUNTERS, "effective_at <= %s", (now,),
             limit=SUMMARY_RECENT,
         ),
         _Part(
-            "results", RecordSection.RESULTS,
-            Q(resource_type__in=("Observation", "DiagnosticReport")), limit=SUMMARY_RECENT,
+            "results", RecordSection.RESULTS, "resource_type = ANY(%s)",
+            (["DiagnosticReport", "Observation"],), limit=SUMMARY_RECENT,
         ),
         _Part(
-            "appointments", RecordSection.APPOINTMENTS,
-            Q(effective_at__gte=now, status__in=UPCOMING_APPOINTMENT),
-            order=("effective_at", "id"), limit=SUMMARY_RECENT,
+            "appointments", RecordSection.APPOINTMENTS, "effective_at >= %s AND status = ANY(%s)",
+            (now, sorted(UPCOMING_APPOINTMENT)), order=("effective_at", "id"),
+            limit=SUMMARY_RECENT,
         ),
-        _Part("care_plans", RecordSection.CARE_PLANS, Q(status="active")),
+        _Part("care_plans", RecordSection.CARE_PLANS, "status = 'active'"),
         # The Patient the banner's demographics come from: phone, e-mail, language (PRSB).
         _Part(
             "person", RecordSection.DEMOGRAPHICS,
-            Q(resource_type="Patient", source_org__ods_code=person_source) if person_source
-            else Q(resource_type="Patient"),
+            "resource_type = 'Patient' AND source_org_id IN"
+            " (SELECT id FROM sharedrecord_organisation WHERE ods_code = %s)" if person_source
+            else "resource_type = 'Patient'",
+            (person_source,) if person_source else (),
             order=("-updated_at", "-id"), limit=1,
         ),
         _Part(
-            "contacts", RecordSection.CONTACTS, Q(resource_type="RelatedPerson"),
+            "contacts", RecordSection.CONTACTS, "resource_type = 'RelatedPerson'",
             order=("-updated_at", "-id"), limit=SUMMARY_CONTACTS,
         ),
     ]  # fmt: skip
+
+
+# The columns the summary's lists choose by (_Part.where and .order).
+_LISTED = (
+    "id",
+    "section",
+    "status",
+    "resource_type",
+    "effective_at",
+    "updated_at",
+    "source_org_id",
+)
+
+
+def _summary_chosen(
+    patient: Patient, policy: ViewPolicy, parts: list[_Part]
+) -> list[tuple[int, str, int]]:
+    """Each list's entries, (id, list, its length before the limit), in one statement.
+
+    One ordered, limited branch per list, served by the entry_section index.
+    The policy is compiled by the ORM once (access.entries_visible, for the
+    lists' own sections: without its demographics rule for every list but the
+    person's own, far simpler to plan), as a CTE PostgreSQL inlines into each
+    branch; the branches are written here, as SQL, because building and
+    compiling ten querysets took the ORM longer than PostgreSQL takes to
+    answer them. A limited list's length rides along its rows (a window over
+    the list before its limit), so "see all N" costs no query of its own.
+    """
+    demographics = RecordSection.DEMOGRAPHICS.value
+    wanted = frozenset(p.section.value for p in parts)
+    # Each CTE: the policy for the sections its lists read from.
+    views = {"person": wanted & {demographics}, "care": wanted - {demographics}}
+    database = read_alias()
+    ctes: list[str] = []
+    params: list[Any] = []
+    for name, sections in views.items():
+        if sections:
+            entries = (
+                entries_visible(patient=patient, policy=policy, sections=sections)
+                .entries.exclude(status="entered-in-error")
+                .order_by()
+                .values_list(*_LISTED)
+            )
+            sql, more = entries.query.get_compiler(using=database).as_sql()
+            ctes.append(f"{name} ({', '.join(_LISTED)}) AS NOT MATERIALIZED ({sql})")
+            params.extend(more)
+    branches: list[str] = []
+    for part in parts:
+        view = "person" if part.section == demographics else "care"
+        order = ", ".join(f"{o[1:]} DESC" if o.startswith("-") else o for o in part.order)
+        total = "count(*) OVER ()" if part.limit else "0"
+        limit = f" LIMIT {int(part.limit)}" if part.limit else ""
+        branches.append(
+            f"(SELECT id, %s, {total} FROM {view} WHERE section = %s AND ({part.where})"  # noqa: S608 (constants)
+            f" ORDER BY {order}{limit})"
+        )
+        params.extend([part.name, part.section.value, *part.params])
+    if not branches:
+        return []
+    sql = f"WITH {', '.join(ctes)}\n" + "\nUNION ALL\n".join(branches)
+    with connections[database].cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(int(pk), str(name), int(total)) for pk, name, total in cursor.fetchall()]
 
 
 def _summary(
@@ -508,36 +579,12 @@ def _summary(
 ) -> Summary:
     """The summary's lists, read in two queries whatever the record's size.
 
-    The first names each list's entries (one ordered, limited subquery per
-    list, served by the entry_section index, under the policy for its section
-    alone); the second reads them from `visible`.
+    The first names each list's entries (_summary_chosen); the second reads
+    them from `visible`.
     """
     now = timezone.now()
     parts = [p for p in _summary_parts(now, person_source) if policy.may_see_section(p.section)]
-    # The policy without its demographics rule for every list but the person's own
-    # (access.entries_visible): far simpler for PostgreSQL to plan, ten times over.
-    clinical = entries_visible(
-        patient=patient, policy=policy,
-        sections=frozenset(p.section.value for p in parts) - {RecordSection.DEMOGRAPHICS.value},
-    ).entries.exclude(status="entered-in-error")  # fmt: skip
-    named = [
-        (
-            clinical
-            if part.section != RecordSection.DEMOGRAPHICS
-            else _visible_in(patient, policy, part.section).exclude(status="entered-in-error")
-        )
-        .filter(part.where, section=part.section)
-        .order_by(*part.order)
-        # A limited list's count in all rides along its rows (a window over the list
-        # before its limit), so "see all N" costs no query of its own.
-        .annotate(
-            part=Value(part.name),
-            total=Window(Count("id")) if part.limit else Value(0, BigIntegerField()),
-        )
-        .values_list("id", "part", "total")[: part.limit]
-        for part in parts
-    ]
-    rows = list(named[0].union(*named[1:], all=True)) if named else []
+    rows = _summary_chosen(patient, policy, parts)
     chosen: dict[int, str] = {pk: name for pk, name, _ in rows}
     fetched: dict[str, int] = {}
     for _, name, _ in rows:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from ingestion.demo import PEOPLE, BundleBuilder
 from ingestion.fhir.fields import codes_of
@@ -161,6 +162,32 @@ def test_an_unrelated_viewers_policy_binds_the_sensitive_codes_once_and_withhold
         cursor.execute("SELECT %s::text[]", [literal])
         assert sorted(cursor.fetchone()[0]) == codes
     assert statement.count() == Entry.objects.filter(patient=patient).count() - 3 * len(CASES) - 1
+
+
+def test_the_summary_chooses_its_lists_with_the_policy_once_not_once_a_list(
+    client: Client, registered_gp, treating_clinician
+) -> None:
+    # The summary's ten lists are chosen in one statement. The policy (with its
+    # hundreds of sensitive codes) is in it once for the care lists and once for the
+    # person's own entry (twice there: its demographics rule asks what else of the
+    # source is shown), not in each list's branch: building, compiling and binding it
+    # ten times cost more than PostgreSQL's answer (issue 20).
+    patient = sensitive_record()
+    signed_in(client, treating_clinician)
+    confirm_basis(client, patient, claim="Seen in the emergency department today")
+    with CaptureQueriesContext(connection) as queries:
+        page = main_html(client.get(f"/record/{patient.public_id}/"))
+    choosing = [q["sql"] for q in queries.captured_queries if "UNION ALL" in q["sql"]]
+    assert len(choosing) == 1
+    assert 1 <= choosing[0].count('"http://loinc.org|75622-1"') <= 3  # a sensitive code
+    for _, _, _, words in CASES:
+        assert words not in page
+    assert "ordinary result" in page  # the latest result, not coded as sensitive
+
+    signed_in(client, registered_gp)
+    confirm_basis(client, patient)
+    page = main_html(client.get(f"/record/{patient.public_id}/"))
+    assert any(f"problem {words}" in page for _, _, _, words in CASES)
 
 
 def test_the_array_literal_keeps_quotes_backslashes_commas_and_braces() -> None:
