@@ -59,6 +59,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db.models import (
     BooleanField,
+    Case,
     CharField,
     Exists,
     F,
@@ -68,6 +69,7 @@ from django.db.models import (
     Q,
     QuerySet,
     Value,
+    When,
 )
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
@@ -397,15 +399,16 @@ def access_basis_current(*, viewer: User, patient: Patient, session_key: str) ->
     """The viewer's unexpired basis for this person in this session (emergency access first)."""
     if not session_key:
         return None
-    current = AccessBasis.objects.filter(
-        user=viewer,
-        patient=patient,
-        session_key_hash=session_key_hash(session_key),
-        expires_at__gt=timezone.now(),
-    )
+    emergency_first = Case(When(kind=BasisKind.BREAK_GLASS, then=Value(0)), default=Value(1))
     return (
-        current.filter(kind=BasisKind.BREAK_GLASS).order_by("-created_at").first()
-        or current.order_by("-created_at").first()
+        AccessBasis.objects.filter(
+            user=viewer,
+            patient=patient,
+            session_key_hash=session_key_hash(session_key),
+            expires_at__gt=timezone.now(),
+        )
+        .order_by(emergency_first, "-created_at")
+        .first()
     )
 
 

@@ -46,10 +46,10 @@ PARTNER_ODS = "ZAC01"  # the acute trust, a feeding partner
 # these guards' client renewed it at sign-in). A summary or section whose sources panel
 # is not in the cache counts it: one query more than one that finds it there (the
 # cache is shared with the tests running beside these, which may empty it).
-SUMMARY = 20
-SECTION = {section: 20 for section in RecordSection.values}
-DOCUMENT = 16
-TIMELINE = 19
+SUMMARY = 19
+SECTION = {section: 19 for section in RecordSection.values}
+DOCUMENT = 15
+TIMELINE = 18
 FHIR_PATIENT_READ = 7
 FHIR_PATIENT_SEARCH = 5
 FHIR_EVERYTHING = 9
@@ -64,7 +64,7 @@ FHIR_ENTRY_READ = 9
 # relationships (two), the page, and the audit event (two).
 FHIR_EVERYTHING_SYSTEM = 7
 SEARCH_PAGE = 13
-BASIS_PAGE = 16
+BASIS_PAGE = 15
 GOVERNANCE_HOME = 7
 GOVERNANCE_SUBJECT_ACCESS = 17
 GOVERNANCE_REVIEWS = 17

@@ -14,6 +14,8 @@ from django.utils import timezone
 
 from audit.models import AuditAction, AuditEvent
 from ingestion.demo import PEOPLE, acute_attendance
+from sharedrecord.access import access_basis_current
+from sharedrecord.basis import access_basis_record
 from sharedrecord.models import AccessBasis, BasisKind, Entry, Organisation, Patient, User
 from sharedrecord.record import SECTION_PAGE_SIZE
 from tests.factories import (
@@ -213,6 +215,33 @@ def test_break_glass_unlocks_restricted_items_for_four_hours_and_is_flagged(
     (view,) = _events(treating_clinician, AuditAction.SECTION_VIEW)
     assert view.purpose == "ETREAT"
     assert view.detail["break_glass"] is True
+
+
+def test_emergency_access_stays_the_basis_while_it_lasts_whatever_is_recorded_after(
+    treating_clinician, record: Patient
+) -> None:
+    session = "a-session-key"
+
+    def current(key: str = session) -> AccessBasis | None:
+        return access_basis_current(viewer=treating_clinician, patient=record, session_key=key)
+
+    def recorded(kind: BasisKind, **why: str) -> AccessBasis:
+        return access_basis_record(
+            viewer=treating_clinician, patient_id=str(record.public_id), session_key=session,
+            kind=kind, **why,
+        )  # fmt: skip
+
+    assert current() is None
+    first = recorded(BasisKind.DIRECT_CARE, claimed_relationship="Seen in the emergency department")
+    assert current() == first
+    glass = recorded(
+        BasisKind.BREAK_GLASS, reason_code="OVRER", reason_text="Unconscious in resus, no family"
+    )
+    latest = recorded(BasisKind.DIRECT_CARE, claimed_relationship="Seen in the department again")
+    assert current() == glass
+    AccessBasis.objects.filter(pk=glass.pk).update(expires_at=timezone.now())
+    assert current() == latest  # the newest of the rest
+    assert current("another-session") is None
 
 
 def test_break_glass_never_unlocks_very_restricted_items(
