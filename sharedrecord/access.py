@@ -407,7 +407,7 @@ def access_basis_current(*, viewer: User, patient: Patient, session_key: str) ->
             session_key_hash=session_key_hash(session_key),
             expires_at__gt=timezone.now(),
         )
-        .order_by(emergency_first, "-created_at")
+        .order_by(emergency_first, "-created_at", "-id")
         .first()
     )
 

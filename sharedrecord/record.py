@@ -452,7 +452,8 @@ class _Part:
     """One list of the summary: which entries it holds, in what order, how many.
 
     `where` is SQL over the entry's own columns (those of _LISTED), with a %s
-    for each of `params`; `order` names columns, "-" for newest first.
+    for each of `params` (and %% for a literal %); `order` names columns, "-"
+    for newest first.
     """
 
     name: str
@@ -526,17 +527,24 @@ _LISTED = (
 def _summary_chosen(
     patient: Patient, policy: ViewPolicy, parts: list[_Part]
 ) -> list[tuple[int, str, int]]:
-    """Each list's entries, (id, list, its length before the limit), in one statement.
+    """Each list's entries as (id, list, total) rows, in one statement.
 
-    One ordered, limited branch per list, served by the entry_section index.
-    The policy is compiled by the ORM once (access.entries_visible, for the
-    lists' own sections: without its demographics rule for every list but the
-    person's own, far simpler to plan), as a CTE PostgreSQL inlines into each
-    branch; the branches are written here, as SQL, because building and
-    compiling ten querysets took the ORM longer than PostgreSQL takes to
-    answer them. A limited list's length rides along its rows (a window over
-    the list before its limit), so "see all N" costs no query of its own.
+    `total` is the list's length before its limit, for a limited list (0 for
+    the others, which are read whole), so "see all N" costs no query of its own.
+
+    1. The policy is compiled by the ORM once per view of the record the lists
+       read from (access.entries_visible): "care" for the clinical sections,
+       without the demographics rule, which is far simpler to plan; "person"
+       for the person's own Patient entry. Each is a CTE that PostgreSQL
+       inlines (NOT MATERIALIZED) into the branches that read it.
+    2. One branch per list, ordered and limited, served by the entry_section
+       index, written here as SQL: building and compiling ten querysets, each
+       with the whole policy, took the ORM 15 to 25 ms a summary, more than
+       PostgreSQL takes to answer them (bench/view.py, round 5).
+    3. A limited list's total is a window over its rows before the limit.
     """
+    if not parts:
+        return []
     demographics = RecordSection.DEMOGRAPHICS.value
     wanted = frozenset(p.section.value for p in parts)
     # Each CTE: the policy for the sections its lists read from.
@@ -553,7 +561,8 @@ def _summary_chosen(
                 .values_list(*_LISTED)
             )
             sql, more = entries.query.get_compiler(using=database).as_sql()
-            ctes.append(f"{name} ({', '.join(_LISTED)}) AS NOT MATERIALIZED ({sql})")
+            # The CTE's columns keep the names the SELECT gives them ("id", ...).
+            ctes.append(f"{name} AS NOT MATERIALIZED ({sql})")
             params.extend(more)
     branches: list[str] = []
     for part in parts:
@@ -566,8 +575,6 @@ def _summary_chosen(
             f" ORDER BY {order}{limit})"
         )
         params.extend([part.name, part.section.value, *part.params])
-    if not branches:
-        return []
     sql = f"WITH {', '.join(ctes)}\n" + "\nUNION ALL\n".join(branches)
     with connections[database].cursor() as cursor:
         cursor.execute(sql, params)

@@ -239,6 +239,10 @@ def test_emergency_access_stays_the_basis_while_it_lasts_whatever_is_recorded_af
     )
     latest = recorded(BasisKind.DIRECT_CARE, claimed_relationship="Seen in the department again")
     assert current() == glass
+    again = recorded(BasisKind.BREAK_GLASS, reason_code="OVRER", reason_text="Still unconscious")
+    assert current() == again  # the newest emergency access
+    AccessBasis.objects.filter(pk=again.pk).update(expires_at=timezone.now())
+    assert current() == glass
     AccessBasis.objects.filter(pk=glass.pk).update(expires_at=timezone.now())
     assert current() == latest  # the newest of the rest
     assert current("another-session") is None

@@ -18,6 +18,7 @@ from ingestion.fhir.fields import codes_of
 from sharedrecord.access import _array_literal, entries_visible, view_policy_for
 from sharedrecord.models import Entry, Patient, User
 from sharedrecord.policy import policy_table
+from sharedrecord.record import SUMMARY_CURRENT
 from tests.factories import (
     confirm_basis,
     feed,
@@ -183,11 +184,15 @@ def test_the_summary_chooses_its_lists_with_the_policy_once_not_once_a_list(
     for _, _, _, words in CASES:
         assert words not in page
     assert "ordinary result" in page  # the latest result, not coded as sensitive
+    # Nor are the withheld items counted in a list's total (they are counted once, overall).
+    assert "See all" not in page
 
     signed_in(client, registered_gp)
     confirm_basis(client, patient)
     page = main_html(client.get(f"/record/{patient.public_id}/"))
-    assert any(f"problem {words}" in page for _, _, _, words in CASES)
+    shown = sum(f"problem {words}" in page for _, _, _, words in CASES)
+    assert shown == SUMMARY_CURRENT - ("problem with no code system" in page)
+    assert f"See all {len(CASES) + 1}" in page  # the coded problems, and the one with no system
 
 
 def test_the_array_literal_keeps_quotes_backslashes_commas_and_braces() -> None:
