@@ -16,6 +16,7 @@ from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
 from sharedrecord.models import Entry
+from sharedrecord.record import SUMMARY_CURRENT
 from tests.factories import next_nhs_number
 from tests.fhirapi import fhir_get, staff_token
 from tests.sharedrecord.fidelity import (
@@ -248,6 +249,22 @@ def test_finding_07_death_is_shown_in_the_banner_and_the_api(client: Client, reg
         1989, 3, 3, 23, 30, tzinfo=datetime.UTC
     )
     assert "deceasedBoolean" not in person
+
+
+def test_a_dead_persons_see_all_link_never_calls_their_medicines_current(
+    client: Client, registered_gp
+) -> None:
+    # The link's words for a screen reader repeated the heading a living person has.
+    medicines = [
+        {"resourceType": "MedicationStatement", "status": "active",
+         "medicationCodeableConcept": {"text": f"Medicine {n} tablets"},
+         "effectiveDateTime": f"1988-11-0{n}"}
+        for n in range(1, SUMMARY_CURRENT + 2)
+    ]  # fmt: skip
+    sent = probe(*medicines, patient={"deceasedDateTime": "1989-03-03T23:30:00+00:00"})
+    medications = words(block(page(client, registered_gp, sent.patient), "medications"))
+    assert f"See all {SUMMARY_CURRENT + 1} medications still marked current" in medications
+    assert "current medications" not in medications.lower()
 
 
 def test_finding_07_a_partial_date_of_death_gives_the_ages_it_allows(
