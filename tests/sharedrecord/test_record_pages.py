@@ -225,21 +225,20 @@ def test_emergency_access_stays_the_basis_while_it_lasts_whatever_is_recorded_af
     def current(key: str = session) -> AccessBasis | None:
         return access_basis_current(viewer=treating_clinician, patient=record, session_key=key)
 
-    def recorded(kind: BasisKind, **why: str) -> AccessBasis:
+    def recorded(kind: BasisKind, *, claimed: str = "", reason_text: str = "") -> AccessBasis:
         return access_basis_record(
             viewer=treating_clinician, patient_id=str(record.public_id), session_key=session,
-            kind=kind, **why,
+            kind=kind, claimed_relationship=claimed, reason_text=reason_text,
+            reason_code="OVRER" if reason_text else "",
         )  # fmt: skip
 
     assert current() is None
-    first = recorded(BasisKind.DIRECT_CARE, claimed_relationship="Seen in the emergency department")
+    first = recorded(BasisKind.DIRECT_CARE, claimed="Seen in the emergency department")
     assert current() == first
-    glass = recorded(
-        BasisKind.BREAK_GLASS, reason_code="OVRER", reason_text="Unconscious in resus, no family"
-    )
-    latest = recorded(BasisKind.DIRECT_CARE, claimed_relationship="Seen in the department again")
+    glass = recorded(BasisKind.BREAK_GLASS, reason_text="Unconscious in resus, no family")
+    latest = recorded(BasisKind.DIRECT_CARE, claimed="Seen in the department again")
     assert current() == glass
-    again = recorded(BasisKind.BREAK_GLASS, reason_code="OVRER", reason_text="Still unconscious")
+    again = recorded(BasisKind.BREAK_GLASS, reason_text="Still unconscious, no family here")
     assert current() == again  # the newest emergency access
     AccessBasis.objects.filter(pk=again.pk).update(expires_at=timezone.now())
     assert current() == glass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime
 import re
+from typing import Any
 
 import pytest
 from django.contrib.sessions.models import Session
 from django.db import connection
-from django.http import HttpResponse
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -127,7 +127,7 @@ def test_the_session_ends_after_the_idle_timeout_and_every_page_says_when(
     assert "You were signed out because you had not done anything" in main_html(page)
 
 
-def _idle_seconds(page: HttpResponse) -> int:
+def _idle_seconds(page: Any) -> int:
     """The idle countdown a page's script starts from."""
     found = re.search(r'data-idle-seconds="(\d+)"', page.content.decode())
     assert found, "the page says nothing of the idle timeout"
