@@ -18,7 +18,7 @@ import datetime
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -300,26 +300,29 @@ def _resource_sql(patient: Patient, policy: ViewPolicy) -> _ResourceSql:
     )
 
 
-def _text(patient: Patient, entry_id: int, policy: ViewPolicy) -> str:
-    """One entry as the API serves it (SERVED_SQL, or RESOURCE_SQL when elements are withheld)."""
+def entries_served_text(
+    patient: Patient, entry_ids: Collection[int], policy: ViewPolicy
+) -> dict[int, str]:
+    """Entries of one person as the read API serves them under a policy, by entry id, in one query.
+
+    SERVED_SQL, or RESOURCE_SQL when the policy withholds elements. For a
+    notification's full resource: the caller has asked the access policy that
+    each entry is shown, and audits the disclosure.
+    """
     resource = _resource_sql(patient, policy)
     sql = (
-        f"SELECT {resource.expression} FROM sharedrecord_entry e {resource.joins}"  # noqa: S608 (constants)
-        " WHERE e.patient_id = %s AND e.id = %s"
+        f"SELECT e.id, {resource.expression} FROM sharedrecord_entry e {resource.joins}"  # noqa: S608 (constants)
+        " WHERE e.patient_id = %s AND e.id = ANY(%s)"
     )
-    params = [*resource.expression_params, *resource.join_params, patient.pk, entry_id]
+    params = [*resource.expression_params, *resource.join_params, patient.pk, list(entry_ids)]
     with connections[read_alias()].cursor() as cursor:
         cursor.execute(sql, params)
-        (text,) = cursor.fetchone()
-    return str(text)
+        return {int(pk): str(text) for pk, text in cursor.fetchall()}
 
 
 def entry_served_text(patient: Patient, entry_id: int, policy: ViewPolicy) -> str:
-    """One entry as the read API serves it under a policy (for a notification's full resource).
-
-    The caller has asked the access policy that the entry is shown, and audits the disclosure.
-    """
-    return _text(patient, entry_id, policy)
+    """One entry as the read API serves it under a policy (entries_served_text)."""
+    return entries_served_text(patient, [entry_id], policy)[entry_id]
 
 
 # One page, in one statement: the keyset read (the caller's query, with the
@@ -643,4 +646,4 @@ def api_entry_read(
         source_ods=[source],
         context=context,
     )
-    return _text(entry.patient, entry.pk, policy)
+    return entry_served_text(entry.patient, entry.pk, policy)

@@ -25,6 +25,7 @@ from typing import Any
 import requests
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.models import AuditAction, AuditOutcome
@@ -34,7 +35,7 @@ from sharedrecord.access import (
     organisation_relationships,
     view_policy_for,
 )
-from sharedrecord.fhir_entries import entry_served_text
+from sharedrecord.fhir_entries import entries_served_text
 from sharedrecord.models import Entry
 from sharedrecord.notifications.backport import (
     NotificationEvent,
@@ -158,52 +159,93 @@ def _bundle(
 def notification_event_for(
     subscription: Subscription, delivery: Delivery, content: str
 ) -> NotificationEvent:
-    """One delivery as a notification event, with the content this subscriber may have.
+    """One delivery as a notification event (notification_events_for)."""
+    return notification_events_for(subscription, [delivery], content)[0]
+
+
+def notification_events_for(
+    subscription: Subscription, deliveries: list[Delivery], content: str
+) -> list[NotificationEvent]:
+    """Deliveries as notification events, with the content this subscriber may have.
 
     A restricted item carries no focus and no resource (only that it exists);
     id-only names the entry by the id the read API serves it under;
     full-resource adds the entry as the read API would serve it to this
-    subscriber's account (its policy's redactions applied).
+    subscriber's account (its policy's redactions applied). The entries are
+    found in one query, and each person's relationships and served texts in
+    one query each, however many of their events there are.
     """
-    event = delivery.event
     base = fhir_base()
-    patient_ref = f"{base}/Patient/{delivery.patient.public_id}"
-    if delivery.restricted or content == PayloadContent.EMPTY:
-        return NotificationEvent(
-            delivery.event_number, event.recorded_at, "", patient_ref, delivery.restricted, False
+    named = [d for d in deliveries if not d.restricted and content != PayloadContent.EMPTY]
+    named_ids = {d.pk for d in named}
+    keys = {
+        (d.patient_id, d.event.source_org_id, d.event.resource_type, d.event.source_id)
+        for d in named
+    }
+    found: dict[tuple[int, int, str, str], tuple[int, str]] = {}
+    if keys:
+        where = Q()
+        for patient_id, source_org_id, resource_type, source_id in keys:
+            where |= Q(
+                patient_id=patient_id, source_org_id=source_org_id,
+                resource_type=resource_type, source_id=source_id,
+            )  # fmt: skip
+        rows = (
+            Entry.objects.filter(where)
+            .order_by("pk")
+            .values_list(
+                "pk", "public_id", "patient_id", "source_org_id", "resource_type", "source_id"
+            )
         )
-    entry = (
-        Entry.objects.filter(
-            patient=delivery.patient,
-            source_org=event.source_org,
-            resource_type=event.resource_type,
-            source_id=event.source_id,
-        )
-        .only("pk", "public_id")
-        .first()
-    )
-    if entry is None:  # removed by its source since: say only that something happened
-        return NotificationEvent(
-            delivery.event_number, event.recorded_at, "", patient_ref, False, False
-        )
-    if event.resource_type == "Patient":
-        focus = patient_ref
-    else:
-        focus = f"{base}/{event.resource_type}/{entry.public_id}"
-    resource = None
+        for pk, public_id, patient_id, source_org_id, resource_type, source_id in rows:
+            key = (patient_id, source_org_id, resource_type, source_id)
+            found.setdefault(key, (pk, str(public_id)))
+    texts: dict[int, str] = {}
     if content == PayloadContent.FULL_RESOURCE:
-        relationships = organisation_relationships(
-            organisation=subscription.organisation, patient=delivery.patient
-        )
-        policy = view_policy_for(
-            viewer=subscription.owner, basis_kind=basis_kind_routine(),
-            relationships={r.kind for r in relationships},
+        for patient_deliveries in _by_person(named).values():
+            patient = patient_deliveries[0].patient
+            relationships = organisation_relationships(
+                organisation=subscription.organisation, patient=patient
+            )
+            policy = view_policy_for(
+                viewer=subscription.owner, basis_kind=basis_kind_routine(),
+                relationships={r.kind for r in relationships},
+            )  # fmt: skip
+            ids = [found[_key(d)][0] for d in patient_deliveries if _key(d) in found]
+            texts.update(entries_served_text(patient, ids, policy) if ids else {})
+    events = []
+    for delivery in deliveries:
+        event = delivery.event
+        patient_ref = f"{base}/Patient/{delivery.patient.public_id}"
+        entry = found.get(_key(delivery)) if delivery.pk in named_ids else None
+        if entry is None:  # restricted, empty, or removed by its source since
+            events.append(NotificationEvent(
+                delivery.event_number, event.recorded_at, "", patient_ref, delivery.restricted,
+                False,
+            ))  # fmt: skip
+            continue
+        pk, entry_id = entry
+        focus = patient_ref if event.resource_type == "Patient" else (
+            f"{base}/{event.resource_type}/{entry_id}"
         )  # fmt: skip
-        resource = json.loads(entry_served_text(delivery.patient, entry.pk, policy))
-    return NotificationEvent(
-        delivery.event_number, event.recorded_at, focus, patient_ref, False, event.abnormal,
-        resource,
-    )  # fmt: skip
+        resource = json.loads(texts[pk]) if pk in texts else None
+        events.append(NotificationEvent(
+            delivery.event_number, event.recorded_at, focus, patient_ref, False, event.abnormal,
+            resource,
+        ))  # fmt: skip
+    return events
+
+
+def _key(delivery: Delivery) -> tuple[int, int, str, str]:
+    event = delivery.event
+    return (delivery.patient_id, event.source_org_id, event.resource_type, event.source_id)
+
+
+def _by_person(deliveries: list[Delivery]) -> dict[int, list[Delivery]]:
+    grouped: dict[int, list[Delivery]] = {}
+    for delivery in deliveries:
+        grouped.setdefault(delivery.patient_id, []).append(delivery)
+    return grouped
 
 
 def _backoff(attempts: int) -> datetime.timedelta:

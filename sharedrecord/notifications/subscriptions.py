@@ -13,11 +13,17 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from audit.models import AuditAction
-from audit.trail import AuditActor, AuditSubject, audit_event_record
+from audit.trail import (
+    AuditActor,
+    AuditSubject,
+    PendingEvent,
+    audit_event_record,
+    audit_events_record,
+)
 from sharedrecord.access import notifications_shown_as
 from sharedrecord.models import Entry, User
 from sharedrecord.notifications.backport import NotificationEvent
-from sharedrecord.notifications.delivery import notification_event_for
+from sharedrecord.notifications.delivery import notification_events_for
 from sharedrecord.notifications.models import (
     Delivery,
     DeliveryState,
@@ -118,7 +124,7 @@ def subscription_events(
     Whatever their state (sent, waiting, dead-lettered), at most
     EVENTS_PAGE_MAX, with the content asked for, but never more than the
     subscription's own (a restricted item stays restricted). Side effects:
-    one audit event per person whose items are disclosed.
+    one audit event per event disclosed, all written in two statements.
     """
     deliveries = Delivery.objects.filter(subscription=subscription).select_related(
         "event", "event__source_org", "patient"
@@ -132,26 +138,29 @@ def subscription_events(
     ):
         content = subscription.content
     chosen = list(deliveries.order_by("event_number")[:EVENTS_PAGE_MAX])
-    events = [notification_event_for(subscription, d, content) for d in chosen]
-    for delivery in chosen:
-        patient = delivery.patient
-        audit_event_record(
-            action=AuditAction.NOTIFICATION_SENT,
-            actor=actor,
-            subject=AuditSubject(
-                patient_id=patient.public_id,
-                nhs_number=patient.nhs_number,
-                gp_ods=patient.registered_gp_ods,
-            ),
-            detail={
-                "subscription": str(subscription.public_id),
-                "type": "query-event",
-                "event_number": delivery.event_number,
-                "content": content,
-                "restricted": delivery.restricted,
-            },
-            source_ods=[delivery.event.source_org.ods_code],
-        )
+    events = notification_events_for(subscription, chosen, content)
+    audit_events_record(
+        events=[
+            PendingEvent(
+                action=AuditAction.NOTIFICATION_SENT,
+                actor=actor,
+                subject=AuditSubject(
+                    patient_id=delivery.patient.public_id,
+                    nhs_number=delivery.patient.nhs_number,
+                    gp_ods=delivery.patient.registered_gp_ods,
+                ),
+                detail={
+                    "subscription": str(subscription.public_id),
+                    "type": "query-event",
+                    "event_number": delivery.event_number,
+                    "content": content,
+                    "restricted": delivery.restricted,
+                },
+                source_ods=(delivery.event.source_org.ods_code,),
+            )
+            for delivery in chosen
+        ]
+    )
     return events
 
 

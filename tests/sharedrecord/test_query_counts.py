@@ -7,24 +7,34 @@ one that reads a row per entry, per source or per event fails.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
 from sharedrecord.models import Entry, Patient, RecordSection, User
+from sharedrecord.notifications.backport import PAYLOAD_CONTENT, topic_url
+from sharedrecord.notifications.dispatch import notification_events_dispatch
+from sharedrecord.notifications.models import Subscription
 from tests.factories import (
     NHS,
     PROGRAMME_ODS,
     client_for,
     confirm_basis,
+    feed,
+    make_credential,
     make_officer,
+    next_nhs_number,
     partner,
     shown_entries,
     signed_in,
 )
 from tests.fhirapi import fhir_get, partner_token, staff_token
+from tests.notifications.feeds import builder, every_kind_bundle
 
 pytestmark = pytest.mark.django_db
 
@@ -73,6 +83,12 @@ GOVERNANCE_API_REVIEWS = 15
 GOVERNANCE_API_SUBJECT_ACCESS = 14
 GOVERNANCE_FHIR_SEARCH = 14
 GOVERNANCE_FHIR_READ = 15
+# A partner's Subscription and its $status: its token and the subscription. Its $events
+# (each event's full resource, under the policy): the deliveries, their entries, and per
+# person the relationships and the served texts, then one audit write for them all.
+SUBSCRIPTION_READ = 2
+SUBSCRIPTION_STATUS = 2
+SUBSCRIPTION_EVENTS = 11
 
 
 @pytest.fixture
@@ -257,3 +273,49 @@ def test_the_governance_pages_and_api(
         with django_assert_max_num_queries(bound):
             response = officer.get(path, params)
         assert response.status_code == 200, path
+
+
+def test_a_subscriptions_read_status_and_events(client: Client) -> None:
+    # A partner's catch-up read of its notifications ($events, each event with its full
+    # resource) reads the same number of rows however many of a person's events it
+    # holds: here one result, then two. It read six rows more per event.
+    token = partner_token(client, partner("Z81001"), role="gp")
+    made = client.post(
+        "/fhir/R4/Subscription", data=json.dumps(_results_subscription()),
+        content_type="application/fhir+json", HTTP_AUTHORIZATION=f"Bearer {token}",
+    ).json()  # fmt: skip
+    Subscription.objects.filter(public_id=made["id"]).update(status="active")
+    number = next_nhs_number()
+    feed(make_credential(partner("Z81001"))[0], builder(number, "Z81001", "q1").bundle())
+    counts: list[list[int]] = []
+    for key in ("q1", "q2"):
+        feed(make_credential(partner("ZAC01"))[0], every_kind_bundle(number, "ZAC01", key=key))
+        notification_events_dispatch()
+        counts.append([])
+        for path, params in (
+            ("", {}),
+            ("/$status", {}),
+            ("/$events", {"eventsSinceNumber": "1", "content": "full-resource"}),
+        ):
+            with CaptureQueriesContext(connection) as queries:
+                response = fhir_get(client, token, f"Subscription/{made['id']}{path}", params)
+            assert response.status_code == 200, path
+            counts[-1].append(len(queries))
+    reports = [e for e in response.json_body["entry"] if e["resource"]["resourceType"] == (
+        "DiagnosticReport"
+    )]  # fmt: skip
+    assert len(reports) == 2
+    assert counts[0] == counts[1]
+    assert counts[1] <= [SUBSCRIPTION_READ, SUBSCRIPTION_STATUS, SUBSCRIPTION_EVENTS]
+
+
+def _results_subscription() -> dict[str, Any]:
+    return {
+        "resourceType": "Subscription", "status": "requested", "reason": "Our patients' results",
+        "criteria": topic_url("result"),
+        "channel": {
+            "type": "rest-hook", "endpoint": "https://receiver.example/hook",
+            "payload": "application/fhir+json",
+            "_payload": {"extension": [{"url": PAYLOAD_CONTENT, "valueCode": "full-resource"}]},
+        },
+    }  # fmt: skip
