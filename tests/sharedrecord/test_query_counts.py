@@ -89,6 +89,10 @@ GOVERNANCE_FHIR_READ = 15
 SUBSCRIPTION_READ = 2
 SUBSCRIPTION_STATUS = 2
 SUBSCRIPTION_EVENTS = 11
+# The in-app list of changes: the viewer, their organisation's notices (one query for
+# the page of them, with their people), their entries, two queries per person listed
+# (the policy), the look moved on, the audit write.
+NOTIFICATIONS_PAGE = 21
 
 
 @pytest.fixture
@@ -319,3 +323,25 @@ def _results_subscription() -> dict[str, Any]:
             "_payload": {"extension": [{"url": PAYLOAD_CONTENT, "valueCode": "full-resource"}]},
         },
     }  # fmt: skip
+
+
+def test_the_notifications_page(registered_gp: User) -> None:
+    # A practice's list of what changed for its patients reads the same number of rows
+    # however many changes it shows for a person: here one hospital Bundle's, then two.
+    # (Each person listed still costs two queries, the policy asked for them alone:
+    # sharedrecord.notifications.subscriptions.notices_told.)
+    page = client_for(registered_gp)
+    page.get("/notifications/")  # the first look is recorded; later ones move it on
+    number = next_nhs_number()
+    feed(make_credential(partner("Z81001"))[0], builder(number, "Z81001", "p1").bundle())
+    counts = []
+    for key in ("p1", "p2"):
+        feed(make_credential(partner("ZAC01"))[0], every_kind_bundle(number, "ZAC01", key=key))
+        notification_events_dispatch()
+        with CaptureQueriesContext(connection) as queries:
+            response = page.get("/notifications/")
+        assert response.status_code == 200
+        counts.append(len(queries))
+    assert response.content.decode().count("Admitted to hospital") >= 2
+    assert counts[0] == counts[1]
+    assert counts[1] <= NOTIFICATIONS_PAGE
