@@ -305,9 +305,10 @@ def entries_served_text(
 ) -> dict[int, str]:
     """Entries of one person as the read API serves them under a policy, by entry id, in one query.
 
-    SERVED_SQL, or RESOURCE_SQL when the policy withholds elements. For a
-    notification's full resource: the caller has asked the access policy that
-    each entry is shown, and audits the disclosure.
+    SERVED_SQL, or RESOURCE_SQL when the policy withholds elements. The caller
+    has decided that the policy shows each entry (the entry read asks it; a
+    notification's deliveries were decided when dispatched), and audits the
+    disclosure.
     """
     resource = _resource_sql(patient, policy)
     sql = (
@@ -321,7 +322,10 @@ def entries_served_text(
 
 
 def entry_served_text(patient: Patient, entry_id: int, policy: ViewPolicy) -> str:
-    """One entry as the read API serves it under a policy (entries_served_text)."""
+    """One entry as the read API serves it under a policy (entries_served_text).
+
+    The caller has decided that the policy shows it, and audits the disclosure.
+    """
     return entries_served_text(patient, [entry_id], policy)[entry_id]
 
 

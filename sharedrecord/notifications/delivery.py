@@ -171,17 +171,14 @@ def notification_events_for(
     A restricted item carries no focus and no resource (only that it exists);
     id-only names the entry by the id the read API serves it under;
     full-resource adds the entry as the read API would serve it to this
-    subscriber's account (its policy's redactions applied). The entries are
-    found in one query, and each person's relationships and served texts in
-    one query each, however many of their events there are.
+    subscriber's account (its policy's redactions applied; whether the item is
+    restricted was decided by the policy when the event was dispatched). The
+    entries are found in one query, and each person's relationships and
+    served texts in one query each, however many of their events there are.
     """
     base = fhir_base()
     named = [d for d in deliveries if not d.restricted and content != PayloadContent.EMPTY]
-    named_ids = {d.pk for d in named}
-    keys = {
-        (d.patient_id, d.event.source_org_id, d.event.resource_type, d.event.source_id)
-        for d in named
-    }
+    keys = {_key(d) for d in named}
     found: dict[tuple[int, int, str, str], tuple[int, str]] = {}
     if keys:
         where = Q()
@@ -190,16 +187,14 @@ def notification_events_for(
                 patient_id=patient_id, source_org_id=source_org_id,
                 resource_type=resource_type, source_id=source_id,
             )  # fmt: skip
-        rows = (
-            Entry.objects.filter(where)
-            .order_by("pk")
-            .values_list(
-                "pk", "public_id", "patient_id", "source_org_id", "resource_type", "source_id"
-            )
+        rows = Entry.objects.filter(where).values_list(
+            "pk", "public_id", "patient_id", "source_org_id", "resource_type", "source_id"
         )
-        for pk, public_id, patient_id, source_org_id, resource_type, source_id in rows:
-            key = (patient_id, source_org_id, resource_type, source_id)
-            found.setdefault(key, (pk, str(public_id)))
+        # One entry per key (entry_source_unique).
+        found = {
+            (patient_id, org_id, kind, source_id): (pk, str(public_id))
+            for pk, public_id, patient_id, org_id, kind, source_id in rows
+        }
     texts: dict[int, str] = {}
     if content == PayloadContent.FULL_RESOURCE:
         for patient_deliveries in _by_person(named).values():
@@ -212,12 +207,14 @@ def notification_events_for(
                 relationships={r.kind for r in relationships},
             )  # fmt: skip
             ids = [found[_key(d)][0] for d in patient_deliveries if _key(d) in found]
-            texts.update(entries_served_text(patient, ids, policy) if ids else {})
+            if ids:
+                texts.update(entries_served_text(patient, ids, policy))
     events = []
     for delivery in deliveries:
         event = delivery.event
         patient_ref = f"{base}/Patient/{delivery.patient.public_id}"
-        entry = found.get(_key(delivery)) if delivery.pk in named_ids else None
+        named_entry = not delivery.restricted and content != PayloadContent.EMPTY
+        entry = found.get(_key(delivery)) if named_entry else None
         if entry is None:  # restricted, empty, or removed by its source since
             events.append(NotificationEvent(
                 delivery.event_number, event.recorded_at, "", patient_ref, delivery.restricted,
@@ -228,7 +225,8 @@ def notification_events_for(
         focus = patient_ref if event.resource_type == "Patient" else (
             f"{base}/{event.resource_type}/{entry_id}"
         )  # fmt: skip
-        resource = json.loads(texts[pk]) if pk in texts else None
+        # Never quietly less than asked: a text not read is an error, as it was.
+        resource = json.loads(texts[pk]) if content == PayloadContent.FULL_RESOURCE else None
         events.append(NotificationEvent(
             delivery.event_number, event.recorded_at, focus, patient_ref, False, event.abnormal,
             resource,

@@ -124,7 +124,8 @@ def subscription_events(
     Whatever their state (sent, waiting, dead-lettered), at most
     EVENTS_PAGE_MAX, with the content asked for, but never more than the
     subscription's own (a restricted item stays restricted). Side effects:
-    one audit event per event disclosed, all written in two statements.
+    one audit event per event returned (a restricted one says only that it
+    happened), all written in two statements.
     """
     deliveries = Delivery.objects.filter(subscription=subscription).select_related(
         "event", "event__source_org", "patient"

@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditEvent
+from sharedrecord.models import Entry, Patient
 from sharedrecord.notifications.backport import PAYLOAD_CONTENT, TOPIC_BASE, topic_url
 from sharedrecord.notifications.dispatch import notification_events_dispatch
 from sharedrecord.notifications.models import EventKind, Subscription
@@ -161,3 +162,38 @@ def test_events_catches_up_with_what_was_sent(client: Client, gp_token: str) -> 
     bad = fhir_get(client, gp_token, f"Subscription/{made['id']}/$events",
                    {"eventsSinceNumber": "one"})  # fmt: skip
     assert bad.status_code == 400
+
+
+def test_events_of_two_people_each_carry_their_own_resource_and_a_removed_one_none(
+    client: Client, gp_token: str
+) -> None:
+    # $events reads a page of events together (each person's texts in one query): each
+    # event still carries its own person's resource, and an item its source has removed
+    # since says only that something happened.
+    made = post(client, gp_token, subscription("result", _payload={
+        "extension": [{"url": PAYLOAD_CONTENT, "valueCode": "full-resource"}]})).json()  # fmt: skip
+    Subscription.objects.filter(public_id=made["id"]).update(status="active")
+    people = []
+    for key in ("a1", "b1", "c1"):
+        number = next_nhs_number()
+        feed(make_credential(partner("Z81001"))[0], builder(number, "Z81001", key).bundle())
+        feed(make_credential(partner("ZAC01"))[0], every_kind_bundle(number, "ZAC01", key=key))
+        people.append(Patient.objects.get(nhs_number=number))
+    notification_events_dispatch()
+    removed = Entry.objects.get(patient=people[2], resource_type="DiagnosticReport")
+    removed.delete()
+    caught = fhir_get(client, gp_token, f"Subscription/{made['id']}/$events",
+                      {"eventsSinceNumber": "1", "content": "full-resource"}).json_body  # fmt: skip
+    status = caught["entry"][0]["resource"]
+    events = [p for p in status["parameter"] if p["name"] == "notification-event"]
+    assert len(events) == 3
+    reports = [e["resource"] for e in caught["entry"][1:]]
+    assert len(reports) == 2
+    for person, report in zip(people[:2], reports, strict=True):
+        assert report["subject"]["reference"] == f"Patient/{person.public_id}"
+        assert report["id"] == str(
+            Entry.objects.get(patient=person, resource_type="DiagnosticReport").public_id
+        )
+    first, last = ({part["name"] for part in e["part"]} for e in (events[0], events[2]))
+    assert "focus" in first
+    assert "focus" not in last

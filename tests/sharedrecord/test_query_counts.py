@@ -309,8 +309,12 @@ def test_a_subscriptions_read_status_and_events(client: Client) -> None:
         "DiagnosticReport"
     )]  # fmt: skip
     assert len(reports) == 2
+    # Every event returned is audited, in order: one, then both again.
+    told = AuditEvent.objects.filter(action="notification-sent", detail__type="query-event")
+    assert [e.detail["event_number"] for e in told.order_by("id")] == [1, 1, 2]
     assert counts[0] == counts[1]
-    assert counts[1] <= [SUBSCRIPTION_READ, SUBSCRIPTION_STATUS, SUBSCRIPTION_EVENTS]
+    bounds = [SUBSCRIPTION_READ, SUBSCRIPTION_STATUS, SUBSCRIPTION_EVENTS]
+    assert all(count <= bound for count, bound in zip(counts[1], bounds, strict=True)), counts
 
 
 def _results_subscription() -> dict[str, Any]:
