@@ -45,6 +45,7 @@ from sharedrecord.notifications.backport import (
 from sharedrecord.notifications.models import (
     Delivery,
     DeliveryState,
+    Event,
     PayloadContent,
     Subscription,
     SubscriptionStatus,
@@ -178,23 +179,7 @@ def notification_events_for(
     """
     base = fhir_base()
     named = [d for d in deliveries if not d.restricted and content != PayloadContent.EMPTY]
-    keys = {_key(d) for d in named}
-    found: dict[tuple[int, int, str, str], tuple[int, str]] = {}
-    if keys:
-        where = Q()
-        for patient_id, source_org_id, resource_type, source_id in keys:
-            where |= Q(
-                patient_id=patient_id, source_org_id=source_org_id,
-                resource_type=resource_type, source_id=source_id,
-            )  # fmt: skip
-        rows = Entry.objects.filter(where).values_list(
-            "pk", "public_id", "patient_id", "source_org_id", "resource_type", "source_id"
-        )
-        # One entry per key (entry_source_unique).
-        found = {
-            (patient_id, org_id, kind, source_id): (pk, str(public_id))
-            for pk, public_id, patient_id, org_id, kind, source_id in rows
-        }
+    found = entries_by_source_key({_key(d) for d in named})
     texts: dict[int, str] = {}
     if content == PayloadContent.FULL_RESOURCE:
         for patient_deliveries in _by_person(named).values():
@@ -234,9 +219,39 @@ def notification_events_for(
     return events
 
 
-def _key(delivery: Delivery) -> tuple[int, int, str, str]:
-    event = delivery.event
-    return (delivery.patient_id, event.source_org_id, event.resource_type, event.source_id)
+SourceKey = tuple[int, int, str, str]  # person, source organisation, resource type, source id
+
+
+def entries_by_source_key(keys: set[SourceKey]) -> dict[SourceKey, tuple[int, str]]:
+    """The entries events name (by person, source, type and source id), in one query.
+
+    By key: the entry's pk and public id; an entry its source has removed is
+    not there. One entry per key (entry_source_unique).
+    """
+    if not keys:
+        return {}
+    where = Q()
+    for patient_id, source_org_id, resource_type, source_id in keys:
+        where |= Q(
+            patient_id=patient_id, source_org_id=source_org_id,
+            resource_type=resource_type, source_id=source_id,
+        )  # fmt: skip
+    rows = Entry.objects.filter(where).values_list(
+        "pk", "public_id", "patient_id", "source_org_id", "resource_type", "source_id"
+    )
+    return {
+        (patient_id, org_id, kind, source_id): (pk, str(public_id))
+        for pk, public_id, patient_id, org_id, kind, source_id in rows
+    }
+
+
+def event_source_key(event: Event) -> SourceKey:
+    """The key of the entry an event is about (entries_by_source_key)."""
+    return (event.patient_id, event.source_org_id, event.resource_type, event.source_id)
+
+
+def _key(delivery: Delivery) -> SourceKey:
+    return event_source_key(delivery.event)
 
 
 def _by_person(deliveries: list[Delivery]) -> dict[int, list[Delivery]]:

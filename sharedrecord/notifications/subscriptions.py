@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Min, Q
+from django.db.models import Min
 from django.utils import timezone
 
 from audit.models import AuditAction
@@ -21,9 +21,13 @@ from audit.trail import (
     audit_events_record,
 )
 from sharedrecord.access import notifications_shown_as
-from sharedrecord.models import Entry, User
+from sharedrecord.models import User
 from sharedrecord.notifications.backport import NotificationEvent
-from sharedrecord.notifications.delivery import notification_events_for
+from sharedrecord.notifications.delivery import (
+    entries_by_source_key,
+    event_source_key,
+    notification_events_for,
+)
 from sharedrecord.notifications.models import (
     Delivery,
     DeliveryState,
@@ -202,24 +206,13 @@ def notices_told(*, viewer: User, notices: list[Notice]) -> dict[int, str]:
     """
     if not notices:
         return {}
-    keys = Q()
-    for notice in notices:
-        event = notice.event
-        keys |= Q(patient_id=event.patient_id, source_org_id=event.source_org_id,
-                  resource_type=event.resource_type, source_id=event.source_id)  # fmt: skip
-    entry_of = {
-        (p, o, t, s): pk
-        for pk, p, o, t, s in Entry.objects.filter(keys).values_list(
-            "pk", "patient_id", "source_org_id", "resource_type", "source_id"
-        )
-    }
+    entry_of = entries_by_source_key({event_source_key(n.event) for n in notices})
     groups: dict[tuple[int, tuple[str, ...]], list[tuple[int, int]]] = {}
     for notice in notices:
         event = notice.event
-        entry_id = entry_of.get(
-            (event.patient_id, event.source_org_id, event.resource_type, event.source_id)
-        )
-        if entry_id is not None:
+        entry = entry_of.get(event_source_key(event))
+        if entry is not None:
+            entry_id = entry[0]
             key = (event.patient_id, tuple(sorted(notice.relationships)))
             groups.setdefault(key, []).append((notice.pk, entry_id))
     told: dict[int, str] = {}
