@@ -581,16 +581,17 @@ def _summary_chosen(
         return [(int(pk), str(name), int(total)) for pk, name, total in cursor.fetchall()]
 
 
-def _summary(
-    patient: Patient, visible: QuerySet[Entry], policy: ViewPolicy, person_source: str = ""
-) -> Summary:
+def _summary(patient: Patient, visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
     """The summary's lists, read in two queries whatever the record's size.
 
     The first names each list's entries (_summary_chosen); the second reads
     them from `visible`.
     """
     now = timezone.now()
-    parts = [p for p in _summary_parts(now, person_source) if policy.may_see_section(p.section)]
+    parts = [
+        p for p in _summary_parts(now, patient.demographics_source_ods)
+        if policy.may_see_section(p.section)
+    ]  # fmt: skip
     rows = _summary_chosen(patient, policy, parts)
     chosen: dict[int, str] = {pk: name for pk, name, _ in rows}
     fetched: dict[str, int] = {}
@@ -804,7 +805,7 @@ def record_view(
             section=section,
         )
         if section is None:
-            record.summary = _summary(patient, visible, policy, patient.demographics_source_ods)
+            record.summary = _summary(patient, visible, policy)
             record.trends = trends_of(record.summary.results)
             summary = record.summary
             banner = _banner_of(
