@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.cache import cache
-from django.db import connections, transaction
-from django.db.models import Count, Max, Q, QuerySet
+from django.db import transaction
+from django.db.models import Count, Max, Q, QuerySet, prefetch_related_objects
 from django.utils import timezone
 from django.utils.timesince import timesince
 
@@ -524,10 +524,14 @@ _LISTED = (
 )
 
 
+# An entry's own columns (not the generated served text, which the model does not name).
+_ENTRY_COLUMNS = ", ".join(f'e."{field.column}"' for field in Entry._meta.concrete_fields)
+
+
 def _summary_chosen(
     patient: Patient, policy: ViewPolicy, parts: list[_Part]
-) -> list[tuple[int, str, int]]:
-    """Each list's entries as (id, list, total) rows, in one statement.
+) -> list[tuple[Entry, str, int]]:
+    """Each list's entries with the list they are in and its total, in one statement.
 
     `total` is the list's length before its limit, for a limited list (0 for
     the others, which are read whole), so "see all N" costs no query of its own.
@@ -542,6 +546,10 @@ def _summary_chosen(
        with the whole policy, took the ORM 15 to 25 ms a summary, more than
        PostgreSQL takes to answer them (bench/view.py, round 5).
     3. A limited list's total is a window over its rows before the limit.
+    4. The chosen entries' rows are read by the same statement, so they are
+       the rows the policy passed, as they were when it did (read again under
+       the policy by a second statement, they cost its compiling and planning
+       again: bench/view.py, round 6). Their sources come in one more query.
     """
     if not parts:
         return []
@@ -571,21 +579,27 @@ def _summary_chosen(
         total = "count(*) OVER ()" if part.limit else "0"
         limit = f" LIMIT {int(part.limit)}" if part.limit else ""
         branches.append(
-            f"(SELECT id, %s, {total} FROM {view} WHERE section = %s AND ({part.where})"  # noqa: S608 (constants)
-            f" ORDER BY {order}{limit})"
+            f"(SELECT id, %s AS part, {total} AS total FROM {view}"  # noqa: S608 (constants)
+            f" WHERE section = %s AND ({part.where}) ORDER BY {order}{limit})"
         )
         params.extend([part.name, part.section.value, *part.params])
-    sql = f"WITH {', '.join(ctes)}\n" + "\nUNION ALL\n".join(branches)
-    with connections[database].cursor() as cursor:
-        cursor.execute(sql, params)
-        return [(int(pk), str(name), int(total)) for pk, name, total in cursor.fetchall()]
+    chosen = "\nUNION ALL\n".join(branches)
+    sql = (
+        f"WITH {', '.join(ctes)},\nchosen AS ({chosen})\n"
+        f"SELECT {_ENTRY_COLUMNS}, chosen.part, chosen.total"
+        " FROM chosen JOIN sharedrecord_entry e ON e.id = chosen.id"
+    )
+    read = list(Entry.objects.db_manager(database).raw(sql, params))
+    prefetch_related_objects(read, "source_org")
+    # The columns the model does not name come as attributes of each entry.
+    return [(e, str(vars(e)["part"]), int(vars(e)["total"])) for e in read]
 
 
 def _summary(patient: Patient, visible: QuerySet[Entry], policy: ViewPolicy) -> Summary:
     """The summary's lists, read in two queries whatever the record's size.
 
-    The first names each list's entries (_summary_chosen); the second reads
-    them from `visible`.
+    The entries and the list each is in come from one statement
+    (_summary_chosen); their sources from one more.
     """
     now = timezone.now()
     parts = [
@@ -593,13 +607,13 @@ def _summary(patient: Patient, visible: QuerySet[Entry], policy: ViewPolicy) -> 
         if policy.may_see_section(p.section)
     ]  # fmt: skip
     rows = _summary_chosen(patient, policy, parts)
-    chosen: dict[int, str] = {pk: name for pk, name, _ in rows}
+    chosen: dict[int, str] = {entry.pk: name for entry, name, _ in rows}
     fetched: dict[str, int] = {}
     for _, name, _ in rows:
         fetched[name] = fetched.get(name, 0) + 1
     limited = {part.name for part in parts if part.limit}
     beyond = {name: total - fetched[name] for _, name, total in rows if name in limited}
-    entries = list(visible.filter(pk__in=list(chosen)))
+    entries = list({entry.pk: entry for entry, _, _ in rows}.values())
     shown = dict(zip((e.pk for e in entries), _shown(entries, policy, visible), strict=True))
     lists: dict[str, list[ShownEntry]] = {}
     for part in parts:
