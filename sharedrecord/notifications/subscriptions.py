@@ -202,26 +202,22 @@ def notices_told(*, viewer: User, notices: list[Notice]) -> dict[int, str]:
 
     By notice id: "item", "restricted" or nothing. The relationships are those
     the feeds showed when the organisation was told. A fixed handful of
-    queries per person listed (their entries found in one query for all).
+    queries, however many people are listed: their entries found in one query,
+    then two for each set of relationships the notices were told under.
     """
     if not notices:
         return {}
     entry_of = entries_by_source_key({event_source_key(n.event) for n in notices})
-    groups: dict[tuple[int, tuple[str, ...]], list[tuple[int, int]]] = {}
+    groups: dict[tuple[str, ...], list[tuple[int, int]]] = {}
     for notice in notices:
-        event = notice.event
-        entry = entry_of.get(event_source_key(event))
+        entry = entry_of.get(event_source_key(notice.event))
         if entry is not None:
-            entry_id = entry[0]
-            key = (event.patient_id, tuple(sorted(notice.relationships)))
-            groups.setdefault(key, []).append((notice.pk, entry_id))
+            groups.setdefault(tuple(sorted(notice.relationships)), []).append((notice.pk, entry[0]))
     told: dict[int, str] = {}
-    for (_, relationships), pairs in groups.items():
-        patient = next(n.event.patient for n in notices if n.pk == pairs[0][0])
+    for relationships, pairs in groups.items():
         shown = notifications_shown_as(
-            viewer=viewer, patient=patient, entry_ids={e for _, e in pairs},
-            relationships=relationships,
-        )  # fmt: skip
+            viewer=viewer, entry_ids={e for _, e in pairs}, relationships=relationships
+        )
         for notice_id, entry_id in pairs:
             if entry_id in shown:
                 told[notice_id] = shown[entry_id]

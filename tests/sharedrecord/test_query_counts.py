@@ -8,6 +8,7 @@ one that reads a row per entry, per source or per event fails.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -90,8 +91,9 @@ SUBSCRIPTION_READ = 2
 SUBSCRIPTION_STATUS = 2
 SUBSCRIPTION_EVENTS = 11
 # The in-app list of changes: the viewer, their organisation's notices (one query for
-# the page of them, with their people), their entries, two queries per person listed
-# (the policy), the look moved on, the audit write.
+# the page of them, with their people), their entries, two queries for each set of
+# relationships the notices were told under (the policy; the module's people make two
+# sets), the look moved on, the audit write.
 NOTIFICATIONS_PAGE = 21
 
 
@@ -331,21 +333,26 @@ def _results_subscription() -> dict[str, Any]:
 
 def test_the_notifications_page(registered_gp: User) -> None:
     # A practice's list of what changed for its patients reads the same number of rows
-    # however many changes it shows for a person: here one hospital Bundle's, then two.
-    # (Each person listed still costs two queries, the policy asked for them alone:
-    # sharedrecord.notifications.subscriptions.notices_told.)
+    # however many changes it shows, for however many people: one hospital Bundle's for
+    # one person, then two, then another person's too (the policy is asked once for all
+    # the people told under the same relationships: notices_told).
     page = client_for(registered_gp)
     page.get("/notifications/")  # the first look is recorded; later ones move it on
-    number = next_nhs_number()
-    feed(make_credential(partner("Z81001"))[0], builder(number, "Z81001", "p1").bundle())
+    first, second = next_nhs_number(), next_nhs_number()
+    for number, key in ((first, "p1"), (second, "p2")):
+        feed(make_credential(partner("Z81001"))[0], builder(number, "Z81001", key).bundle())
     counts = []
-    for key in ("p1", "p2"):
+    for number, key in ((first, "p1"), (first, "p2"), (second, "p3")):
         feed(make_credential(partner("ZAC01"))[0], every_kind_bundle(number, "ZAC01", key=key))
         notification_events_dispatch()
         with CaptureQueriesContext(connection) as queries:
             response = page.get("/notifications/")
         assert response.status_code == 200
         counts.append(len(queries))
-    assert response.content.decode().count("Admitted to hospital") >= 2
-    assert counts[0] == counts[1]
-    assert counts[1] <= NOTIFICATIONS_PAGE
+    listed = response.content.decode()
+    assert listed.count("Admitted to hospital") >= 3
+    ours = {str(p.public_id) for p in Patient.objects.filter(nhs_number__in=(first, second))}
+    assert ours <= set(re.findall(r'href="/access/([0-9a-f-]{36})/"', listed))
+    assert len(ours) == 2
+    assert counts[0] == counts[1] == counts[2], counts
+    assert counts[2] <= NOTIFICATIONS_PAGE

@@ -20,7 +20,12 @@ from audit.models import AuditAction, AuditEvent
 from ingestion.demo import PEOPLE, BundleBuilder
 from optout.models import OptOutRoute
 from optout.services import optout_register
-from sharedrecord.access import entries_visible, relationships_of, view_policy_for
+from sharedrecord.access import (
+    entries_visible,
+    entries_visible_to_each,
+    relationships_of,
+    view_policy_for,
+)
 from sharedrecord.models import (
     AccessBasis,
     BasisKind,
@@ -490,6 +495,44 @@ def test_a_registration_change_is_audited_only_when_there_was_one() -> None:
     assert not changes.exists()  # a first registration is no move
     patient_says(number, "ZDS01", "Z81002", tag="pds")
     assert [(e.detail["from"], e.detail["to"]) for e in changes] == [("Z81001", "Z81002")]
+
+
+@pytest.mark.parametrize(
+    "persona", ["registered_gp", "treating_clinician", "social_worker", "unrelated_clinician"]
+)
+def test_the_policy_for_many_people_shows_of_each_what_their_own_policy_shows(
+    persona: str, record: Patient, request: pytest.FixtureRequest
+) -> None:
+    # The in-app notifications list asks the policy once for everyone it lists
+    # (entries_visible_to_each): the "knows only" rule then reads each entry's own
+    # person's care and registered practice. Beside the fed person (whose mental health
+    # trust's copy of the demographics is theirs alone), another registered elsewhere,
+    # with copies from their own practice and a hospital and no care from either.
+    other = next_nhs_number()
+    patient_says(other, "Z81002", "Z81002")
+    patient_says(other, "ZAC01", "Z81002")
+    viewer = User.objects.select_related("organisation").get(pk=request.getfixturevalue(persona).pk)
+    relationships = [r.kind for r in relationships_of(viewer=viewer, patient=record)]
+    policy = view_policy_for(
+        viewer=viewer, basis_kind=BasisKind.DIRECT_CARE, relationships=relationships
+    )
+    each = entries_visible_to_each(policy=policy)
+    people = list(Patient.objects.filter(entries__isnull=False).distinct())
+    assert record in people
+    assert len(people) >= 2
+    for person in people:
+        own = entries_visible(patient=person, policy=policy)
+        for mine, theirs in ((each.entries, own.entries), (each.hidden, own.hidden)):
+            assert set(mine.filter(patient=person).values_list("pk", flat=True)) == set(
+                theirs.values_list("pk", flat=True)
+            ), person.nhs_number
+    # The other person's registered practice's copy is shown; the hospital's is shown
+    # only to a viewer who sees the hospital's care (here, none of it: there is none).
+    copies = each.entries.filter(patient__nhs_number=other).values_list(
+        "source_org__ods_code", flat=True
+    )
+    assert "Z81002" in set(copies)
+    assert "ZAC01" not in set(copies) or policy.organisation_id == org("ZAC01").pk
 
 
 @pytest.mark.parametrize(
