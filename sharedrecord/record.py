@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Max, Q, QuerySet, prefetch_related_objects
+from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
 from django.utils.timesince import timesince
 
@@ -587,10 +587,11 @@ def _summary_chosen(
     sql = (
         f"WITH {', '.join(ctes)},\nchosen AS ({chosen})\n"
         f"SELECT {_ENTRY_COLUMNS}, chosen.part, chosen.total"
-        " FROM chosen JOIN sharedrecord_entry e ON e.id = chosen.id"
+        f" FROM chosen JOIN {Entry._meta.db_table} e"
+        " ON e.id = chosen.id AND e.patient_id = %s"  # one person's: one shard under Citus
     )
-    read = list(Entry.objects.db_manager(database).raw(sql, params))
-    prefetch_related_objects(read, "source_org")
+    read = Entry.objects.db_manager(database).raw(sql, [*params, patient.pk])
+    read = read.prefetch_related("source_org")
     # The columns the model does not name come as attributes of each entry.
     return [(e, str(vars(e)["part"]), int(vars(e)["total"])) for e in read]
 
