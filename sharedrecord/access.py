@@ -39,7 +39,8 @@ Every other "who may" lives here too, one function per rule:
     which sign-in assurance reads a record (assurance_level_of, assurance_may_read).
 13. Who is told of an event about a person (notification_recipients), and
     what each subscriber or member of staff is told of it
-    (notification_shown_as): the item, "a new restricted item", or nothing.
+    (notification_shown_as; for many people at once, notifications_shown_as):
+    the item, "a new restricted item", or nothing.
 14. Which sources are asked live for a record (pull_sources_for), and which
     of the items they answer with a viewer sees (pulled_item_visible: the
     same sections and sensitivity rules as rules 3 and 4).
@@ -636,7 +637,7 @@ def _one_array(values: Collection[str]) -> Value:
 
 @dataclass(frozen=True)
 class VisibleEntries:
-    """What a policy shows of a person's entries, and what it withholds.
+    """What a policy shows of a person's entries (or some people's), and what it withholds.
 
     `entries` and `hidden` are for reading. `in_scope` (every entry in the
     asked-for sections from a sharing organisation, shown or not) is only
@@ -667,28 +668,36 @@ def entries_visible(
     return _entries_visible(person=patient, policy=policy, sections=sections)
 
 
-def entries_visible_to_each(
-    *, policy: ViewPolicy, sections: frozenset[str] | None = None
+def entries_visible_among(
+    *, people: Collection[int], policy: ViewPolicy, sections: frozenset[str] | None = None
 ) -> VisibleEntries:
-    """Every person's entries this policy shows, each under the rules as they apply to its person.
+    """These people's entries this policy shows, each under the rules as they apply to its person.
 
     The rules of entries_visible, with the "knows only" rule reading each
     entry's own person's care and registered practice: for telling one viewer
-    of many people's events in one query (notifications_shown_as). Narrow it
-    before reading: on its own it is the whole combined record.
+    of many people's events at once (notifications_shown_as). `people` are
+    Patient ids.
     """
-    return _entries_visible(person=None, policy=policy, sections=sections)
+    return _entries_visible(person=None, people=people, policy=policy, sections=sections)
 
 
 def _entries_visible(
-    *, person: Patient | None, policy: ViewPolicy, sections: frozenset[str] | None
+    *,
+    person: Patient | None,
+    people: Collection[int] = (),
+    policy: ViewPolicy,
+    sections: frozenset[str] | None,
 ) -> VisibleEntries:
-    """entries_visible for one person, or (None) for each entry's own person."""
+    """entries_visible for one person; or (person None) entries_visible_among `people`."""
     wanted = policy.sections if sections is None else policy.sections & sections
     active = Organisation.objects.with_active_agreement()
-    in_scope = Entry.objects.filter(section__in=sorted(wanted), source_org__in=active)
     if person is not None:
-        in_scope = in_scope.filter(patient=person)
+        whose, same_person = Q(patient=person), Q(patient=person)
+        registered_gp: str | F = person.registered_gp_ods
+    else:
+        whose, same_person = Q(patient_id__in=sorted(people)), Q(patient_id=OuterRef("patient_id"))
+        registered_gp = F("patient__registered_gp_ods")
+    in_scope = Entry.objects.filter(whose, section__in=sorted(wanted), source_org__in=active)
     own = Q(source_org_id=policy.organisation_id)
     hidden = _very_restricted() if policy.restricted_visible else _restricted() | _very_restricted()
     hidden &= ~own
@@ -698,14 +707,11 @@ def _entries_visible(
     # or more in every statement that carries it.
     if RecordSection.DEMOGRAPHICS.value in wanted:
         care_shown = Entry.objects.filter(
-            Q(patient=person) if person is not None else Q(patient_id=OuterRef("patient_id")),
+            same_person,
             source_org_id=OuterRef("source_org_id"),
             section__in=sorted(policy.sections - {RecordSection.DEMOGRAPHICS.value}),
             source_org__in=active,
         ).exclude(hidden)
-        registered_gp = (
-            person.registered_gp_ods if person is not None else F("patient__registered_gp_ods")
-        )
         shown &= ~(
             Q(section=RecordSection.DEMOGRAPHICS)
             & ~own
@@ -955,40 +961,36 @@ def notification_shown_as(
     (told only that there is a new restricted item, nothing of it); "" when
     the viewer may not see that section, or reads no records at all.
     """
-    policy = view_policy_for(
-        viewer=viewer, basis_kind=basis_kind_routine(), relationships=relationships
-    )
-    if not policy.sections:
-        return ""
-    visible = entries_visible(patient=patient, policy=policy)
-    return _shown_as(visible, [entry_id]).get(entry_id, "")
+    return notifications_shown_as(
+        viewer=viewer, entries=[(patient.pk, entry_id)], relationships=relationships
+    ).get(entry_id, "")
 
 
 def notifications_shown_as(
-    *, viewer: User, entry_ids: Collection[int], relationships: Collection[str]
+    *, viewer: User, entries: Collection[tuple[int, int]], relationships: Collection[str]
 ) -> dict[int, str]:
-    """notification_shown_as for entries of any number of people, each its own person's.
+    """notification_shown_as for entries of any number of people, in two queries.
 
-    Two queries, however many entries and people: the viewer is told of them
-    under the same relationships (the in-app list groups its notices by them).
-    By entry id; an entry told nothing is left out.
+    `entries` are (Patient id, Entry id) pairs: an entry is told only while it
+    is that person's (one moved to another person since, by a merge, is told
+    nothing). `relationships` are those the feeds show between the viewer's
+    organisation and each of these people (the in-app list groups its notices
+    by them). By entry id; an entry told nothing is left out.
     """
     policy = view_policy_for(
         viewer=viewer, basis_kind=basis_kind_routine(), relationships=relationships
     )
-    if not policy.sections or not entry_ids:
+    if not policy.sections or not entries:
         return {}
-    return _shown_as(entries_visible_to_each(policy=policy), entry_ids)
-
-
-def _shown_as(visible: VisibleEntries, entry_ids: Collection[int]) -> dict[int, str]:
-    wanted = sorted(entry_ids)
-    shown = {
-        pk: "item" for pk in visible.entries.filter(pk__in=wanted).values_list("pk", flat=True)
-    }
-    for pk in visible.hidden.filter(pk__in=wanted).values_list("pk", flat=True):
-        shown.setdefault(pk, "restricted")
-    return shown
+    visible = entries_visible_among(people={p for p, _ in entries}, policy=policy)
+    pairs = set(entries)
+    wanted = sorted(e for _, e in pairs)
+    told: dict[int, str] = {}
+    for rows, shown_as in ((visible.entries, "item"), (visible.hidden, "restricted")):
+        for pk, patient_id in rows.filter(pk__in=wanted).values_list("pk", "patient_id"):
+            if (patient_id, pk) in pairs:
+                told.setdefault(pk, shown_as)
+    return told
 
 
 # ------------------------------------------------------------------ live pull (issue 25)

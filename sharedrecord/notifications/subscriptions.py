@@ -201,24 +201,29 @@ def notices_told(*, viewer: User, notices: list[Notice]) -> dict[int, str]:
     """What a member of staff is told of each notice in the in-app list (the access policy).
 
     By notice id: "item", "restricted" or nothing. The relationships are those
-    the feeds showed when the organisation was told. A fixed handful of
-    queries, however many people are listed: their entries found in one query,
-    then two for each set of relationships the notices were told under.
+    the feeds showed when the organisation was told. A few queries, however
+    many people are listed: their entries found in one query, then two for
+    each set of relationships the notices were told under.
     """
     if not notices:
         return {}
     entry_of = entries_by_source_key({event_source_key(n.event) for n in notices})
-    groups: dict[tuple[str, ...], list[tuple[int, int]]] = {}
+    groups: dict[tuple[str, ...], list[tuple[int, int, int]]] = {}
     for notice in notices:
         entry = entry_of.get(event_source_key(notice.event))
         if entry is not None:
-            groups.setdefault(tuple(sorted(notice.relationships)), []).append((notice.pk, entry[0]))
+            relationships = tuple(sorted(notice.relationships))
+            groups.setdefault(relationships, []).append(
+                (notice.pk, notice.event.patient_id, entry[0])
+            )
     told: dict[int, str] = {}
-    for relationships, pairs in groups.items():
+    for relationships, listed in groups.items():
         shown = notifications_shown_as(
-            viewer=viewer, entry_ids={e for _, e in pairs}, relationships=relationships
+            viewer=viewer,
+            entries={(patient_id, entry_id) for _, patient_id, entry_id in listed},
+            relationships=relationships,
         )
-        for notice_id, entry_id in pairs:
+        for notice_id, _, entry_id in listed:
             if entry_id in shown:
                 told[notice_id] = shown[entry_id]
     return told

@@ -22,7 +22,8 @@ from optout.models import OptOutRoute
 from optout.services import optout_register
 from sharedrecord.access import (
     entries_visible,
-    entries_visible_to_each,
+    entries_visible_among,
+    notifications_shown_as,
     relationships_of,
     view_policy_for,
 )
@@ -504,7 +505,7 @@ def test_the_policy_for_many_people_shows_of_each_what_their_own_policy_shows(
     persona: str, record: Patient, request: pytest.FixtureRequest
 ) -> None:
     # The in-app notifications list asks the policy once for everyone it lists
-    # (entries_visible_to_each): the "knows only" rule then reads each entry's own
+    # (entries_visible_among): the "knows only" rule then reads each entry's own
     # person's care and registered practice. Beside the fed person (whose mental health
     # trust's copy of the demographics is theirs alone), another registered elsewhere,
     # with copies from their own practice and a hospital and no care from either.
@@ -516,8 +517,8 @@ def test_the_policy_for_many_people_shows_of_each_what_their_own_policy_shows(
     policy = view_policy_for(
         viewer=viewer, basis_kind=BasisKind.DIRECT_CARE, relationships=relationships
     )
-    each = entries_visible_to_each(policy=policy)
     people = list(Patient.objects.filter(entries__isnull=False).distinct())
+    each = entries_visible_among(people=[p.pk for p in people], policy=policy)
     assert record in people
     assert len(people) >= 2
     for person in people:
@@ -533,6 +534,18 @@ def test_the_policy_for_many_people_shows_of_each_what_their_own_policy_shows(
     )
     assert "Z81002" in set(copies)
     assert "ZAC01" not in set(copies) or policy.organisation_id == org("ZAC01").pk
+    # The notifications list tells an entry only as the person's it was found under: one a
+    # merge has moved to someone else since is told nothing.
+    told = each.entries.filter(patient=record).values_list("pk", flat=True).first()
+    assert told is not None
+    stranger = next(p for p in people if p != record)
+    for whose, expected in ((record.pk, {told: "item"}), (stranger.pk, {})):
+        assert (
+            notifications_shown_as(
+                viewer=viewer, entries=[(whose, told)], relationships=relationships
+            )
+            == expected
+        )
 
 
 @pytest.mark.parametrize(
