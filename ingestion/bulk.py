@@ -56,6 +56,7 @@ from ingestion.receiving import (
     feed_payload_check,
     json_depth,
 )
+from sharedrecord import fhirjson
 from sharedrecord.access import organisation_is_pull_only, organisation_may_send_feeds
 from sharedrecord.models import SourceKey
 from sharedrecord.organisations import organisation_feed_seen
@@ -113,7 +114,7 @@ def _screened(number: int, text: bytes) -> dict[str, Any]:
     if json_depth(decoded) > limit:
         return _line_issue(number, "too-deep", f"The resource nests more than {limit} levels deep.")
     try:
-        document = json.loads(decoded)
+        document = fhirjson.loads(decoded)
     except ValueError:
         return _line_issue(number, "invalid-json", "The line is not one JSON object.")
     resource_type = document.get("resourceType") if isinstance(document, dict) else None
@@ -189,7 +190,7 @@ def ndjson_batch_apply(
             screen_issues.append(screened)
     outcome.counts["rejected"] += len(screen_issues)
     if resources:
-        data = json.dumps(
+        data = fhirjson.dumps(
             {"resourceType": "Bundle", "type": "collection", "entry": [
                 {"resource": resource} for resource in resources
             ]}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ from ingestion.hl7v2.results import Hl7Rejected
 from ingestion.models import FeedMessage, MessageKind, MessageStatus
 from ingestion.progress import RECEIPT_COUNTS, Progress
 from ingestion.receiving import bad_character_path, media_of
+from sharedrecord import fhirjson
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def _raw_resources(message: FeedMessage) -> tuple[list[tuple[int, Any]], Literal
 
 def _breaks_validation(resource: Any, media: Literal["json", "xml"]) -> bool:
     try:
-        data = resource if isinstance(resource, bytes) else json.dumps(resource).encode()
+        data = resource if isinstance(resource, bytes) else fhirjson.dumps(resource).encode()
         validate_resource(data, media)
     except Exception:  # tracing which entry breaks the validator: any failure counts
         return True

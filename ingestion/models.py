@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from sharedrecord import fhirjson
 from sharedrecord.models import Organisation
 
 
@@ -143,7 +144,8 @@ class MatchQueueItem(models.Model):
     nhs_number_sent = models.CharField(max_length=32, blank=True)
     # The source's Patient id an entry named when this source never sent that Patient.
     patient_reference = models.CharField(max_length=64, blank=True)
-    resource = models.JSONField()
+    # As the feed sent it, its decimals too (filing stores it).
+    resource = models.JSONField(encoder=fhirjson.Encoder, decoder=fhirjson.Decoder)
     # The typed columns the parser gave (EntryData without the resource), so
     # filing stores exactly what the feed would have stored.
     entry_data = models.JSONField(default=dict, blank=True)

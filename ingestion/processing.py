@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import time
 from math import inf
@@ -28,6 +27,7 @@ from ingestion.metrics import ACCEPT_TO_QUERYABLE_SECONDS
 from ingestion.models import FeedMessage, MessageKind, MessageStatus
 from ingestion.progress import RECEIPT_COUNTS, Outcome, Progress
 from ingestion.receiving import media_of
+from sharedrecord import fhirjson
 from sharedrecord.access import organisation_is_pull_only, organisation_may_send_feeds
 from sharedrecord.organisations import organisation_feed_seen
 
@@ -134,7 +134,7 @@ def _process_claimed(message_id: int, progress: Progress) -> str:
         if message.kind == MessageKind.HL7V2:
             progress.at("convert")
             converted = _hl7_converted(data)
-            data = json.dumps(converted.bundle).encode()
+            data = fhirjson.dumps(converted.bundle).encode()
         progress.at("parse")
         bundle = parse_bundle(data, media, max_entries=settings.FEED_MAX_ENTRIES)
     except FeedRejected as rejected:

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import datetime
 import enum
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-import orjson
 import psycopg
 from django.db import connection
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
+from sharedrecord import fhirjson
 from sharedrecord.entrydata import EntryData
 from sharedrecord.models import (
     Entry,
@@ -134,15 +133,8 @@ _STAMP_ENTRY = (
 
 
 def _json(resource: dict[str, Any]) -> str:
-    """A resource as JSON text for a jsonb column (orjson: several times the stdlib's speed).
-
-    orjson refuses integers beyond 64 bits, which JSON (and jsonb) allow: those
-    resources take the standard library's way.
-    """
-    try:
-        return orjson.dumps(resource).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(resource)
+    """A resource as JSON text for a jsonb column, its decimals as sent (sharedrecord.fhirjson)."""
+    return fhirjson.dumps(resource)
 
 
 def _columns(data: EntryData, *, source_system: str, now: datetime.datetime,

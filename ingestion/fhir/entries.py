@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -11,6 +10,7 @@ from lxml import etree
 
 from ingestion.fhir.envelope import json_document, local_name, safe_xml
 from ingestion.fhir.profile import FHIR_NS
+from sharedrecord import fhirjson
 
 
 @dataclass
@@ -103,7 +103,7 @@ def resources_as_sent(data: bytes, media: Literal["json", "xml"]) -> list[tuple[
             entries = root.findall(f"{{{FHIR_NS}}}entry")
             holders = [(i, e.find(f"{{{FHIR_NS}}}resource")) for i, e in enumerate(entries)]
             return [(i, etree.tostring(h[0])) for i, h in holders if h is not None and len(h)]
-        return bundle_resources(json.loads(data.decode("utf-8-sig")))
+        return bundle_resources(fhirjson.loads(data.decode("utf-8-sig")))
     except (ValueError, RecursionError, AttributeError, etree.LxmlError):
         return []
 

@@ -9,6 +9,7 @@ from lxml import etree
 
 from ingestion.fhir.profile import BUNDLE_TYPES, FHIR_NS
 from ingestion.fhir.results import Envelope, FeedRejected
+from sharedrecord import fhirjson
 
 
 def safe_xml(data: bytes) -> etree._Element:
@@ -74,7 +75,7 @@ def read_envelope(data: bytes, media: Literal["json", "xml"], *, max_entries: in
 def json_document(data: bytes) -> Any:
     """Parse JSON sent as UTF-8 (a byte-order mark allowed), or refuse it (FeedRejected)."""
     try:
-        return json.loads(data.decode("utf-8-sig"))
+        return fhirjson.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise FeedRejected("invalid-encoding", "The message is not UTF-8.") from exc
     except json.JSONDecodeError as exc:

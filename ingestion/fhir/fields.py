@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 from typing import Any
 
 from ingestion.fhir.profile import CODE_PATHS, NHS_NUMBER_SYSTEM, STATUS_PATHS
+from sharedrecord import fhirjson
 
 
 def value_at(resource: dict[str, Any], path: str) -> Any:
@@ -97,9 +97,7 @@ def references_at(resource: dict[str, Any], path: str) -> list[dict[str, Any]]:
 def content_hash(resource: dict[str, Any]) -> str:
     """Hash of the resource without meta (a re-send with a new lastUpdated is unchanged)."""
     body = {k: v for k, v in resource.items() if k != "meta"}
-    return hashlib.sha256(
-        json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
+    return hashlib.sha256(fhirjson.hash_text(body).encode()).hexdigest()
 
 
 def nhs_numbers_of(resource: dict[str, Any]) -> tuple[str, ...]:

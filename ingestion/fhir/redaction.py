@@ -12,6 +12,7 @@ from typing import Literal
 from lxml import etree
 
 from ingestion.fhir.profile import FHIR_NS
+from sharedrecord import fhirjson
 
 
 def redact_person(payload: bytes, media: Literal["json", "xml"], nhs_number: str) -> bytes:
@@ -26,8 +27,8 @@ def redact_person(payload: bytes, media: Literal["json", "xml"], nhs_number: str
         )
         entries = [(e, etree.tostring(e).decode()) for e in root.findall(f"{{{FHIR_NS}}}entry")]
     else:
-        document = json.loads(payload.decode("utf-8-sig"))
-        entries = [(e, json.dumps(e)) for e in document.get("entry", [])]
+        document = fhirjson.loads(payload.decode("utf-8-sig"))
+        entries = [(e, fhirjson.dumps(e)) for e in document.get("entry", [])]
     names: set[str] = set()
     for _, text in entries:
         if nhs_number in text and "Patient" in text:
@@ -40,7 +41,7 @@ def redact_person(payload: bytes, media: Literal["json", "xml"], nhs_number: str
             root.remove(element)
         return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
     document["entry"] = [e for e in document["entry"] if not any(e is d for d in drop)]
-    return json.dumps(document).encode()
+    return fhirjson.dumps(document).encode()
 
 
 def redact_person_ndjson(payload: bytes, nhs_number: str) -> bytes:

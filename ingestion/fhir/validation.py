@@ -9,7 +9,6 @@ from __future__ import annotations
 from copy import deepcopy
 from typing import Any, Literal
 
-import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from lxml import etree
 from pydantic import ValidationError
@@ -19,6 +18,7 @@ from ingestion.fhir.envelope import json_document, local_name, safe_xml
 from ingestion.fhir.profile import XHTML_NS
 from ingestion.fhir.results import EntryError, EntryIssue, FeedRejected
 from ingestion.fhir.rules import extra_rules
+from sharedrecord import fhirjson
 
 
 def _path(loc: tuple[Any, ...], resource_type: str) -> str:
@@ -101,11 +101,8 @@ def _without_nulls(resource: dict[str, Any]) -> dict[str, Any]:
     Nulls inside arrays stay: they keep a primitive array aligned with its
     `_name` extensions, as FHIR JSON allows.
     """
-    try:
-        # orjson writes the resource in microseconds: most hold no null anywhere.
-        maybe = b"null" in orjson.dumps(resource)
-    except orjson.JSONEncodeError:  # an integer beyond 64 bits: look the slow way
-        maybe = True
+    # orjson writes the resource in microseconds: most hold no null anywhere.
+    maybe = "null" in fhirjson.dumps(resource)
     return resource if not (maybe and _has_null(resource)) else _drop_nulls(resource)
 
 

@@ -8,6 +8,8 @@ import re
 import zoneinfo
 from typing import TYPE_CHECKING, Any
 
+from sharedrecord.fhirjson import decimal_of
+
 if TYPE_CHECKING:
     from ingestion.hl7v2.er7 import Message
 
@@ -100,7 +102,7 @@ def numeric(m: Message, obx: Any, seq: int) -> dict[str, Any] | None:
         )
         return None
     quantity: dict[str, Any] = {
-        "value": float(match.group(2)) if "." in match.group(2) else int(match.group(2))
+        "value": decimal_of(match.group(2)) if "." in match.group(2) else int(match.group(2))
     }
     comparator = comparator or match.group(1) or ""
     if comparator in ("<", "<=", ">", ">="):  # FHIR's comparators; SN's "=" needs none
@@ -119,14 +121,14 @@ def numeric_range(text: str) -> dict[str, Any] | None:
     match = re.match(r"^(-?\d+(?:\.\d+)?)\s*[-_]\s*(-?\d+(?:\.\d+)?)$", text)
     if match:
         return {
-            "low": {"value": float(match.group(1))},
-            "high": {"value": float(match.group(2))},
+            "low": {"value": decimal_of(match.group(1))},
+            "high": {"value": decimal_of(match.group(2))},
             "text": text,
         }
     match = re.match(r"^<\s*=?\s*(-?\d+(?:\.\d+)?)$", text)
     if match:
-        return {"high": {"value": float(match.group(1))}, "text": text}
+        return {"high": {"value": decimal_of(match.group(1))}, "text": text}
     match = re.match(r"^>\s*=?\s*(-?\d+(?:\.\d+)?)$", text)
     if match:
-        return {"low": {"value": float(match.group(1))}, "text": text}
+        return {"low": {"value": decimal_of(match.group(1))}, "text": text}
     return {"text": text[:200]}
