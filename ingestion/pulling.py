@@ -21,7 +21,6 @@ Nothing is written but the audit events: no entry, no cache of the answers.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -43,6 +42,7 @@ from ingestion.fhir.bundle import parse_bundle
 from ingestion.fhir.profile import NHS_NUMBER_SYSTEM, SUPPORTED
 from ingestion.fhir.results import FeedRejected, ParsedEntry
 from optout.selectors import optout_blocks
+from sharedrecord import fhirjson
 from sharedrecord.access import (
     ViewPolicy,
     entry_sensitivity_flag,
@@ -160,7 +160,7 @@ def _fhir_json(response: requests.Response) -> dict[str, Any]:
     if response.status_code != 200:
         raise SourceSilent(f"http-{response.status_code}")
     try:
-        body = response.json()
+        body = fhirjson.loads(response.content)
     except ValueError as exc:
         raise SourceSilent("unreadable") from exc
     if not isinstance(body, dict):
@@ -271,7 +271,9 @@ def _parsed(call: SourceCall, person: dict[str, Any], resources: list[dict[str, 
         entries.append({"fullUrl": full_url, "resource": resource})
     document = {"resourceType": "Bundle", "type": "collection", "entry": entries}
     try:
-        parsed = parse_bundle(json.dumps(document).encode(), "json", max_entries=MAX_ENTRIES + 1)
+        parsed = parse_bundle(
+            fhirjson.dumps(document).encode(), "json", max_entries=MAX_ENTRIES + 1
+        )
     except FeedRejected as exc:
         raise SourceSilent("unreadable") from exc
     refused.extend(None for issue in parsed.issues if issue.severity == "error" and issue.index)

@@ -21,6 +21,8 @@ from typing import Any
 
 from jwcrypto import jwk, jwt  # type: ignore[import-untyped]
 
+from sharedrecord import fhirjson
+
 NHS = "https://fhir.nhs.uk/Id/nhs-number"
 
 
@@ -55,7 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
         return state
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
+        data = fhirjson.dumps(body).encode()  # a Decimal as its own digits (5.10)
         self.send_response(status)
         self.send_header("Content-Type", "application/fhir+json")
         self.send_header("Content-Length", str(len(data)))

@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import re
 import zoneinfo
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sharedrecord.fhirjson import decimal_of
@@ -101,9 +102,7 @@ def numeric(m: Message, obx: Any, seq: int) -> dict[str, Any] | None:
             "OBX-5 is not a number although OBX-2 says it is; the value was not kept.",
         )
         return None
-    quantity: dict[str, Any] = {
-        "value": decimal_of(match.group(2)) if "." in match.group(2) else int(match.group(2))
-    }
+    quantity: dict[str, Any] = {"value": _number(match.group(2))}
     comparator = comparator or match.group(1) or ""
     if comparator in ("<", "<=", ">", ">="):  # FHIR's comparators; SN's "=" needs none
         quantity["comparator"] = comparator
@@ -111,6 +110,11 @@ def numeric(m: Message, obx: Any, seq: int) -> dict[str, Any] | None:
     if unit:
         quantity["unit"] = unit[:40]
     return quantity
+
+
+def _number(text: str) -> int | Decimal | float:
+    """A number's digits as sent: an integer, or a decimal with its precision (5.10)."""
+    return decimal_of(text) if "." in text else int(text)
 
 
 def numeric_range(text: str) -> dict[str, Any] | None:
@@ -121,14 +125,14 @@ def numeric_range(text: str) -> dict[str, Any] | None:
     match = re.match(r"^(-?\d+(?:\.\d+)?)\s*[-_]\s*(-?\d+(?:\.\d+)?)$", text)
     if match:
         return {
-            "low": {"value": decimal_of(match.group(1))},
-            "high": {"value": decimal_of(match.group(2))},
+            "low": {"value": _number(match.group(1))},
+            "high": {"value": _number(match.group(2))},
             "text": text,
         }
     match = re.match(r"^<\s*=?\s*(-?\d+(?:\.\d+)?)$", text)
     if match:
-        return {"high": {"value": decimal_of(match.group(1))}, "text": text}
+        return {"high": {"value": _number(match.group(1))}, "text": text}
     match = re.match(r"^>\s*=?\s*(-?\d+(?:\.\d+)?)$", text)
     if match:
-        return {"low": {"value": decimal_of(match.group(1))}, "text": text}
+        return {"low": {"value": _number(match.group(1))}, "text": text}
     return {"text": text[:200]}

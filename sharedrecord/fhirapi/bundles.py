@@ -17,6 +17,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
 from audit.outcomes import FHIR_JSON, operation_outcome, outcome_issue
+from sharedrecord import fhirjson
 from sharedrecord.fhir_entries import Page
 from sharedrecord.fhir_read import patient_resource
 from sharedrecord.live import LivePull
@@ -161,7 +162,7 @@ def live_entries(live: LivePull, types: frozenset[str]) -> list[str]:
             resource = {**item.resource, "meta": meta}
             full_url = f"{answer.base_url.rstrip('/')}/{item.resource_type}/{item.source_id}"
             entries.append(
-                json.dumps(
+                fhirjson.dumps(
                     {"fullUrl": full_url, "resource": resource, "search": {"mode": "include"}}
                 )
             )

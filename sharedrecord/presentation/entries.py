@@ -11,6 +11,7 @@ import datetime
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sharedrecord.presentation.dates import (
@@ -245,6 +246,8 @@ def _one(label: str, text: str) -> Rows:
 
 
 def _string(value: Any, label: str, ctx: _Context) -> Rows:
+    if isinstance(value, Decimal):  # a decimal read with its precision (sharedrecord.fhirjson)
+        return _one(label, number_shown(value))
     return _one(label, str(value).strip() if isinstance(value, str | int | float) else "")
 
 

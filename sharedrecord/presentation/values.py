@@ -65,6 +65,8 @@ def number_shown(value: Any) -> str:
         return ""
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, decimal.Decimal):  # read with its precision (sharedrecord.fhirjson)
+        return format(value, "f") if value.is_finite() else ""
     if isinstance(value, float):
         if not math.isfinite(value):
             return ""
@@ -81,7 +83,7 @@ def number_shown(value: Any) -> str:
 
 
 def number_of(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
         return None
     return float(value) if math.isfinite(float(value)) else None
 

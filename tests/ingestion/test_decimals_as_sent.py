@@ -7,7 +7,6 @@ json read decimals as floats, so a result sent as 5.10 was stored and served as
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from decimal import Decimal
@@ -17,17 +16,21 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from ingestion.demo import PEOPLE, BundleBuilder
+from ingestion.demo import BundleBuilder
 from ingestion.fhir.fields import content_hash
+from ingestion.fhir.redaction import redact_person
 from ingestion.models import MatchQueueItem, MessageKind
 from sharedrecord import fhirjson
 from sharedrecord.models import Entry, Patient
+from sharedrecord.presentation.values import number_of, number_shown
 from tests.factories import (
     feed_kind,
     hl7_message,
+    invalid_nhs_number,
     make_credential,
     next_nhs_number,
     partner,
+    person,
 )
 from tests.fhirapi import body, fhir_get, partner_token
 
@@ -76,10 +79,8 @@ def _served_text(client: Client, number: str) -> str:
 
 def test_a_fhir_bundles_decimals_are_stored_and_served_as_sent(client: Client) -> None:
     number = next_nhs_number()
-    person = dataclasses.replace(
-        PEOPLE[0], key=f"d{number}", nhs_number_sent=number, gp_ods="Z81001"
-    )
-    bundle = BundleBuilder(person, "Z81001", "d").patient().add("Observation", _observation())
+    bundle = BundleBuilder(person(number, key=f"d{number}"), "Z81001", "d").patient()
+    bundle.add("Observation", _observation())
     message = feed_kind(
         make_credential(partner("Z81001"))[0], MessageKind.FHIR_JSON, _as_sent(bundle.bundle())
     )
@@ -93,12 +94,14 @@ def test_a_fhir_bundles_decimals_are_stored_and_served_as_sent(client: Client) -
     assert '"value": 3.50' in served
 
 
+def _patient_of(number: str, key: str) -> dict[str, Any]:
+    builder = BundleBuilder(person(number, key=f"{key}{number}"), "Z81001", key).patient()
+    return dict(builder.entries[0]["resource"])
+
+
 def test_an_ndjson_uploads_decimals_are_stored_as_sent() -> None:
     number = next_nhs_number()
-    person = dataclasses.replace(
-        PEOPLE[0], key=f"n{number}", nhs_number_sent=number, gp_ods="Z81001"
-    )
-    patient = BundleBuilder(person, "Z81001", "n").patient().entries[0]["resource"]
+    patient = _patient_of(number, "n")
     observation = {
         "resourceType": "Observation", "id": f"obs-{number}", **_observation(),
         "subject": {"reference": f"Patient/{patient['id']}"},
@@ -109,6 +112,55 @@ def test_an_ndjson_uploads_decimals_are_stored_as_sent() -> None:
     stored = _stored_text(number)
     assert '"value": 5.10' in stored
     assert '"value": 3.50' in stored
+
+
+def test_a_number_no_decimal_can_mean_refuses_its_entry_alone() -> None:
+    # NaN, Infinity and numbers beyond a double's range were refused by validation as
+    # infinite floats, entry by entry; so they still are, on every door (NDJSON writes
+    # its lines into a Bundle again, where a float's infinity would have become null
+    # and been dropped, leaving a result with no value). The other entries are kept.
+    number = next_nhs_number()
+    patient = _patient_of(number, "x")
+    subject = {"reference": f"Patient/{patient['id']}"}
+    lines = [json.dumps(patient).encode()]
+    for n, sent in enumerate(("NaN", "1e400", "-Infinity", "1e9999999999999999999", "5.10")):
+        observation = {"resourceType": "Observation", "id": f"o{n}-{number}", **_observation(),
+                       "subject": subject}  # fmt: skip
+        lines.append(json.dumps(observation).replace("111.125", sent).encode())
+    message = feed_kind(
+        make_credential(partner("Z81001"))[0], MessageKind.FHIR_NDJSON, b"\n".join(lines)
+    )
+    assert message.status == "done", message.issues
+    assert message.counts["rejected"] == 4, message.issues
+    kept = Entry.objects.filter(patient__nhs_number=number, resource_type="Observation")
+    assert [e.source_id for e in kept] == [f"o4-{number}"]
+    assert '"value": 5.10' in _stored_text(number)
+
+
+def test_a_huge_exponent_in_a_bundle_refuses_that_entry_not_the_message() -> None:
+    number = next_nhs_number()
+    bundle = BundleBuilder(person(number, key=f"h{number}"), "Z81001", "h").patient()
+    bundle.add("Observation", _observation()).add("Condition", {"code": {"text": "Asthma"}})
+    payload = _as_sent(bundle.bundle()).replace(
+        b'"value": 5.10,', b'"value": 1e9999999999999999999,'
+    )
+    message = feed_kind(make_credential(partner("Z81001"))[0], MessageKind.FHIR_JSON, payload)
+    assert message.status == "done", message.issues
+    assert message.counts["rejected"] == 1, message.issues
+    kept = Entry.objects.filter(patient__nhs_number=number).values_list("resource_type", flat=True)
+    assert set(kept) == {"Patient", "Condition"}
+
+
+def test_an_opted_out_persons_entries_leave_a_waiting_message_with_the_rest_as_sent() -> None:
+    staying, leaving = next_nhs_number(), next_nhs_number()
+    bundle = BundleBuilder(person(staying, key=f"s{staying}"), "Z81001", "s").patient()
+    bundle.add("Observation", _observation())
+    other = BundleBuilder(person(leaving, key=f"l{leaving}"), "Z81001", "l").patient()
+    both = {**bundle.bundle(), "entry": [*bundle.entries, *other.entries]}
+    redacted = redact_person(_as_sent(both), "json", leaving).decode()
+    assert leaving not in redacted
+    assert '"value":5.10' in redacted
+    assert '"value":3.50' in redacted
 
 
 def _oru(number: str) -> bytes:
@@ -132,35 +184,41 @@ def test_an_hl7_v2_results_decimals_are_stored_as_sent() -> None:
     assert '"high": {"value": 5.10}' in stored
 
 
-def test_a_parked_entry_keeps_its_decimals_until_it_is_filed() -> None:
+def test_a_parked_entry_keeps_its_decimals() -> None:
     # An NHS number that fails its check digit parks the message's entries (for the
-    # workbench), its result among them.
-    message = feed_kind(make_credential(partner("ZAC01"))[0], MessageKind.HL7V2, _oru("9990015008"))
+    # workbench, which files the resource it reads back), its result among them.
+    number = invalid_nhs_number()
+    message = feed_kind(make_credential(partner("ZAC01"))[0], MessageKind.HL7V2, _oru(number))
     assert message.status == "done", message.issues
     parked = MatchQueueItem.objects.get(message=message, resource_type="Observation")
-    assert parked.resource["valueQuantity"]["value"] == Decimal("5.10")
     assert str(parked.resource["valueQuantity"]["value"]) == "5.10"
-    assert not Patient.objects.filter(nhs_number="9990015008").exists()
+    assert str(parked.resource["referenceRange"][0]["low"]["value"]) == "3.50"
+    assert not Patient.objects.filter(nhs_number=number).exists()
 
 
 def test_a_resource_sent_again_unchanged_hashes_as_it_did_before_decimals_were_kept() -> None:
     # Content hashes decide whether a re-sent resource changed: one whose numbers read
     # the same as floats must hash as before (no mass re-update after an upgrade); one
     # sent with more precision is a change.
-    text = '{"resourceType": "Observation", "valueQuantity": {"value": 5.1, "n": 3}, "s": "é"}'
+    text = (
+        '{"resourceType": "Observation", "valueQuantity": {"value": 5.1, "n": 3}, "s": "é",'
+        ' "small": [1e-07, 0.000001, 5e-05], "big": [100.0, 1.7976931348623157e308,'
+        ' 123456789012345678901234567890], "zero": -0.0}'
+    )
     before = hashlib.sha256(
         json.dumps(json.loads(text), sort_keys=True, separators=(",", ":")).encode()
     ).hexdigest()
     assert content_hash(fhirjson.loads(text)) == before
-    assert content_hash(fhirjson.loads(text.replace("5.1", "5.10"))) != before
+    more_precise = fhirjson.loads(text.replace("5.1", "5.10"))
+    assert content_hash(more_precise) != before
+    # A number is never taken for a string holding its digits.
+    as_string = fhirjson.loads(text.replace("5.1", '"5.10"'))
+    assert content_hash(as_string) != content_hash(more_precise)
 
 
-def test_numbers_no_decimal_can_mean_are_read_as_they_always_were() -> None:
-    # Beyond a double's range, or with more digits than any measurement, PostgreSQL could
-    # not store the number as written: it is read as a float (the infinite is refused by
-    # validation), as before.
-    read = fhirjson.loads('{"a": 1e400, "b": 0.' + "1" * 60 + ', "c": 2.50}')
-    assert read["a"] == float("inf")
-    assert isinstance(read["b"], float)
-    assert read["c"] == Decimal("2.50")
-    assert fhirjson.dumps(read | {"a": 1}) == '{"a":1,"b":' + repr(read["b"]) + ',"c":2.50}'
+def test_a_page_shows_a_decimal_with_the_digits_sent() -> None:
+    # What reads a resource with its decimals hands the pages Decimals: they show them.
+    assert number_shown(Decimal("5.10")) == "5.10"
+    assert number_shown(Decimal("1E+2")) == "100"
+    assert number_shown(Decimal("NaN")) == ""
+    assert number_of(Decimal("5.10")) == 5.1

@@ -31,7 +31,7 @@ from tests.factories import (
     partner,
     signed_in,
 )
-from tests.fhirapi import fhir_get, partner_token, staff_token
+from tests.fhirapi import body, fhir_get, partner_token, staff_token
 from tests.pullsource import PullSourceServer, SourceState, care_items, person_resource
 
 pytestmark = pytest.mark.django_db
@@ -67,7 +67,7 @@ def _register(
     return pull_source_register(
         organisation=organisation, base_url=server.fhir, token_url=server.token_url,
         client_id=server.state.client_id, secret_name=SECRET_NAME, timeout_seconds=Decimal("1.5"),
-        resource_types=["AllergyIntolerance", "Condition"], **more,
+        **{"resource_types": ["AllergyIntolerance", "Condition"], **more},
     )  # fmt: skip
 
 
@@ -302,6 +302,29 @@ def test_everything_carries_live_items_marked_with_their_source(
     assert _row_counts() == before
     [event] = _pulls(registered_gp)
     assert event.detail["via"] == "fhir-api"
+
+
+def test_live_results_keep_the_precision_their_source_sent(
+    client: Client, registered_gp: Any, person: Patient, source: PullSourceServer
+) -> None:
+    # A live result is read with its decimals (5.10, not 5.1) and passed on so through
+    # $everything. Floats compare 5.1 == 5.10: the texts are compared.
+    source.state.records["src-p1"].append({
+        "resourceType": "Observation", "id": "live-potassium", "status": "final",
+        "code": {"text": "Potassium"}, "subject": {"reference": "Patient/src-p1"},
+        "effectiveDateTime": "2026-11-20T09:00:00Z",
+        "valueQuantity": {"value": Decimal("5.10"), "unit": "mmol/L"},
+        "referenceRange": [{"low": {"value": Decimal("3.50")}, "high": {"value": 5}}],
+    })  # fmt: skip
+    _register(source, resource_types=["AllergyIntolerance", "Condition", "Observation"])
+    page = _open(client, registered_gp, person)
+    assert 'data-item="Observation/live-potassium"' in page  # listed (the page shows no values)
+    token = staff_token(client, registered_gp)
+    response = fhir_get(client, token, f"Patient/{person.public_id}/$everything")
+    assert response.status_code == 200
+    text = body(response).decode()
+    assert '"valueQuantity":{"value":5.10,"unit":"mmol/L"}' in text
+    assert '"low":{"value":3.50}' in text
 
 
 def test_everything_names_a_source_that_did_not_answer(
