@@ -132,18 +132,13 @@ _STAMP_ENTRY = (
 )
 
 
-def _json(resource: dict[str, Any]) -> str:
-    """A resource as JSON text for a jsonb column, its decimals as sent (sharedrecord.fhirjson)."""
-    return fhirjson.dumps(resource)
-
-
 def _columns(data: EntryData, *, source_system: str, now: datetime.datetime,
              feed_message_id: uuid.UUID | None) -> tuple[Any, ...]:  # fmt: skip
     """The columns an upsert writes from what the source sent, in _UPDATE_ENTRY's order."""
     return (
         data.section, source_system, data.version_id, data.source_updated_at, data.effective_at,
         data.status, data.code_system, data.code, data.code_display, list(data.sensitivity),
-        list(data.codes), _json(data.resource), data.content_hash, now, feed_message_id,
+        list(data.codes), fhirjson.dumps(data.resource), data.content_hash, now, feed_message_id,
     )  # fmt: skip
 
 
@@ -246,7 +241,7 @@ def entries_upsert(
             if entry is not None and entry.content_hash == data.content_hash:
                 if _newer(data, entry):
                     to_stamp.append((data.version_id, data.source_updated_at,
-                                     _json(data.resource), entry.pk))  # fmt: skip
+                                     fhirjson.dumps(data.resource), entry.pk))  # fmt: skip
                 continue
             if entry is not None and _newer(data, entry) is False:
                 results[i] = UpsertResult.STALE

@@ -122,4 +122,4 @@ class Decoder(json.JSONDecoder):
     """For a Django JSONField holding a resource: reads as `loads` does."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**{**kwargs, "parse_float": decimal_of})
+        super().__init__(**{**kwargs, "parse_float": decimal_of, "parse_constant": Decimal})

@@ -3,7 +3,8 @@
 Showing it is an audited service (STYLE.md section 4): the organisation's
 notices, newest first, each asked of the access policy for this viewer's
 role (access.notifications_shown_as, for everyone listed at once): shown,
-shown only as "a new restricted item", or left out. The viewer's last look moves on with each view.
+shown only as "a new restricted item", or left out. The viewer's last look
+moves on with each view.
 """
 
 from __future__ import annotations

@@ -61,13 +61,16 @@ def source(person: Patient) -> Iterator[PullSourceServer]:
 
 
 def _register(
-    server: PullSourceServer, name: str = "Livesource Hospital", **more: Any
+    server: PullSourceServer,
+    name: str = "Livesource Hospital",
+    resource_types: tuple[str, ...] = ("AllergyIntolerance", "Condition"),
+    **more: Any,
 ) -> PullSource:
     organisation = make_organisation(name=name)
     return pull_source_register(
         organisation=organisation, base_url=server.fhir, token_url=server.token_url,
         client_id=server.state.client_id, secret_name=SECRET_NAME, timeout_seconds=Decimal("1.5"),
-        **{"resource_types": ["AllergyIntolerance", "Condition"], **more},
+        resource_types=list(resource_types), **more,
     )  # fmt: skip
 
 
@@ -316,7 +319,7 @@ def test_live_results_keep_the_precision_their_source_sent(
         "valueQuantity": {"value": Decimal("5.10"), "unit": "mmol/L"},
         "referenceRange": [{"low": {"value": Decimal("3.50")}, "high": {"value": 5}}],
     })  # fmt: skip
-    _register(source, resource_types=["AllergyIntolerance", "Condition", "Observation"])
+    _register(source, resource_types=("AllergyIntolerance", "Condition", "Observation"))
     page = _open(client, registered_gp, person)
     assert 'data-item="Observation/live-potassium"' in page  # listed (the page shows no values)
     token = staff_token(client, registered_gp)
