@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.db.models.functions import Upper
 from django.utils import timezone
 
+from sharedrecord import fhirjson
 from sharedrecord.presentation.dates import death_of
 from sharedrecord.sealing import SealedTextField
 
@@ -371,7 +372,8 @@ class IdentityOperation(models.Model):
     reason = models.CharField(max_length=500, blank=True)
     # An opt-out on either number: nothing moved, the survivor's record was removed.
     blocked = models.BooleanField(default=False)
-    snapshot = models.JSONField(default=dict)
+    # Holds moved entries' rows (their resources' decimals as sent: fhirjson).
+    snapshot = models.JSONField(default=dict, encoder=fhirjson.Encoder, decoder=fhirjson.Decoder)
     created_at = models.DateTimeField(auto_now_add=True)
     undone_at = models.DateTimeField(null=True, blank=True)
     undone_by = models.CharField(max_length=150, blank=True)
@@ -419,7 +421,8 @@ class Entry(models.Model):
     # "system|code" of every coding in the resource: the access policy's
     # sensitive code lists match any of them.
     codes = ArrayField(models.CharField(max_length=300), default=list, blank=True)
-    resource = models.JSONField()
+    # Decimals as sent (5.10 stays 5.10): sharedrecord.fhirjson reads and writes them.
+    resource = models.JSONField(encoder=fhirjson.Encoder, decoder=fhirjson.Decoder)
     content_hash = models.CharField(max_length=64)
     received_at = models.DateTimeField()
     updated_at = models.DateTimeField()

@@ -6,12 +6,13 @@ to R4 and UK Core).
 
 from __future__ import annotations
 
+import decimal
 from copy import deepcopy
 from typing import Any, Literal
 
 from fhir.resources.R4B import get_fhir_model_class
 from lxml import etree
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ingestion.fhir.entries import RawEntry
 from ingestion.fhir.envelope import json_document, local_name, safe_xml
@@ -92,7 +93,31 @@ def validate(raw: RawEntry) -> dict[str, Any]:
         raise EntryError("invalid-resource", "The resource could not be read as FHIR R4.") from None
     if raw.resource is not None:
         return _without_nulls(raw.resource)
-    return dict(instance.model_dump(mode="json", by_alias=True, exclude_none=True))
+    dumped = dict(instance.model_dump(mode="json", by_alias=True, exclude_none=True))
+    return _decimals_as_sent(instance, dumped)
+
+
+def _decimals_as_sent(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    """The model's JSON with each decimal as the XML sent it (5.10, not the float 5.1).
+
+    fhir.resources reads an XML decimal as a Decimal with its digits, and
+    always writes it out as a float; this puts the Decimal back at its place
+    (sharedrecord.fhirjson writes it as its own text). Changes `dumped`.
+    """
+    for name, field in type(model).model_fields.items():
+        key = field.alias or name
+        value, out = getattr(model, name, None), dumped.get(key)
+        if isinstance(value, decimal.Decimal):
+            dumped[key] = value
+        elif isinstance(value, BaseModel) and isinstance(out, dict):
+            _decimals_as_sent(value, out)
+        elif isinstance(value, list) and isinstance(out, list) and len(value) == len(out):
+            for index, (item, item_out) in enumerate(zip(value, out, strict=True)):
+                if isinstance(item, decimal.Decimal):
+                    out[index] = item
+                elif isinstance(item, BaseModel) and isinstance(item_out, dict):
+                    _decimals_as_sent(item, item_out)
+    return dumped
 
 
 def _without_nulls(resource: dict[str, Any]) -> dict[str, Any]:

@@ -25,8 +25,8 @@ from sharedrecord.models import Patient
 
 
 def json_response(body: dict[str, Any], status: int = 200) -> HttpResponse:
-    """A FHIR JSON response with this body."""
-    return HttpResponse(json.dumps(body), status=status, content_type=FHIR_JSON)
+    """A FHIR JSON response with this body (a resource's decimals as sent: fhirjson)."""
+    return HttpResponse(fhirjson.dumps(body), status=status, content_type=FHIR_JSON)
 
 
 def instant(value: datetime.datetime) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
-import json
 import logging
 from typing import Any
 
@@ -30,6 +29,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction, AuditOutcome
 from audit.trail import AuditActor, AuditSubject, audit_event_record
+from sharedrecord import fhirjson
 from sharedrecord.access import (
     basis_kind_routine,
     organisation_relationships,
@@ -86,7 +86,7 @@ def subscription_url(subscription: Subscription) -> str:
 
 def _post(subscription: Subscription, bundle: dict[str, Any]) -> str:
     """POST one Bundle; "" on a 2xx, else a short reason code (never the answer's text)."""
-    body = json.dumps(bundle).encode()
+    body = fhirjson.dumps(bundle).encode()  # the resources' decimals as sent
     try:
         response = requests.post(
             subscription.endpoint,
@@ -211,7 +211,7 @@ def notification_events_for(
             f"{base}/{event.resource_type}/{entry_id}"
         )  # fmt: skip
         # Never quietly less than asked: a text not read is an error, as it was.
-        resource = json.loads(texts[pk]) if content == PayloadContent.FULL_RESOURCE else None
+        resource = fhirjson.loads(texts[pk]) if content == PayloadContent.FULL_RESOURCE else None
         events.append(NotificationEvent(
             delivery.event_number, event.recorded_at, focus, patient_ref, False, event.abnormal,
             resource,

@@ -7,6 +7,7 @@ json read decimals as floats, so a result sent as 5.10 was stored and served as
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from decimal import Decimal
@@ -15,24 +16,34 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
+from audit.trail import AuditActor
 from ingestion.demo import BundleBuilder
 from ingestion.fhir.fields import content_hash
 from ingestion.fhir.redaction import redact_person
 from ingestion.models import MatchQueueItem, MessageKind
 from sharedrecord import fhirjson
+from sharedrecord.identity import identity_operation_undo, patients_merge
 from sharedrecord.models import Entry, Patient
+from sharedrecord.notifications.backport import PAYLOAD_CONTENT, topic_url
+from sharedrecord.notifications.dispatch import notification_events_dispatch
+from sharedrecord.notifications.models import Subscription
 from sharedrecord.presentation.values import number_of, number_shown
 from tests.factories import (
+    client_for,
+    confirm_basis,
     feed_kind,
     hl7_message,
     invalid_nhs_number,
+    main_html,
     make_credential,
     next_nhs_number,
     partner,
     person,
 )
 from tests.fhirapi import body, fhir_get, partner_token
+from tests.notifications.feeds import INTERPRETATION
 
 pytestmark = pytest.mark.django_db
 
@@ -222,3 +233,124 @@ def test_a_page_shows_a_decimal_with_the_digits_sent() -> None:
     assert number_shown(Decimal("1E+2")) == "100"
     assert number_shown(Decimal("NaN")) == ""
     assert number_of(Decimal("5.10")) == 5.1
+
+
+def _results_from(ods: str, number: str) -> Patient:
+    """The person, with a result (and its range) sent by `ods` with its decimals as written."""
+    bundle = BundleBuilder(person(number, key=f"p{number}"), ods, "p").patient()
+    bundle.add("Observation", _observation())
+    message = feed_kind(
+        make_credential(partner(ods))[0], MessageKind.FHIR_JSON, _as_sent(bundle.bundle())
+    )
+    assert message.status == "done", message.issues
+    return Patient.objects.get(nhs_number=number)
+
+
+def test_the_results_page_shows_a_result_with_the_digits_sent(registered_gp: Any) -> None:
+    # The pages read the stored resource: 5.10 was read as the float 5.1 and shown so.
+    patient = _results_from("Z81001", next_nhs_number())
+    client = client_for(registered_gp)
+    confirm_basis(client, patient)
+    page = main_html(client.get(f"/record/{patient.public_id}/results"))
+    assert "5.10 mmol/L" in page
+    assert "5.1 mmol/L" not in page
+    summary = main_html(client.get(f"/record/{patient.public_id}/"))
+    assert "5.10 mmol/L" in summary
+
+
+def test_a_full_resource_notification_carries_the_digits_sent(client: Client) -> None:
+    # A notification's resource was the served text read back as floats and written again.
+    token = partner_token(client, partner("Z81001"), role="gp")
+    channel = {
+        "type": "rest-hook",
+        "endpoint": "https://receiver.example/hook",
+        "payload": "application/fhir+json",
+        "_payload": {"extension": [{"url": PAYLOAD_CONTENT, "valueCode": "full-resource"}]},
+    }
+    made = client.post(
+        "/fhir/R4/Subscription",
+        data=json.dumps({"resourceType": "Subscription", "status": "requested",
+                         "reason": "Our patients' results", "criteria": topic_url("result"),
+                         "channel": channel}),
+        content_type="application/fhir+json", HTTP_AUTHORIZATION=f"Bearer {token}",
+    )  # fmt: skip
+    assert made.status_code == 201, made.content
+    Subscription.objects.filter(public_id=made.json()["id"]).update(status="active")
+    number = next_nhs_number()
+    registration = BundleBuilder(person(number, key=f"g{number}"), "Z81001", "g").patient()
+    practice = make_credential(partner("Z81001"))[0]  # the practice says the person is its own
+    assert (
+        feed_kind(practice, MessageKind.FHIR_JSON, _as_sent(registration.bundle())).status == "done"
+    )
+    bundle = BundleBuilder(person(number, key=f"n{number}"), "ZAC01", "n").patient()
+    recent = (timezone.now() - datetime.timedelta(hours=1)).isoformat()  # news, not history
+    contained = {"resourceType": "Observation", "id": "k", **_observation()}
+    high = [{"coding": [{"system": INTERPRETATION, "code": "H"}]}]
+    bundle.add("Observation", {**_observation(), "interpretation": high})  # makes it an event
+    bundle.add("DiagnosticReport", {
+        "status": "final", "code": {"text": "Urea and electrolytes"},
+        "effectiveDateTime": recent, "contained": [contained],
+        "result": [{"reference": "#k"}],
+    })  # fmt: skip
+    message = feed_kind(
+        make_credential(partner("ZAC01"))[0], MessageKind.FHIR_JSON, _as_sent(bundle.bundle())
+    )
+    assert message.status == "done", message.issues
+    notification_events_dispatch()
+    caught = fhir_get(client, token, f"Subscription/{made.json()['id']}/$events",
+                      {"eventsSinceNumber": "1", "content": "full-resource"})  # fmt: skip
+    assert caught.status_code == 200
+    text = body(caught).decode()
+    assert '"DiagnosticReport"' in text
+    assert '"value":5.10' in text.replace(" ", "")
+    assert '"value":3.50' in text.replace(" ", "")
+
+
+def test_an_undone_merge_puts_back_the_entries_it_ended_with_the_digits_sent() -> None:
+    # A merge keeps the rows it ends in the operation (JSON), and its undo inserts them
+    # again: through floats, the restored result said 5.1.
+    number, survivor = next_nhs_number(), next_nhs_number()
+    patient = _results_from("ZAC01", number)
+    result = Entry.objects.get(patient=patient, resource_type="Observation")
+    actor = AuditActor.system("decimals test")
+    merged = patients_merge(
+        from_nhs_number=number, to_nhs_number=survivor, source_org=result.source_org,
+        blocked=False, actor=actor, retire=(("Observation", result.source_id),),
+    )  # fmt: skip
+    assert not Entry.objects.filter(pk=result.pk).exists()
+    identity_operation_undo(operation=merged.operation, actor=actor)
+    assert Entry.objects.get(pk=result.pk).patient.nhs_number == number
+    stored = _stored_text(number)
+    assert '"value": 5.10' in stored
+    assert '"value": 3.50' in stored
+
+
+def _xml_bundle(number: str) -> bytes:
+    nhs = "https://fhir.nhs.uk/Id/nhs-number"
+    return f"""<Bundle xmlns="http://hl7.org/fhir"><type value="collection"/>
+<entry><fullUrl value="urn:uuid:0c1d2e3f-4a5b-4c6d-8e7f-a1b2c3d4e5f6"/><resource><Patient>
+<id value="x{number}"/><identifier><system value="{nhs}"/><value value="{number}"/></identifier>
+<name><family value="ELLISON"/><given value="MARGARET"/></name><birthDate value="1941-03-14"/>
+</Patient></resource></entry>
+<entry><fullUrl value="urn:uuid:1c1d2e3f-4a5b-4c6d-8e7f-a1b2c3d4e5f6"/><resource><Observation>
+<id value="xk{number}"/><status value="final"/><code><text value="Potassium"/></code>
+<subject><reference value="urn:uuid:0c1d2e3f-4a5b-4c6d-8e7f-a1b2c3d4e5f6"/></subject>
+<effectiveDateTime value="2026-11-20T09:00:00Z"/>
+<valueQuantity><value value="5.10"/><unit value="mmol/L"/></valueQuantity>
+<referenceRange><low><value value="3.50"/></low><high><value value="5.10E0"/></high></referenceRange>
+<component><code><text value="Haemolysed"/></code><valueInteger value="0"/></component>
+</Observation></resource></entry></Bundle>""".encode()
+
+
+def test_a_fhir_xml_bundles_decimals_are_stored_as_sent() -> None:
+    # fhir.resources reads XML decimals with their digits and writes them out as floats.
+    number = next_nhs_number()
+    message = feed_kind(
+        make_credential(partner("ZAC01"))[0], MessageKind.FHIR_XML, _xml_bundle(number)
+    )
+    assert message.status == "done", message.issues
+    stored = _stored_text(number)
+    assert '"value": 5.10' in stored
+    assert '"low": {"value": 3.50}' in stored
+    assert '"high": {"value": 5.10}' in stored
+    assert '"valueInteger": 0' in stored

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from decimal import Decimal
 
 import pytest
 from django.test import Client
@@ -499,7 +500,7 @@ def test_a_death_and_an_sn_equals_result_are_filed_as_fhir_allows(client: Client
     potassium = Entry.objects.get(
         patient__nhs_number=number, code="K", resource_type="Observation"
     ).resource
-    assert potassium["valueQuantity"] == {"value": 4.1, "unit": "mmol/L"}
+    assert potassium["valueQuantity"] == {"value": Decimal("4.1"), "unit": "mmol/L"}
 
 
 # ------------------------------------------------------------------ A40 with several pairs
