@@ -372,7 +372,7 @@ class IdentityOperation(models.Model):
     reason = models.CharField(max_length=500, blank=True)
     # An opt-out on either number: nothing moved, the survivor's record was removed.
     blocked = models.BooleanField(default=False)
-    # Holds moved entries' rows (their resources' decimals as sent: fhirjson).
+    # Holds the rows a merge ends (retire) and both people's: decimals as sent (fhirjson).
     snapshot = models.JSONField(default=dict, encoder=fhirjson.Encoder, decoder=fhirjson.Decoder)
     created_at = models.DateTimeField(auto_now_add=True)
     undone_at = models.DateTimeField(null=True, blank=True)

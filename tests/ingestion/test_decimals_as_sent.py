@@ -1,4 +1,6 @@
-"""A decimal is kept as it was sent (5.10 stays 5.10), from each door to the read API.
+"""A decimal is kept as it was sent (5.10 stays 5.10), from each door to the pages and the API.
+
+Full-resource notifications: tests/notifications (test_delivery, test_subscription_api).
 
 FHIR: the precision of a decimal has significance (0.010 is not 0.01). Python's
 json read decimals as floats, so a result sent as 5.10 was stored and served as
@@ -7,7 +9,6 @@ json read decimals as floats, so a result sent as 5.10 was stored and served as
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 from decimal import Decimal
@@ -16,7 +17,6 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import Client
-from django.utils import timezone
 
 from audit.trail import AuditActor
 from ingestion.demo import BundleBuilder
@@ -26,9 +26,6 @@ from ingestion.models import MatchQueueItem, MessageKind
 from sharedrecord import fhirjson
 from sharedrecord.identity import identity_operation_undo, patients_merge
 from sharedrecord.models import Entry, Patient
-from sharedrecord.notifications.backport import PAYLOAD_CONTENT, topic_url
-from sharedrecord.notifications.dispatch import notification_events_dispatch
-from sharedrecord.notifications.models import Subscription
 from sharedrecord.presentation.values import number_of, number_shown
 from tests.factories import (
     client_for,
@@ -43,7 +40,6 @@ from tests.factories import (
     person,
 )
 from tests.fhirapi import body, fhir_get, partner_token
-from tests.notifications.feeds import INTERPRETATION
 
 pytestmark = pytest.mark.django_db
 
@@ -258,54 +254,6 @@ def test_the_results_page_shows_a_result_with_the_digits_sent(registered_gp: Any
     assert "5.10 mmol/L" in summary
 
 
-def test_a_full_resource_notification_carries_the_digits_sent(client: Client) -> None:
-    # A notification's resource was the served text read back as floats and written again.
-    token = partner_token(client, partner("Z81001"), role="gp")
-    channel = {
-        "type": "rest-hook",
-        "endpoint": "https://receiver.example/hook",
-        "payload": "application/fhir+json",
-        "_payload": {"extension": [{"url": PAYLOAD_CONTENT, "valueCode": "full-resource"}]},
-    }
-    made = client.post(
-        "/fhir/R4/Subscription",
-        data=json.dumps({"resourceType": "Subscription", "status": "requested",
-                         "reason": "Our patients' results", "criteria": topic_url("result"),
-                         "channel": channel}),
-        content_type="application/fhir+json", HTTP_AUTHORIZATION=f"Bearer {token}",
-    )  # fmt: skip
-    assert made.status_code == 201, made.content
-    Subscription.objects.filter(public_id=made.json()["id"]).update(status="active")
-    number = next_nhs_number()
-    registration = BundleBuilder(person(number, key=f"g{number}"), "Z81001", "g").patient()
-    practice = make_credential(partner("Z81001"))[0]  # the practice says the person is its own
-    assert (
-        feed_kind(practice, MessageKind.FHIR_JSON, _as_sent(registration.bundle())).status == "done"
-    )
-    bundle = BundleBuilder(person(number, key=f"n{number}"), "ZAC01", "n").patient()
-    recent = (timezone.now() - datetime.timedelta(hours=1)).isoformat()  # news, not history
-    contained = {"resourceType": "Observation", "id": "k", **_observation()}
-    high = [{"coding": [{"system": INTERPRETATION, "code": "H"}]}]
-    bundle.add("Observation", {**_observation(), "interpretation": high})  # makes it an event
-    bundle.add("DiagnosticReport", {
-        "status": "final", "code": {"text": "Urea and electrolytes"},
-        "effectiveDateTime": recent, "contained": [contained],
-        "result": [{"reference": "#k"}],
-    })  # fmt: skip
-    message = feed_kind(
-        make_credential(partner("ZAC01"))[0], MessageKind.FHIR_JSON, _as_sent(bundle.bundle())
-    )
-    assert message.status == "done", message.issues
-    notification_events_dispatch()
-    caught = fhir_get(client, token, f"Subscription/{made.json()['id']}/$events",
-                      {"eventsSinceNumber": "1", "content": "full-resource"})  # fmt: skip
-    assert caught.status_code == 200
-    text = body(caught).decode()
-    assert '"DiagnosticReport"' in text
-    assert '"value":5.10' in text.replace(" ", "")
-    assert '"value":3.50' in text.replace(" ", "")
-
-
 def test_an_undone_merge_puts_back_the_entries_it_ended_with_the_digits_sent() -> None:
     # A merge keeps the rows it ends in the operation (JSON), and its undo inserts them
     # again: through floats, the restored result said 5.1.
@@ -321,8 +269,8 @@ def test_an_undone_merge_puts_back_the_entries_it_ended_with_the_digits_sent() -
     identity_operation_undo(operation=merged.operation, actor=actor)
     assert Entry.objects.get(pk=result.pk).patient.nhs_number == number
     stored = _stored_text(number)
-    assert '"value": 5.10' in stored
-    assert '"value": 3.50' in stored
+    assert '"valueQuantity": {"unit": "mmol/L", "value": 5.10}' in stored
+    assert '"low": {"value": 3.50}' in stored
 
 
 def _xml_bundle(number: str) -> bytes:
@@ -339,6 +287,8 @@ def _xml_bundle(number: str) -> bytes:
 <valueQuantity><value value="5.10"/><unit value="mmol/L"/></valueQuantity>
 <referenceRange><low><value value="3.50"/></low><high><value value="5.10E0"/></high></referenceRange>
 <component><code><text value="Haemolysed"/></code><valueInteger value="0"/></component>
+<component><code><text value="Volume"/></code><valueQuantity><value value="500"/></valueQuantity></component>
+<component><code><text value="Trace"/></code><valueQuantity><value value="1E-400"/></valueQuantity></component>
 </Observation></resource></entry></Bundle>""".encode()
 
 
@@ -350,7 +300,9 @@ def test_a_fhir_xml_bundles_decimals_are_stored_as_sent() -> None:
     )
     assert message.status == "done", message.issues
     stored = _stored_text(number)
-    assert '"value": 5.10' in stored
+    assert '"valueQuantity": {"unit": "mmol/L", "value": 5.10}' in stored
     assert '"low": {"value": 3.50}' in stored
     assert '"high": {"value": 5.10}' in stored
+    assert '"value": 500}' in stored  # a whole number, as sent
+    assert '"value": 0.0}' in stored  # beyond any decimal kept: as the model writes it
     assert '"valueInteger": 0' in stored

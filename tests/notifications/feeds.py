@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 from typing import Any
 
 from ingestion.demo import PEOPLE, BundleBuilder
@@ -153,3 +154,33 @@ def hl7_death(nhs_number: str, *, control_id: str) -> bytes:
         for line in text.split("\r")
     ]
     return "\r".join(lines).replace("PV1|1|E|", "PV1|1|O|").encode()
+
+
+def report_with_decimals(nhs_number: str, ods: str = "ZAC01", key: str = "d1") -> bytes:
+    """A hospital's abnormal report holding its potassium, sent as 5.10 (3.50 to 5.30): JSON text.
+
+    The report is the notification's focus, so its contained result travels with it. The
+    numbers are written into the text as a sender writes them (json.dumps would write 5.1).
+    """
+    b = builder(nhs_number, ods, key)
+    potassium = {
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+        "valueQuantity": {"value": 111.125, "unit": "mmol/L"},
+        "referenceRange": [{"low": {"value": 222.125}, "high": {"value": 5.3}}],
+        "interpretation": [{"coding": [{"system": INTERPRETATION, "code": "H"}]}],
+        "effectiveDateTime": _today(),
+    }
+    b.add("Observation", potassium)  # in the batch: the report is abnormal
+    b.add(
+        "DiagnosticReport",
+        {
+            "status": "final",
+            "code": {"text": "Urea and electrolytes"},
+            "effectiveDateTime": _today(),
+            "contained": [{"resourceType": "Observation", "id": "k", **potassium}],
+            "result": [{"reference": "#k"}],
+        },
+    )
+    text = json.dumps(b.bundle())
+    return text.replace("111.125", "5.10").replace("222.125", "3.50").encode()

@@ -12,6 +12,7 @@ from django.utils import timezone
 from oauth2_provider.models import Application
 
 from audit.trail import AuditActor
+from ingestion.models import MessageKind
 from sharedrecord.clients import api_client_register
 from sharedrecord.metrics import _pending_counters
 from sharedrecord.models import User
@@ -25,8 +26,8 @@ from sharedrecord.notifications.delivery import (
 )
 from sharedrecord.notifications.dispatch import notification_events_dispatch
 from sharedrecord.notifications.models import Delivery, Subscription
-from tests.factories import feed, make_credential, next_nhs_number, partner
-from tests.notifications.feeds import builder, encounter
+from tests.factories import feed, feed_kind, make_credential, next_nhs_number, partner
+from tests.notifications.feeds import builder, encounter, report_with_decimals
 from tests.notifications.receiver import Receiver
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +40,13 @@ def receiver() -> Iterator[Receiver]:
     running.stop()
 
 
-def make_subscription(receiver: Receiver, status: str = "active", **fields: Any) -> Subscription:
+def make_subscription(
+    receiver: Receiver,
+    status: str = "active",
+    kind: str = "admission",
+    content: str = "id-only",
+    **fields: Any,
+) -> Subscription:
     """An active subscription of the practice's partner system (its service account)."""
     issued = api_client_register(name="GP system", grant="client-credentials",
                                  organisation=partner("Z81001"), role="gp")  # fmt: skip
@@ -49,7 +56,7 @@ def make_subscription(receiver: Receiver, status: str = "active", **fields: Any)
     assert owner.organisation is not None
     return Subscription.objects.create(
         owner=owner, organisation=owner.organisation, client_id=issued.client_id,
-        kind="admission", endpoint=receiver.url, content="id-only", secret="s" * 64,
+        kind=kind, endpoint=receiver.url, content=content, secret="s" * 64,
         status=status, created_at=timezone.now(), **fields,
     )  # fmt: skip
 
@@ -124,6 +131,21 @@ def test_every_notification_is_signed_with_the_subscriptions_secret(receiver: Re
     for received in receiver.received:
         assert received.headers["X-Signature-SHA256"] == signature("s" * 64, received.body)
         assert received.headers["X-Subscription-Id"] == str(subscription.public_id)
+
+
+def test_a_full_resource_notification_carries_its_decimals_as_sent(receiver: Receiver) -> None:
+    # The resource was the served text read back as floats and written again: 5.1.
+    subscription = make_subscription(receiver, kind="result", content="full-resource")
+    number = next_nhs_number()
+    feed(make_credential(partner("Z81001"))[0], builder(number, "Z81001", "g1").bundle())
+    hospital = make_credential(partner("ZAC01"))[0]
+    assert feed_kind(hospital, MessageKind.FHIR_JSON, report_with_decimals(number)).status == "done"
+    notification_events_dispatch()
+    subscription_deliver(subscription_id=subscription.pk)
+    (sent,) = [r for r in receiver.received if '"DiagnosticReport"' in r.body.decode()]
+    text = sent.body.decode().replace(" ", "")
+    assert '"valueQuantity":{"unit":"mmol/L","value":5.10}' in text  # jsonb's key order
+    assert '"low":{"value":3.50}' in text
 
 
 def test_the_handshake_makes_a_subscription_active_or_an_error(receiver: Receiver) -> None:

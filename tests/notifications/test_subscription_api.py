@@ -9,13 +9,14 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditEvent
+from ingestion.models import MessageKind
 from sharedrecord.models import Entry, Patient
 from sharedrecord.notifications.backport import PAYLOAD_CONTENT, TOPIC_BASE, topic_url
 from sharedrecord.notifications.dispatch import notification_events_dispatch
 from sharedrecord.notifications.models import EventKind, Subscription
-from tests.factories import feed, make_credential, next_nhs_number, partner
-from tests.fhirapi import fhir_get, partner_token, staff_token
-from tests.notifications.feeds import builder, every_kind_bundle
+from tests.factories import feed, feed_kind, make_credential, next_nhs_number, partner
+from tests.fhirapi import body, fhir_get, partner_token, staff_token
+from tests.notifications.feeds import builder, every_kind_bundle, report_with_decimals
 
 pytestmark = pytest.mark.django_db
 
@@ -162,6 +163,24 @@ def test_events_catches_up_with_what_was_sent(client: Client, gp_token: str) -> 
     bad = fhir_get(client, gp_token, f"Subscription/{made['id']}/$events",
                    {"eventsSinceNumber": "one"})  # fmt: skip
     assert bad.status_code == 400
+
+
+def test_events_carry_a_resources_decimals_as_sent(client: Client, gp_token: str) -> None:
+    # $events wrote the resource it read back as floats: 5.10 went out as 5.1.
+    made = post(client, gp_token, subscription("result", _payload={
+        "extension": [{"url": PAYLOAD_CONTENT, "valueCode": "full-resource"}]})).json()  # fmt: skip
+    Subscription.objects.filter(public_id=made["id"]).update(status="active")
+    number = next_nhs_number()
+    feed(make_credential(partner("Z81001"))[0], builder(number, "Z81001", "g1").bundle())
+    hospital = make_credential(partner("ZAC01"))[0]
+    assert feed_kind(hospital, MessageKind.FHIR_JSON, report_with_decimals(number)).status == "done"
+    notification_events_dispatch()
+    caught = fhir_get(client, gp_token, f"Subscription/{made['id']}/$events",
+                      {"eventsSinceNumber": "1", "content": "full-resource"})  # fmt: skip
+    text = body(caught).decode().replace(" ", "")
+    assert '"resourceType":"DiagnosticReport"' in text
+    assert '"valueQuantity":{"unit":"mmol/L","value":5.10}' in text  # jsonb's key order
+    assert '"low":{"value":3.50}' in text
 
 
 def test_events_of_two_people_each_carry_their_own_resource_and_a_removed_one_none(

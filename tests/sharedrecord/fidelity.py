@@ -17,6 +17,7 @@ from typing import Any
 from django.test import Client
 
 from ingestion.demo import PEOPLE, BundleBuilder
+from sharedrecord import fhirjson
 from sharedrecord.models import Entry, Patient, User
 from tests.factories import (
     confirm_basis,
@@ -27,7 +28,7 @@ from tests.factories import (
     partner,
     signed_in,
 )
-from tests.fhirapi import fhir_get
+from tests.fhirapi import body, fhir_get
 
 # Where each type names its person (as ingestion reads it).
 SUBJECT = {
@@ -126,7 +127,8 @@ def block(markup: str, section: str) -> str:
 def api_resource(client: Client, token: str, entry: Entry) -> dict[str, Any]:
     response = fhir_get(client, token, f"{entry.resource_type}/{entry.public_id}")
     assert response.status_code == 200, response.json_body
-    resource: dict[str, Any] = response.json_body
+    # Read with its decimals, as the stored resource is: the digits served are compared.
+    resource: dict[str, Any] = fhirjson.loads(body(response))
     return resource
 
 

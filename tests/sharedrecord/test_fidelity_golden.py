@@ -17,6 +17,7 @@ import html
 import json
 import os
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -170,9 +171,9 @@ def source_says(entry: Entry) -> list[str]:
         c.get("valueQuantity") for c in resource.get("component", []) if isinstance(c, dict)
     ]
     for quantity in quantities:
-        if isinstance(quantity, dict) and isinstance(quantity.get("value"), int | float):
-            value = quantity["value"]
-            says.append(repr(value) if isinstance(value, float) else str(value))
+        if isinstance(quantity, dict) and isinstance(quantity.get("value"), int | float | Decimal):
+            value = quantity["value"]  # a Decimal as stored: the digits sent
+            says.append(format(value, "f") if isinstance(value, Decimal) else str(value))
             says.append(str(quantity.get("unit") or "(no unit given)"))
     if isinstance(resource.get("valueCodeableConcept"), dict):
         says.append(_concept_words(resource["valueCodeableConcept"]))
