@@ -101,32 +101,35 @@ def _decimals_as_sent(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any
     """The model's JSON with each decimal as the XML sent it (5.10, not the float 5.1).
 
     fhir.resources reads an XML decimal as a Decimal with its digits, and
-    always writes it out as a float; this puts back each one with a fraction
-    (5.10, 500.0) that a JSON feed's decimal would be kept as
-    (fhirjson.decimal_of). A whole number (500) stays as the model writes it,
-    the text sent, so its content hash is as before; one beyond those limits
-    stays as the model writes it too. Changes `dumped`.
+    writes one with a fraction out as a float (5.1) and a whole one as an int
+    (500); this puts back each one with a fraction (5.10, 500.0) that a JSON
+    feed's decimal would be kept as (fhirjson.decimal_of). A whole number
+    stays the model's int (its text and content hash as before), and so does
+    one beyond those limits. Changes `dumped`.
     """
     for name, field in type(model).model_fields.items():
         key = field.alias or name
         value, out = getattr(model, name, None), dumped.get(key)
         if isinstance(value, decimal.Decimal):
-            dumped[key] = _kept(value, out)
+            dumped[key] = _as_sent_or_written(value, out)
         elif isinstance(value, BaseModel) and isinstance(out, dict):
             _decimals_as_sent(value, out)
         elif isinstance(value, list) and isinstance(out, list) and len(value) == len(out):
             for index, (item, item_out) in enumerate(zip(value, out, strict=True)):
                 if isinstance(item, decimal.Decimal):
-                    out[index] = _kept(item, item_out)
+                    out[index] = _as_sent_or_written(item, item_out)
                 elif isinstance(item, BaseModel) and isinstance(item_out, dict):
                     _decimals_as_sent(item, item_out)
     return dumped
 
 
-def _kept(value: decimal.Decimal, written: Any) -> Any:
+def _as_sent_or_written(value: decimal.Decimal, written: Any) -> Any:
+    """The Decimal when it has a fraction and fhirjson.decimal_of keeps it; else as written."""
     kept = fhirjson.decimal_of(str(value))
-    if isinstance(kept, decimal.Decimal) and kept.is_finite() and kept.as_tuple().exponent < 0:
-        return kept
+    if isinstance(kept, decimal.Decimal) and kept.is_finite():
+        exponent = kept.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < 0:
+            return kept
     return written
 
 

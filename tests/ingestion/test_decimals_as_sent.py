@@ -20,8 +20,10 @@ from django.test import Client
 
 from audit.trail import AuditActor
 from ingestion.demo import BundleBuilder
+from ingestion.fhir.entries import raw_entries
 from ingestion.fhir.fields import content_hash
 from ingestion.fhir.redaction import redact_person
+from ingestion.fhir.validation import validate
 from ingestion.models import MatchQueueItem, MessageKind
 from sharedrecord import fhirjson
 from sharedrecord.identity import identity_operation_undo, patients_merge
@@ -293,7 +295,8 @@ def _xml_bundle(number: str) -> bytes:
 
 
 def test_a_fhir_xml_bundles_decimals_are_stored_as_sent() -> None:
-    # fhir.resources reads XML decimals with their digits and writes them out as floats.
+    # fhir.resources reads XML decimals with their digits, and writes one with a fraction
+    # out as a float.
     number = next_nhs_number()
     message = feed_kind(
         make_credential(partner("ZAC01"))[0], MessageKind.FHIR_XML, _xml_bundle(number)
@@ -306,3 +309,18 @@ def test_a_fhir_xml_bundles_decimals_are_stored_as_sent() -> None:
     assert '"value": 500}' in stored  # a whole number, as sent
     assert '"value": 0.0}' in stored  # beyond any decimal kept: as the model writes it
     assert '"valueInteger": 0' in stored
+
+
+def test_an_xml_whole_number_stays_an_integer_with_its_content_hash() -> None:
+    # A whole decimal is the text sent whether an int or a Decimal writes it; as a Decimal
+    # it would hash anew and be stored again for nothing when next sent.
+    xml = b"""<Bundle xmlns="http://hl7.org/fhir"><type value="collection"/><entry>
+<fullUrl value="urn:uuid:2c1d2e3f-4a5b-4c6d-8e7f-a1b2c3d4e5f6"/><resource><Observation>
+<status value="final"/><code><text value="Volume"/></code>
+<valueQuantity><value value="500"/><unit value="mL"/></valueQuantity></Observation></resource>
+</entry></Bundle>"""
+    (raw,) = raw_entries(xml, "xml")
+    resource = validate(raw)
+    assert type(resource["valueQuantity"]["value"]) is int
+    as_before = json.dumps(resource, sort_keys=True, separators=(",", ":"))  # no Decimal in it
+    assert content_hash(resource) == hashlib.sha256(as_before.encode()).hexdigest()

@@ -156,8 +156,8 @@ def hl7_death(nhs_number: str, *, control_id: str) -> bytes:
     return "\r".join(lines).replace("PV1|1|E|", "PV1|1|O|").encode()
 
 
-def report_with_decimals(nhs_number: str, ods: str = "ZAC01", key: str = "d1") -> bytes:
-    """A hospital's abnormal report holding its potassium, sent as 5.10 (3.50 to 5.30): JSON text.
+def report_with_decimals(nhs_number: str, *, ods: str = "ZAC01", key: str = "d1") -> bytes:
+    """A hospital's abnormal report holding its potassium, sent as 5.10 (from 3.50): JSON text.
 
     The report is the notification's focus, so its contained result travels with it. The
     numbers are written into the text as a sender writes them (json.dumps would write 5.1).

@@ -42,12 +42,13 @@ def receiver() -> Iterator[Receiver]:
 
 def make_subscription(
     receiver: Receiver,
+    *,
     status: str = "active",
     kind: str = "admission",
     content: str = "id-only",
     **fields: Any,
 ) -> Subscription:
-    """An active subscription of the practice's partner system (its service account)."""
+    """A subscription of the practice's partner system (its service account) to a topic."""
     issued = api_client_register(name="GP system", grant="client-credentials",
                                  organisation=partner("Z81001"), role="gp")  # fmt: skip
     owner = User.objects.select_related("organisation").get(
@@ -137,6 +138,7 @@ def test_a_full_resource_notification_carries_its_decimals_as_sent(receiver: Rec
     # The resource was the served text read back as floats and written again: 5.1.
     subscription = make_subscription(receiver, kind="result", content="full-resource")
     number = next_nhs_number()
+    # The practice's own record makes the person its patient: it is told of their results.
     feed(make_credential(partner("Z81001"))[0], builder(number, "Z81001", "g1").bundle())
     hospital = make_credential(partner("ZAC01"))[0]
     assert feed_kind(hospital, MessageKind.FHIR_JSON, report_with_decimals(number)).status == "done"

@@ -127,7 +127,7 @@ def block(markup: str, section: str) -> str:
 def api_resource(client: Client, token: str, entry: Entry) -> dict[str, Any]:
     response = fhir_get(client, token, f"{entry.resource_type}/{entry.public_id}")
     assert response.status_code == 200, response.json_body
-    # Read with its decimals, as the stored resource is: the digits served are compared.
+    # Read with its decimals, as the stored resource is (a float never equals a Decimal).
     resource: dict[str, Any] = fhirjson.loads(body(response))
     return resource
 
