@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 import psycopg
 from django.db import connection
 from django.db.backends.utils import CursorWrapper
+from django.db.models import Q
 from django.utils import timezone
 
 from sharedrecord import fhirjson
@@ -26,6 +27,7 @@ from sharedrecord.models import (
     Entry,
     Organisation,
     Patient,
+    RemovedKey,
     SourceKey,
 )
 from sharedrecord.notifications.events import events_derive, events_write
@@ -187,7 +189,9 @@ def entries_upsert(
        person, lock that person's entries: move the key (deleting the other
        entry) only where the incoming version is not older.
     3. Lock the existing entries (their version stamps and content hashes, not
-       their resources); decide created / updated / unchanged / stale.
+       their resources); decide created / updated / unchanged / stale. A key
+       holding no entry is STALE when the source removed it at a newer
+       version (RemovedKey: one more statement, only when there are such keys).
     4. COPY the new entries in; update the changed ones (and the version stamps
        of unchanged content sent at a newer version) in one pipelined batch each.
        Step 2 locked every key, so nothing else can insert these entries meanwhile.
@@ -230,6 +234,9 @@ def entries_upsert(
             [patient.pk, source_org.pk, source_ids],
         )
         existing = {(row[2], row[3]): _Stored(*row) for row in cursor.fetchall()}
+        new = [w for w in latest if w not in existing and w not in stale]
+        if new:
+            stale |= _removed_since(cursor, patient, source_org, items, latest, new)
         to_create: list[tuple[Any, ...]] = []
         to_update: list[tuple[Any, ...]] = []
         to_stamp: list[tuple[Any, ...]] = []
@@ -315,6 +322,40 @@ def _take_from_others(
     return stale
 
 
+def _removed_since(
+    cursor: CursorWrapper,
+    patient: Patient,
+    source_org: Organisation,
+    items: list[EntryData],
+    latest: dict[tuple[str, str], int],
+    new: list[tuple[str, str]],
+) -> set[tuple[str, str]]:
+    """Step 3 of entries_upsert for keys holding no entry: those the source removed at a
+    newer version (RemovedKey) are STALE, and the keys step 1 claimed for them go again.
+    """
+    cursor.execute(  # on removed_key_unique's three columns
+        "SELECT resource_type, source_id, version_id, source_updated_at"
+        " FROM sharedrecord_removedkey WHERE source_org_id = %s AND (resource_type, source_id)"
+        " IN (SELECT t, s FROM unnest(%s::text[], %s::text[]) AS k(t, s))",
+        [source_org.pk, [t for t, _ in new], [s for _, s in new]],
+    )
+    removed = {(t, s): _Removal(v, at) for t, s, v, at in cursor.fetchall()}
+    stale = {w for w in new if w in removed and _newer(items[latest[w]], removed[w]) is False}
+    if stale:
+        where = Q()
+        for resource_type, source_id in stale:
+            where |= Q(resource_type=resource_type, source_id=source_id)
+        SourceKey.objects.filter(where, source_org=source_org, patient=patient).delete()
+    return stale
+
+
+class _Removal(NamedTuple):
+    """A RemovedKey's version, as _newer reads it."""
+
+    version_id: str
+    source_updated_at: datetime.datetime | None
+
+
 def entry_remove(
     *,
     source_org: Organisation,
@@ -328,6 +369,9 @@ def entry_remove(
     `version_id` and `as_of` say which version of the resource the removal
     comes from (what the source sent with it, or its message's time): a
     stored version newer than that is kept, as an older update would be.
+    A removal with a version is remembered (RemovedKey), held or not, so an
+    older version arriving after it is not stored again (entries_upsert);
+    the person's lock, which both take, orders the two.
     Returns the person it belonged to, or None if the record never held it
     (or holds a newer version).
     """
@@ -337,21 +381,42 @@ def entry_remove(
         .filter(source_org=source_org, resource_type=resource_type, source_id=source_id)
         .first()
     )
-    if key is None:
-        return None
-    stored = Entry.objects.filter(
-        patient=key.patient, source_org=source_org, resource_type=resource_type, source_id=source_id
-    )
     removal = EntryData(
         resource_type=resource_type, source_id=source_id, section="", resource={},
         content_hash="", version_id=version_id, source_updated_at=as_of,
     )  # fmt: skip
-    if (version_id or as_of) and any(_newer(removal, e) is False for e in stored):
+    versioned = bool(version_id or as_of)
+    if key is None:  # the record never held it (or the removal came first): remember it
+        if versioned:
+            _removal_remember(source_org, removal, None)
         return None
+    stored = Entry.objects.filter(
+        patient=key.patient, source_org=source_org, resource_type=resource_type, source_id=source_id
+    )
+    if versioned and any(_newer(removal, e) is False for e in stored):
+        return None
+    if versioned:
+        _removal_remember(source_org, removal, key.patient)
     deleted, _ = stored.delete()
     patient = key.patient
     key.delete()
     return patient if deleted else None
+
+
+def _removal_remember(
+    source_org: Organisation, removal: EntryData, patient: Patient | None
+) -> None:
+    """Keep the newest removal of a source's resource (the one newer than what is kept)."""
+    kept = RemovedKey.objects.filter(
+        source_org=source_org, resource_type=removal.resource_type, source_id=removal.source_id
+    ).first()
+    if kept is not None and _newer(removal, kept) is False:
+        return
+    RemovedKey.objects.update_or_create(
+        source_org=source_org, resource_type=removal.resource_type, source_id=removal.source_id,
+        defaults={"version_id": removal.version_id, "patient": patient,
+                  "source_updated_at": removal.source_updated_at, "removed_at": timezone.now()},
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -342,6 +342,38 @@ class SourceKey(models.Model):
         return f"{self.resource_type}/{self.source_id}"
 
 
+class RemovedKey(models.Model):
+    """A source's resource it removed (DELETE, entered in error), with the removal's version.
+
+    So that an older version of it arriving later (a retry, a message processed
+    out of order) is not stored again: entries_upsert holds it STALE. A removal
+    that carries no version (a FHIR DELETE) is not kept: nothing could be told
+    older than it. Holds no clinical content. The person whose entry it removed,
+    when the record held it: it goes with their record when they opt out (a
+    source id can be a local patient number).
+    """
+
+    source_org = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    resource_type = models.CharField(max_length=40)
+    source_id = models.CharField(max_length=64)
+    patient = models.ForeignKey(
+        Patient, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    version_id = models.CharField(max_length=64, blank=True)
+    source_updated_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source_org", "resource_type", "source_id"], name="removed_key_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.resource_type}/{self.source_id} (removed)"
+
+
 class IdentityKind(models.TextChoices):
     # One source's records of a person (HL7 A40), or every source's, move to another person.
     MERGE = "merge", "Merge"

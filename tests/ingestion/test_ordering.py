@@ -110,6 +110,50 @@ def test_an_older_removal_does_not_remove_a_newer_entry() -> None:
     assert not Entry.objects.filter(patient=patient).exists()
 
 
+def _remove(org: Organisation, *, version: str = "", at: datetime.datetime | None = None) -> Any:
+    return entry_remove(
+        source_org=org, resource_type="Observation", source_id="obs-1", version_id=version,
+        as_of=at,
+    )  # fmt: skip
+
+
+def test_an_older_version_arriving_after_its_removal_does_not_bring_the_entry_back() -> None:
+    # A result marked entered in error (v3), then its final version (v2) again, a retry.
+    org, patient = make_organisation(), make_patient()
+    _upsert(patient, org, _item(2, version="2"))
+    assert _remove(org, version="3") == patient
+    assert _upsert(patient, org, _item(2, version="2")) == UpsertResult.STALE
+    assert not Entry.objects.filter(patient=patient).exists()
+    assert not SourceKey.objects.filter(source_org=org, source_id="obs-1").exists()
+    # The same by time (HL7 v2 stamps a removal with its message's time).
+    other = make_organisation()
+    _upsert(patient, other, _item(1, at=T1))
+    _remove(other, at=T2)
+    assert _upsert(patient, other, _item(1, at=T1)) == UpsertResult.STALE
+    assert not Entry.objects.filter(patient=patient).exists()
+
+
+def test_a_removal_processed_before_its_entry_keeps_the_entry_out() -> None:
+    org, patient = make_organisation(), make_patient()
+    assert _remove(org, version="3") is None  # nothing held yet
+    assert _upsert(patient, org, _item(2, version="2")) == UpsertResult.STALE
+    assert not Entry.objects.filter(patient=patient).exists()
+
+
+def test_a_newer_version_after_a_removal_is_stored_again() -> None:
+    org, patient = make_organisation(), make_patient()
+    _upsert(patient, org, _item(1, at=T1))
+    _remove(org, at=T2)
+    assert _upsert(patient, org, _item(3, at=T3)) == UpsertResult.CREATED
+    assert Entry.objects.get(patient=patient).resource["valueQuantity"]["value"] == 3
+    # A removal that says nothing of its version (a FHIR DELETE) cannot tell any version
+    # older: what arrives after it is stored, as before.
+    other = make_organisation()
+    _upsert(patient, other, _item(1, at=T2))
+    _remove(other)
+    assert _upsert(patient, other, _item(1, at=T1)) == UpsertResult.CREATED
+
+
 # ---------------------------------------------------------------- through the worker
 
 
@@ -145,6 +189,26 @@ def test_source_ids_reused_for_another_person_keep_the_newest_whatever_the_order
     assert not Entry.objects.filter(patient__nhs_number=older_person).exists()
     receipt = partner.receipt(first["Content-Location"]).json()
     assert receipt["counts"]["unchanged"] == 2
+
+
+def test_a_diagnosis_entered_in_error_stays_out_when_its_older_version_is_processed_last(
+    partner: FeedClient,
+) -> None:
+    # The source files a diagnosis, then marks it entered in error; a worker crash has
+    # the second message processed first.
+    number = next_nhs_number()
+    filed = _stamped(small_bundle(number, key="eie"), "2026-03-01T09:00:00Z", "Filed")
+    withdrawn = _stamped(small_bundle(number, key="eie"), "2026-03-02T09:00:00Z", "Withdrawn")
+    withdrawn["entry"][1]["resource"]["verificationStatus"] = {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+        "code": "entered-in-error"}]}  # fmt: skip
+    responses = [partner.post(filed), partner.post(withdrawn)]
+    for response in reversed(responses):
+        message = FeedMessage.objects.get(public_id=response.json()["id"])
+        assert feed_message_process(message_id=message.pk) == MessageStatus.DONE
+    assert not Entry.objects.filter(patient__nhs_number=number, resource_type="Condition").exists()
+    receipt = partner.receipt(responses[0]["Content-Location"]).json()
+    assert receipt["counts"]["created"] == 0  # its Condition held out, its Patient unchanged
 
 
 def _hl7_at(number: str, when: str, family: str, control_id: str, *, evn: bool = True) -> bytes:

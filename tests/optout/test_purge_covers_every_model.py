@@ -7,7 +7,9 @@ should remove. A new model fails this test until someone decides which.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.apps import apps
@@ -27,6 +29,7 @@ from sharedrecord.models import (
     Entry,
     Organisation,
     Patient,
+    RemovedKey,
     SourceKey,
     User,
 )
@@ -40,6 +43,8 @@ HOLDS_PERSONAL_DATA: dict[str, Callable[[str], QuerySet[Model]]] = {
     "sharedrecord.Patient": lambda n: Patient.objects.filter(nhs_number=n),
     "sharedrecord.Entry": lambda n: Entry.objects.filter(patient__nhs_number=n),
     "sharedrecord.SourceKey": lambda n: SourceKey.objects.filter(patient__nhs_number=n),
+    # What a source removed from the person's record, by its id (which can be a local number).
+    "sharedrecord.RemovedKey": lambda n: RemovedKey.objects.filter(patient__nhs_number=n),
     "sharedrecord.AccessBasis": lambda n: AccessBasis.objects.filter(patient__nhs_number=n),
     # An application's EHR launch context names the person (its tokens read only them).
     "sharedrecord.ApiAuthorization": lambda n: ApiAuthorization.objects.filter(
@@ -95,6 +100,7 @@ def test_after_an_opt_out_no_model_holds_the_persons_data(practice, practice_gp)
     conflicting["entry"][0]["resource"]["birthDate"] = "1990-01-01"
     feed(credential, conflicting)
     feed(credential, small_bundle(number, key="waiting"), process=False)
+    _withdrawn(credential, number)
     access_basis_record(
         viewer=practice_gp, patient_id=str(Patient.objects.get(nhs_number=number).public_id),
         session_key="session", kind=BasisKind.DIRECT_CARE,
@@ -136,3 +142,17 @@ def _told_of_an_admission(number: str, practice: Organisation, practice_gp: User
     )  # fmt: skip
     Delivery.objects.create(subscription=subscription, event=event, patient=event.patient,
                             event_number=1, next_attempt_at=now, created_at=now)  # fmt: skip
+
+
+def _withdrawn(credential: Any, number: str) -> None:
+    """The practice files a diagnosis, then marks it entered in error (a removal remembered)."""
+    filed = small_bundle(number, key="w")
+    feed(credential, filed)
+    withdrawn = copy.deepcopy(filed)
+    withdrawn["id"] += "-withdrawn"
+    condition = withdrawn["entry"][1]["resource"]
+    condition["meta"] = {"lastUpdated": "2099-01-01T00:00:00Z"}
+    condition["verificationStatus"] = {"coding": [{
+        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+        "code": "entered-in-error"}]}  # fmt: skip
+    assert feed(credential, withdrawn).counts["deleted"] == 1
