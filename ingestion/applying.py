@@ -416,6 +416,7 @@ def bundle_apply(
                     source_id=entry.source_id,
                     version_id=entry.data.version_id,
                     as_of=entry.data.source_updated_at or as_of,
+                    entered_in_error_for=patient,
                 )
                 outcome.counts["deleted" if removed else "unchanged"] += 1
                 demographics_changed_by_removal |= (

@@ -234,7 +234,8 @@ def entries_upsert(
             [patient.pk, source_org.pk, source_ids],
         )
         existing = {(row[2], row[3]): _Stored(*row) for row in cursor.fetchall()}
-        new = [w for w in latest if w not in existing and w not in stale]
+        # Keys no entry holds (one another person held is theirs to compare with).
+        new = [w for w in latest if w not in existing and w not in stale and w not in elsewhere]
         if new:
             stale |= _removed_since(cursor, patient, source_org, items, latest, new)
         to_create: list[tuple[Any, ...]] = []
@@ -331,7 +332,8 @@ def _removed_since(
     new: list[tuple[str, str]],
 ) -> set[tuple[str, str]]:
     """Step 3 of entries_upsert for keys holding no entry: those the source removed at a
-    newer version (RemovedKey) are STALE, and the keys step 1 claimed for them go again.
+    newer version (RemovedKey) are STALE, and the keys step 1 claimed for them go again;
+    for the rest the removal is forgotten (the entry's own version will be compared).
     """
     cursor.execute(  # on removed_key_unique's three columns
         "SELECT resource_type, source_id, version_id, source_updated_at"
@@ -342,11 +344,18 @@ def _removed_since(
     removed = {(t, s): _Removal(v, at) for t, s, v, at in cursor.fetchall()}
     stale = {w for w in new if w in removed and _newer(items[latest[w]], removed[w]) is False}
     if stale:
-        where = Q()
-        for resource_type, source_id in stale:
-            where |= Q(resource_type=resource_type, source_id=source_id)
-        SourceKey.objects.filter(where, source_org=source_org, patient=patient).delete()
+        SourceKey.objects.filter(_keys(stale), source_org=source_org, patient=patient).delete()
+    if revived := set(removed) - stale:
+        RemovedKey.objects.filter(_keys(revived), source_org=source_org).delete()
     return stale
+
+
+def _keys(keys: set[tuple[str, str]]) -> Q:
+    """Rows naming any of these (resource type, source id) keys."""
+    where = Q()
+    for resource_type, source_id in keys:
+        where |= Q(resource_type=resource_type, source_id=source_id)
+    return where
 
 
 class _Removal(NamedTuple):
@@ -363,15 +372,21 @@ def entry_remove(
     source_id: str,
     version_id: str = "",
     as_of: datetime.datetime | None = None,
+    entered_in_error_for: Patient | None = None,
 ) -> Patient | None:
     """Remove a source's resource from the record (DELETE or entered-in-error).
 
     `version_id` and `as_of` say which version of the resource the removal
     comes from (what the source sent with it, or its message's time): a
     stored version newer than that is kept, as an older update would be.
-    A removal with a version is remembered (RemovedKey), held or not, so an
-    older version arriving after it is not stored again (entries_upsert);
-    the person's lock, which both take, orders the two.
+    `entered_in_error_for`: the person whose message sent the resource as
+    entered in error. Such a removal carries the resource's own version (its
+    versionId or lastUpdated, stamped as every version of it is) and is
+    remembered (RemovedKey), held or not, so an older version arriving after
+    it is not stored again (entries_upsert); the person's lock, which both
+    take for that person, orders the two. A removal dated only by its message
+    (a DELETE, an HL7 v2 A11 or A40: MSH-7, while the versions it removes may
+    carry EVN-2) is not remembered: what follows it could be misjudged older.
     Returns the person it belonged to, or None if the record never held it
     (or holds a newer version).
     """
@@ -385,17 +400,18 @@ def entry_remove(
         resource_type=resource_type, source_id=source_id, section="", resource={},
         content_hash="", version_id=version_id, source_updated_at=as_of,
     )  # fmt: skip
+    remembered = entered_in_error_for is not None and bool(version_id or as_of)
     versioned = bool(version_id or as_of)
     if key is None:  # the record never held it (or the removal came first): remember it
-        if versioned:
-            _removal_remember(source_org, removal, None)
+        if remembered:
+            _removal_remember(source_org, removal, entered_in_error_for)
         return None
     stored = Entry.objects.filter(
         patient=key.patient, source_org=source_org, resource_type=resource_type, source_id=source_id
     )
     if versioned and any(_newer(removal, e) is False for e in stored):
         return None
-    if versioned:
+    if remembered:
         _removal_remember(source_org, removal, key.patient)
     deleted, _ = stored.delete()
     patient = key.patient
@@ -406,17 +422,31 @@ def entry_remove(
 def _removal_remember(
     source_org: Organisation, removal: EntryData, patient: Patient | None
 ) -> None:
-    """Keep the newest removal of a source's resource (the one newer than what is kept)."""
-    kept = RemovedKey.objects.filter(
-        source_org=source_org, resource_type=removal.resource_type, source_id=removal.source_id
-    ).first()
-    if kept is not None and _newer(removal, kept) is False:
+    """Keep the newest removal of a source's resource, linked to the person it was for."""
+    kept = (
+        RemovedKey.objects.select_for_update()
+        .filter(
+            source_org=source_org,
+            resource_type=removal.resource_type,
+            source_id=removal.source_id,
+        )
+        .first()
+    )
+    if kept is None:
+        kept = RemovedKey(
+            source_org=source_org, resource_type=removal.resource_type,
+            source_id=removal.source_id, patient=patient,
+        )  # fmt: skip
+    elif _newer(removal, kept) is not True:  # as old as what is kept, or cannot tell
+        if kept.patient_id is None and patient is not None:
+            kept.patient = patient
+            kept.save(update_fields=["patient"])
         return
-    RemovedKey.objects.update_or_create(
-        source_org=source_org, resource_type=removal.resource_type, source_id=removal.source_id,
-        defaults={"version_id": removal.version_id, "patient": patient,
-                  "source_updated_at": removal.source_updated_at, "removed_at": timezone.now()},
-    )  # fmt: skip
+    kept.version_id, kept.source_updated_at = removal.version_id, removal.source_updated_at
+    kept.removed_at = timezone.now()
+    # Its unique key is the database's to hold (a concurrent twin fails, and is retried).
+    kept.full_clean(validate_unique=False, validate_constraints=False)
+    kept.save()
 
 
 @dataclass(frozen=True)

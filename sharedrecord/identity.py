@@ -39,6 +39,7 @@ from sharedrecord.models import (
     IdentityOperation,
     Organisation,
     Patient,
+    RemovedKey,
     SourceKey,
 )
 
@@ -229,11 +230,17 @@ def patients_merge(
             )
         snapshot["entries"] = sorted(entries.values_list("id", flat=True))
         snapshot["source_keys"] = sorted(keys.values_list("id", flat=True))
+        # What the merged person's sources removed goes with them (H-033).
+        removals = RemovedKey.objects.filter(patient=prior)
+        if source_org is not None:
+            removals = removals.filter(source_org=source_org)
+        snapshot["removed_keys"] = sorted(removals.values_list("id", flat=True))
         if survivor is None:
             survivor = patient_create(nhs_number=to_nhs_number)
             snapshot["created_survivor"] = True
         moved = Entry.objects.filter(pk__in=snapshot["entries"]).update(patient=survivor)
         SourceKey.objects.filter(pk__in=snapshot["source_keys"]).update(patient=survivor)
+        RemovedKey.objects.filter(pk__in=snapshot["removed_keys"]).update(patient=survivor)
         if not Entry.objects.filter(patient=prior).exists():
             prior.delete()
             snapshot["removed_prior"] = True
@@ -308,6 +315,8 @@ def identity_operation_undo(
         if prior is not None:
             Entry.objects.filter(pk__in=snapshot["entries"]).update(patient=prior)
             SourceKey.objects.filter(pk__in=snapshot["source_keys"]).update(patient=prior)
+            removed = snapshot.get("removed_keys", [])  # none in operations before 0023
+            RemovedKey.objects.filter(pk__in=removed).update(patient=prior)
             for key in snapshot.get("retired_keys", []):
                 SourceKey.objects.get_or_create(
                     source_org_id=key["source_org_id"], resource_type=key["resource_type"],

@@ -343,14 +343,15 @@ class SourceKey(models.Model):
 
 
 class RemovedKey(models.Model):
-    """A source's resource it removed (DELETE, entered in error), with the removal's version.
+    """A source's resource it sent as entered in error, with that version's stamps.
 
     So that an older version of it arriving later (a retry, a message processed
-    out of order) is not stored again: entries_upsert holds it STALE. A removal
-    that carries no version (a FHIR DELETE) is not kept: nothing could be told
-    older than it. Holds no clinical content. The person whose entry it removed,
-    when the record held it: it goes with their record when they opt out (a
-    source id can be a local patient number).
+    out of order) is not stored again: entries_upsert holds it STALE; a newer
+    one is stored and the removal forgotten. Removals dated only by their
+    message (DELETE, HL7 v2 A11 and A40) are not kept (entries.entry_remove).
+    Holds no clinical content. Linked to the person it was for: it moves with
+    them in a merge and goes with their record when they opt out (a source id
+    can be a local patient number).
     """
 
     source_org = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")

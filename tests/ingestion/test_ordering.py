@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from audit.trail import AuditActor
 from ingestion.fhir.fields import content_hash
 from ingestion.models import FeedMessage, MessageStatus
 from ingestion.processing import feed_message_process
 from sharedrecord.entries import UpsertResult, entries_upsert, entry_remove
 from sharedrecord.entrydata import EntryData
-from sharedrecord.models import Entry, Organisation, Patient, SourceKey
+from sharedrecord.identity import identity_operation_undo, patients_merge
+from sharedrecord.models import Entry, Organisation, Patient, RemovedKey, SourceKey
 from tests.factories import (
     hl7_message,
     make_credential,
@@ -110,10 +112,13 @@ def test_an_older_removal_does_not_remove_a_newer_entry() -> None:
     assert not Entry.objects.filter(patient=patient).exists()
 
 
-def _remove(org: Organisation, *, version: str = "", at: datetime.datetime | None = None) -> Any:
+def _remove(
+    org: Organisation, patient: Patient, *, version: str = "", at: datetime.datetime | None = None
+) -> Any:
+    """The source sends the result again as entered in error, at this version, for the person."""
     return entry_remove(
         source_org=org, resource_type="Observation", source_id="obs-1", version_id=version,
-        as_of=at,
+        as_of=at, entered_in_error_for=patient,
     )  # fmt: skip
 
 
@@ -121,21 +126,21 @@ def test_an_older_version_arriving_after_its_removal_does_not_bring_the_entry_ba
     # A result marked entered in error (v3), then its final version (v2) again, a retry.
     org, patient = make_organisation(), make_patient()
     _upsert(patient, org, _item(2, version="2"))
-    assert _remove(org, version="3") == patient
+    assert _remove(org, patient, version="3") == patient
     assert _upsert(patient, org, _item(2, version="2")) == UpsertResult.STALE
     assert not Entry.objects.filter(patient=patient).exists()
     assert not SourceKey.objects.filter(source_org=org, source_id="obs-1").exists()
     # The same by time (HL7 v2 stamps a removal with its message's time).
     other = make_organisation()
     _upsert(patient, other, _item(1, at=T1))
-    _remove(other, at=T2)
+    _remove(other, patient, at=T2)
     assert _upsert(patient, other, _item(1, at=T1)) == UpsertResult.STALE
     assert not Entry.objects.filter(patient=patient).exists()
 
 
 def test_a_removal_processed_before_its_entry_keeps_the_entry_out() -> None:
     org, patient = make_organisation(), make_patient()
-    assert _remove(org, version="3") is None  # nothing held yet
+    assert _remove(org, patient, version="3") is None  # nothing held yet
     assert _upsert(patient, org, _item(2, version="2")) == UpsertResult.STALE
     assert not Entry.objects.filter(patient=patient).exists()
 
@@ -143,15 +148,38 @@ def test_a_removal_processed_before_its_entry_keeps_the_entry_out() -> None:
 def test_a_newer_version_after_a_removal_is_stored_again() -> None:
     org, patient = make_organisation(), make_patient()
     _upsert(patient, org, _item(1, at=T1))
-    _remove(org, at=T2)
+    _remove(org, patient, at=T2)
     assert _upsert(patient, org, _item(3, at=T3)) == UpsertResult.CREATED
     assert Entry.objects.get(patient=patient).resource["valueQuantity"]["value"] == 3
-    # A removal that says nothing of its version (a FHIR DELETE) cannot tell any version
-    # older: what arrives after it is stored, as before.
-    other = make_organisation()
-    _upsert(patient, other, _item(1, at=T2))
-    _remove(other)
-    assert _upsert(patient, other, _item(1, at=T1)) == UpsertResult.CREATED
+    assert not RemovedKey.objects.filter(source_org=org).exists()  # the entry's version rules
+
+
+def test_a_removal_dated_only_by_its_message_is_not_remembered() -> None:
+    # A DELETE (or an HL7 v2 A11) is dated by its message (MSH-7), the versions it removes
+    # perhaps by their event (EVN-2): a later admission could be misjudged older.
+    org, patient = make_organisation(), make_patient()
+    _upsert(patient, org, _item(1, at=T2))
+    entry_remove(source_org=org, resource_type="Observation", source_id="obs-1", as_of=T3)
+    assert not RemovedKey.objects.filter(source_org=org).exists()
+    assert _upsert(patient, org, _item(1, at=T1)) == UpsertResult.CREATED
+
+
+def test_a_merge_carries_what_the_merged_persons_sources_removed() -> None:
+    # The merged-away person is deleted once they hold nothing: what their sources
+    # removed must not go with them, or the removed result could come back.
+    org, merged, kept = make_organisation(), make_patient(), make_patient()
+    _upsert(merged, org, _item(2, version="2"))
+    _remove(org, merged, version="3")
+    actor = AuditActor.system("ordering test")
+    done = patients_merge(
+        from_nhs_number=merged.nhs_number, to_nhs_number=kept.nhs_number, source_org=None,
+        blocked=False, actor=actor,
+    )  # fmt: skip
+    assert done.merged_removed
+    assert RemovedKey.objects.get(source_org=org).patient == kept
+    assert _upsert(kept, org, _item(2, version="2")) == UpsertResult.STALE
+    identity_operation_undo(operation=done.operation, actor=actor)
+    assert RemovedKey.objects.get(source_org=org).patient_id == merged.pk  # back, same row
 
 
 # ---------------------------------------------------------------- through the worker
