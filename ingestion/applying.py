@@ -416,7 +416,10 @@ def bundle_apply(
                     source_id=entry.source_id,
                     version_id=entry.data.version_id,
                     as_of=entry.data.source_updated_at or as_of,
-                    entered_in_error_for=patient,
+                    # Remembered only with its own stamps, never the message's time alone.
+                    entered_in_error_for=(
+                        patient if entry.data.version_id or entry.data.source_updated_at else None
+                    ),
                 )
                 outcome.counts["deleted" if removed else "unchanged"] += 1
                 demographics_changed_by_removal |= (

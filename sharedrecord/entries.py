@@ -191,7 +191,8 @@ def entries_upsert(
     3. Lock the existing entries (their version stamps and content hashes, not
        their resources); decide created / updated / unchanged / stale. A key
        holding no entry is STALE when the source removed it at a newer
-       version (RemovedKey: one more statement, only when there are such keys).
+       version (RemovedKey: one more statement when a message creates keys, and a
+       delete when such a key is held stale or stored again).
     4. COPY the new entries in; update the changed ones (and the version stamps
        of unchanged content sent at a newer version) in one pipelined batch each.
        Step 2 locked every key, so nothing else can insert these entries meanwhile.
@@ -400,10 +401,9 @@ def entry_remove(
         resource_type=resource_type, source_id=source_id, section="", resource={},
         content_hash="", version_id=version_id, source_updated_at=as_of,
     )  # fmt: skip
-    remembered = entered_in_error_for is not None and bool(version_id or as_of)
     versioned = bool(version_id or as_of)
     if key is None:  # the record never held it (or the removal came first): remember it
-        if remembered:
+        if versioned and entered_in_error_for is not None:
             _removal_remember(source_org, removal, entered_in_error_for)
         return None
     stored = Entry.objects.filter(
@@ -411,17 +411,15 @@ def entry_remove(
     )
     if versioned and any(_newer(removal, e) is False for e in stored):
         return None
-    if remembered:
-        _removal_remember(source_org, removal, key.patient)
+    if versioned and entered_in_error_for is not None:
+        _removal_remember(source_org, removal, entered_in_error_for)
     deleted, _ = stored.delete()
     patient = key.patient
     key.delete()
     return patient if deleted else None
 
 
-def _removal_remember(
-    source_org: Organisation, removal: EntryData, patient: Patient | None
-) -> None:
+def _removal_remember(source_org: Organisation, removal: EntryData, patient: Patient) -> None:
     """Keep the newest removal of a source's resource, linked to the person it was for."""
     kept = (
         RemovedKey.objects.select_for_update()
@@ -438,10 +436,8 @@ def _removal_remember(
             source_id=removal.source_id, patient=patient,
         )  # fmt: skip
     elif _newer(removal, kept) is not True:  # as old as what is kept, or cannot tell
-        if kept.patient_id is None and patient is not None:
-            kept.patient = patient
-            kept.save(update_fields=["patient"])
         return
+    kept.patient = patient  # the newest removal's person
     kept.version_id, kept.source_updated_at = removal.version_id, removal.source_updated_at
     kept.removed_at = timezone.now()
     # Its unique key is the database's to hold (a concurrent twin fails, and is retried).

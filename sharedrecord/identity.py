@@ -242,6 +242,11 @@ def patients_merge(
         SourceKey.objects.filter(pk__in=snapshot["source_keys"]).update(patient=survivor)
         RemovedKey.objects.filter(pk__in=snapshot["removed_keys"]).update(patient=survivor)
         if not Entry.objects.filter(patient=prior).exists():
+            # Deleting the person would take every source's removals with them: they go
+            # to the survivor too (and back with an undo).
+            rest = sorted(RemovedKey.objects.filter(patient=prior).values_list("id", flat=True))
+            RemovedKey.objects.filter(pk__in=rest).update(patient=survivor)
+            snapshot["removed_keys"] = sorted([*snapshot["removed_keys"], *rest])
             prior.delete()
             snapshot["removed_prior"] = True
         else:
@@ -315,7 +320,7 @@ def identity_operation_undo(
         if prior is not None:
             Entry.objects.filter(pk__in=snapshot["entries"]).update(patient=prior)
             SourceKey.objects.filter(pk__in=snapshot["source_keys"]).update(patient=prior)
-            removed = snapshot.get("removed_keys", [])  # none in operations before 0023
+            removed = snapshot.get("removed_keys", [])  # none before removals were kept
             RemovedKey.objects.filter(pk__in=removed).update(patient=prior)
             for key in snapshot.get("retired_keys", []):
                 SourceKey.objects.get_or_create(
@@ -333,6 +338,8 @@ def identity_operation_undo(
             and snapshot.get("created_survivor")
             and not Entry.objects.filter(patient=survivor).exists()
         ):
+            if prior is not None:  # removals sent for the one person since, kept with them
+                RemovedKey.objects.filter(patient=survivor).update(patient=prior)
             survivor.delete()
             survivor = None
         for person in (prior, survivor):

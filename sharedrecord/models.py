@@ -357,9 +357,7 @@ class RemovedKey(models.Model):
     source_org = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
     resource_type = models.CharField(max_length=40)
     source_id = models.CharField(max_length=64)
-    patient = models.ForeignKey(
-        Patient, on_delete=models.CASCADE, null=True, blank=True, related_name="+"
-    )
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="+")
     version_id = models.CharField(max_length=64, blank=True)
     source_updated_at = models.DateTimeField(null=True, blank=True)
     removed_at = models.DateTimeField()

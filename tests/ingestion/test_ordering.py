@@ -130,7 +130,7 @@ def test_an_older_version_arriving_after_its_removal_does_not_bring_the_entry_ba
     assert _upsert(patient, org, _item(2, version="2")) == UpsertResult.STALE
     assert not Entry.objects.filter(patient=patient).exists()
     assert not SourceKey.objects.filter(source_org=org, source_id="obs-1").exists()
-    # The same by time (HL7 v2 stamps a removal with its message's time).
+    # The same by time (a resource's lastUpdated; HL7 v2's EVN-2, else MSH-7).
     other = make_organisation()
     _upsert(patient, other, _item(1, at=T1))
     _remove(other, patient, at=T2)
@@ -180,6 +180,26 @@ def test_a_merge_carries_what_the_merged_persons_sources_removed() -> None:
     assert _upsert(kept, org, _item(2, version="2")) == UpsertResult.STALE
     identity_operation_undo(operation=done.operation, actor=actor)
     assert RemovedKey.objects.get(source_org=org).patient_id == merged.pk  # back, same row
+
+
+def test_a_one_source_merge_keeps_the_other_sources_removals_of_the_person_it_empties() -> None:
+    # An A40 moves one source's entries; the person left with nothing is deleted, but
+    # what another source withdrew for them must not go with them.
+    hospital, lab = make_organisation(), make_organisation()
+    merged, kept = make_patient(), make_patient()
+    _upsert(merged, hospital, _item(5, at=T1))
+    _upsert(merged, lab, _item(2, version="2"))
+    _remove(lab, merged, version="3")
+    actor = AuditActor.system("ordering test")
+    done = patients_merge(
+        from_nhs_number=merged.nhs_number, to_nhs_number=kept.nhs_number, source_org=hospital,
+        blocked=False, actor=actor,
+    )  # fmt: skip
+    assert done.merged_removed
+    assert RemovedKey.objects.get(source_org=lab).patient == kept
+    assert _upsert(kept, lab, _item(2, version="2")) == UpsertResult.STALE
+    identity_operation_undo(operation=done.operation, actor=actor)
+    assert RemovedKey.objects.get(source_org=lab).patient_id == merged.pk
 
 
 # ---------------------------------------------------------------- through the worker
