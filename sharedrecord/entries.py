@@ -402,17 +402,18 @@ def entry_remove(
         content_hash="", version_id=version_id, source_updated_at=as_of,
     )  # fmt: skip
     versioned = bool(version_id or as_of)
+    remembered_for = entered_in_error_for if versioned else None
     if key is None:  # the record never held it (or the removal came first): remember it
-        if versioned and entered_in_error_for is not None:
-            _removal_remember(source_org, removal, entered_in_error_for)
+        if remembered_for is not None:
+            _removal_remember(source_org, removal, remembered_for)
         return None
     stored = Entry.objects.filter(
         patient=key.patient, source_org=source_org, resource_type=resource_type, source_id=source_id
     )
     if versioned and any(_newer(removal, e) is False for e in stored):
         return None
-    if versioned and entered_in_error_for is not None:
-        _removal_remember(source_org, removal, entered_in_error_for)
+    if remembered_for is not None:
+        _removal_remember(source_org, removal, remembered_for)
     deleted, _ = stored.delete()
     patient = key.patient
     key.delete()
@@ -439,7 +440,6 @@ def _removal_remember(source_org: Organisation, removal: EntryData, patient: Pat
         return
     kept.patient = patient  # the newest removal's person
     kept.version_id, kept.source_updated_at = removal.version_id, removal.source_updated_at
-    kept.removed_at = timezone.now()
     # Its unique key is the database's to hold (a concurrent twin fails, and is retried).
     kept.full_clean(validate_unique=False, validate_constraints=False)
     kept.save()
@@ -454,6 +454,8 @@ class PurgeResult:
 
 def patient_purge(*, nhs_number: str) -> PurgeResult:
     """Remove everything the record holds for a person: the patient, entries, source keys.
+
+    What their sources withdrew (RemovedKey) goes with the patient row (CASCADE).
 
     The caller holds patient_lock (the opt-out does). Audit events are kept:
     they are the governance record and hold no clinical content.

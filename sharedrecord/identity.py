@@ -230,9 +230,13 @@ def patients_merge(
             )
         snapshot["entries"] = sorted(entries.values_list("id", flat=True))
         snapshot["source_keys"] = sorted(keys.values_list("id", flat=True))
-        # What the merged person's sources removed goes with them (H-033).
+        # What the merged person's sources withdrew goes with what moves (H-033): every
+        # source's when the merge empties the person (deleting them would delete it).
+        emptied = (
+            not Entry.objects.filter(patient=prior).exclude(pk__in=snapshot["entries"]).exists()
+        )
         removals = RemovedKey.objects.filter(patient=prior)
-        if source_org is not None:
+        if source_org is not None and not emptied:
             removals = removals.filter(source_org=source_org)
         snapshot["removed_keys"] = sorted(removals.values_list("id", flat=True))
         if survivor is None:
@@ -241,12 +245,7 @@ def patients_merge(
         moved = Entry.objects.filter(pk__in=snapshot["entries"]).update(patient=survivor)
         SourceKey.objects.filter(pk__in=snapshot["source_keys"]).update(patient=survivor)
         RemovedKey.objects.filter(pk__in=snapshot["removed_keys"]).update(patient=survivor)
-        if not Entry.objects.filter(patient=prior).exists():
-            # Deleting the person would take every source's removals with them: they go
-            # to the survivor too (and back with an undo).
-            rest = sorted(RemovedKey.objects.filter(patient=prior).values_list("id", flat=True))
-            RemovedKey.objects.filter(pk__in=rest).update(patient=survivor)
-            snapshot["removed_keys"] = sorted([*snapshot["removed_keys"], *rest])
+        if emptied:
             prior.delete()
             snapshot["removed_prior"] = True
         else:

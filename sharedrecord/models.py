@@ -351,7 +351,9 @@ class RemovedKey(models.Model):
     message (DELETE, HL7 v2 A11 and A40) are not kept (entries.entry_remove).
     Holds no clinical content. Linked to the person it was for: it moves with
     them in a merge and goes with their record when they opt out (a source id
-    can be a local patient number).
+    can be a local patient number). Like SourceKey it is looked up by the
+    source's key before the person is known, so its unique key leaves out the
+    person (a small table, not distributed by patient under Citus).
     """
 
     source_org = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
@@ -360,7 +362,6 @@ class RemovedKey(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="+")
     version_id = models.CharField(max_length=64, blank=True)
     source_updated_at = models.DateTimeField(null=True, blank=True)
-    removed_at = models.DateTimeField()
 
     class Meta:
         constraints = [

@@ -154,37 +154,11 @@ def test_a_newer_version_after_a_removal_is_stored_again() -> None:
     assert not RemovedKey.objects.filter(source_org=org).exists()  # the entry's version rules
 
 
-def test_a_removal_dated_only_by_its_message_is_not_remembered() -> None:
-    # A DELETE (or an HL7 v2 A11) is dated by its message (MSH-7), the versions it removes
-    # perhaps by their event (EVN-2): a later admission could be misjudged older.
-    org, patient = make_organisation(), make_patient()
-    _upsert(patient, org, _item(1, at=T2))
-    entry_remove(source_org=org, resource_type="Observation", source_id="obs-1", as_of=T3)
-    assert not RemovedKey.objects.filter(source_org=org).exists()
-    assert _upsert(patient, org, _item(1, at=T1)) == UpsertResult.CREATED
-
-
-def test_a_merge_carries_what_the_merged_persons_sources_removed() -> None:
-    # The merged-away person is deleted once they hold nothing: what their sources
-    # removed must not go with them, or the removed result could come back.
-    org, merged, kept = make_organisation(), make_patient(), make_patient()
-    _upsert(merged, org, _item(2, version="2"))
-    _remove(org, merged, version="3")
-    actor = AuditActor.system("ordering test")
-    done = patients_merge(
-        from_nhs_number=merged.nhs_number, to_nhs_number=kept.nhs_number, source_org=None,
-        blocked=False, actor=actor,
-    )  # fmt: skip
-    assert done.merged_removed
-    assert RemovedKey.objects.get(source_org=org).patient == kept
-    assert _upsert(kept, org, _item(2, version="2")) == UpsertResult.STALE
-    identity_operation_undo(operation=done.operation, actor=actor)
-    assert RemovedKey.objects.get(source_org=org).patient_id == merged.pk  # back, same row
-
-
-def test_a_one_source_merge_keeps_the_other_sources_removals_of_the_person_it_empties() -> None:
-    # An A40 moves one source's entries; the person left with nothing is deleted, but
-    # what another source withdrew for them must not go with them.
+@pytest.mark.parametrize("one_source", [False, True], ids=["every-source", "one-source"])
+def test_a_merge_carries_what_the_merged_persons_sources_removed(one_source: bool) -> None:
+    # The merged-away person is deleted once they hold nothing (an A40 moves only its
+    # sender's entries): what any source withdrew for them must not go with them, or
+    # the withdrawn result could come back.
     hospital, lab = make_organisation(), make_organisation()
     merged, kept = make_patient(), make_patient()
     _upsert(merged, hospital, _item(5, at=T1))
@@ -192,14 +166,14 @@ def test_a_one_source_merge_keeps_the_other_sources_removals_of_the_person_it_em
     _remove(lab, merged, version="3")
     actor = AuditActor.system("ordering test")
     done = patients_merge(
-        from_nhs_number=merged.nhs_number, to_nhs_number=kept.nhs_number, source_org=hospital,
-        blocked=False, actor=actor,
+        from_nhs_number=merged.nhs_number, to_nhs_number=kept.nhs_number,
+        source_org=hospital if one_source else None, blocked=False, actor=actor,
     )  # fmt: skip
     assert done.merged_removed
     assert RemovedKey.objects.get(source_org=lab).patient == kept
     assert _upsert(kept, lab, _item(2, version="2")) == UpsertResult.STALE
     identity_operation_undo(operation=done.operation, actor=actor)
-    assert RemovedKey.objects.get(source_org=lab).patient_id == merged.pk
+    assert RemovedKey.objects.get(source_org=lab).patient_id == merged.pk  # back, same row
 
 
 # ---------------------------------------------------------------- through the worker
@@ -257,6 +231,33 @@ def test_a_diagnosis_entered_in_error_stays_out_when_its_older_version_is_proces
     assert not Entry.objects.filter(patient__nhs_number=number, resource_type="Condition").exists()
     receipt = partner.receipt(responses[0]["Content-Location"]).json()
     assert receipt["counts"]["created"] == 0  # its Condition held out, its Patient unchanged
+
+
+def test_a_cancelled_admission_dated_by_its_message_does_not_hold_back_a_readmission(
+    client: Client,
+) -> None:
+    # An A11 is dated by its message (MSH-7, 10:05); the versions of the visit it cancels
+    # by their event (EVN-2). The re-admission happened at 10:02 and is sent after the
+    # cancellation: remembered, the cancellation would hold it back as older.
+    _, token = make_credential(make_organisation(ods_code="ZOR11", kind="acute"))
+    number = next_nhs_number()
+    for event, sent, happened, control in (("A01", "100000", "100000", "C1"),
+                                           ("A11", "100500", "100500", "C2"),
+                                           ("A01", "100600", "100200", "C3")):  # fmt: skip
+        text = hl7_message(number, control_id=control, event=event, visit="V11")
+        text = text.replace("20261120101500||", f"20261120{sent}||")
+        text = text.replace(f"EVN|{event}|20261120101500", f"EVN|{event}|20261120{happened}")
+        response = client.post(
+            "/api/v1/feeds/hl7v2", data=text.encode(), content_type="x-application/hl7-v2+er7",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )  # fmt: skip
+        assert "|AA|" in response.content.decode()
+        message = FeedMessage.objects.order_by("-id").first()
+        assert message is not None
+        assert feed_message_process(message_id=message.pk) == MessageStatus.DONE
+        held = Entry.objects.filter(patient__nhs_number=number, resource_type="Encounter")
+        assert held.exists() is (event == "A01"), event
+    assert not RemovedKey.objects.filter(source_org__ods_code="ZOR11").exists()
 
 
 def _hl7_at(number: str, when: str, family: str, control_id: str, *, evn: bool = True) -> bytes:
