@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -331,42 +332,49 @@ def wait_processing(stack: Stack, messages: list[Message], *, done_first: int = 
     raise AssertionError("no worker ever started processing")
 
 
-# Messages a worker holds while it waits on a table lock: certainly mid-transaction.
+# Messages whose worker waits on the holder's table lock: certainly mid-transaction.
 WAITING = (
     "SELECT l.objid::bigint FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
     "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid AND l.objsubid = 2 "
-    "AND a.wait_event_type = 'Lock'"
+    "AND %s::integer = ANY(pg_blocking_pids(a.pid))"
 )
 
 
-def hold_mid_message(
+@contextlib.contextmanager
+def held_mid_message(
     stack: Stack, messages: list[Message], *, done_first: int
-) -> tuple[list[int], psycopg.Connection[Any]]:
-    """Once `done_first` of these are done, stop the workers inside a message.
+) -> Iterator[list[int]]:
+    """Once `done_first` of these are done, hold the workers inside a message; the ids held.
 
     A session takes the entries table in SHARE mode, so the next message a worker
-    takes waits at its first write, holding its transaction open for as long as the
-    session lasts. Returns the ids of the messages held and that session (a fast stop
-    of PostgreSQL ends it; close it otherwise). Without it a message of hundreds of
-    entries still commits, at times, in the instant between being seen and the stop.
+    takes waits at its first write with its transaction open, until the session ends
+    (on leaving the block, or when a fast stop of PostgreSQL ends it first). Without
+    it a message of hundreds of entries still commits, at times, in the instant
+    between being seen mid-message and the strike.
     """
-    keys = [m.key for m in messages]
     deadline = time.monotonic() + 60
     while done_count(stack, messages) < done_first:
         if time.monotonic() > deadline:
-            raise AssertionError(f"fewer than {done_first} of {len(keys)} messages were done")
+            raise AssertionError(f"fewer than {done_first} of {len(messages)} messages were done")
         time.sleep(0.01)
     holder = stack.connect()
-    holder.execute("BEGIN")
-    holder.execute("LOCK TABLE sharedrecord_entry IN SHARE MODE")
-    with stack.connect() as conn:
-        while time.monotonic() < deadline:
-            held = [int(row[0]) for row in conn.execute(WAITING, [MESSAGE_LOCK_NAMESPACE])]
-            if held:
-                return held, holder
-            time.sleep(0.01)
-    holder.close()
-    raise AssertionError("no worker took a message while the entries table was held")
+    try:
+        holder.execute("SET lock_timeout = '30s'")  # behind a message still committing
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE sharedrecord_entry IN SHARE MODE")
+        deadline = time.monotonic() + 60
+        with stack.connect() as conn:
+            held: list[int] = []
+            while not held:
+                if time.monotonic() > deadline:
+                    raise AssertionError("no worker took a message while the table was held")
+                time.sleep(0.01)
+                rows = conn.execute(WAITING, [MESSAGE_LOCK_NAMESPACE, holder.info.backend_pid])
+                held = [int(row[0]) for row in rows]
+        yield held
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            holder.close()
 
 
 def done_count(stack: Stack, messages: list[Message]) -> int:
@@ -457,9 +465,8 @@ def test_a_worker_killed_mid_message_loses_and_doubles_nothing(
     assert [a.status for a in answers] == [202] * len(messages)
 
     members = stack.worker.group()  # the worker and its pool processes
-    held, holder = hold_mid_message(stack, messages, done_first=2)
-    stack.worker.kill_hard(members)
-    holder.close()
+    with held_mid_message(stack, messages, done_first=2) as held:
+        stack.worker.kill_hard(members)
     at_kill = status_of(stack, held)
     mid_message = [pk for pk, (status, _) in at_kill.items() if status == "processing"]
     fault_record["faults"] = ["worker process group SIGKILLed mid-message"]
@@ -565,11 +572,9 @@ def test_a_postgres_restart_mid_ingest_loses_and_doubles_nothing(
     answers = send_all(partner, before)
     assert [a.status for a in answers] == [202] * len(before)
 
-    held, holder = hold_mid_message(stack, before, done_first=1)
-    down_at = time.monotonic()
-    stack.pg.stop("fast")  # the first half of `pg_ctl restart -m fast`, held down for a while
-    with contextlib.suppress(psycopg.Error):
-        holder.close()
+    with held_mid_message(stack, before, done_first=1) as held:
+        down_at = time.monotonic()
+        stack.pg.stop("fast")  # the first half of `pg_ctl restart -m fast`, held down a while
     fault_record["faults"] = ["PostgreSQL stopped (fast: sessions killed) mid-ingest, restarted"]
     with ThreadPoolExecutor(4) as pool:
         ready_job = pool.submit(partner.request, "GET", "/readyz", token="", timeout=30)
