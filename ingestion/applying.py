@@ -415,11 +415,9 @@ def bundle_apply(
                     resource_type=entry.resource_type,
                     source_id=entry.source_id,
                     version_id=entry.data.version_id,
-                    as_of=entry.data.source_updated_at or as_of,
-                    # Remembered only with its own stamps, never the message's time alone.
-                    entered_in_error_for=(
-                        patient if entry.data.version_id or entry.data.source_updated_at else None
-                    ),
+                    source_updated_at=entry.data.source_updated_at,
+                    message_time=as_of,
+                    entered_in_error_for=patient,
                 )
                 outcome.counts["deleted" if removed else "unchanged"] += 1
                 demographics_changed_by_removal |= (
@@ -452,7 +450,7 @@ def bundle_apply(
             source_org=organisation,
             resource_type=entry.resource_type,
             source_id=entry.source_id,
-            as_of=as_of,
+            message_time=as_of,
         )
         outcome.counts["deleted" if removed else "unchanged"] += 1
         if removed is not None and entry.resource_type == "Patient":
@@ -494,7 +492,10 @@ def merge_apply(
     )
     if not mergeable:
         if retire and entry_remove(
-            source_org=organisation, resource_type="Patient", source_id=prior_id, as_of=as_of
+            source_org=organisation,
+            resource_type="Patient",
+            source_id=prior_id,
+            message_time=as_of,
         ):
             outcome.counts["deleted"] += 1
         return

@@ -522,7 +522,7 @@ def _file(items: list[MatchQueueItem], data: list[EntryData], patient: Patient) 
             removed = entry_remove(
                 source_org=organisation, resource_type=entry.resource_type,
                 source_id=entry.source_id, version_id=entry.version_id,
-                as_of=entry.source_updated_at, entered_in_error_for=patient,
+                source_updated_at=entry.source_updated_at, entered_in_error_for=patient,
             )  # fmt: skip
             counts["deleted" if removed else "unchanged"] += 1
             demographics_changed |= bool(removed) and entry.resource_type == "Patient"

@@ -668,9 +668,7 @@ def entries_visible(
     return _entries_visible(person=patient, policy=policy, sections=sections)
 
 
-def entries_visible_among(
-    *, people: Collection[int], policy: ViewPolicy, sections: frozenset[str] | None = None
-) -> VisibleEntries:
+def entries_visible_among(*, people: Collection[int], policy: ViewPolicy) -> VisibleEntries:
     """These people's entries this policy shows, each under the rules as they apply to its person.
 
     The rules of entries_visible, with the "knows only" rule reading each
@@ -678,7 +676,7 @@ def entries_visible_among(
     of many people's events at once (notifications_shown_as). `people` are
     Patient ids.
     """
-    return _entries_visible(person=None, people=people, policy=policy, sections=sections)
+    return _entries_visible(person=None, people=people, policy=policy, sections=None)
 
 
 def _entries_visible(

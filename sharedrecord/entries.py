@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import enum
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -345,15 +346,18 @@ def _removed_since(
     removed = {(t, s): _Removal(v, at) for t, s, v, at in cursor.fetchall()}
     stale = {w for w in new if w in removed and _newer(items[latest[w]], removed[w]) is False}
     if stale:
-        SourceKey.objects.filter(_keys(stale), source_org=source_org, patient=patient).delete()
+        SourceKey.objects.filter(named_keys(stale), source_org=source_org, patient=patient).delete()
     if revived := set(removed) - stale:
-        RemovedKey.objects.filter(_keys(revived), source_org=source_org).delete()
+        RemovedKey.objects.filter(named_keys(revived), source_org=source_org).delete()
     return stale
 
 
-def _keys(keys: set[tuple[str, str]]) -> Q:
-    """Rows naming any of these (resource type, source id) keys."""
-    where = Q()
+def named_keys(keys: Iterable[tuple[str, str]]) -> Q:
+    """Rows (entries, source keys, removals) naming any of these (resource type, source id).
+
+    None for no keys (not every row).
+    """
+    where = Q(pk__in=[])
     for resource_type, source_id in keys:
         where |= Q(resource_type=resource_type, source_id=source_id)
     return where
@@ -372,22 +376,24 @@ def entry_remove(
     resource_type: str,
     source_id: str,
     version_id: str = "",
-    as_of: datetime.datetime | None = None,
+    source_updated_at: datetime.datetime | None = None,
+    message_time: datetime.datetime | None = None,
     entered_in_error_for: Patient | None = None,
 ) -> Patient | None:
     """Remove a source's resource from the record (DELETE or entered-in-error).
 
-    `version_id` and `as_of` say which version of the resource the removal
-    comes from (what the source sent with it, or its message's time): a
-    stored version newer than that is kept, as an older update would be.
+    `version_id` and `source_updated_at` are the removed resource's own
+    version stamps, as the source sent them with it; `message_time` (HL7 v2's
+    MSH-7) dates a removal without them. A stored version newer than the
+    removal is kept, as an older update would be.
     `entered_in_error_for`: the person whose message sent the resource as
-    entered in error. Such a removal carries the resource's own version (its
-    versionId or lastUpdated, stamped as every version of it is) and is
+    entered in error. Such a removal with the resource's own stamps is
     remembered (RemovedKey), held or not, so an older version arriving after
     it is not stored again (entries_upsert); the person's lock, which both
     take for that person, orders the two. A removal dated only by its message
-    (a DELETE, an HL7 v2 A11 or A40: MSH-7, while the versions it removes may
-    carry EVN-2) is not remembered: what follows it could be misjudged older.
+    (a DELETE, an HL7 v2 A11 or A40, or any without a stamp of its own: MSH-7,
+    while the versions it removes may carry EVN-2) is not remembered: what
+    follows it could be misjudged older.
     Returns the person it belonged to, or None if the record never held it
     (or holds a newer version).
     """
@@ -397,12 +403,13 @@ def entry_remove(
         .filter(source_org=source_org, resource_type=resource_type, source_id=source_id)
         .first()
     )
+    as_of = source_updated_at or message_time
     removal = EntryData(
         resource_type=resource_type, source_id=source_id, section="", resource={},
         content_hash="", version_id=version_id, source_updated_at=as_of,
     )  # fmt: skip
     versioned = bool(version_id or as_of)
-    remembered_for = entered_in_error_for if versioned else None
+    remembered_for = entered_in_error_for if version_id or source_updated_at else None
     if key is None:  # the record never held it (or the removal came first): remember it
         if remembered_for is not None:
             _removal_remember(source_org, removal, remembered_for)

@@ -31,7 +31,7 @@ from django.utils import timezone
 from audit.models import AuditAction
 from audit.trail import AuditActor, AuditContext, AuditSubject, audit_event_record
 from sharedrecord.demographics import patient_demographics_refresh
-from sharedrecord.entries import patient_create, patient_purge
+from sharedrecord.entries import named_keys, patient_create, patient_purge
 from sharedrecord.exceptions import DomainError
 from sharedrecord.models import (
     Entry,
@@ -210,9 +210,7 @@ def patients_merge(
         survivor = None
     elif kind == IdentityKind.MERGE and prior is not None:
         if retire and source_org is not None:
-            ending = Q()
-            for resource_type, source_id in retire:
-                ending |= Q(resource_type=resource_type, source_id=source_id)
+            ending = named_keys(retire)
             retired = Entry.objects.filter(ending, patient=prior, source_org=source_org)
             retired_keys = SourceKey.objects.filter(ending, patient=prior, source_org=source_org)
             snapshot["retired"] = _entry_rows(retired)

@@ -607,24 +607,24 @@ def _summary(patient: Patient, visible: QuerySet[Entry], policy: ViewPolicy) -> 
         p for p in _summary_parts(now, patient.demographics_source_ods)
         if policy.may_see_section(p.section)
     ]  # fmt: skip
-    rows = _summary_chosen(patient, policy, parts)
-    chosen: dict[int, str] = {entry.pk: name for entry, name, _ in rows}
-    fetched: dict[str, int] = {}
-    for _, name, _ in rows:
-        fetched[name] = fetched.get(name, 0) + 1
+    in_part: dict[str, list[Entry]] = {}
+    totals: dict[str, int] = {}
+    for entry, name, total in _summary_chosen(patient, policy, parts):
+        in_part.setdefault(name, []).append(entry)
+        totals[name] = total
     limited = {part.name for part in parts if part.limit}
-    beyond = {name: total - fetched[name] for _, name, total in rows if name in limited}
-    entries = list({entry.pk: entry for entry, _, _ in rows}.values())
+    beyond = {name: totals[name] - len(in_part[name]) for name in in_part if name in limited}
+    entries = list({e.pk: e for listed in in_part.values() for e in listed}.values())
     shown = dict(zip((e.pk for e in entries), _shown(entries, policy, visible), strict=True))
-    lists: dict[str, list[ShownEntry]] = {}
-    for part in parts:
-        mine = _ordered([e for e in entries if chosen[e.pk] == part.name], part.order)
-        lists[part.name] = [shown[e.pk] for e in mine]
+    lists = {
+        part.name: [shown[e.pk] for e in _ordered(in_part.get(part.name, []), part.order)]
+        for part in parts
+    }
 
     def listed(name: str) -> list[ShownEntry]:
         return lists.get(name, [])  # a part outside the viewer's role lists nothing
 
-    person = next((e for e in entries if chosen[e.pk] == "person"), None)
+    person = next(iter(in_part.get("person", [])), None)
     summary = Summary(
         alerts=[a for a in listed("alerts") if a.current],
         allergies=[a for a in listed("allergies") if a.code not in NO_KNOWN_ALLERGY_CODES],

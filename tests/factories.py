@@ -117,6 +117,20 @@ def synthea_files() -> list[Path]:
 HL7_DIRS = (EXTERNAL / "hl7v2-ms-fhir-converter", EXTERNAL / "hl7v2-cdc-trusted-intermediary")
 
 
+# JSON numbers as a sender writes them: json.dumps writes 5.10 as 5.1, so a document
+# carries these placeholders and `as_sent` replaces them with the text.
+DECIMAL_VALUE, DECIMAL_LOW, DECIMAL_HIGH = 111.125, 222.125, 333.125
+DECIMALS_SENT = {"111.125": "5.10", "222.125": "3.50", "333.125": "5.10E+0"}
+
+
+def as_sent(document: dict[str, Any]) -> bytes:
+    """The document's JSON text with the decimal placeholders written as a sender would."""
+    text = json.dumps(document)
+    for placeholder, sent in DECIMALS_SENT.items():
+        text = text.replace(placeholder, sent)
+    return text.encode()
+
+
 def hl7_message(
     nhs_number: str | None,
     *,

@@ -109,18 +109,20 @@ def _decimals_as_sent(model: BaseModel, dumped: dict[str, Any]) -> dict[str, Any
     """
     for name, field in type(model).model_fields.items():
         key = field.alias or name
-        value, out = getattr(model, name, None), dumped.get(key)
-        if isinstance(value, decimal.Decimal):
-            dumped[key] = _as_sent_or_written(value, out)
-        elif isinstance(value, BaseModel) and isinstance(out, dict):
-            _decimals_as_sent(value, out)
-        elif isinstance(value, list) and isinstance(out, list) and len(value) == len(out):
-            for index, (item, item_out) in enumerate(zip(value, out, strict=True)):
-                if isinstance(item, decimal.Decimal):
-                    out[index] = _as_sent_or_written(item, item_out)
-                elif isinstance(item, BaseModel) and isinstance(item_out, dict):
-                    _decimals_as_sent(item, item_out)
+        if key in dumped:
+            dumped[key] = _value_as_sent(getattr(model, name, None), dumped[key])
     return dumped
+
+
+def _value_as_sent(value: Any, out: Any) -> Any:
+    """One field's (or list item's) JSON `out` with its decimals as `value` holds them."""
+    if isinstance(value, decimal.Decimal):
+        return _as_sent_or_written(value, out)
+    if isinstance(value, BaseModel) and isinstance(out, dict):
+        return _decimals_as_sent(value, out)
+    if isinstance(value, list) and isinstance(out, list) and len(value) == len(out):
+        return [_value_as_sent(item, item_out) for item, item_out in zip(value, out, strict=True)]
+    return out
 
 
 def _as_sent_or_written(value: decimal.Decimal, written: Any) -> Any:

@@ -65,20 +65,16 @@ def number_shown(value: Any) -> str:
         return ""
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, decimal.Decimal):  # read with its precision (sharedrecord.fhirjson)
-        return format(value, "f") if value.is_finite() else ""
     if isinstance(value, float):
-        if not math.isfinite(value):
-            return ""
         # repr() is the shortest decimal that reads back as this float: what was sent.
-        text = format(decimal.Decimal(repr(value)), "f")
-        return text
+        value = repr(value)
     if isinstance(value, str):
         try:
-            parsed = decimal.Decimal(value.strip())
+            value = decimal.Decimal(value.strip())
         except decimal.InvalidOperation:
             return ""
-        return format(parsed, "f") if parsed.is_finite() else ""
+    if isinstance(value, decimal.Decimal):  # read with its precision (sharedrecord.fhirjson)
+        return format(value, "f") if value.is_finite() else ""
     return ""
 
 

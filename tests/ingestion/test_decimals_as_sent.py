@@ -30,6 +30,10 @@ from sharedrecord.identity import identity_operation_undo, patients_merge
 from sharedrecord.models import Entry, Patient
 from sharedrecord.presentation.values import number_of, number_shown
 from tests.factories import (
+    DECIMAL_HIGH,
+    DECIMAL_LOW,
+    DECIMAL_VALUE,
+    as_sent,
     client_for,
     confirm_basis,
     feed_kind,
@@ -45,25 +49,14 @@ from tests.fhirapi import body, fhir_get, partner_token
 
 pytestmark = pytest.mark.django_db
 
-# Placeholders written into the JSON, then replaced by the text a sender would send.
-VALUE, LOW, HIGH = 111.125, 222.125, 333.125
-SENT = {"111.125": "5.10", "222.125": "3.50", "333.125": "5.10E+0"}
-
-
-def _as_sent(document: dict[str, Any]) -> bytes:
-    text = json.dumps(document)
-    for placeholder, sent in SENT.items():
-        text = text.replace(placeholder, sent)
-    return text.encode()
-
 
 def _observation() -> dict[str, Any]:
     return {
         "status": "final",
         "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}], "text": "Potassium"},
         "effectiveDateTime": "2026-11-20T09:00:00Z",
-        "valueQuantity": {"value": VALUE, "unit": "mmol/L"},
-        "referenceRange": [{"low": {"value": LOW}, "high": {"value": HIGH}}],
+        "valueQuantity": {"value": DECIMAL_VALUE, "unit": "mmol/L"},
+        "referenceRange": [{"low": {"value": DECIMAL_LOW}, "high": {"value": DECIMAL_HIGH}}],
     }
 
 
@@ -91,7 +84,7 @@ def test_a_fhir_bundles_decimals_are_stored_and_served_as_sent(client: Client) -
     bundle = BundleBuilder(person(number, key=f"d{number}"), "Z81001", "d").patient()
     bundle.add("Observation", _observation())
     message = feed_kind(
-        make_credential(partner("Z81001"))[0], MessageKind.FHIR_JSON, _as_sent(bundle.bundle())
+        make_credential(partner("Z81001"))[0], MessageKind.FHIR_JSON, as_sent(bundle.bundle())
     )
     assert message.status == "done", message.issues
     stored = _stored_text(number)
@@ -115,7 +108,7 @@ def test_an_ndjson_uploads_decimals_are_stored_as_sent() -> None:
         "resourceType": "Observation", "id": f"obs-{number}", **_observation(),
         "subject": {"reference": f"Patient/{patient['id']}"},
     }  # fmt: skip
-    lines = b"\n".join(_as_sent(resource) for resource in (patient, observation))
+    lines = b"\n".join(as_sent(resource) for resource in (patient, observation))
     message = feed_kind(make_credential(partner("Z81001"))[0], MessageKind.FHIR_NDJSON, lines)
     assert message.status == "done", message.issues
     stored = _stored_text(number)
@@ -135,7 +128,7 @@ def test_a_number_no_decimal_can_mean_refuses_its_entry_alone() -> None:
     for n, sent in enumerate(("NaN", "1e400", "-Infinity", "1e9999999999999999999", "5.10")):
         observation = {"resourceType": "Observation", "id": f"o{n}-{number}", **_observation(),
                        "subject": subject}  # fmt: skip
-        lines.append(json.dumps(observation).replace("111.125", sent).encode())
+        lines.append(json.dumps(observation).replace(str(DECIMAL_VALUE), sent).encode())
     message = feed_kind(
         make_credential(partner("Z81001"))[0], MessageKind.FHIR_NDJSON, b"\n".join(lines)
     )
@@ -150,7 +143,7 @@ def test_a_huge_exponent_in_a_bundle_refuses_that_entry_not_the_message() -> Non
     number = next_nhs_number()
     bundle = BundleBuilder(person(number, key=f"h{number}"), "Z81001", "h").patient()
     bundle.add("Observation", _observation()).add("Condition", {"code": {"text": "Asthma"}})
-    payload = _as_sent(bundle.bundle()).replace(
+    payload = as_sent(bundle.bundle()).replace(
         b'"value": 5.10,', b'"value": 1e9999999999999999999,'
     )
     message = feed_kind(make_credential(partner("Z81001"))[0], MessageKind.FHIR_JSON, payload)
@@ -166,7 +159,7 @@ def test_an_opted_out_persons_entries_leave_a_waiting_message_with_the_rest_as_s
     bundle.add("Observation", _observation())
     other = BundleBuilder(person(leaving, key=f"l{leaving}"), "Z81001", "l").patient()
     both = {**bundle.bundle(), "entry": [*bundle.entries, *other.entries]}
-    redacted = redact_person(_as_sent(both), "json", leaving).decode()
+    redacted = redact_person(as_sent(both), "json", leaving).decode()
     assert leaving not in redacted
     assert '"value":5.10' in redacted
     assert '"value":3.50' in redacted
@@ -238,7 +231,7 @@ def _results_from(ods: str, number: str) -> Patient:
     bundle = BundleBuilder(person(number, key=f"p{number}"), ods, "p").patient()
     bundle.add("Observation", _observation())
     message = feed_kind(
-        make_credential(partner(ods))[0], MessageKind.FHIR_JSON, _as_sent(bundle.bundle())
+        make_credential(partner(ods))[0], MessageKind.FHIR_JSON, as_sent(bundle.bundle())
     )
     assert message.status == "done", message.issues
     return Patient.objects.get(nhs_number=number)

@@ -118,7 +118,7 @@ def _remove(
     """The source sends the result again as entered in error, at this version, for the person."""
     return entry_remove(
         source_org=org, resource_type="Observation", source_id="obs-1", version_id=version,
-        as_of=at, entered_in_error_for=patient,
+        source_updated_at=at, entered_in_error_for=patient,
     )  # fmt: skip
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 from typing import Any
 
 from ingestion.demo import PEOPLE, BundleBuilder
-from tests.factories import hl7_message
+from tests.factories import DECIMAL_LOW, DECIMAL_VALUE, as_sent, hl7_message
 
 V3 = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -159,15 +158,14 @@ def hl7_death(nhs_number: str, *, control_id: str) -> bytes:
 def report_with_decimals(nhs_number: str, *, ods: str = "ZAC01", key: str = "d1") -> bytes:
     """A hospital's abnormal report holding its potassium, sent as 5.10 (from 3.50): JSON text.
 
-    The report is the notification's focus, so its contained result travels with it. The
-    numbers are written into the text as a sender writes them (json.dumps would write 5.1).
+    The report is the notification's focus, so its contained result travels with it.
     """
     b = builder(nhs_number, ods, key)
     potassium = {
         "status": "final",
         "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
-        "valueQuantity": {"value": 111.125, "unit": "mmol/L"},
-        "referenceRange": [{"low": {"value": 222.125}, "high": {"value": 5.3}}],
+        "valueQuantity": {"value": DECIMAL_VALUE, "unit": "mmol/L"},
+        "referenceRange": [{"low": {"value": DECIMAL_LOW}, "high": {"value": 5.3}}],
         "interpretation": [{"coding": [{"system": INTERPRETATION, "code": "H"}]}],
         "effectiveDateTime": _today(),
     }
@@ -182,5 +180,4 @@ def report_with_decimals(nhs_number: str, *, ods: str = "ZAC01", key: str = "d1"
             "result": [{"reference": "#k"}],
         },
     )
-    text = json.dumps(b.bundle())
-    return text.replace("111.125", "5.10").replace("222.125", "3.50").encode()
+    return as_sent(b.bundle())
