@@ -28,9 +28,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
-import psycopg.errors
 from django.conf import settings
-from django.db import OperationalError, transaction
+from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -60,6 +59,7 @@ from sharedrecord import fhirjson
 from sharedrecord.access import organisation_is_pull_only, organisation_may_send_feeds
 from sharedrecord.models import SourceKey
 from sharedrecord.organisations import organisation_feed_seen
+from sharedrecord.transactions import deadlock_retried
 
 logger = logging.getLogger(__name__)
 
@@ -388,6 +388,7 @@ class BatchResult:
     outcome: Outcome
 
 
+@deadlock_retried
 def import_batch_commit(
     *,
     checkpoint: ImportCheckpoint,
@@ -400,7 +401,9 @@ def import_batch_commit(
 
     Either the batch's entries, its parked items, its FeedMessage (the batch's
     receipt), its audit event and the new checkpoint all commit, or none do:
-    a crash or a kill at any moment repeats or loses nothing. Refuses
+    a crash or a kill at any moment repeats or loses nothing; a batch ended by
+    a deadlock with another import process (each holds one person's lock and
+    wants the other's, or an audit stripe) runs again. Refuses
     (FeedRejected, audited as a refused feed) when the organisation's agreement
     is no longer active, and
     (ImportConflict) when another run has moved the checkpoint meanwhile.
@@ -584,11 +587,6 @@ def feed_import_run(
     return run
 
 
-# A deadlock between two import processes (each holds one person's lock and
-# wants the other's, or an audit stripe) rolls one batch back; it is run again.
-DEADLOCK_RETRIES = 5
-
-
 def import_files(
     *,
     credential: FeedCredential,
@@ -600,7 +598,6 @@ def import_files(
 ) -> ImportRun:
     """Import `files` in the order given, in this process (see feed_import_run).
 
-    A batch rolled back by a deadlock with another import process runs again.
     Side effects: those of import_batch_commit, per batch.
     """
     run = ImportRun()
@@ -618,21 +615,13 @@ def import_files(
                 run.stopped_at = (file.path.name, checkpoint.lines_done)
                 return run
             done_before = checkpoint.lines_done
-            for attempt in range(DEADLOCK_RETRIES):
-                try:
-                    import_batch_commit(
-                        checkpoint=checkpoint,
-                        credential=credential,
-                        file=file,
-                        lines=batch,
-                        last_line=last_line,
-                    )
-                    break
-                except OperationalError as exc:
-                    deadlock = isinstance(exc.__cause__, psycopg.errors.DeadlockDetected)
-                    if not deadlock or attempt == DEADLOCK_RETRIES - 1:
-                        raise
-                    logger.info("import batch rolled back by a deadlock; running it again")
+            import_batch_commit(
+                checkpoint=checkpoint,
+                credential=credential,
+                file=file,
+                lines=batch,
+                last_line=last_line,
+            )
             on_batch(file, last_line - done_before)
         if checkpoint.finished_at is None:
             left = checkpoint.total_lines - checkpoint.lines_done

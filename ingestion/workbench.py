@@ -68,6 +68,7 @@ from sharedrecord.matching import (
     patient_candidates,
 )
 from sharedrecord.models import Entry, IdentityKind, IdentityOperation, Patient, User, is_uuid
+from sharedrecord.transactions import deadlock_retried
 
 # What the sender is told, by code: the officer's own words stay with us.
 REJECT_REASONS = {
@@ -635,6 +636,7 @@ def _programme_only(scope: DataQualityScope) -> None:
         )  # fmt: skip
 
 
+@deadlock_retried
 @transaction.atomic
 def identity_merge(
     *, viewer: User, scope: DataQualityScope, from_nhs_number: str, to_nhs_number: str,
@@ -645,6 +647,7 @@ def identity_merge(
     The same locks and opt-out gate as a feed's A40: both people locked in
     NHS number order; an opt-out on either number wins (nothing moves and both
     records are removed). Recorded so it can be undone exactly (identity_undo).
+    Run again if PostgreSQL ends it to break a deadlock with a feed.
     Side effects: the entries moved, one IdentityOperation, one audit event.
     """
     _programme_only(scope)
@@ -674,12 +677,17 @@ def identity_operations(*, scope: DataQualityScope, limit: int = 50) -> list[Ide
     )
 
 
+@deadlock_retried
 @transaction.atomic
 def identity_undo(
     *, viewer: User, scope: DataQualityScope, operation_id: uuid.UUID,
     context: AuditContext | None = None,
 ) -> IdentityOperation:  # fmt: skip
-    """Unmerge or unlink: put back exactly what the operation moved (identity_operation_undo)."""
+    """Unmerge or unlink: put back exactly what the operation moved (identity_operation_undo).
+
+    Both numbers locked in NHS number order; run again if PostgreSQL ends it
+    to break a deadlock with a feed.
+    """
     _programme_only(scope)
     operation = IdentityOperation.objects.filter(public_id=operation_id).first()
     if operation is None:

@@ -36,6 +36,7 @@ from sharedrecord.exceptions import PermissionDenied
 from sharedrecord.identity import identity_numbers_joined, identity_snapshots_clear
 from sharedrecord.matching import nhs_number_is_valid, nhs_number_normalise
 from sharedrecord.models import Organisation, OrganisationKind, User
+from sharedrecord.transactions import deadlock_retried
 
 # Apps that hold personal data outside the record (ingestion's queue and raw
 # messages) register a purger here at start-up; optout cannot import them.
@@ -243,6 +244,7 @@ def _record(
     return OptOutResult(optout, changed=True)
 
 
+@deadlock_retried
 @transaction.atomic
 def optout_register(
     *,
@@ -263,7 +265,9 @@ def optout_register(
     practice the record does not know (the change is then flagged for the
     programme's review); anyone else raises PermissionDenied without saying
     where they are registered. Side effects: the record, parked items and
-    pending raw payloads for the person are removed; one audit event.
+    pending raw payloads for the person are removed; one audit event. Run
+    again if PostgreSQL ends it to break a deadlock (with a feed correcting an
+    NHS number a merge joins to this one): the practice is not told to retry.
     """
     number = _valid_number(nhs_number)
     patient_lock(nhs_number=number)
@@ -399,6 +403,7 @@ def optout_objection_check(
     )
 
 
+@deadlock_retried
 @transaction.atomic
 def optout_objection_register(
     *,
