@@ -182,8 +182,10 @@ class PrivatePostgres:
         self._run("initdb", "-D", str(self.data), "--auth=trust", "--username=postgres",
                   "--encoding=UTF8", "--locale=C", "--no-sync")  # fmt: skip
 
-    def start(self) -> None:
+    def start(self, settings: dict[str, str] | None = None) -> None:
+        """Start the server, with these `-c` settings besides its address."""
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        options += "".join(f" -c {name}={value}" for name, value in (settings or {}).items())
         self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log_path), "-w",
                   "-t", "60", "-o", options)  # fmt: skip
 
@@ -237,7 +239,9 @@ class PrivatePostgres:
 
 
 @contextmanager
-def private_postgres(root: Path | None = None) -> Iterator[PrivatePostgres]:
+def private_postgres(
+    root: Path | None = None, *, settings: dict[str, str] | None = None
+) -> Iterator[PrivatePostgres]:
     """Start a throwaway PostgreSQL cluster (see PrivatePostgres); stop it and remove its files."""
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
@@ -249,7 +253,7 @@ def private_postgres(root: Path | None = None) -> Iterator[PrivatePostgres]:
     server = PrivatePostgres(base / "pg" if made else base, bin_dir=bin_dir)
     try:
         server.init()
-        server.start()
+        server.start(settings)
         yield server
     finally:
         if server.running():
