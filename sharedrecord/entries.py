@@ -21,7 +21,6 @@ from django.db import connection
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
 
 from sharedrecord import fhirjson
 from sharedrecord.entrydata import EntryData
@@ -50,27 +49,11 @@ def patient_lock(*, nhs_number: str) -> None:
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_advisory_xact_lock(%s, %s)",
-            [PATIENT_LOCK_NAMESPACE, patient_lock_id(nhs_number=nhs_number)],
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [PATIENT_LOCK_NAMESPACE, nhs_number]
         )
 
 
 PATIENT_LOCK_NAMESPACE = 7401
-
-
-def patient_lock_id(*, nhs_number: str) -> int:
-    """The person's lock id: 32 bits of an HMAC of the NHS number under SECRET_KEY.
-
-    PostgreSQL writes lock ids into its log and its errors (a deadlock's
-    detail, pg_locks); a plain hash of an NHS number (hashtext) is turned back
-    into the number by trying every one. Every process must share SECRET_KEY
-    (as sessions already need) for the opt-out and the feeds to meet.
-    """
-    digest = salted_hmac(PATIENT_LOCK_SALT, nhs_number, algorithm="sha256").digest()
-    return int.from_bytes(digest[:4], "big", signed=True)
-
-
-PATIENT_LOCK_SALT = "sharedrecord.entries.patient_lock"
 
 
 def patient_create(*, nhs_number: str) -> Patient:

@@ -21,7 +21,7 @@ from django.db import connection
 from audit.trail import AuditActor
 from optout.models import OptOut, OptOutRoute, OptOutStatus
 from optout.services import optout_register
-from sharedrecord.entries import PATIENT_LOCK_NAMESPACE, patient_lock_id
+from sharedrecord.entries import PATIENT_LOCK_NAMESPACE
 from sharedrecord.identity import patients_merge
 from sharedrecord.models import Organisation, Patient
 from tests.factories import make_patient
@@ -29,7 +29,7 @@ from tests.services import database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
+LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 WAITING = (
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = %s "
     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
@@ -71,17 +71,13 @@ def test_an_opt_out_caught_in_a_deadlock_is_recorded(
         psycopg.connect(url) as correction,
     ):
         # A correction holds the surviving number and will want the merged-away one.
-        correction.execute(
-            LOCK, [PATIENT_LOCK_NAMESPACE, patient_lock_id(nhs_number=kept.nhs_number)]
-        )
+        correction.execute(LOCK, [PATIENT_LOCK_NAMESPACE, kept.nhs_number])
         thread = threading.Thread(target=opt_out)
         thread.start()
         _wait_for_a_waiter(watcher)  # the opt-out holds its number, waits for the survivor's
         # Returns once PostgreSQL breaks the cycle by ending the opt-out's transaction
         # (it has waited longer, so its deadlock check runs first).
-        correction.execute(
-            LOCK, [PATIENT_LOCK_NAMESPACE, patient_lock_id(nhs_number=merged_away.nhs_number)]
-        )
+        correction.execute(LOCK, [PATIENT_LOCK_NAMESPACE, merged_away.nhs_number])
         correction.rollback()
         thread.join(timeout=30)
     assert not thread.is_alive()
