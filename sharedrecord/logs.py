@@ -6,7 +6,8 @@ request or task in hand (`request_id`, the same value as the audit events
 written for that request; `task_id` and `task` in a worker). Personal data
 is kept out by construction (we log public ids, codes and counts, never
 names, NHS numbers or dates of birth) and, as a second line of defence,
-anything shaped like an NHS number is masked before a line is written.
+anything shaped like an NHS number, and the values a PostgreSQL error quotes,
+are masked before a line is written.
 """
 
 from __future__ import annotations
@@ -25,16 +26,26 @@ _NHS_NUMBER = re.compile(
     r"(?<![0-9A-Fa-f])(?<!\d\.)\d{3}[ -]?\d{3}[ -]?\d{4}(?![0-9A-Fa-f])(?!\.\d)"
 )
 MASK = "[nhs-number removed]"
+# The parts of a PostgreSQL error (a psycopg exception's text, in a traceback) that carry
+# values: a key's ("Key (nhs_number)=(...) already exists"), a failing row's, and the
+# person lock's id in a deadlock's detail (a hash of the NHS number, which is read back by
+# hashing every number). Each is cut to the end of its line.
+_DATABASE_VALUES = re.compile(
+    r"(?P<lead>Key \([^)\n]*\)=|Failing row contains |advisory lock )[(\[][^\n]*"
+)
+DATABASE_MASK = "[values removed]"
 REQUEST_FIELDS = ("method", "route", "status", "duration_ms", "user")
 
 
 def mask_nhs_numbers(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Mask anything shaped like an NHS number in the event and its string values."""
+    """Mask anything shaped like an NHS number, and a database error's values, in the event."""
     for key, value in list(event.items()):
         if isinstance(value, str) and _NHS_NUMBER.search(value):
-            event[key] = _NHS_NUMBER.sub(MASK, value)
+            value = event[key] = _NHS_NUMBER.sub(MASK, value)
+        if isinstance(value, str) and _DATABASE_VALUES.search(value):
+            event[key] = _DATABASE_VALUES.sub(rf"\g<lead>{DATABASE_MASK}", value)
     return event
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.db import IntegrityError, transaction
 from django.test import Client
 
 from audit.models import AuditAction, AuditEvent
@@ -99,6 +100,34 @@ def test_a_number_next_to_a_word_or_ending_a_sentence_is_masked(log_lines: Lines
     logging.getLogger("ingestion.test").warning("NHS%s, %sx and %s.", number, number, spaced)
     (line,) = log_lines()
     assert line["event"] == f"NHS{MASK}, {MASK}x and {MASK}."
+
+
+def test_a_database_errors_row_values_are_masked(log_lines: Lines) -> None:
+    # PostgreSQL's error names the failing row's values; psycopg puts them in its text.
+    row: dict[str, Any] = {"family_name": "Zebedee", "postcode": "ZZ99 3QX", "gender": None}
+    try:
+        with transaction.atomic():  # gender may not be null: the insert fails
+            Patient.objects.create(nhs_number=next_nhs_number(), **row)
+    except IntegrityError:
+        logging.getLogger("django.request").exception("Internal Server Error: /optouts/")
+    (line,) = log_lines()
+    assert "Failing row contains [values removed]" in line["exception"]  # still says what
+    assert "Zebedee" not in json.dumps(line)
+    assert "ZZ99" not in json.dumps(line)
+
+
+def test_a_deadlocks_person_lock_ids_are_masked(log_lines: Lines) -> None:
+    # PostgreSQL's own words: the lock's id is a hash of the person's NHS number.
+    detail = (
+        "deadlock detected\nDETAIL:  Process 17340 waits for ExclusiveLock on advisory lock "
+        "[19036,7401,-123456789,2]; blocked by process 17376.\nProcess 17376 waits for "
+        "ExclusiveLock on advisory lock [19036,7401,987654321,2]; blocked by process 17340."
+    )
+    logging.getLogger("django.request").error("Service Unavailable: %s", detail)
+    (line,) = log_lines()
+    assert "123456789" not in line["event"]
+    assert "987654321" not in line["event"]
+    assert line["event"].count("advisory lock [values removed]") == 2
 
 
 def test_ids_that_begin_with_ten_digits_are_not_masked(log_lines: Lines) -> None:
