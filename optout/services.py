@@ -266,8 +266,8 @@ def optout_register(
     programme's review); anyone else raises PermissionDenied without saying
     where they are registered. Side effects: the record, parked items and
     pending raw payloads for the person are removed; one audit event. Run
-    again if PostgreSQL ends it to break a deadlock (with a feed correcting an
-    NHS number a merge joins to this one): the practice is not told to retry.
+    again (deadlock_retried) if PostgreSQL ends it to break a deadlock with a
+    feed correcting an NHS number that a merge joins to this one.
     """
     number = _valid_number(nhs_number)
     patient_lock(nhs_number=number)
