@@ -37,15 +37,14 @@ DATABASE_MASK = "[values removed]"
 REQUEST_FIELDS = ("method", "route", "status", "duration_ms", "user")
 
 
-def mask_nhs_numbers(
+def mask_personal_data(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """Mask anything shaped like an NHS number, and a database error's values, in the event."""
     for key, value in list(event.items()):
-        if isinstance(value, str) and _NHS_NUMBER.search(value):
-            value = event[key] = _NHS_NUMBER.sub(MASK, value)
-        if isinstance(value, str) and _DATABASE_VALUES.search(value):
-            event[key] = _DATABASE_VALUES.sub(rf"\g<lead>{DATABASE_MASK}", value)
+        if isinstance(value, str):
+            masked = _NHS_NUMBER.sub(MASK, value)
+            event[key] = _DATABASE_VALUES.sub(rf"\g<lead>{DATABASE_MASK}", masked)
     return event
 
 
@@ -68,7 +67,7 @@ def json_formatter() -> structlog.stdlib.ProcessorFormatter:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            mask_nhs_numbers,
+            mask_personal_data,
             structlog.processors.JSONRenderer(),
         ],
     )
@@ -80,7 +79,7 @@ def console_formatter() -> structlog.stdlib.ProcessorFormatter:
         foreign_pre_chain=_pre_chain(),
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            mask_nhs_numbers,
+            mask_personal_data,
             structlog.dev.ConsoleRenderer(colors=False),
         ],
     )

@@ -37,16 +37,14 @@ def deadlock_retried(func: Callable[P, T]) -> Callable[P, T]:
 
     @functools.wraps(func)
     def retried(*args: P.args, **kwargs: P.kwargs) -> T:
-        if connection.in_atomic_block:
-            return func(*args, **kwargs)
-        for attempt in range(1, DEADLOCK_RETRIES + 1):
-            try:
-                return func(*args, **kwargs)
-            except OperationalError as exc:
-                deadlock = isinstance(exc.__cause__, psycopg.errors.DeadlockDetected)
-                if not deadlock or attempt == DEADLOCK_RETRIES:
-                    raise
-                logger.info("%s ended by a deadlock; running it again", func.__qualname__)
-        raise AssertionError("unreachable")  # the last attempt returns or raises
+        if not connection.in_atomic_block:
+            for _ in range(DEADLOCK_RETRIES - 1):
+                try:
+                    return func(*args, **kwargs)
+                except OperationalError as exc:
+                    if not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected):
+                        raise
+                    logger.info("%s ended by a deadlock; running it again", func.__qualname__)
+        return func(*args, **kwargs)  # the last attempt, or the only one inside a transaction
 
     return retried
