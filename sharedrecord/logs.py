@@ -74,7 +74,10 @@ def json_formatter() -> structlog.stdlib.ProcessorFormatter:
 
 
 def console_formatter() -> structlog.stdlib.ProcessorFormatter:
-    """Readable lines for a developer's terminal (`LOG_FORMAT=console`), masked the same."""
+    """Readable lines for a developer's terminal (`LOG_FORMAT=console`), masked the same.
+
+    Except tracebacks: the renderer prints them itself, unmasked. Never for a deployment.
+    """
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_pre_chain(),
         processors=[

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import decimal
 import html
 import re
 import zoneinfo
@@ -130,6 +131,17 @@ def api_resource(client: Client, token: str, entry: Entry) -> dict[str, Any]:
     # Read with its decimals, as the stored resource is (a float never equals a Decimal).
     resource: dict[str, Any] = fhirjson.loads(body(response))
     return resource
+
+
+def exact(value: Any) -> Any:
+    """The value with each Decimal as its text: Decimal("5.1") == Decimal("5.10") is true."""
+    if isinstance(value, decimal.Decimal):
+        return ("decimal", str(value))
+    if isinstance(value, dict):
+        return {k: exact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [exact(v) for v in value]
+    return value
 
 
 def as_sent(resource: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from tests.factories import (
     confirm_basis,
     feed,
     make_credential,
+    make_organisation,
+    make_patient,
     next_nhs_number,
     partner,
     signed_in,
@@ -107,7 +109,7 @@ def test_a_database_errors_row_values_are_masked(log_lines: Lines) -> None:
     row: dict[str, Any] = {"family_name": "Zebedee", "postcode": "ZZ99 3QX", "gender": None}
     try:
         with transaction.atomic():  # gender may not be null: the insert fails
-            Patient.objects.create(nhs_number=next_nhs_number(), **row)
+            make_patient(**row)
     except IntegrityError:
         logging.getLogger("django.request").exception("Internal Server Error: /optouts/")
     (line,) = log_lines()
@@ -116,11 +118,24 @@ def test_a_database_errors_row_values_are_masked(log_lines: Lines) -> None:
     assert "ZZ99" not in json.dumps(line)
 
 
+def test_a_database_errors_key_value_is_masked(log_lines: Lines) -> None:
+    code = "ZKEY1"  # a name, not a literal, in the traceback's source lines
+    make_organisation(ods_code=code)
+    try:
+        with transaction.atomic():  # the key is taken: PostgreSQL quotes its value
+            make_organisation(ods_code=code)
+    except IntegrityError:
+        logging.getLogger("django.request").exception("Internal Server Error: /admin/")
+    (line,) = log_lines()
+    assert "Key (ods_code)=[values removed]" in line["exception"]
+    assert "ZKEY1" not in json.dumps(line)
+
+
 def test_a_deadlocks_person_lock_ids_are_masked(log_lines: Lines) -> None:
-    # PostgreSQL's own words: the lock's id is a hash of the person's NHS number.
+    # PostgreSQL's words (ids unsigned): the lock's id is a hash of the NHS number.
     detail = (
         "deadlock detected\nDETAIL:  Process 17340 waits for ExclusiveLock on advisory lock "
-        "[19036,7401,-123456789,2]; blocked by process 17376.\nProcess 17376 waits for "
+        "[19036,7401,123456789,2]; blocked by process 17376.\nProcess 17376 waits for "
         "ExclusiveLock on advisory lock [19036,7401,987654321,2]; blocked by process 17340."
     )
     logging.getLogger("django.request").error("Service Unavailable: %s", detail)
